@@ -1,0 +1,3 @@
+from elastrain.cli.main import main
+
+main()

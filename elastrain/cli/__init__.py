@@ -1,0 +1,1 @@
+"""The `elastrain` command line."""

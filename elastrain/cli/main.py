@@ -1,0 +1,133 @@
+"""The `elastrain` command: a thin shell over spec, data, train."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from elastrain import paths
+from elastrain.errors import UserError
+
+app = typer.Typer(
+    help="Train machine-learning models on elastic compute.\n\n"
+         "Declare a job in YAML (see examples/), then `elastrain run job.yaml`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="FIELD=VALUE",
+    help="Override a spec field, e.g. --set train.lr=0.01 (repeatable; values are YAML).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+
+
+@app.command()
+def run(
+    spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML).", show_default=False)],
+    overrides: SetOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the job a spec declares and save the model.
+
+    Exit code 0 when the job succeeds, 1 when training fails (e.g. the loss diverged),
+    2 when the spec or the data is wrong.
+    """
+    from elastrain.cli.progress import RichProgress
+    from elastrain.spec import load_spec
+    from elastrain.train import run_job
+
+    spec = load_spec(spec_file, overrides or [])
+    sys.path.insert(0, str(spec_file.resolve().parent))   # python:module:function models beside the spec
+    with RichProgress(err, spec.name) as progress:
+        result = run_job(spec, paths.home(), progress)
+    if result.status != "succeeded":
+        err.print(f"[red]error:[/red] {result.message}", soft_wrap=True)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        _print_result(result)
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _print_result(result) -> None:
+    table = Table(title=f"{result.job_id} — {result.status}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    table.add_row("epochs / steps", f"{result.epochs} / {result.steps}")
+    table.add_row("wall time", f"{result.wall_s:.1f} s")
+    out.print(table)
+    if result.model_path:
+        out.print(f"model saved to {result.model_path}", soft_wrap=True)
+
+
+@app.command()
+def validate(
+    spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML).", show_default=False)],
+    overrides: SetOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a spec and print it normalized, with every default filled in."""
+    from elastrain.spec import load_spec
+
+    normalized = load_spec(spec_file, overrides or []).model_dump(mode="json")
+    if as_json:
+        print(json.dumps(normalized))
+    else:
+        out.print(yaml.safe_dump(normalized, sort_keys=False), end="", soft_wrap=True)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory (the model_path of a run).",
+                                              show_default=False)],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="Features: .csv, .parquet or .npz (key X).",
+                                             show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write predictions to this CSV instead of printing.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Predict with a saved model; the model's own preprocessing is applied to the input."""
+    from elastrain.data import read_prediction_input
+    from elastrain.train import load_model
+
+    saved = load_model(model_dir)
+    predicted = saved.predict(read_prediction_input(input_file, saved.preprocessor))
+    if output:
+        with output.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["prediction"])
+            writer.writerows([value] for value in predicted)
+    if as_json:
+        print(json.dumps({"n": len(predicted), "output": str(output) if output else None,
+                          "predictions": None if output else predicted}))
+    elif output:
+        out.print(f"{len(predicted)} predictions written to {output}")
+    else:
+        print("\n".join(str(value) for value in predicted))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app on `argv` (default: the command line); expected errors
+    become one line on stderr and the error's exit code."""
+    try:
+        app(args=argv, prog_name="elastrain")
+    except UserError as exc:
+        err.print(f"[red]error:[/red] {exc.line()}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,45 @@
+"""A Rich progress bar for a training job, drawn on stderr."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from elastrain.train.trainer import StepReport
+
+HEADLINE_METRICS = ("accuracy", "f1_macro", "mse", "r2")
+
+
+class RichProgress:
+    """Shows steps done, time left, the loss, and a line of validation metrics per epoch."""
+
+    def __init__(self, console: Console, name: str) -> None:
+        self.name = name
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=True,
+        )
+        self.task = None
+
+    def __enter__(self) -> RichProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.task is not None:
+            self.bar.stop()
+
+    def start(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Open the bar for a job of `total_steps` steps (drawn only once the job has started,
+        so a job that fails on bad input prints nothing but its error)."""
+        self.bar.start()
+        self.task = self.bar.add_task(self.name, total=total_steps, loss=float("nan"))
+
+    def step(self, report: StepReport) -> None:
+        """Advance the bar by one completed step."""
+        self.bar.update(self.task, completed=report.step, loss=report.loss)
+
+    def epoch(self, epoch: int, metrics: dict) -> None:
+        """Log the validation metrics of a finished epoch above the bar."""
+        shown = "  ".join(f"val_{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics)
+        self.bar.console.log(f"epoch {epoch}  {shown}")

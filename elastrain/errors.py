@@ -1,0 +1,43 @@
+"""Errors a user can act on.
+
+Every expected failure (bad spec, missing file, malformed data, diverging loss) is
+raised as a :class:`UserError`; the CLI prints its one line and exits with its
+code, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An expected failure, reported as one line: what went wrong, where, how to fix it.
+
+    Args:
+        what: what is wrong, in plain words.
+        where: the place it is wrong (a file and line, a spec field, a column and row).
+        fix: what the user should do about it.
+        exit_code: the process exit code the CLI uses (2 for bad input).
+    """
+
+    exit_code = 2
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None,
+                 exit_code: int | None = None) -> None:
+        self.what = what
+        self.where = where
+        self.fix = fix
+        if exit_code is not None:
+            self.exit_code = exit_code
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        """The one-line message shown to the user."""
+        text = f"{self.where}: {self.what}" if self.where else self.what
+        if self.fix:
+            text = f"{text} — {self.fix}"
+        return " ".join(text.split())
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the job failed and its last good state was kept."""
+
+    exit_code = 1

@@ -1,0 +1,99 @@
+"""The model zoo: each kind of the spec built as a `torch.nn.Module` that maps a batch of
+flat feature vectors (N, n_features) to (N, n_outputs) scores."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import torch
+from torch import nn
+
+from elastrain.errors import UserError
+from elastrain.spec import ModelSpec
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
+}
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    """Build the model a spec asks for, with fresh parameters drawn from torch's current RNG.
+
+    Args:
+        spec: the `model` section of a job spec.
+        input_shape: the shape of one sample, (n_features,) or (C, H, W).
+        n_outputs: how many scores per sample the loss expects.
+
+    Returns:
+        A module taking float32 (N, prod(input_shape)) and returning (N, n_outputs).
+
+    Raises:
+        UserError: a `python:` model cannot be imported or returns the wrong shape.
+    """
+    n_features = math.prod(input_shape)
+    if spec.kind in ("linear", "logistic", "softmax", "svm"):
+        return nn.Linear(n_features, n_outputs)
+    if spec.kind == "mlp":
+        return _mlp(n_features, spec.hidden, n_outputs, spec.activation, spec.dropout)
+    if spec.kind == "cnn":
+        return _cnn(input_shape, spec, n_outputs)
+    return _user_model(spec, input_shape, n_outputs)
+
+
+def _mlp(n_in: int, hidden: list[int], n_out: int, activation: str, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(n_in, width), ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        n_in = width
+    layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+def _cnn(input_shape: tuple[int, ...], spec: ModelSpec, n_outputs: int) -> nn.Sequential:
+    if len(input_shape) != 3:
+        raise UserError(f"model cnn needs image data (C, H, W), but this data has shape {input_shape}",
+                        where="model.kind", fix="use an idx: source or builtin:digits, or model mlp")
+    channels, height, width = input_shape
+    # No batch normalization: its statistics would depend on how a batch is split over workers.
+    layers: list[nn.Module] = [nn.Unflatten(1, input_shape)]
+    for out_channels in spec.channels:
+        layers += [nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2),
+                   ACTIVATIONS[spec.activation]()]
+        if min(height, width) >= 2:
+            layers.append(nn.MaxPool2d(2))
+            height, width = height // 2, width // 2
+        channels = out_channels
+    layers.append(nn.Flatten())
+    layers.append(_mlp(channels * height * width, spec.hidden, n_outputs, spec.activation, spec.dropout))
+    return nn.Sequential(*layers)
+
+
+def _user_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    _, module_name, function_name = spec.kind.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"cannot import module '{module_name}' ({exc})", where="model.kind",
+                        fix="make it importable (PYTHONPATH or an installed package)") from None
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise UserError(f"module '{module_name}' has no function '{function_name}'", where="model.kind")
+    try:
+        model = factory(input_shape=input_shape, n_outputs=n_outputs, **spec.options)
+    except TypeError as exc:
+        raise UserError(f"{spec.kind} could not be called ({exc})", where="model.kind",
+                        fix="accept input_shape=, n_outputs= and the keys of model.options") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{spec.kind} returned {type(model).__name__}, not a torch.nn.Module",
+                        where="model.kind")
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(2, math.prod(input_shape)))
+    model.train()
+    if tuple(out.shape) != (2, n_outputs):
+        raise UserError(f"{spec.kind} maps (N, {math.prod(input_shape)}) to {tuple(out.shape)[1:]} "
+                        f"per sample, but the loss needs ({n_outputs},)", where="model.kind",
+                        fix="make its last layer output n_outputs scores")
+    return model

@@ -1,0 +1,179 @@
+"""Reading a job spec from YAML, applying `--set` overrides, and turning every
+validation failure into one line that says what, where (file:line and field) and how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from elastrain.errors import UserError
+from elastrain.spec.models import FILE_SOURCES, FieldError, JobSpec
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read, override and validate the job spec in a YAML file.
+
+    Args:
+        path: the YAML file.
+        overrides: `dotted.field=value` strings; values are parsed as YAML scalars.
+
+    Returns:
+        The validated spec, with relative data and checkpoint paths made relative to the
+        spec file's folder.
+
+    Raises:
+        UserError: the file is missing or unreadable, not YAML, or not a valid spec.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("spec file not found", where=str(path), fix="check the path")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the spec ({exc})", where=str(path)) from None
+    return _paths_relative_to(parse_spec(text, source=str(path), overrides=overrides), path.parent)
+
+
+def _paths_relative_to(spec: JobSpec, folder: Path) -> JobSpec:
+    data = spec.data
+    if data.source_kind in FILE_SOURCES and not os.path.isabs(data.source_arg):
+        data.source = f"{data.source_kind}:{os.path.normpath(folder / data.source_arg)}"
+    if spec.checkpoint.dir and "://" not in spec.checkpoint.dir and not os.path.isabs(spec.checkpoint.dir):
+        spec.checkpoint.dir = os.path.normpath(folder / spec.checkpoint.dir)
+    return spec
+
+
+def parse_spec(text: str, source: str = "<spec>", overrides: list[str] | None = None) -> JobSpec:
+    """Validate a job spec given as YAML text; see :func:`load_spec`."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"YAML syntax error: {problem}", where=where,
+                        fix="fix the YAML at that line (indentation, colons, quotes)") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError("a spec must be a mapping of sections (name, data, model, train, ...)",
+                        where=source, fix="see examples/ for the shape of a spec")
+    overridden = apply_overrides(raw, overrides or [])
+    return validate_spec(raw, source=source, lines=_line_index(node), overridden=overridden)
+
+
+def validate_spec(raw: dict, source: str = "<spec>", lines: dict[tuple, int] | None = None,
+                  overridden: set[tuple] | None = None) -> JobSpec:
+    """Validate a spec given as a plain dict (as the REST API receives it)."""
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _user_error(exc, source, lines or {}, overridden or set()) from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
+    """Set `dotted.path=value` entries in a raw spec dict, in place.
+
+    Returns:
+        The paths that were overridden, to name `--set` as the place of a later error.
+    """
+    done: set[tuple] = set()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"'{item}' is not a field=value pair", where="--set",
+                            fix="write it like --set train.lr=0.01")
+        path = tuple(key.strip().split("."))
+        target = raw
+        for part in path[:-1]:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = target[part] = {}
+            target = child
+        target[path[-1]] = yaml.safe_load(value) if value.strip() else None
+        done.add(path)
+    return done
+
+
+def _line_index(node: yaml.Node | None) -> dict[tuple, int]:
+    """Map every key path in a composed YAML document to its 1-based line."""
+    index: dict[tuple, int] = {}
+
+    def walk(current: yaml.Node, path: tuple) -> None:
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                child = (*path, key_node.value)
+                index[child] = key_node.start_mark.line + 1
+                walk(value_node, child)
+        elif isinstance(current, yaml.SequenceNode):
+            for i, item in enumerate(current.value):
+                index[(*path, i)] = item.start_mark.line + 1
+                walk(item, (*path, i))
+
+    if node is not None:
+        walk(node, ())
+    return index
+
+
+def _user_error(exc: ValidationError, source: str, lines: dict[tuple, int],
+                overridden: set[tuple]) -> UserError:
+    error = exc.errors()[0]
+    cause = error.get("ctx", {}).get("error")
+    loc = cause.loc if isinstance(cause, FieldError) else tuple(
+        part for part in error["loc"] if not _is_pydantic_branch(part))
+    field = ".".join(str(part) for part in loc) or "spec"
+    where = _place(loc, source, lines, overridden)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"valid fields here: {', '.join(valid)}"
+        return UserError(f"unknown field '{field}'", where=where, fix=hint)
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return UserError(f"'{field}' is required", where=where, fix="add it to the spec")
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) or kind.startswith("value_error") else f" (got {got!r})"
+    return UserError(f"{field}: {message}{shown}", where=where, fix=_fix_for(kind, field))
+
+
+def _is_pydantic_branch(part: Any) -> bool:
+    # Pydantic names union branches and validator steps inside `loc`; they are not spec fields.
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _place(loc: tuple, source: str, lines: dict[tuple, int], overridden: set[tuple]) -> str:
+    for depth in range(len(loc), 0, -1):
+        prefix = loc[:depth]
+        if prefix in overridden:
+            return f"--set {'.'.join(map(str, prefix))}"
+        if prefix in lines:
+            return f"{source}:{lines[prefix]}"
+    return source
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = JobSpec
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def _fix_for(kind: str, field: str) -> str | None:
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"set {field} inside the allowed range"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"give {field} a value of the right type"
+    if kind == "literal_error":
+        return f"set {field} to one of the listed values"
+    return None

@@ -1,0 +1,251 @@
+"""The job specification: what to train, on what data, how, and on how many workers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "idx", "synthetic")
+FILE_SOURCES = ("csv", "parquet", "npz", "idx")
+BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+SYNTHETIC_KINDS = ("classification", "regression")
+MODEL_KINDS = ("linear", "logistic", "softmax", "svm", "mlp", "cnn")
+REGRESSION_LOSSES = ("mse", "mae")
+CLASSIFICATION_LOSSES = ("cross_entropy", "bce", "hinge", "squared_hinge")
+
+# Which losses each model kind accepts; the first is its default.
+LOSSES_BY_MODEL: dict[str, tuple[str, ...]] = {
+    "linear": REGRESSION_LOSSES,
+    "logistic": ("bce",),
+    "softmax": ("cross_entropy",),
+    "svm": ("hinge", "squared_hinge"),
+}
+
+
+class FieldError(ValueError):
+    """A cross-field validation failure that belongs to one field (`loc`, from the spec's root)."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        self.loc = loc
+        super().__init__(message)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticSpec(_Strict):
+    """Size of a generated data set (`synthetic:classification|regression`)."""
+
+    n_samples: int = Field(1000, ge=10)
+    n_features: int = Field(20, ge=1)
+    n_informative: int | None = Field(None, ge=1)
+    n_classes: int = Field(2, ge=2)
+    noise: float = Field(0.1, ge=0)
+
+
+class DataSpec(_Strict):
+    """Where the data comes from and how it is split and preprocessed."""
+
+    source: str = "builtin:digits"
+    target: str = "target"
+    categorical: list[str] | None = None
+    npz_keys: tuple[str, str] = ("X", "y")
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int | None = None
+    scaling: Literal["standardize", "minmax", "none"] = "standardize"
+    scaling_per: Literal["auto", "feature", "global"] = "auto"
+    synthetic: SyntheticSpec = SyntheticSpec()
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        kind, _, arg = value.partition(":")
+        if kind not in SOURCE_KINDS or not arg:
+            raise ValueError(
+                f"'{value}' is not a data source; use one of "
+                + ", ".join(f"{k}:..." for k in SOURCE_KINDS)
+            )
+        if kind == "builtin" and arg not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown built-in data set '{arg}'; choose one of {', '.join(BUILTIN_DATASETS)}")
+        if kind == "synthetic" and arg not in SYNTHETIC_KINDS:
+            raise ValueError(f"unknown synthetic kind '{arg}'; choose classification or regression")
+        return value
+
+    @property
+    def source_kind(self) -> str:
+        """The part of `source` before the colon (builtin, csv, ...)."""
+        return self.source.partition(":")[0]
+
+    @property
+    def source_arg(self) -> str:
+        """The part of `source` after the colon (a name, a path or a synthetic kind)."""
+        return self.source.partition(":")[2]
+
+
+class ModelSpec(_Strict):
+    """Which model to build; `kind` may also be `python:module:function`."""
+
+    kind: str = "mlp"
+    task: Literal["auto", "classification", "regression"] = "auto"
+    hidden: list[int] = Field(default_factory=lambda: [64])
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    channels: list[int] = Field(default_factory=lambda: [16, 32])
+    kernel_size: int = Field(3, ge=1)
+    options: dict = Field(default_factory=dict)
+
+    @field_validator("hidden", "channels")
+    @classmethod
+    def _positive_sizes(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError("every layer size must be >= 1")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value in MODEL_KINDS:
+            return value
+        if value.startswith("python:"):
+            parts = value.split(":")
+            if len(parts) == 3 and all(parts[1:]):
+                return value
+            raise ValueError(f"'{value}' must look like python:package.module:function")
+        raise ValueError(f"unknown model '{value}'; choose one of {', '.join(MODEL_KINDS)} or python:module:function")
+
+
+class ScheduleSpec(_Strict):
+    """Learning-rate schedule: a factor of `train.lr` as a function of the step."""
+
+    kind: Literal["constant", "step", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    step_size: int = Field(1000, ge=1, description="steps between decays for kind=step")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor for kind=step")
+    min_factor: float = Field(0.0, ge=0, le=1, description="floor of the cosine decay")
+
+
+class TrainSpec(_Strict):
+    """How to train: optimizer, loss, batch, length, seed."""
+
+    optimizer: Literal["gd", "sgd", "momentum", "nesterov", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    loss: str = "auto"
+    batch_size: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    schedule: ScheduleSpec = ScheduleSpec()
+    seed: int = 0
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        known = ("auto", *REGRESSION_LOSSES, *CLASSIFICATION_LOSSES)
+        if value not in known:
+            raise ValueError(f"unknown loss '{value}'; choose one of {', '.join(known)}")
+        return value
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in value):
+            raise ValueError("both betas must be in [0, 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _batch_fits_optimizer(self) -> TrainSpec:
+        if self.optimizer == "gd" and self.batch_size is not None:
+            raise FieldError(("train", "batch_size"), "optimizer gd always uses the whole training set as its batch; "
+                             "remove train.batch_size or use optimizer sgd")
+        if self.epochs is None and self.max_steps is None:
+            self.epochs = 10
+        return self
+
+
+class WorkersSpec(_Strict):
+    """How many data-parallel workers the job may run on."""
+
+    min: int = Field(1, ge=1)
+    max: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkersSpec:
+        if self.min > self.max:
+            raise FieldError(("resources", "workers", "min"),
+                             f"workers.min ({self.min}) is larger than workers.max ({self.max})")
+        return self
+
+
+class ResourcesSpec(_Strict):
+    """Compute the job asks for."""
+
+    workers: WorkersSpec = WorkersSpec()
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+
+class CheckpointSpec(_Strict):
+    """When and where durable checkpoints are written."""
+
+    every_steps: int | None = Field(None, ge=1)
+    every_seconds: float | None = Field(None, gt=0)
+    keep: int = Field(3, ge=1)
+    dir: str | None = None
+
+
+class JobSpec(_Strict):
+    """A whole training job."""
+
+    name: str = Field("job", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+
+    @model_validator(mode="after")
+    def _loss_fits_model(self) -> JobSpec:
+        kind, task = self.model.kind, self.model.task
+        if kind in LOSSES_BY_MODEL and task != "auto":
+            natural = "regression" if kind == "linear" else "classification"
+            if task != natural:
+                raise FieldError(("model", "task"), f"model '{kind}' does {natural}, not {task}; "
+                                 f"set model.task to {natural} or auto, or use model mlp")
+        allowed = allowed_losses(self.model.kind, self.model.task)
+        if self.train.loss != "auto" and self.train.loss not in allowed:
+            raise FieldError(
+                ("train", "loss"),
+                f"loss '{self.train.loss}' does not fit model '{self.model.kind}'"
+                + ("" if self.model.task == "auto" else f" for task {self.model.task}")
+                + f"; use one of {', '.join(allowed)}"
+            )
+        return self
+
+    @property
+    def loss(self) -> str:
+        """The loss to train with, with `auto` resolved."""
+        if self.train.loss != "auto":
+            return self.train.loss
+        return allowed_losses(self.model.kind, self.model.task)[0]
+
+    @property
+    def task(self) -> str:
+        """`classification` or `regression`, decided by the model and loss."""
+        if self.model.task != "auto":
+            return self.model.task
+        return "regression" if self.loss in REGRESSION_LOSSES else "classification"
+
+
+def allowed_losses(model_kind: str, task: str = "auto") -> tuple[str, ...]:
+    """The losses a model kind can train with, default first."""
+    if model_kind in LOSSES_BY_MODEL:
+        return LOSSES_BY_MODEL[model_kind]
+    if task == "regression":
+        return REGRESSION_LOSSES
+    if task == "classification":
+        return CLASSIFICATION_LOSSES
+    return CLASSIFICATION_LOSSES + REGRESSION_LOSSES

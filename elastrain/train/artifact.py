@@ -1,0 +1,70 @@
+"""A trained model on disk: weights, how to rebuild it, and its preprocessing.
+
+A model directory holds `model.pt` (a state dict, loaded with `weights_only=True`),
+`model.json` (the model spec, input shape, outputs, task and loss) and
+`preprocess.json` (the fitted preprocessing and label encoding)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from elastrain.data import Preprocessor
+from elastrain.errors import UserError
+from elastrain.models import build_model
+from elastrain.spec import ModelSpec
+from elastrain.train.losses import predictions
+
+
+@dataclass
+class SavedModel:
+    """A model loaded for inference."""
+
+    model: nn.Module
+    preprocessor: Preprocessor
+    task: str
+
+    @torch.no_grad()
+    def predict(self, features: np.ndarray) -> list:
+        """Predictions for preprocessed features: values, or the original class labels."""
+        self.model.eval()
+        predicted = predictions(self.model(torch.from_numpy(features)), self.task).numpy()
+        if self.task == "classification":
+            return self.preprocessor.decode(predicted)
+        return [float(v) for v in predicted]
+
+
+def save_model(directory: Path, model: nn.Module, model_spec: ModelSpec, input_shape: tuple[int, ...],
+               n_outputs: int, task: str, loss: str, preprocessor: Preprocessor) -> Path:
+    """Write a model directory and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / "model.pt")
+    meta = {"model": model_spec.model_dump(mode="json"), "input_shape": list(input_shape),
+            "n_outputs": n_outputs, "task": task, "loss": loss}
+    (directory / "model.json").write_text(json.dumps(meta, indent=2))
+    (directory / "preprocess.json").write_text(json.dumps(preprocessor.to_dict()))
+    return directory
+
+
+def load_model(directory: str | Path) -> SavedModel:
+    """Read a model directory written by :func:`save_model`.
+
+    Raises:
+        UserError: the directory is missing or is not a model directory.
+    """
+    directory = Path(directory)
+    needed = [directory / name for name in ("model.pt", "model.json", "preprocess.json")]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise UserError(f"not a model directory (missing {', '.join(missing)})", where=str(directory),
+                        fix="pass the model_path that `elastrain run` printed")
+    meta = json.loads(needed[1].read_text())
+    model = build_model(ModelSpec.model_validate(meta["model"]), tuple(meta["input_shape"]), meta["n_outputs"])
+    model.load_state_dict(torch.load(needed[0], weights_only=True))
+    preprocessor = Preprocessor.from_dict(json.loads(needed[2].read_text()))
+    return SavedModel(model, preprocessor, meta["task"])

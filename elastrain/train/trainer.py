@@ -1,0 +1,211 @@
+"""What one data-parallel worker does: one training step, evaluation, and its state.
+
+A step's update is a function of (training state, the global batch's sample indices).
+Each of `world_size` workers takes its share of the indices, computes the gradient of
+the loss *summed* over its share, and the shares are added by the collective; the
+update uses the sum divided by the global batch size. So the update is the mean
+gradient over exactly the global batch, whatever the number of workers and however
+unevenly the batch is split. With world size 1 the collective does nothing, and this
+is the whole single-process training path.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from elastrain.data import Dataset
+from elastrain.data.sampler import global_batch, shard
+from elastrain.errors import TrainingDiverged, UserError
+from elastrain.models import build_model
+from elastrain.spec import JobSpec
+from elastrain.train import metrics as metric_fns
+from elastrain.train.losses import loss_sum, output_size, predictions
+from elastrain.train.optim import build_optimizer, lr_factor
+
+DEFAULT_BATCH_SIZE = 32
+EVAL_CHUNK = 4096
+
+
+class Collective(Protocol):
+    """How workers add tensors together (torch.distributed in a worker group)."""
+
+    rank: int
+    world_size: int
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> None:
+        """Replace `tensor` in place by its sum over all workers."""
+
+
+class LocalCollective:
+    """The collective of a group of one worker."""
+
+    rank = 0
+    world_size = 1
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> None:
+        """Nothing to add: this worker is the whole group."""
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What a completed step did."""
+
+    step: int          # steps completed, this one included
+    epoch: int         # epoch the step belonged to
+    loss: float        # mean loss over the global batch
+    samples: int       # size of the global batch
+    lr: float
+    epoch_done: bool   # this step finished its epoch
+
+
+class Trainer:
+    """One replica of a data-parallel job: model, optimizer, data and progress.
+
+    Args:
+        spec: the job.
+        dataset: the prepared data (every worker holds the same arrays).
+        collective: how gradients and statistics are added across workers.
+    """
+
+    def __init__(self, spec: JobSpec, dataset: Dataset, collective: Collective | None = None) -> None:
+        self.spec = spec
+        self.data = dataset
+        self.collective = collective or LocalCollective()
+        self.loss_name = spec.loss
+        self.n_train = len(dataset.y_train)
+        self.batch_size = self._batch_size()
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
+        self.total_steps = min(
+            spec.train.max_steps or math.inf,
+            (spec.train.epochs or math.inf) * self.steps_per_epoch,
+        )
+        # Parameters are drawn from the job's seed, so every replica starts identical.
+        _seed_everything(spec.train.seed)
+        self.n_outputs = output_size(dataset.task, dataset.n_classes, self.loss_name)
+        self.model = build_model(spec.model, dataset.input_shape, self.n_outputs)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(spec.train, self.params)
+        self.x_train = torch.from_numpy(dataset.x_train)
+        self.y_train = torch.from_numpy(dataset.y_train)
+        self.step = 0
+        self.epoch = 0
+        self.position = 0
+
+    def _batch_size(self) -> int:
+        train = self.spec.train
+        if train.optimizer == "gd":
+            return self.n_train
+        size = train.batch_size or min(DEFAULT_BATCH_SIZE, self.n_train)
+        if size > self.n_train:
+            raise UserError(f"train.batch_size is {size}, larger than the {self.n_train} training samples",
+                            where="train.batch_size", fix=f"set it to at most {self.n_train}")
+        return size
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has taken all its steps."""
+        return self.step >= self.total_steps
+
+    def next_batch(self) -> np.ndarray:
+        """The sample indices of the global batch the next step trains on."""
+        return global_batch(self.n_train, self.spec.train.seed, self.epoch, self.position, self.batch_size)
+
+    def train_step(self, indices: np.ndarray | None = None) -> StepReport:
+        """Take one optimizer step on the global batch `indices` (default: the next batch).
+
+        Raises:
+            TrainingDiverged: the loss or gradient is not finite; no state was changed.
+        """
+        indices = self.next_batch() if indices is None else indices
+        mine = torch.tensor(shard(indices, self.collective.rank, self.collective.world_size))
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=False)
+        local_loss = torch.zeros(())
+        if len(mine):
+            local_loss = loss_sum(self.loss_name, self.model(self.x_train[mine]), self.y_train[mine])
+            local_loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        buffer = torch.cat([g.reshape(-1) for g in grads]
+                           + [local_loss.detach().reshape(1), torch.tensor([float(len(mine))])])
+        self.collective.all_reduce_sum(buffer)
+        buffer /= float(buffer[-1])   # sums over the global batch -> means
+        mean_loss = float(buffer[-2])
+        if not bool(torch.isfinite(buffer).all()):
+            raise TrainingDiverged(
+                f"the loss became {'non-finite' if math.isfinite(mean_loss) else mean_loss} "
+                f"at step {self.step + 1} (epoch {self.epoch + 1}); the job stopped with its last good state saved",
+                fix=f"lower train.lr (now {self.spec.train.lr:g}), e.g. --set train.lr={self.spec.train.lr / 10:g}",
+            )
+        offset = 0
+        for param in self.params:
+            size = param.numel()
+            param.grad = buffer[offset:offset + size].view_as(param)
+            offset += size
+        lr = self.spec.train.lr * lr_factor(self.spec.train.schedule, self.step, int(self.total_steps))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        return self._advance(len(indices), mean_loss, lr)
+
+    def _advance(self, samples: int, loss: float, lr: float) -> StepReport:
+        epoch = self.epoch
+        self.step += 1
+        self.position += samples
+        epoch_done = self.position >= self.n_train
+        if epoch_done:
+            self.epoch += 1
+            self.position = 0
+        return StepReport(self.step, epoch, loss, samples, lr, epoch_done)
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> dict:
+        """Metrics of the current model on `split` ("val" or "train"), each worker scoring its share."""
+        x = getattr(self.data, f"x_{split}")
+        y = getattr(self.data, f"y_{split}")
+        mine = shard(np.arange(len(y)), self.collective.rank, self.collective.world_size)
+        self.model.eval()
+        predicted = [predictions(self.model(torch.from_numpy(x[chunk])), self.data.task).numpy()
+                     for chunk in np.array_split(mine, max(1, math.ceil(len(mine) / EVAL_CHUNK)))
+                     if len(chunk)]
+        predicted_all = np.concatenate(predicted) if predicted else np.zeros(0)
+        if self.data.task == "classification":
+            stats = metric_fns.confusion(predicted_all.astype(np.int64), y[mine], self.data.n_classes)
+        else:
+            stats = metric_fns.regression_sums(predicted_all, y[mine])
+        summed = torch.from_numpy(stats)
+        self.collective.all_reduce_sum(summed)
+        if self.data.task == "classification":
+            return metric_fns.classification_metrics(summed.numpy())
+        return metric_fns.regression_metrics(summed.numpy())
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-for-bit: parameters, optimizer, progress, RNG."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict` of a trainer of the same job."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,40 @@
+"""Shared fixtures: an isolated ELASTRAIN_HOME, the shared reference data, the CLI."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from elastrain.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ELASTRAIN_SHARED", REPO.parent / "shared"))
+MNIST = SHARED / "datasets" / "mnist-t10k"
+
+
+@pytest.fixture(autouse=True)
+def elastrain_home(tmp_path, monkeypatch):
+    """Every test writes its runs under its own temporary ELASTRAIN_HOME."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ELASTRAIN_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def mnist_dir():
+    if not (MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the MNIST test set is not at {MNIST} (set ELASTRAIN_SHARED to the shared/ folder)")
+    return MNIST
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `elastrain ARGS...` in-process; returns (exit code, stdout, stderr)."""
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exited:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return exited.value.code or 0, captured.out, captured.err
+
+    return invoke

@@ -1,0 +1,142 @@
+"""The `elastrain` command: run / validate / predict, and bad input as one line with exit code 2."""
+
+import gzip
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+QUICK = ["--set", "train.epochs=2"]
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_run_prints_a_json_result_and_saves_a_model(cli, tmp_path):
+    code, out, _ = cli("run", REPO / "examples" / "softmax_wine.yaml", *QUICK, "--json")
+    assert code == 0
+    result = last_json(out)
+    assert result["status"] == "succeeded" and result["epochs"] == 2 and result["steps"] > 0
+    assert {"job_id", "metrics", "model_path", "wall_s"} <= set(result)
+    assert {"val_accuracy", "val_f1_macro", "val_precision_weighted", "val_recall_macro"} <= set(result["metrics"])
+    assert (tmp_path / "home" / "runs" / result["job_id"] / "model" / "model.pt").is_file()
+
+
+def test_run_without_json_prints_a_table(cli):
+    code, out, _ = cli("run", REPO / "examples" / "linear_diabetes.yaml", "--set", "train.epochs=50")
+    assert code == 0 and "val_r2" in out and "val_mse" in out and "model saved to" in out
+
+
+def test_validate_prints_the_normalized_spec(cli):
+    code, out, _ = cli("validate", REPO / "examples" / "svm_iris.yaml", "--json")
+    spec = last_json(out)
+    assert code == 0 and spec["model"]["kind"] == "svm" and spec["resources"]["workers"] == {"min": 1, "max": 1}
+    code, out, _ = cli("validate", REPO / "examples" / "svm_iris.yaml")
+    assert code == 0 and "optimizer: momentum" in out
+
+
+def test_predict_applies_the_saved_preprocessing_and_label_encoding(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"size": rng.normal(10, 3, 300), "color": rng.choice(["red", "blue"], 300)})
+    frame["target"] = np.where(frame["size"] + 4 * (frame["color"] == "red") > 12, "big", "small")
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    spec = write(tmp_path / "job.yaml", "data: {source: 'csv:train.csv'}\nmodel: {kind: logistic}\n"
+                                        "train: {optimizer: adam, lr: 0.05, epochs: 40}\n")
+    code, out, _ = cli("run", spec, "--json")
+    result = last_json(out)
+    assert code == 0 and result["metrics"]["val_accuracy"] >= 0.9
+    frame.drop(columns="target").head(50).to_csv(tmp_path / "new.csv", index=False)
+    code, out, _ = cli("predict", result["model_path"], "--input", tmp_path / "new.csv", "--json")
+    predicted = last_json(out)["predictions"]
+    assert code == 0 and len(predicted) == 50 and set(predicted) <= {"big", "small"}
+    assert np.mean(np.array(predicted) == frame["target"].head(50).to_numpy()) >= 0.9
+    code, out, _ = cli("predict", result["model_path"], "-i", tmp_path / "new.csv", "-o", tmp_path / "p.csv")
+    assert code == 0 and pd.read_csv(tmp_path / "p.csv")["prediction"].tolist() == predicted
+
+
+def _idx(path, magic, dims, values):
+    with gzip.open(path, "wb") as handle:
+        handle.write(struct.pack(">I", magic) + struct.pack(f">{len(dims)}I", *dims) + bytes(values))
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    """Spec files, each wrong in one way, and what the one-line error must say."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0] * 5, "label": [0, 1] * 10})
+    frame.to_csv(tmp_path / "no_target.csv", index=False)
+    lines = ["x1,x2,target"] + [f"{i},{i * 2},{i % 2}" for i in range(20)]
+    lines[8] = "7,seven,1"
+    write(tmp_path / "bad_value.csv", "\n".join(lines) + "\n")
+    (tmp_path / "idx").mkdir()
+    _idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz", 0x0803FFFF, (4, 2, 2), range(16))
+    _idx(tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz", 0x0801, (4,), [0, 1, 0, 1])
+    cases = {
+        "yaml": ("train:\n  lr: [0.1\n  epochs: 2\n", ["YAML syntax error", "bad.yaml:3"]),
+        "unknown": ("train:\n  epoch: 2\n", ["unknown field 'train.epoch'", "did you mean 'epochs'"]),
+        "type": ("train:\n  epochs: many\n", ["train.epochs", "integer"]),
+        "lr": ("train:\n  lr: -0.1\n", ["train.lr", "greater than 0"]),
+        "batch": ("data: {source: 'builtin:iris'}\ntrain: {batch_size: 1000}\n",
+                  ["train.batch_size", "larger than the 120 training samples"]),
+        "target": ("data: {source: 'csv:no_target.csv'}\n", ["target", "label"]),
+        "loss": ("model: {kind: softmax}\ntrain: {loss: mse}\n", ["train.loss", "does not fit model 'softmax'"]),
+        "magic": ("data: {source: 'idx:idx'}\nmodel: {kind: cnn}\n", ["magic"]),
+        "csv": ("data: {source: 'csv:bad_value.csv'}\n", ["x2", "seven", "8"]),
+        "source": ("data: {source: 'csv:missing.csv'}\n", ["missing.csv"]),
+    }
+    return {name: (write(tmp_path / "bad.yaml" if name == "yaml" else tmp_path / f"{name}.yaml", text), needles)
+            for name, (text, needles) in cases.items()}
+
+
+@pytest.mark.parametrize("case", ["yaml", "unknown", "type", "lr", "batch", "target", "loss", "magic", "csv",
+                                  "source"])
+def test_bad_input_gets_one_line_and_exit_code_2(cli, bad_inputs, case, elastrain_home):
+    spec_file, needles = bad_inputs[case]
+    code, _, err = cli("run", spec_file)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not (elastrain_home / "runs").exists()   # nothing half-made is left behind
+
+
+def test_missing_spec_file(cli, tmp_path):
+    code, _, err = cli("run", tmp_path / "nope.yaml")
+    assert code == 2 and "spec file not found" in err and "nope.yaml" in err
+
+
+def test_diverging_loss_fails_the_job_and_keeps_the_last_good_state(cli):
+    code, out, err = cli("run", REPO / "examples" / "linear_diabetes.yaml", "--set", "train.lr=50", "--json")
+    result = last_json(out)
+    assert code == 1 and result["status"] == "failed"
+    assert "step" in result["message"] and "lower train.lr" in result["message"] and "train.lr" in err
+    saved = list(Path(result["run_dir"]).glob("checkpoints/last-good-step-*.pt"))
+    assert len(saved) == 1
+    state = torch.load(saved[0], weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert state["step"] == result["steps"]
+
+
+def test_the_installed_command_prints_no_traceback_for_bad_input(tmp_path):
+    spec = write(tmp_path / "job.yaml", "train:\n  lr: 0\n")
+    done = subprocess.run([sys.executable, "-m", "elastrain", "run", str(spec)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
+    help_text = subprocess.run([sys.executable, "-m", "elastrain", "run", "--help"], capture_output=True,
+                               text=True, cwd=REPO, timeout=120).stdout
+    assert "--set" in help_text and "--json" in help_text
