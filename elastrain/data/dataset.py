@@ -1,0 +1,131 @@
+"""A job's data, ready to train on: split, preprocessed, labels encoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from elastrain.data.preprocess import Preprocessor, encode_features, fit_scaling, fit_table, flatten_samples
+from elastrain.data.sources import read_source, read_table
+from elastrain.errors import UserError
+from elastrain.spec import JobSpec
+
+
+@dataclass
+class Dataset:
+    """Training and validation data: float32 features (N, F), targets as class ids (int64)
+    or values (float32), and the fitted preprocessing."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    task: str
+    n_classes: int | None
+    input_shape: tuple[int, ...]
+    preprocessor: Preprocessor
+
+
+def prepare_dataset(spec: JobSpec) -> Dataset:
+    """Read the spec's data, split it with its seed, and fit preprocessing on the training split.
+
+    Raises:
+        UserError: the data cannot be read or does not fit the task.
+    """
+    data = spec.data
+    seed = data.split_seed if data.split_seed is not None else spec.train.seed
+    raw = read_source(data, spec.train.seed)
+    y, classes = _encode_target(raw.target, spec.task, raw.where, data.target)
+    train_rows, val_rows = _split(len(y), y if classes else None, data.validation_fraction, seed, raw.where)
+    per_feature = data.scaling_per == "feature" or (data.scaling_per == "auto" and not raw.is_image)
+
+    if raw.frame is not None:
+        columns, categories = fit_table(raw.frame.iloc[train_rows], data.categorical, raw.where, raw.line_offset)
+        flat, numeric = encode_features(raw.frame, columns, categories, raw.where, raw.line_offset)
+        input_shape: tuple[int, ...] = (flat.shape[1],)
+        layout = "table"
+    else:
+        columns, categories = [], {}
+        input_shape = tuple(int(d) for d in raw.array.shape[1:])
+        flat = flatten_samples(raw.array, input_shape, raw.where)
+        numeric = np.ones(flat.shape[1], bool)
+        layout = "array"
+    center, scale = fit_scaling(flat[train_rows], data.scaling, per_feature, numeric)
+    preprocessor = Preprocessor(layout, input_shape, columns, categories, center, scale, classes)
+    scaled = ((flat - np.asarray(center)) / np.asarray(scale)).astype(np.float32)
+    return Dataset(x_train=scaled[train_rows], y_train=y[train_rows], x_val=scaled[val_rows], y_val=y[val_rows],
+                   task=spec.task, n_classes=len(classes) if classes else None, input_shape=input_shape,
+                   preprocessor=preprocessor)
+
+
+def read_prediction_input(path: Path, preprocessor: Preprocessor) -> np.ndarray:
+    """Model input from a .csv, .parquet or .npz (array `X`) file of new samples.
+
+    Raises:
+        UserError: the file is missing or its features do not match the model's.
+    """
+    where = str(path)
+    if not path.is_file():
+        raise UserError("input file not found", where=where, fix="check the --input path")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if "X" not in archive.files:
+                raise UserError(f"no array named 'X' (arrays: {', '.join(archive.files)})", where=where,
+                                fix="save the features as X, e.g. numpy.savez(path, X=features)")
+            features = archive["X"]
+        if preprocessor.layout == "table":
+            return preprocessor.transform_frame(pd.DataFrame(features.reshape(len(features), -1),
+                                                             columns=preprocessor.columns), where)
+        return preprocessor.transform_array(features, where)
+    return preprocessor.transform_frame(read_table(path), where, 2 if path.suffix != ".parquet" else None)
+
+
+def _encode_target(target: np.ndarray, task: str, where: str, name: str) -> tuple[np.ndarray, list | None]:
+    """Targets as class ids with the sorted class labels (classification), or as float32 values."""
+    present = pd.notna(target)
+    if not present.all():
+        row = int(np.argmin(present))
+        raise UserError(f"target '{name}' is missing at data row {row + 1}", where=where,
+                        fix="fill in or drop rows without a target")
+    numeric = pd.to_numeric(pd.Series(target), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if task == "regression":
+        if np.isnan(numeric).any():
+            bad = target[int(np.argmax(np.isnan(numeric)))]
+            raise UserError(f"regression needs a numeric target, but '{name}' holds '{bad}'", where=where,
+                            fix="use a classification model (e.g. softmax, logistic, mlp) or a numeric target")
+        return numeric.astype(np.float32), None
+    if not np.isnan(numeric).any():
+        fractional = numeric != np.round(numeric)
+        if fractional.any():
+            raise UserError(f"classification needs class labels, but target '{name}' holds the value "
+                            f"{numeric[int(np.argmax(fractional))]:g}", where=where,
+                            fix="use model linear (or set model.task: regression) for a continuous target")
+        labels = numeric.astype(np.int64)
+    else:
+        labels = np.asarray([str(v) for v in target], dtype=object)
+    classes, ids = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise UserError(f"target '{name}' has only one class ({classes[0]})", where=where,
+                        fix="classification needs at least two classes in the data")
+    return ids.astype(np.int64), [c.item() if isinstance(c, np.generic) else c for c in classes]
+
+
+def _split(n: int, labels: np.ndarray | None, fraction: float, seed: int, where: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train / validation row indices, stratified by class when every class has two samples."""
+    n_val = round(n * fraction)
+    if n_val < 1 or n - n_val < 1:
+        raise UserError(f"{n} samples cannot be split with validation_fraction {fraction}", where=where,
+                        fix="use more data or another data.validation_fraction")
+    rows = np.arange(n)
+    stratify = None
+    if labels is not None:
+        counts = np.bincount(labels)
+        if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
+            stratify = labels
+    train_rows, val_rows = train_test_split(rows, test_size=n_val, random_state=seed, stratify=stratify)
+    return np.sort(train_rows), np.sort(val_rows)

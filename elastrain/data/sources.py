@@ -1,0 +1,149 @@
+"""Reading a data source named in a spec into raw features and a raw target.
+
+Tabular sources (csv, parquet, and the built-in tables) keep their columns as a DataFrame so
+that preprocessing can name columns and rows in its errors; image and array sources
+(idx, npz, digits) give an ndarray with the shape of one sample.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from elastrain.data.idx import read_idx_folder
+from elastrain.errors import UserError
+from elastrain.spec import DataSpec
+
+
+@dataclass
+class RawData:
+    """Features and target as read, before splitting and preprocessing.
+
+    Exactly one of `frame` (tabular, target removed) and `array` (N, ...) is set.
+    `where` names the source in error messages; `line_offset` turns a row index into a
+    file line (2 for a CSV with a header), or is None when rows have no lines.
+    """
+
+    target: np.ndarray
+    where: str
+    frame: pd.DataFrame | None = None
+    array: np.ndarray | None = None
+    line_offset: int | None = None
+
+    @property
+    def is_image(self) -> bool:
+        """Whether samples are images (C, H, W)."""
+        return self.array is not None and self.array.ndim >= 3
+
+
+def read_source(data: DataSpec, seed: int) -> RawData:
+    """The raw data `data.source` names (synthetic data is drawn with `seed`).
+
+    Raises:
+        UserError: the file is missing or unreadable, or the target cannot be found.
+    """
+    kind, arg = data.source_kind, data.source_arg
+    if kind == "builtin":
+        return _builtin(arg)
+    if kind == "synthetic":
+        return _synthetic(arg, data, seed)
+    path = Path(arg)
+    if kind == "idx":
+        images, labels = read_idx_folder(path)
+        return RawData(target=labels, where=str(path), array=images[:, None, :, :])
+    if not path.is_file():
+        raise UserError("data file not found", where=str(path),
+                        fix="check data.source (relative paths are resolved against the spec file's folder)")
+    if kind == "npz":
+        return _npz(path, data.npz_keys)
+    frame = read_table(path)
+    return RawData(target=_pop_target(frame, data.target, path), where=str(path), frame=frame,
+                   line_offset=2 if kind == "csv" else None)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame (by its suffix; anything not .parquet is read as CSV).
+
+    Raises:
+        UserError: the file is empty or malformed.
+    """
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError("the file is empty", where=str(path), fix="give a file with a header row and data") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read the file: {detail}", where=str(path),
+                        fix="check that it is a valid CSV (with a header row) or Parquet file") from None
+
+
+def _pop_target(frame: pd.DataFrame, target: str, path: Path) -> np.ndarray:
+    if target not in frame.columns:
+        columns = [str(c) for c in frame.columns]
+        close = difflib.get_close_matches(target, columns, n=1, cutoff=0.3)
+        hint = f"set data.target to '{close[0]}'" if close else "set data.target to the label column"
+        raise UserError(f"no target column '{target}' (columns: {', '.join(columns[:20])})", where=str(path),
+                        fix=hint)
+    return frame.pop(target).to_numpy()
+
+
+def _builtin(name: str) -> RawData:
+    from sklearn import datasets
+
+    loaded = getattr(datasets, f"load_{name}")(as_frame=name != "digits")
+    where = f"builtin:{name}"
+    if name == "digits":
+        return RawData(target=loaded.target.astype(np.int64), where=where,
+                       array=loaded.images[:, None, :, :].astype(np.float64))
+    return RawData(target=loaded.target.to_numpy(), where=where, frame=loaded.data)
+
+
+def _synthetic(kind: str, data: DataSpec, seed: int) -> RawData:
+    from sklearn import datasets
+
+    size = data.synthetic
+    informative = size.n_informative or max(size.n_features // 2, math.ceil(math.log2(size.n_classes)) + 1)
+    if informative > size.n_features:
+        raise UserError(f"n_informative ({informative}) is larger than n_features ({size.n_features})",
+                        where="data.synthetic", fix="raise data.synthetic.n_features or lower n_informative")
+    try:
+        if kind == "classification":
+            x, y = datasets.make_classification(
+                n_samples=size.n_samples, n_features=size.n_features, n_informative=informative, n_redundant=0,
+                n_classes=size.n_classes, n_clusters_per_class=1, flip_y=min(size.noise, 1.0), random_state=seed)
+        else:
+            x, y = datasets.make_regression(n_samples=size.n_samples, n_features=size.n_features,
+                                            n_informative=informative, noise=size.noise, random_state=seed)
+    except ValueError as exc:
+        raise UserError(f"cannot generate this data: {exc}", where="data.synthetic",
+                        fix="raise n_informative or lower n_classes") from None
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(size.n_features)])
+    return RawData(target=y, where=f"synthetic:{kind}", frame=frame)
+
+
+def _npz(path: Path, keys: tuple[str, str]) -> RawData:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in keys if k not in archive.files]
+            if missing:
+                raise UserError(f"no array named {', '.join(repr(k) for k in missing)} "
+                                f"(arrays: {', '.join(archive.files)})", where=str(path),
+                                fix="set data.npz_keys to [features key, target key]")
+            features, target = archive[keys[0]], archive[keys[1]]
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the .npz file: {exc}", where=str(path),
+                        fix="save it with numpy.savez (no object arrays)") from None
+    if features.ndim < 2 or len(features) != len(target):
+        raise UserError(f"features have shape {features.shape} and target {target.shape}; "
+                        "expected (N, ...) features and N targets", where=str(path),
+                        fix="store one row of features per target value")
+    if features.ndim == 3:   # (N, H, W) gray images
+        features = features[:, None, :, :]
+    return RawData(target=target, where=str(path), array=features)
