@@ -18,7 +18,7 @@ demo: $(STAMP)  ## train the demo job on sklearn's digits, embedded, no network
 
 test: $(STAMP)  ## run the whole test suite (slow tests included) and ruff
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -rs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
