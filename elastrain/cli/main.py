@@ -62,7 +62,8 @@ def run(
 
 
 def _print_result(result) -> None:
-    table = Table(title=f"{result.job_id} — {result.status}", show_header=False, title_justify="left")
+    out.print(f"[bold]{result.job_id}[/bold] {result.status}", soft_wrap=True)
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     for name, value in result.metrics.items():
