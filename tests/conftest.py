@@ -38,3 +38,14 @@ def cli(capsys):
         return exited.value.code or 0, captured.out, captured.err
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray instance for the whole test session (starting Ray takes seconds); its address."""
+    import ray
+
+    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -2,9 +2,9 @@
 
 import pytest
 
+from elastrain.elastic import run_job
 from elastrain.paths import home
 from elastrain.spec import load_spec
-from elastrain.train import run_job
 from tests.conftest import REPO
 
 TARGETS = [

@@ -109,5 +109,5 @@ train: {optimizer: momentum, lr: 0.05, batch_size: 50, epochs: 4}
             # Same math; only the order of float32 additions differs.
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     # Every replica reports the metrics of the whole validation set, summed over shares.
-    assert results[0] == results[-1]
-    assert results[0]["accuracy"] == pytest.approx(single.evaluate()["accuracy"], abs=1.5 / len(data.y_val))
+    assert results[0].metrics == results[-1].metrics
+    assert results[0].metrics["accuracy"] == pytest.approx(single.evaluate()["accuracy"], abs=1.5 / len(data.y_val))

@@ -32,25 +32,82 @@ SetOption = Annotated[list[str] | None, typer.Option(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
 
 
+ChaosOption = Annotated[str | None, typer.Option(
+    "--chaos", metavar="ACTIONS",
+    help="Inject faults: e.g. 'kill@step=40,scale=3@step=80,scale=1@step=120' (kill SIGKILLs the "
+         "highest-ranked worker, kill:R the worker of rank R; scale=N resizes to N workers).")]
+
+
 @app.command()
 def run(
     spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML).", show_default=False)],
     overrides: SetOption = None,
+    chaos: ChaosOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train the job a spec declares and save the model.
 
+    With resources.workers.max > 1 the job runs on an elastic group of Ray workers (an
+    embedded Ray, or the cluster at RAY_ADDRESS); `elastrain scale` resizes it while it runs.
     Exit code 0 when the job succeeds, 1 when training fails (e.g. the loss diverged),
     2 when the spec or the data is wrong.
     """
     from elastrain.cli.progress import RichProgress
+    from elastrain.elastic import RunOptions, parse_chaos, run_job
     from elastrain.spec import load_spec
-    from elastrain.train import run_job
 
+    actions = parse_chaos(chaos)
     spec = load_spec(spec_file, overrides or [])
-    sys.path.insert(0, str(spec_file.resolve().parent))   # python:module:function models beside the spec
+    spec_dir = str(spec_file.resolve().parent)
+    sys.path.insert(0, spec_dir)   # python:module:function models beside the spec
     with RichProgress(err, spec.name) as progress:
-        result = run_job(spec, paths.home(), progress)
+        result = run_job(spec, paths.home(), progress, RunOptions(chaos=actions, extra_paths=[spec_dir]))
+    _report(result, as_json)
+
+
+@app.command()
+def resume(
+    job_id: Annotated[str, typer.Argument(help="The job to continue.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Continue a job whose driver died, from its newest valid durable checkpoint."""
+    from elastrain.cli.progress import RichProgress
+    from elastrain.elastic import resume_job
+
+    with RichProgress(err, job_id) as progress:
+        result = resume_job(job_id, paths.home(), progress)
+    _report(result, as_json)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job to show.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Show a job's workers, step, epoch, throughput and events."""
+    from elastrain.cli.status import job_status, print_status
+
+    snapshot = job_status(paths.home(), job_id)
+    if as_json:
+        print(json.dumps(snapshot))
+    else:
+        print_status(out, snapshot)
+
+
+@app.command()
+def scale(
+    job_id: Annotated[str, typer.Argument(help="The running job to resize.", show_default=False)],
+    workers: Annotated[int, typer.Option("--workers", "-w", help="The number of workers to run on.",
+                                         show_default=False)],
+) -> None:
+    """Resize a running job; it takes effect at the next step boundary once new workers are up."""
+    from elastrain.cli.status import request_scale
+
+    target = request_scale(paths.home(), job_id, workers)
+    out.print(f"asked {job_id} to run on {target} worker(s)")
+
+
+def _report(result, as_json: bool) -> None:
     if result.status != "succeeded":
         err.print(f"[red]error:[/red] {result.message}", soft_wrap=True)
     if as_json:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from elastrain.train.trainer import StepReport
-
 HEADLINE_METRICS = ("accuracy", "f1_macro", "mse", "r2")
 
 
@@ -17,7 +15,8 @@ class RichProgress:
         self.name = name
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[workers]} worker(s)"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, transient=True,
         )
         self.task = None
@@ -33,11 +32,11 @@ class RichProgress:
         """Open the bar for a job of `total_steps` steps (drawn only once the job has started,
         so a job that fails on bad input prints nothing but its error)."""
         self.bar.start()
-        self.task = self.bar.add_task(self.name, total=total_steps, loss=float("nan"))
+        self.task = self.bar.add_task(self.name, total=total_steps, loss=float("nan"), workers=0)
 
-    def step(self, report: StepReport) -> None:
-        """Advance the bar by one completed step."""
-        self.bar.update(self.task, completed=report.step, loss=report.loss)
+    def advance(self, step: int, loss: float, workers: int) -> None:
+        """Show the steps completed so far, the latest loss and the worker count."""
+        self.bar.update(self.task, completed=step, loss=loss, workers=workers)
 
     def epoch(self, epoch: int, metrics: dict) -> None:
         """Log the validation metrics of a finished epoch above the bar."""

@@ -186,6 +186,7 @@ class ResourcesSpec(_Strict):
     workers: WorkersSpec = WorkersSpec()
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
+    wait_timeout_s: float = Field(300.0, gt=0, description="how long to wait for workers.min workers to start")
 
 
 class CheckpointSpec(_Strict):

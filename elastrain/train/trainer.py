@@ -62,6 +62,7 @@ class StepReport:
     samples: int       # size of the global batch
     lr: float
     epoch_done: bool   # this step finished its epoch
+    signal: float = 0.0   # the sum over the group of the `signal` each worker passed
 
 
 class Trainer:
@@ -96,6 +97,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.position = 0
+        self.eval_pending = False   # an epoch ended and its validation metrics are not yet reported
 
     def _batch_size(self) -> int:
         train = self.spec.train
@@ -116,14 +118,20 @@ class Trainer:
         """The sample indices of the global batch the next step trains on."""
         return global_batch(self.n_train, self.spec.train.seed, self.epoch, self.position, self.batch_size)
 
-    def train_step(self, indices: np.ndarray | None = None) -> StepReport:
+    def train_step(self, indices: np.ndarray | None = None, signal: float = 0.0) -> StepReport:
         """Take one optimizer step on the global batch `indices` (default: the next batch).
+
+        `signal` is added up over the group with the gradients and returned in the report,
+        so that one worker can ask the whole group to stop after the same step.
 
         Raises:
             TrainingDiverged: the loss or gradient is not finite; no state was changed.
+            Exception: whatever the collective raises when a peer is lost; no state was changed
+                (the random generator is rewound, so the step can be redone exactly).
         """
         indices = self.next_batch() if indices is None else indices
         mine = torch.tensor(shard(indices, self.collective.rank, self.collective.world_size))
+        rng_before = torch.get_rng_state()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=False)
         local_loss = torch.zeros(())
@@ -132,11 +140,16 @@ class Trainer:
             local_loss.backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         buffer = torch.cat([g.reshape(-1) for g in grads]
-                           + [local_loss.detach().reshape(1), torch.tensor([float(len(mine))])])
-        self.collective.all_reduce_sum(buffer)
+                           + [local_loss.detach().reshape(1), torch.tensor([signal, float(len(mine))])])
+        try:
+            self.collective.all_reduce_sum(buffer)
+        except Exception:
+            torch.set_rng_state(rng_before)
+            raise
+        signal_sum = float(buffer[-2])
         buffer /= float(buffer[-1])   # sums over the global batch -> means
-        mean_loss = float(buffer[-2])
-        if not bool(torch.isfinite(buffer).all()):
+        mean_loss = float(buffer[-3])
+        if not bool(torch.isfinite(buffer[:-2]).all()):
             raise TrainingDiverged(
                 f"the loss became {'non-finite' if math.isfinite(mean_loss) else mean_loss} "
                 f"at step {self.step + 1} (epoch {self.epoch + 1}); the job stopped with its last good state saved",
@@ -151,9 +164,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
-        return self._advance(len(indices), mean_loss, lr)
+        return self._advance(len(indices), mean_loss, lr, signal_sum)
 
-    def _advance(self, samples: int, loss: float, lr: float) -> StepReport:
+    def _advance(self, samples: int, loss: float, lr: float, signal: float) -> StepReport:
         epoch = self.epoch
         self.step += 1
         self.position += samples
@@ -161,7 +174,8 @@ class Trainer:
         if epoch_done:
             self.epoch += 1
             self.position = 0
-        return StepReport(self.step, epoch, loss, samples, lr, epoch_done)
+            self.eval_pending = True
+        return StepReport(self.step, epoch, loss, samples, lr, epoch_done, signal)
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict:
@@ -192,6 +206,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "position": self.position,
+            "eval_pending": self.eval_pending,
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -202,6 +217,7 @@ class Trainer:
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
+        self.eval_pending = bool(state["eval_pending"])
         torch.set_rng_state(state["torch_rng"])
 
 

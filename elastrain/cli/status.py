@@ -1,0 +1,85 @@
+"""`elastrain status` and `elastrain scale`: read a job's live status, ask it to resize."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from elastrain.elastic import run_dir_of
+from elastrain.elastic.events import SCALE_REQUEST_FILE, STATUS_FILE, read_events, read_json, write_json_atomic
+from elastrain.elastic.job import FINAL_STATES
+from elastrain.errors import UserError
+from elastrain.spec import validate_spec
+
+
+def job_status(home: Path, job_id: str) -> dict:
+    """The job's status snapshot with its events; `state` says `lost` if its driver is gone.
+
+    Raises:
+        UserError: no such job.
+    """
+    run_dir = run_dir_of(home, job_id)
+    snapshot = read_json(run_dir / STATUS_FILE) or {"job_id": job_id, "state": "unknown"}
+    if snapshot["state"] not in FINAL_STATES and not _driver_alive(snapshot.get("driver_pid")):
+        snapshot["state"] = "lost (driver gone; `elastrain resume` continues it)"
+    return {**snapshot, "events": read_events(run_dir)}
+
+
+def request_scale(home: Path, job_id: str, workers: int) -> int:
+    """Ask a running job to run on `workers` workers; returns the count it will aim for.
+
+    Raises:
+        UserError: no such job, the job is not running, or `workers` is outside its min..max.
+    """
+    import yaml
+
+    run_dir = run_dir_of(home, job_id)
+    snapshot = job_status(home, job_id)
+    if snapshot["state"] in FINAL_STATES or snapshot["state"].startswith("lost"):
+        raise UserError(f"job {job_id} is not running ({snapshot['state']})", where="elastrain scale",
+                        fix="scale a job while it runs; see `elastrain status JOB_ID`")
+    spec = validate_spec(yaml.safe_load((run_dir / "spec.yaml").read_text()), str(run_dir / "spec.yaml"))
+    low, high = spec.resources.workers.min, spec.resources.workers.max
+    if not low <= workers <= high:
+        raise UserError(f"{workers} workers is outside this job's resources.workers range {low}..{high}",
+                        where="--workers", fix=f"choose a number from {low} to {high}")
+    write_json_atomic(run_dir / SCALE_REQUEST_FILE, {"workers": workers, "t": time.time()})
+    return workers
+
+
+def print_status(console: Console, snapshot: dict) -> None:
+    """The snapshot as a headline, a table of figures and the event list."""
+    console.print(f"[bold]{snapshot['job_id']}[/bold] {snapshot['state']}", soft_wrap=True)
+    figures = Table(show_header=False)
+    figures.add_column(style="bold")
+    figures.add_column(justify="right")
+    rate = snapshot.get("samples_per_s")
+    for name, value in [("workers", snapshot.get("workers")), ("generation", snapshot.get("generation")),
+                        ("step", f"{snapshot.get('step')} / {snapshot.get('total_steps')}"),
+                        ("epoch", snapshot.get("epoch")), ("samples/s", "-" if rate is None else f"{rate:,.0f}")]:
+        figures.add_row(name, str(value))
+    console.print(figures)
+    events = Table("time", "event", "step", "workers", "took", "detail", title="events", title_justify="left")
+    for event in snapshot["events"]:
+        took = "" if event.get("duration_s") is None else f"{event['duration_s']:.3f} s"
+        detail = ", ".join(f"{k}={v}" for k, v in event.get("detail", {}).items())
+        events.add_row(datetime.fromtimestamp(event["t"]).strftime("%H:%M:%S.%f")[:-3], event["kind"],
+                       str(event["step"]), str(event["workers"]), took, detail)
+    console.print(events)
+
+
+def _driver_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

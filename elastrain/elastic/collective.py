@@ -1,0 +1,83 @@
+"""The collective of an elastic worker group: torch.distributed, re-formed in place on every
+membership change (gloo on CPU, NCCL when the workers have GPUs)."""
+
+from __future__ import annotations
+
+import io
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+# How long a collective may wait for a peer before giving up; a SIGKILLed gloo peer is
+# noticed far sooner (its sockets close), this bounds a peer that hangs.
+COLLECTIVE_TIMEOUT = timedelta(seconds=60)
+
+
+def free_port() -> int:
+    """A TCP port free on this host right now (for a group's rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+class GroupCollective:
+    """Sums tensors over the current generation of the worker group."""
+
+    def __init__(self) -> None:
+        self.rank = 0
+        self.world_size = 1
+        self.generation = -1
+        self.backend = "gloo"
+
+    def form(self, generation: int, rank: int, world_size: int, master: str, port: int, backend: str) -> None:
+        """Leave any previous group and join generation `generation` (blocks until all members join)."""
+        self.leave()
+        dist.init_process_group(backend, init_method=f"tcp://{master}:{port}", rank=rank, world_size=world_size,
+                                timeout=COLLECTIVE_TIMEOUT)
+        self.rank, self.world_size, self.generation, self.backend = rank, world_size, generation, backend
+
+    def leave(self) -> None:
+        """Leave the current group, if any (a broken group is torn down as well)."""
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> None:
+        """Replace `tensor` in place by its sum over the group."""
+        if self.world_size == 1:
+            return
+        if self.backend == "nccl":
+            on_device = tensor.cuda()
+            dist.all_reduce(on_device)
+            tensor.copy_(on_device.cpu())
+        else:
+            dist.all_reduce(tensor)
+
+    def broadcast_state(self, state: dict | None, source: int) -> dict:
+        """`state` of rank `source`, delivered to every member (others pass None)."""
+        if self.world_size == 1:
+            assert state is not None
+            return state
+        if self.rank == source:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            payload = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+            size = torch.tensor([payload.numel()], dtype=torch.int64)
+        else:
+            size = torch.zeros(1, dtype=torch.int64)
+        self._broadcast(size, source)
+        if self.rank != source:
+            payload = torch.empty(int(size), dtype=torch.uint8)
+        self._broadcast(payload, source)
+        if self.rank == source:
+            return state
+        return torch.load(io.BytesIO(payload.numpy().tobytes()), weights_only=True)
+
+    def _broadcast(self, tensor: torch.Tensor, source: int) -> None:
+        if self.backend == "nccl":
+            on_device = tensor.cuda()
+            dist.broadcast(on_device, source)
+            tensor.copy_(on_device.cpu())
+        else:
+            dist.broadcast(tensor, source)

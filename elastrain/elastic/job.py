@@ -1,0 +1,260 @@
+"""Running a whole job: data check, workers (in this process or on Ray), saved model, result.
+
+A job whose `resources.workers.max` is 1 (and that injects no faults) runs its one worker in
+this process; any other runs on an elastic group of Ray actors. Both run the same `Worker`.
+
+Layout of a run directory (`$ELASTRAIN_HOME/runs/JOB_ID`): `spec.yaml` (normalized),
+`history.jsonl` (validation metrics per epoch), `events.jsonl`, `status.json`, `model/`
+(see `train.artifact`), `checkpoints/` and `result.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import yaml
+
+from elastrain.data import prepare_dataset
+from elastrain.elastic.chaos import ChaosAction
+from elastrain.elastic.controller import ElasticController, Outcome
+from elastrain.elastic.events import STATUS_FILE, Event, EventLog, read_json, write_json_atomic
+from elastrain.elastic.worker import Worker
+from elastrain.errors import UserError
+from elastrain.spec import JobSpec, validate_spec
+from elastrain.train.artifact import save_model
+from elastrain.train.trainer import Trainer
+
+FINAL_STATES = ("succeeded", "failed")
+
+
+class ProgressSink(Protocol):
+    """Receives a job's progress (the CLI draws it as a progress bar)."""
+
+    def start(self, total_steps: int, steps_per_epoch: int) -> None: ...
+    def advance(self, step: int, loss: float, workers: int) -> None: ...
+    def epoch(self, epoch: int, metrics: dict) -> None: ...
+
+
+@dataclass
+class JobResult:
+    """The outcome of a job, as `elastrain run --json` prints it."""
+
+    job_id: str
+    status: str                      # "succeeded" | "failed"
+    epochs: int                      # full epochs completed
+    steps: int
+    metrics: dict                    # scalar validation metrics, "val_" + name
+    model_path: str | None
+    wall_s: float
+    run_dir: str
+    message: str | None = None
+    details: dict = field(default_factory=dict)   # per-class metrics and the confusion matrix
+    events: int = 0                  # events recorded (see events.jsonl)
+
+    def to_dict(self) -> dict:
+        """A JSON-serializable copy."""
+        return asdict(self)
+
+
+@dataclass
+class RunOptions:
+    """How to run a job beyond its spec."""
+
+    chaos: list[ChaosAction] = field(default_factory=list)
+    extra_paths: list[str] = field(default_factory=list)   # where user models are imported from
+    trace_dir: str | None = None                            # test hook: record every step's sample shards
+
+
+def new_job_id(name: str) -> str:
+    """A unique, sortable, readable job id."""
+    return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_dir_of(home: Path, job_id: str) -> Path:
+    """The run directory of `job_id`.
+
+    Raises:
+        UserError: there is no such job.
+    """
+    run_dir = home / "runs" / job_id
+    if not (run_dir / "spec.yaml").is_file():
+        known = sorted(p.parent.name for p in (home / "runs").glob("*/spec.yaml"))
+        raise UserError(f"no job '{job_id}'", where=str(home / "runs"),
+                        fix=f"use one of: {', '.join(known[-5:])}" if known else "run a job first")
+    return run_dir
+
+
+def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
+            options: RunOptions | None = None) -> JobResult:
+    """Train `spec`, save the model, and record the result under `home/runs`.
+
+    Returns:
+        The result; a diverging loss gives status "failed" with the last good state saved.
+
+    Raises:
+        UserError: the data or the spec cannot be used (nothing is written then), or too few
+            workers could be started.
+    """
+    started = time.perf_counter()
+    trainer = Trainer(spec, prepare_dataset(spec))   # checks data and spec before anything is written
+    job_id = new_job_id(spec.name)
+    run_dir = home / "runs" / job_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    return _execute(spec, trainer, job_id, run_dir, progress, options or RunOptions(), started, resume=False)
+
+
+def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
+               options: RunOptions | None = None) -> JobResult:
+    """Continue a job whose driver died, from its newest valid durable checkpoint.
+
+    Raises:
+        UserError: the job does not exist or has already ended.
+    """
+    started = time.perf_counter()
+    run_dir = run_dir_of(home, job_id)
+    ended = read_json(run_dir / "result.json")
+    if ended is not None:
+        raise UserError(f"job {job_id} already ended ({ended['status']})", where=str(run_dir),
+                        fix="start a new job with `elastrain run`")
+    spec = validate_spec(yaml.safe_load((run_dir / "spec.yaml").read_text()), str(run_dir / "spec.yaml"))
+    trainer = Trainer(spec, prepare_dataset(spec))
+    return _execute(spec, trainer, job_id, run_dir, progress, options or RunOptions(), started, resume=True)
+
+
+class _Reporter:
+    """Turns workers' progress reports into the progress bar, history.jsonl and status.json."""
+
+    def __init__(self, job_id: str, run_dir: Path, trainer: Trainer, progress: ProgressSink | None) -> None:
+        self.snapshot = {"job_id": job_id, "state": "starting", "workers": 0, "generation": 0, "step": 0,
+                         "epoch": 0, "total_steps": int(trainer.total_steps), "samples_per_s": None,
+                         "driver_pid": os.getpid(), "run_dir": str(run_dir)}
+        self.path = run_dir / STATUS_FILE
+        self.history = run_dir / "history.jsonl"
+        self.progress = progress
+        self.window: tuple[float, int] | None = None
+        self.last_written = 0.0
+        self.write()
+
+    def status(self, change: dict) -> None:
+        self.snapshot.update(change)
+        self.write()
+
+    def report(self, report: dict) -> None:
+        now = time.time()
+        if self.window is None or report["samples"] < self.window[1]:
+            self.window = (now, report["samples"])
+        elif now - self.window[0] >= 1.0:
+            self.snapshot["samples_per_s"] = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
+            self.window = (now, report["samples"])
+        self.snapshot.update(step=report["step"], epoch=report["epoch"])
+        if self.progress:
+            self.progress.advance(report["step"], report["loss"], self.snapshot["workers"])
+        for record in report["epochs"]:
+            with self.history.open("a") as handle:
+                handle.write(json.dumps({"epoch": record["epoch"], "step": record["step"],
+                                         **scalar_metrics(record["metrics"])}) + "\n")
+            if self.progress:
+                self.progress.epoch(record["epoch"], record["metrics"])
+        if now - self.last_written >= 0.5:
+            self.write()
+
+    def write(self) -> None:
+        self.last_written = time.time()
+        write_json_atomic(self.path, {**self.snapshot, "updated": self.last_written})
+
+
+def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progress: ProgressSink | None,
+             options: RunOptions, started: float, resume: bool) -> JobResult:
+    events = EventLog(run_dir)
+    reporter = _Reporter(job_id, run_dir, trainer, progress)
+    checkpoint_url = spec.checkpoint.dir or str(run_dir / "checkpoints")
+    if progress:
+        progress.start(int(trainer.total_steps), trainer.steps_per_epoch)
+    try:
+        if spec.resources.workers.max > 1 or options.chaos:
+            outcome = _on_ray(spec, run_dir, events, checkpoint_url, reporter, options, resume)
+        else:
+            outcome = _in_process(spec, events, checkpoint_url, reporter, options, resume)
+    except UserError as exc:
+        reporter.status({"state": "failed", "message": exc.line()})
+        raise
+    trainer.load_state_dict(outcome.state)
+    model_path, message = None, None
+    if outcome.status == "done":
+        model_path = str(save_model(run_dir / "model", trainer.model, spec.model, trainer.data.input_shape,
+                                    trainer.n_outputs, trainer.data.task, trainer.loss_name,
+                                    trainer.data.preprocessor))
+    else:
+        message = outcome.message
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        torch.save(outcome.state, run_dir / "checkpoints" / f"last-good-step-{trainer.step}.pt")
+    metrics = outcome.metrics or {}
+    status = "succeeded" if outcome.status == "done" else "failed"
+    events.add(Event(status, trainer.step, reporter.snapshot["workers"], reporter.snapshot["generation"],
+                     round(time.perf_counter() - started, 3)))
+    result = JobResult(job_id=job_id, status=status, epochs=trainer.epoch, steps=trainer.step,
+                       metrics=scalar_metrics(metrics), model_path=model_path,
+                       wall_s=round(time.perf_counter() - started, 3), run_dir=str(run_dir), message=message,
+                       details={k: v for k, v in metrics.items() if isinstance(v, list)},
+                       events=len(events.events))
+    (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    reporter.status({"state": status, "step": trainer.step, "epoch": trainer.epoch})
+    return result
+
+
+def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter, options: RunOptions,
+                resume: bool) -> Outcome:
+    """Run the job's single worker in this process, reporting as the elastic controller does."""
+    worker = Worker(spec.model_dump(mode="json"), options.extra_paths, checkpoint_url, options.trace_dir)
+    if resume:
+        loaded = worker.load_checkpoint()
+        for message in loaded["skipped"]:
+            events.add(Event("checkpoint_skipped", 0, 1, 0, detail={"message": message}))
+        events.add(Event("resume", loaded["step"] or 0, 1, 0, detail={"from_checkpoint": loaded["step"]}))
+    events.add(Event("start", worker.trainer.step, 1, 0))
+    reporter.status({"state": "running", "workers": 1})
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(worker.run()), daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.05)
+        reporter.report(worker.progress())
+    worker.shutdown()
+    reporter.report(worker.progress())
+    if result["status"] == "diverged":
+        return Outcome("diverged", worker.trainer.state_dict(), message=result["message"])
+    return Outcome("done", worker.trainer.state_dict(), metrics=result["metrics"])
+
+
+def _on_ray(spec: JobSpec, run_dir: Path, events: EventLog, checkpoint_url: str, reporter: _Reporter,
+            options: RunOptions, resume: bool) -> Outcome:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=False)
+    try:
+        controller = ElasticController(spec, events, checkpoint_url, resume=resume, chaos=options.chaos,
+                                       on_progress=reporter.report, on_status=reporter.status,
+                                       scale_request_dir=run_dir, extra_paths=options.extra_paths,
+                                       trace_dir=options.trace_dir)
+        return controller.run()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    """The single-number metrics, named `val_<metric>`."""
+    return {f"val_{name}": value for name, value in metrics.items() if isinstance(value, float)}

@@ -1,0 +1,181 @@
+"""The elastic engine on a real local Ray instance with real worker processes: resizes,
+SIGKILLed workers and drivers, checkpoints, and too few resources."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from elastrain.data.sampler import epoch_order
+from elastrain.elastic import RunOptions, parse_chaos, resume_job, run_job
+from elastrain.elastic.events import read_events
+from elastrain.spec import parse_spec
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.usefixtures("ray_address")
+
+# No dropout: its masks depend on how the batch is split, so only the mathematics of the
+# update is compared here.
+JOB = """
+name: elastic-test
+data: {{source: 'builtin:digits'}}
+model: {{kind: mlp, hidden: [32]}}
+train: {{optimizer: momentum, lr: 0.05, batch_size: 60, epochs: {epochs}, seed: 1}}
+resources: {{workers: {{min: 1, max: {max_workers}}}, cpus_per_worker: 1, wait_timeout_s: 60}}
+checkpoint: {{every_steps: {every}, keep: 3}}
+"""
+
+
+def job(epochs=3, max_workers=3, every=10):
+    return parse_spec(JOB.format(epochs=epochs, max_workers=max_workers, every=every))
+
+
+def parameters(result) -> dict:
+    return torch.load(Path(result.model_path) / "model.pt", weights_only=True)
+
+
+def kinds(result) -> list[str]:
+    return [e["kind"] for e in read_events(Path(result.run_dir))]
+
+
+def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_samples(elastrain_home, tmp_path):
+    single = run_job(job(max_workers=1), elastrain_home)
+    chaos = parse_chaos("scale=1@step=2,scale=3@step=14,kill@step=40,scale=2@step=60")
+    elastic = run_job(job(), elastrain_home, options=RunOptions(chaos=chaos, trace_dir=str(tmp_path)))
+    assert single.status == elastic.status == "succeeded" and single.steps == elastic.steps == 72
+    # Same update, different order of float32 additions (shares of 20/20/20 or 30/30 samples
+    # are summed per worker, then across workers): differences stay at float32 rounding
+    # level, amplified a little by 72 momentum steps.
+    for name, value in parameters(single).items():
+        torch.testing.assert_close(parameters(elastic)[name], value, rtol=1e-4, atol=1e-5)
+    events = read_events(Path(elastic.run_dir))
+    seen = [e["kind"] for e in events]
+    assert {"scale_in", "scale_out", "kill", "worker_lost", "recovered"} <= set(seen)
+    assert max(e["workers"] for e in events) == 3 and min(e["workers"] for e in events) == 1
+    recovered = next(e for e in events if e["kind"] == "recovered")
+    assert recovered["duration_s"] is not None and recovered["duration_s"] > 0
+
+    # Exactly once: of each step, the shards of the generation that completed it.
+    by_step: dict[int, dict] = {}
+    for trace in tmp_path.glob("worker-*.jsonl"):
+        for line in trace.read_text().splitlines():
+            record = json.loads(line)
+            kept = by_step.setdefault(record["step"], {"generation": -1, "shards": {}})
+            if record["generation"] > kept["generation"]:
+                kept.update(generation=record["generation"], shards={}, epoch=record["epoch"])
+            if record["generation"] == kept["generation"]:
+                kept["shards"][record["rank"]] = record["indices"]
+    assert sorted(by_step) == list(range(1, 73))
+    per_epoch = defaultdict(list)
+    for step in sorted(by_step):
+        shards = by_step[step]["shards"]
+        per_epoch[by_step[step]["epoch"]] += [i for rank in sorted(shards) for i in shards[rank]]
+    n_train = 1437
+    for epoch, consumed in per_epoch.items():
+        assert len(consumed) == n_train and sorted(consumed) == list(range(n_train))
+        assert consumed == epoch_order(n_train, 1, epoch).tolist()
+
+
+def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home):
+    result = run_job(job(epochs=2, max_workers=2), elastrain_home,
+                     options=RunOptions(chaos=parse_chaos("kill:0@step=30")))
+    assert result.status == "succeeded" and result.steps == 48
+    events = read_events(Path(result.run_dir))
+    lost = next(e for e in events if e["kind"] == "worker_lost")
+    recovered = next(e for e in events if e["kind"] == "recovered")
+    kill = next(e for e in events if e["kind"] == "kill")
+    assert lost["detail"]["lost"] == 1 and lost["workers"] == 1
+    assert kill["step"] <= lost["step"] <= kill["step"] + 2   # nothing done before the kill is redone
+    assert recovered["step"] >= lost["step"] + 1
+
+
+def _wait_for(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_resume_after_the_driver_is_killed_skips_a_truncated_checkpoint(elastrain_home, tmp_path, ray_address):
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(JOB.format(epochs=6, max_workers=2, every=8))
+    env = {**os.environ, "RAY_ADDRESS": ray_address, "ELASTRAIN_HOME": str(elastrain_home)}
+    driver = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: len(list(elastrain_home.glob("runs/*/checkpoints/ckpt-*.json"))) >= 2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+    run_dir = next(elastrain_home.glob("runs/*"))
+    assert not (run_dir / "result.json").exists()
+    newest, previous = sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))[-2:][::-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+
+    resumed = resume_job(run_dir.name, elastrain_home)
+    uninterrupted = run_job(parse_spec(spec_file.read_text()), elastrain_home)
+    assert resumed.status == "succeeded" and resumed.steps == uninterrupted.steps == 144
+    events = read_events(run_dir)
+    skipped = [e for e in events if e["kind"] == "checkpoint_skipped"]
+    assert skipped and newest.name in skipped[0]["detail"]["message"]
+    start = next(e for e in events if e["kind"] == "resume")
+    assert start["detail"]["from_checkpoint"] == int(previous.stem.split("-")[1])
+    for name, value in parameters(uninterrupted).items():
+        torch.testing.assert_close(parameters(resumed)[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_too_few_workers_waits_then_fails_with_a_clear_message(cli, tmp_path, elastrain_home):
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(JOB.format(epochs=1, max_workers=2, every=5).replace(
+        "min: 1", "min: 2").replace("cpus_per_worker: 1, wait_timeout_s: 60", "cpus_per_worker: 4, wait_timeout_s: 3"))
+    code, _, err = cli("run", spec_file)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "only 1 of the 2 workers" in err and "resources.workers.min" in err
+    run_dir = next(elastrain_home.glob("runs/*"))
+    assert "waiting" in [e["kind"] for e in read_events(run_dir)]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    assert (run_dir / "spec.yaml").is_file()
+
+
+def test_scale_and_status_from_another_terminal(cli, elastrain_home):
+    outcome = {}
+    spec = job(epochs=12, max_workers=2, every=1000)
+    runner = threading.Thread(target=lambda: outcome.update(result=run_job(spec, elastrain_home)))
+    runner.start()
+    status_file = lambda: next(elastrain_home.glob("runs/*/status.json"), None)  # noqa: E731
+    _wait_for(lambda: status_file() is not None and json.loads(status_file().read_text())["workers"] == 2)
+    job_id = status_file().parent.name
+    code, out, _ = cli("scale", job_id, "--workers", "1")
+    assert code == 0 and "1 worker" in out
+    _wait_for(lambda: json.loads(status_file().read_text())["workers"] == 1 or not runner.is_alive())
+    code, out, _ = cli("status", job_id, "--json")
+    snapshot = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and snapshot["job_id"] == job_id
+    runner.join(timeout=300)
+    assert outcome["result"].status == "succeeded"
+    assert "scale_in" in kinds(outcome["result"])
+    code, out, _ = cli("status", job_id)
+    assert code == 0 and "scale_in" in out and "succeeded" in out
+    code, _, err = cli("scale", job_id, "--workers", "1")
+    assert code == 2 and "is not running" in err
+    code, _, err = cli("scale", "no-such-job", "--workers", "1")
+    assert code == 2 and "no job 'no-such-job'" in err
+
+
+def test_chaos_strings_are_checked(cli):
+    assert parse_chaos("scale=2@step=5, kill@step=3") == sorted(parse_chaos("kill@step=3,scale=2@step=5"),
+                                                                  key=lambda a: a.step)
+    code, _, err = cli("run", REPO / "examples" / "demo.yaml", "--chaos", "explode@step=3")
+    assert code == 2 and "--chaos" in err and "kill@step=40" in err
+
