@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from elastrain.data import prepare_dataset
 from elastrain.data.sampler import epoch_order
 from elastrain.elastic import RunOptions, parse_chaos, resume_job, run_job
 from elastrain.elastic.events import read_events
@@ -27,15 +28,15 @@ pytestmark = pytest.mark.usefixtures("ray_address")
 JOB = """
 name: elastic-test
 data: {{source: 'builtin:digits'}}
-model: {{kind: mlp, hidden: [32]}}
+model: {{kind: mlp, hidden: {hidden}}}
 train: {{optimizer: momentum, lr: 0.05, batch_size: 60, epochs: {epochs}, seed: 1}}
 resources: {{workers: {{min: 1, max: {max_workers}}}, cpus_per_worker: 1, wait_timeout_s: 60}}
 checkpoint: {{every_steps: {every}, keep: 3}}
 """
 
 
-def job(epochs=3, max_workers=3, every=10):
-    return parse_spec(JOB.format(epochs=epochs, max_workers=max_workers, every=every))
+def job(epochs=3, max_workers=3, every=10, hidden=(32,)):
+    return parse_spec(JOB.format(epochs=epochs, max_workers=max_workers, every=every, hidden=list(hidden)))
 
 
 def parameters(result) -> dict:
@@ -46,16 +47,23 @@ def kinds(result) -> list[str]:
     return [e["kind"] for e in read_events(Path(result.run_dir))]
 
 
+@pytest.mark.slow
 def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_samples(elastrain_home, tmp_path):
-    single = run_job(job(max_workers=1), elastrain_home)
+    # Each chaos action waits until the previous resize has taken effect, and a joining worker
+    # takes seconds to start (importing torch): steps of a wide MLP leave it time to join.
+    wide = (1024, 1024)
+    single = run_job(job(epochs=20, max_workers=1, hidden=wide), elastrain_home)
     chaos = parse_chaos("scale=1@step=2,scale=3@step=14,kill@step=40,scale=2@step=60")
-    elastic = run_job(job(), elastrain_home, options=RunOptions(chaos=chaos, trace_dir=str(tmp_path)))
-    assert single.status == elastic.status == "succeeded" and single.steps == elastic.steps == 72
-    # Same update, different order of float32 additions (shares of 20/20/20 or 30/30 samples
-    # are summed per worker, then across workers): differences stay at float32 rounding
-    # level, amplified a little by 72 momentum steps.
+    elastic = run_job(job(epochs=20, hidden=wide), elastrain_home,
+                      options=RunOptions(chaos=chaos, trace_dir=str(tmp_path)))
+    assert single.status == elastic.status == "succeeded" and single.steps == elastic.steps == 480
+    # Same update, different order of float32 additions (shares of 20/20/20 or 30/30 samples are
+    # summed per worker, then across workers). Rounding differences (float32 epsilon 6e-8) grow
+    # over 480 momentum steps to about 5e-5 of each tensor's norm (measured); a wrong update or a
+    # skipped or repeated batch moves the weights by whole percents.
     for name, value in parameters(single).items():
-        torch.testing.assert_close(parameters(elastic)[name], value, rtol=1e-4, atol=1e-5)
+        drift = float((parameters(elastic)[name] - value).norm() / value.norm())
+        assert drift < 5e-4, (name, drift)
     events = read_events(Path(elastic.run_dir))
     seen = [e["kind"] for e in events]
     assert {"scale_in", "scale_out", "kill", "worker_lost", "recovered"} <= set(seen)
@@ -63,39 +71,44 @@ def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_sampl
     recovered = next(e for e in events if e["kind"] == "recovered")
     assert recovered["duration_s"] is not None and recovered["duration_s"] > 0
 
-    # Exactly once: of each step, the shards of the generation that completed it.
-    by_step: dict[int, dict] = {}
+    # Exactly once. A step counts as done by the last generation that completed it; its
+    # workers' shards are disjoint parts of its global batch (a worker killed right after a
+    # step may not have logged its shard), and an epoch's batches are its permutation, once.
+    by_step: dict[int, list[dict]] = defaultdict(list)
     for trace in tmp_path.glob("worker-*.jsonl"):
         for line in trace.read_text().splitlines():
-            record = json.loads(line)
-            kept = by_step.setdefault(record["step"], {"generation": -1, "shards": {}})
-            if record["generation"] > kept["generation"]:
-                kept.update(generation=record["generation"], shards={}, epoch=record["epoch"])
-            if record["generation"] == kept["generation"]:
-                kept["shards"][record["rank"]] = record["indices"]
-    assert sorted(by_step) == list(range(1, 73))
+            by_step[json.loads(line)["step"]].append(json.loads(line))
+    assert sorted(by_step) == list(range(1, 481))
     per_epoch = defaultdict(list)
     for step in sorted(by_step):
-        shards = by_step[step]["shards"]
-        per_epoch[by_step[step]["epoch"]] += [i for rank in sorted(shards) for i in shards[rank]]
-    n_train = 1437
+        last = max(r["generation"] for r in by_step[step])
+        records = [r for r in by_step[step] if r["generation"] == last]
+        batch = records[0]["batch"]
+        shards = [i for r in records for i in r["indices"]]
+        assert len(set(shards)) == len(shards) and set(shards) <= set(batch)
+        if len(records) == records[0]["world_size"]:
+            assert sorted(shards) == sorted(batch)
+        per_epoch[records[0]["epoch"]] += batch
+    n_train = len(prepare_dataset(job()).y_train)
+    assert sorted(per_epoch) == list(range(20))
     for epoch, consumed in per_epoch.items():
-        assert len(consumed) == n_train and sorted(consumed) == list(range(n_train))
         assert consumed == epoch_order(n_train, 1, epoch).tolist()
 
-
 def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home):
-    result = run_job(job(epochs=2, max_workers=2), elastrain_home,
+    uninterrupted = run_job(job(epochs=8, max_workers=2), elastrain_home)
+    result = run_job(job(epochs=8, max_workers=2), elastrain_home,
                      options=RunOptions(chaos=parse_chaos("kill:0@step=30")))
-    assert result.status == "succeeded" and result.steps == 48
+    assert result.status == "succeeded" and result.steps == uninterrupted.steps == 192
     events = read_events(Path(result.run_dir))
+    kill = next(e for e in events if e["kind"] == "kill")
     lost = next(e for e in events if e["kind"] == "worker_lost")
     recovered = next(e for e in events if e["kind"] == "recovered")
-    kill = next(e for e in events if e["kind"] == "kill")
-    assert lost["detail"]["lost"] == 1 and lost["workers"] == 1
-    assert kill["step"] <= lost["step"] <= kill["step"] + 2   # nothing done before the kill is redone
-    assert recovered["step"] >= lost["step"] + 1
-
+    assert kill["step"] < result.steps and lost["detail"]["lost"] == 1 and lost["workers"] == 1
+    # The survivor kept every step it had completed; only the step in flight is redone.
+    assert lost["detail"]["member_steps"] == [lost["step"]] and lost["step"] >= kill["step"]
+    assert recovered["step"] > lost["step"] and recovered["duration_s"] > 0
+    for name, value in parameters(uninterrupted).items():
+        assert float((parameters(result)[name] - value).norm() / value.norm()) < 5e-4, name
 
 def _wait_for(predicate, timeout=120.0):
     deadline = time.monotonic() + timeout
@@ -108,7 +121,7 @@ def _wait_for(predicate, timeout=120.0):
 
 def test_resume_after_the_driver_is_killed_skips_a_truncated_checkpoint(elastrain_home, tmp_path, ray_address):
     spec_file = tmp_path / "job.yaml"
-    spec_file.write_text(JOB.format(epochs=6, max_workers=2, every=8))
+    spec_file.write_text(JOB.format(epochs=6, max_workers=2, every=8, hidden=[32]))
     env = {**os.environ, "RAY_ADDRESS": ray_address, "ELASTRAIN_HOME": str(elastrain_home)}
     driver = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], cwd=REPO,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,11 +150,11 @@ def test_resume_after_the_driver_is_killed_skips_a_truncated_checkpoint(elastrai
 
 def test_too_few_workers_waits_then_fails_with_a_clear_message(cli, tmp_path, elastrain_home):
     spec_file = tmp_path / "job.yaml"
-    spec_file.write_text(JOB.format(epochs=1, max_workers=2, every=5).replace(
+    spec_file.write_text(JOB.format(epochs=1, max_workers=2, every=5, hidden=[32]).replace(
         "min: 1", "min: 2").replace("cpus_per_worker: 1, wait_timeout_s: 60", "cpus_per_worker: 4, wait_timeout_s: 3"))
     code, _, err = cli("run", spec_file)
     assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "only 1 of the 2 workers" in err and "resources.workers.min" in err
+    assert "of the 2 workers needed could be started in 3 s" in err and "resources.workers.min" in err
     run_dir = next(elastrain_home.glob("runs/*"))
     assert "waiting" in [e["kind"] for e in read_events(run_dir)]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"

@@ -1,9 +1,10 @@
 """Durable checkpoints: atomic, checksummed, asynchronous, on a local folder or any fsspec URL.
 
-Each checkpoint is `ckpt-STEP.pt` (the state, `torch.save`d) and `ckpt-STEP.json` (its manifest:
-size and sha256). Both are written to a temporary name and renamed; the manifest is renamed
-last, so a checkpoint exists only once it is complete. Reading verifies size and checksum and
-falls back to the previous checkpoint when the newest is broken.
+Checkpoint STEP is `ckpt-STEP.pt` (the state, `torch.save`d; STEP zero-padded to 9 digits so names sort by
+step) and `ckpt-STEP.json` (its manifest: step, file, size, sha256, created, meta). Each is written under a
+temporary name in the same folder and renamed; the manifest goes last, so a checkpoint counts only once it is
+complete. Reading verifies size and sha256 and falls back to the previous checkpoint when the newest is broken.
+A folder has one writer at a time: pruning removes whatever is not among the newest `keep` checkpoints.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ import hashlib
 import io
 import json
 import logging
+import re
 import threading
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import fsspec
 import torch
+from fsspec.implementations.local import LocalFileSystem
 
 log = logging.getLogger("elastrain.checkpoints")
+
+_NAME = re.compile(r"ckpt-(\d{9})\.(pt|json)(\.[0-9a-f]+\.tmp)?")
 
 
 @dataclass
 class CheckpointInfo:
-    """One written checkpoint."""
+    """One checkpoint: its step, data file (path, or URL for non-local storage), size and sha256."""
 
     step: int
     path: str
@@ -38,7 +44,7 @@ class CheckpointInfo:
 
 @dataclass
 class LoadedCheckpoint:
-    """The state of the newest valid checkpoint, and why newer ones were skipped."""
+    """The state of the newest valid checkpoint, and one line per newer checkpoint skipped as broken."""
 
     state: dict
     info: CheckpointInfo
@@ -46,18 +52,28 @@ class LoadedCheckpoint:
 
 
 class CheckpointStore:
-    """Checkpoints of one job under `url` (a folder path or an fsspec URL), keeping the newest `keep`."""
+    """Checkpoints of one job under `url` (a folder path or an fsspec URL), keeping the newest `keep`.
+
+    Args:
+        url: local folder or fsspec URL (`file://...`, `memory://...`, `s3://...`); created if missing.
+        keep: how many checkpoints to keep (at least 1).
+
+    Raises:
+        ValueError: keep < 1.
+    """
 
     def __init__(self, url: str, keep: int = 3) -> None:
-        self.fs, self.root = fsspec.core.url_to_fs(url)
-        self.url = url
-        self.keep = keep
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.url, self.keep = url, keep
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/")
         self.fs.makedirs(self.root, exist_ok=True)
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self.pending: Future | None = None
-        self.completed: list[CheckpointInfo] = []
-        self.lock = threading.Lock()
-        self.last_skipped: list[str] = []
+        self.last_skipped: list[str] = []   # the messages of the last latest() call, also when it returned None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending: Future | None = None
+        self._completed: list[CheckpointInfo] = []
+        self._lock = threading.Lock()
 
     def __enter__(self) -> CheckpointStore:
         return self
@@ -65,135 +81,162 @@ class CheckpointStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _path(self, step: int, suffix: str) -> str:
-        return f"{self.root}/ckpt-{step:09d}.{suffix}"
-
     def save(self, step: int, state: dict, meta: dict | None = None) -> CheckpointInfo:
-        """Write a checkpoint of `state` now and return what was written."""
-        began = time.perf_counter()
-        payload = _serialize(state)
-        return self._write(step, payload, meta or {}, time.perf_counter() - began)
+        """Write a checkpoint of `state` (after any background write finished) and return it.
+
+        Raises:
+            Exception: the previous background write failed, or this write did (e.g. OSError).
+        """
+        payload, snapshot_s = _serialize(state)
+        self.wait()
+        return self._write(step, payload, dict(meta or {}), snapshot_s)
 
     def save_async(self, step: int, state: dict, meta: dict | None = None) -> None:
         """Snapshot `state` now (the caller may change it right after) and write it in the background.
 
-        At most one write is in flight: a call made while one is writing first waits for it.
+        At most one write is in flight: a call made while one is still writing blocks until it finishes.
 
         Raises:
-            Exception: the previous background write failed.
+            Exception: the previous background write failed (this snapshot is then not written).
         """
-        began = time.perf_counter()
-        payload = _serialize(state)
-        snapshot_s = time.perf_counter() - began
+        payload, snapshot_s = _serialize(state)
         self.wait()
-        self.pending = self.writer.submit(self._write, step, payload, meta or {}, snapshot_s)
+        future = self._writer.submit(self._write, step, payload, dict(meta or {}), snapshot_s)
+        with self._lock:
+            self._pending = future
 
     def wait(self) -> None:
-        """Block until background writes are done.
+        """Block until the background write is done.
 
         Raises:
-            Exception: what a background write raised.
+            Exception: what the background write raised (reported once).
         """
-        pending, self.pending = self.pending, None
+        with self._lock:   # close() may come from another thread than the training loop's save_async()
+            pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
 
     def drain_completed(self) -> list[CheckpointInfo]:
-        """The checkpoints completed since the last call."""
-        with self.lock:
-            done, self.completed = self.completed, []
+        """Return and forget the checkpoints (sync and async) completed since the last call; thread-safe."""
+        with self._lock:
+            done, self._completed = self._completed, []
         return done
 
     def close(self) -> None:
-        """Finish pending writes and stop the writer thread."""
+        """Finish the pending write and stop the writer thread.
+
+        Raises:
+            Exception: what the background write raised.
+        """
         try:
             self.wait()
         finally:
-            self.writer.shutdown(wait=True)
-
-    def _write(self, step: int, payload: bytes, meta: dict, snapshot_s: float) -> CheckpointInfo:
-        began = time.perf_counter()
-        data_path = self._path(step, "pt")
-        info = CheckpointInfo(step, data_path, len(payload), hashlib.sha256(payload).hexdigest(), snapshot_s,
-                              meta=meta)
-        self._put_atomic(data_path, payload)
-        manifest = {"step": step, "file": data_path.rsplit("/", 1)[-1], "bytes": info.bytes,
-                    "sha256": info.sha256, "created": time.time(), "meta": meta}
-        self._put_atomic(self._path(step, "json"), json.dumps(manifest).encode())
-        info.write_s = time.perf_counter() - began
-        self._prune()
-        with self.lock:
-            self.completed.append(info)
-        return info
-
-    def _put_atomic(self, path: str, payload: bytes) -> None:
-        temporary = f"{path}.tmp"
-        self.fs.pipe_file(temporary, payload)
-        self.fs.mv(temporary, path)
-
-    def _prune(self) -> None:
-        for info in self.list()[: -self.keep]:
-            for path in (info.path, self._path(info.step, "json")):
-                self.fs.rm_file(path)
-        for leftover in self.fs.glob(f"{self.root}/ckpt-*.tmp"):
-            if self.pending is None or self.pending.done():
-                self.fs.rm_file(leftover)
+            self._writer.shutdown(wait=True)
 
     def list(self) -> list[CheckpointInfo]:
-        """Checkpoints with a readable manifest, oldest first (checksums not verified)."""
+        """Checkpoints with a readable manifest and a data file of the right size, oldest first (sha not verified)."""
+        sizes = self._listing()
         found = []
-        for manifest_path in sorted(self.fs.glob(f"{self.root}/ckpt-*.json")):
-            manifest = _read_manifest(self.fs, manifest_path)
-            if manifest is not None:
-                found.append(CheckpointInfo(manifest["step"], f"{self.root}/{manifest['file']}", manifest["bytes"],
-                                            manifest["sha256"], meta=manifest.get("meta", {})))
+        for name in sorted(n for n in sizes if n.endswith(".json") and _NAME.fullmatch(n)):
+            manifest = self._manifest(name[:-5])
+            if manifest is not None and sizes.get(manifest["file"]) == manifest["bytes"]:
+                found.append(self._info(manifest))
         return found
 
     def latest(self) -> LoadedCheckpoint | None:
-        """The newest checkpoint that is complete and intact, or None (see `last_skipped` for why)."""
+        """The newest complete, intact, loadable checkpoint (tensors mapped to CPU), or None if there is none.
+
+        Newer broken checkpoints are skipped: each gets a line in `skipped` (and in `self.last_skipped`, which
+        is how to see them when None is returned), logged as a warning to `elastrain.checkpoints`.
+        """
+        sizes = self._listing()
+        steps = {int(m[1]) for m in map(_NAME.fullmatch, sizes) if m and not m[3]}
         skipped: list[str] = []
-        manifests = {p.rsplit("/", 1)[-1][:-5] for p in self.fs.glob(f"{self.root}/ckpt-*.json")}
         loaded = None
-        for data_path in sorted(self.fs.glob(f"{self.root}/ckpt-*.pt"), reverse=True):
-            name = data_path.rsplit("/", 1)[-1]
-            problem, state, info = self._verify(data_path, name[:-3] in manifests)
-            if problem is None:
-                loaded = LoadedCheckpoint(state, info, skipped)
+        for step in sorted(steps, reverse=True):
+            problem, loaded = self._load(step, sizes)
+            if loaded is not None:
                 break
-            skipped.append(f"checkpoint {name} is {problem}; using the previous one")
-            log.warning(skipped[-1])
+            skipped.append(f"checkpoint ckpt-{step:09d}.pt is {problem}; using the previous one")
+        if loaded is None and skipped:
+            skipped[-1] = skipped[-1].replace("using the previous one", "no earlier checkpoint is intact")
+        for message in skipped:
+            log.warning(message)
         self.last_skipped = skipped
-        return loaded
+        return LoadedCheckpoint(loaded[0], loaded[1], skipped) if loaded else None
 
-    def _verify(self, data_path: str, has_manifest: bool) -> tuple[str | None, dict | None, CheckpointInfo | None]:
-        if not has_manifest:
-            return "incomplete (no manifest)", None, None
-        manifest = _read_manifest(self.fs, data_path[:-3] + ".json")
+    def _load(self, step: int, sizes: dict[str, int]) -> tuple[str, tuple[dict, CheckpointInfo] | None]:
+        stem = f"ckpt-{step:09d}"
+        if f"{stem}.json" not in sizes:
+            return "incomplete (no manifest)", None
+        manifest = self._manifest(stem)
         if manifest is None:
-            return "incomplete (unreadable manifest)", None, None
-        payload = self.fs.cat_file(data_path)
-        if len(payload) != manifest["bytes"]:
-            return f"corrupt (size {len(payload)} bytes, manifest says {manifest['bytes']})", None, None
-        if hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
-            return "corrupt (sha256 mismatch)", None, None
+            return "incomplete (unreadable manifest)", None
         try:
-            state = torch.load(io.BytesIO(payload), weights_only=True)
-        except Exception as exc:   # an intact file that still does not load is as good as corrupt
-            return f"unreadable ({type(exc).__name__})", None, None
-        info = CheckpointInfo(manifest["step"], data_path, len(payload), manifest["sha256"],
-                              meta=manifest.get("meta", {}))
-        return None, state, info
+            payload = self.fs.cat_file(f"{self.root}/{stem}.pt")
+        except OSError:   # includes a data file pruned or never renamed into place
+            return "incomplete (data file missing)", None
+        if len(payload) != manifest["bytes"]:
+            return f"corrupt ({len(payload)} bytes, manifest says {manifest['bytes']})", None
+        if hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
+            return "corrupt (sha256 mismatch)", None
+        try:
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        except Exception as exc:   # intact bytes that still do not load are as good as corrupt
+            return f"unloadable ({type(exc).__name__})", None
+        return "", (state, self._info(manifest))
+
+    def _write(self, step: int, payload: bytes, meta: dict, snapshot_s: float) -> CheckpointInfo:
+        began = time.perf_counter()
+        stem = f"ckpt-{step:09d}"
+        manifest = {"step": step, "file": f"{stem}.pt", "bytes": len(payload),
+                    "sha256": hashlib.sha256(payload).hexdigest(), "created": time.time(), "meta": meta}
+        self._put_atomic(f"{stem}.pt", payload)
+        self._put_atomic(f"{stem}.json", json.dumps(manifest).encode())
+        info = self._info(manifest, snapshot_s, time.perf_counter() - began)
+        self._prune()
+        with self._lock:
+            self._completed.append(info)
+        return info
+
+    def _put_atomic(self, name: str, payload: bytes) -> None:
+        # A unique temporary name: a crashed writer's leftover never collides with this write.
+        temporary = f"{self.root}/{name}.{uuid.uuid4().hex[:12]}.tmp"
+        self.fs.pipe_file(temporary, payload)
+        self.fs.mv(temporary, f"{self.root}/{name}")
+
+    def _prune(self) -> None:
+        kept = {f"ckpt-{info.step:09d}.{suffix}" for info in self.list()[-self.keep:] for suffix in ("pt", "json")}
+        # Everything else is an older or broken checkpoint, or a crashed write's leftover (one writer per folder).
+        for name in self._listing():
+            if _NAME.fullmatch(name) and name not in kept:
+                self.fs.rm_file(f"{self.root}/{name}")
+
+    def _listing(self) -> dict[str, int]:
+        self.fs.invalidate_cache(self.root)   # remote filesystems cache listings; another process may have written
+        return {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry["size"]
+                for entry in self.fs.ls(self.root, detail=True)}
+
+    def _manifest(self, stem: str) -> dict | None:
+        try:
+            manifest = json.loads(self.fs.cat_file(f"{self.root}/{stem}.json"))
+            step = int(stem.removeprefix("ckpt-"))
+            ok = manifest["step"] == step and manifest["file"] == f"{stem}.pt" and isinstance(manifest["bytes"], int)
+            return manifest if ok else None
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def _info(self, manifest: dict, snapshot_s: float = 0.0, write_s: float = 0.0) -> CheckpointInfo:
+        path = f"{self.root}/{manifest['file']}"
+        if not isinstance(self.fs, LocalFileSystem):
+            path = self.fs.unstrip_protocol(path)
+        return CheckpointInfo(manifest["step"], path, manifest["bytes"], manifest["sha256"], snapshot_s, write_s,
+                              manifest.get("meta", {}))
 
 
-def _serialize(state: dict) -> bytes:
+def _serialize(state: dict) -> tuple[bytes, float]:
+    """The state as bytes (a snapshot: later changes to its tensors do not show) and seconds taken."""
+    began = time.perf_counter()
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def _read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
-    try:
-        manifest = json.loads(fs.cat_file(path))
-        return manifest if {"step", "file", "bytes", "sha256"} <= set(manifest) else None
-    except (OSError, ValueError):
-        return None
+    return buffer.getvalue(), time.perf_counter() - began

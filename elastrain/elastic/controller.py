@@ -25,10 +25,13 @@ from elastrain.elastic.worker import Worker
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec
 
-POLL_S = 0.02
+POLL_S = 0.2   # progress polling; a finished or failed run() wakes the controller at once
 # After workers.min workers are up, how long to wait for the rest before starting without them
 # (they join at the next step boundary once their processes are up).
 JOIN_GRACE_S = 2.0
+# Starting a worker process (importing torch, loading data) takes seconds; only after this long
+# without enough workers does the job report that it is waiting for resources.
+WAITING_AFTER_S = 10.0
 
 
 @dataclass
@@ -67,6 +70,7 @@ class ElasticController:
         spec: the job.
         events: the job's event log.
         checkpoint_url: where workers write durable checkpoints.
+        total_steps: the job's length (chaos actions never fire after it).
         resume: load the newest valid checkpoint before the first step.
         chaos: injected kills and resizes.
         on_progress: called with the rank-0 worker's progress report while the job runs.
@@ -76,7 +80,8 @@ class ElasticController:
         trace_dir: test hook, see :class:`Worker`.
     """
 
-    def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, *, resume: bool = False,
+    def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, total_steps: int, *,
+                 resume: bool = False,
                  chaos: list[ChaosAction] | None = None, on_progress: Callable[[dict], None] | None = None,
                  on_status: Callable[[dict], None] | None = None, scale_request_dir: Path | None = None,
                  extra_paths: list[str] | None = None, trace_dir: str | None = None) -> None:
@@ -93,12 +98,16 @@ class ElasticController:
         workers = spec.resources.workers
         self.minimum, self.maximum = workers.min, workers.max
         self.desired = workers.max
+        self.total_steps = total_steps
         self.members: list[Member] = []
         self.pending: dict[int, tuple[Member, ray.ObjectRef]] = {}
         self.generation = -1
         self.next_id = 0
         self.step = 0
         self.kill_at: float | None = None
+        self.pause_asked = False
+        self.step_at_formation = 0
+        self.member_steps: list[int] = []   # each member's step when the group last re-formed
         self.backend = "nccl" if spec.resources.gpus_per_worker > 0 else "gloo"
         self.actor_class = ray.remote(max_concurrency=4)(Worker)
 
@@ -156,8 +165,9 @@ class ElasticController:
 
     def _admit(self, wait_for: int) -> None:
         """Move started workers into the membership, waiting until there are `wait_for` members."""
-        deadline = time.monotonic() + self.spec.resources.wait_timeout_s
-        waiting_since = None
+        began = time.monotonic()
+        deadline = began + self.spec.resources.wait_timeout_s
+        reported = False
         while True:
             self.members += self._ready_pending(timeout=0.1)
             if len(self.members) >= wait_for:
@@ -166,8 +176,8 @@ class ElasticController:
                     while self.pending and time.monotonic() < grace_end:
                         self.members += self._ready_pending(timeout=0.1)
                 break
-            if waiting_since is None and self.pending:
-                waiting_since = time.monotonic()
+            if not reported and time.monotonic() - began > min(WAITING_AFTER_S, (deadline - began) / 2):
+                reported = True
                 self.on_status({"state": "waiting for resources", "workers": len(self.members)})
                 self.events.add(Event("waiting", self.step, len(self.members), self.generation,
                                       detail={"need": wait_for, "message": "waiting for resources"}))
@@ -201,8 +211,9 @@ class ElasticController:
                 if len(self.members) < self.minimum:
                     self._admit(wait_for=self.minimum)
         duration = time.perf_counter() - began
+        detail = {"lost": lost, "member_steps": self.member_steps} if reason == "worker_lost" else {}
         self.events.add(Event(reason, self.step, len(self.members), self.generation, round(duration, 4),
-                              detail={"lost": lost} if lost else {}))
+                              detail=detail))
         self.on_status({"state": "running", "workers": len(self.members), "generation": self.generation})
 
     def _form_once(self) -> None:
@@ -221,9 +232,10 @@ class ElasticController:
             self.resume = False
             source = 0
         else:
-            steps = ray.get([m.actor.info.remote() for m in self.members])
-            source = max(range(world), key=lambda rank: steps[rank]["step"])
-        self.step = max(ray.get([m.actor.sync.remote(source) for m in self.members]))
+            steps = [info["step"] for info in ray.get([m.actor.info.remote() for m in self.members])]
+            self.member_steps = steps
+            source = max(range(world), key=lambda rank: steps[rank])
+        self.step = self.step_at_formation = max(ray.get([m.actor.sync.remote(source) for m in self.members]))
 
     def _alive(self, member: Member) -> bool:
         try:
@@ -239,8 +251,7 @@ class ElasticController:
         out chaos actions and resize requests (by asking the group to pause)."""
         running = {m.actor.run.remote(): m for m in self.members}
         watch = Watch()
-        pause_asked = False
-        resumed_at_step = self.step
+        self.pause_asked = False
         while running:
             done, _ = ray.wait(list(running), timeout=POLL_S)
             for ref in done:
@@ -254,16 +265,11 @@ class ElasticController:
             report = self._progress()
             if report is None:
                 continue
-            if self.kill_at is not None and report["step"] > resumed_at_step:
-                self.events.add(Event("recovered", report["step"], len(self.members), self.generation,
-                                      round(report["last_step_at"] - self.kill_at, 4),
-                                      detail={"from": "SIGKILL to the next completed step"}))
-                self.kill_at = None
             self._fire_chaos(report["step"])
             self._read_scale_request()
-            if not pause_asked and self._membership_should_change():
+            if not self.pause_asked and self._membership_should_change():
                 self.members[0].actor.request_pause.remote()
-                pause_asked = True
+                self.pause_asked = True
         return watch
 
     def _progress(self) -> dict | None:
@@ -271,6 +277,11 @@ class ElasticController:
             report = ray.get(self.members[0].actor.progress.remote(), timeout=2)
         except (RayActorError, GetTimeoutError):
             return None
+        if self.kill_at is not None and report["step"] > self.step_at_formation:
+            self.events.add(Event("recovered", report["step"], len(self.members), self.generation,
+                                  round(report["last_step_at"] - self.kill_at, 4),
+                                  detail={"from": "the loss of a worker to the next completed step"}))
+            self.kill_at = None
         self.step = report["step"]
         for checkpoint in report["checkpoints"]:
             self.events.add(Event("checkpoint", checkpoint["step"], len(self.members), self.generation,
@@ -287,7 +298,9 @@ class ElasticController:
         return ready_to_join or len(self.members) > self.desired
 
     def _fire_chaos(self, step: int) -> None:
-        while self.chaos and self.chaos[0].step <= step:
+        """Carry out due actions; each waits until the previous resize has taken effect."""
+        while self.chaos and self.chaos[0].step <= step < self.total_steps and not self.pause_asked \
+                and len(self.members) == self.desired:
             action = self.chaos.pop(0)
             if action.kind == "scale":
                 self._set_desired(action.workers, source="chaos")
@@ -332,6 +345,8 @@ class ElasticController:
         lost = before - len(self.members)
         if self.kill_at is None:
             self.kill_at = time.time()
+        if not self.members:   # no replica survived: the durable checkpoint is all that is left
+            self.resume = True
         self._grow_to(self.desired)   # replacements join at a later step boundary
         if len(self.members) < self.minimum:
             self._admit(wait_for=self.minimum)
@@ -343,12 +358,21 @@ class ElasticController:
         return torch.load(io.BytesIO(ray.get(member.actor.state.remote())), weights_only=True)
 
     def _finish(self, watch: Watch) -> Outcome:
-        leader = self.members[0]
+        """Every member finished: take the final state from any that is still alive."""
         self._progress()
-        state = self._state_of(leader)
-        ray.get([m.actor.shutdown.remote() for m in self.members])
-        self._progress()   # checkpoints finished by shutdown
-        return Outcome("done", state, metrics=watch.results[leader.worker_id]["metrics"])
+        state = metrics = None
+        for member in self.members:
+            try:
+                state = self._state_of(member)
+                metrics = watch.results[member.worker_id]["metrics"]
+                ray.get(member.actor.shutdown.remote())
+                break
+            except RayActorError:
+                continue
+        if state is None:   # all died after the last step: the durable checkpoint holds the end
+            raise UserError("every worker died after the last step", where="elastic job",
+                            fix="run `elastrain resume JOB_ID`", exit_code=1)
+        return Outcome("done", state, metrics=metrics)
 
     def _diverged(self, message: str) -> Outcome:
         state = self._state_of(self.members[0])

@@ -245,7 +245,8 @@ def _on_ray(spec: JobSpec, run_dir: Path, events: EventLog, checkpoint_url: str,
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=False)
     try:
-        controller = ElasticController(spec, events, checkpoint_url, resume=resume, chaos=options.chaos,
+        controller = ElasticController(spec, events, checkpoint_url, reporter.snapshot["total_steps"],
+                                       resume=resume, chaos=options.chaos,
                                        on_progress=reporter.report, on_status=reporter.status,
                                        scale_request_dir=run_dir, extra_paths=options.extra_paths,
                                        trace_dir=options.trace_dir)

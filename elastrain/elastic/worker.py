@@ -150,7 +150,8 @@ class Worker:
         batch = global_batch(trainer.n_train, self.spec.train.seed, report.epoch, start, trainer.batch_size)
         mine = shard(batch, self.collective.rank, self.collective.world_size)
         record = {"generation": self.collective.generation, "step": report.step, "epoch": report.epoch,
-                  "rank": self.collective.rank, "world_size": self.collective.world_size, "indices": mine.tolist()}
+                  "rank": self.collective.rank, "world_size": self.collective.world_size, "indices": mine.tolist(),
+                  "batch": batch.tolist()}
         with self.trace.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
