@@ -13,8 +13,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-demo: $(STAMP)  ## train the demo job on sklearn's digits, embedded, no network
-	$(BIN)/elastrain run examples/demo.yaml
+DEMO_CHAOS := scale=1@step=40,scale=3@step=80,kill@step=200,scale=2@step=300
+
+demo: $(STAMP)  ## an elastic job on sklearn's digits (embedded Ray, no network) that resizes and survives a SIGKILL
+	$(BIN)/elastrain run examples/demo.yaml --chaos "$(DEMO_CHAOS)"
 
 test: $(STAMP)  ## run the whole test suite (slow tests included) and ruff
 	$(BIN)/ruff check .

@@ -128,6 +128,12 @@ def _print_result(result) -> None:
     table.add_row("epochs / steps", f"{result.epochs} / {result.steps}")
     table.add_row("wall time", f"{result.wall_s:.1f} s")
     out.print(table)
+    from elastrain.cli.status import print_events
+    from elastrain.elastic.events import read_events
+
+    events = read_events(Path(result.run_dir))
+    if any(e["kind"] not in ("start", "succeeded", "failed", "checkpoint") for e in events):
+        print_events(out, events)
     if result.model_path:
         out.print(f"model saved to {result.model_path}", soft_wrap=True)
 

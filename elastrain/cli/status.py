@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -64,13 +63,33 @@ def print_status(console: Console, snapshot: dict) -> None:
                         ("epoch", snapshot.get("epoch")), ("samples/s", "-" if rate is None else f"{rate:,.0f}")]:
         figures.add_row(name, str(value))
     console.print(figures)
-    events = Table("time", "event", "step", "workers", "took", "detail", title="events", title_justify="left")
-    for event in snapshot["events"]:
+    print_events(console, snapshot["events"])
+
+
+def print_events(console: Console, events: list[dict]) -> None:
+    """The worker count over time, then every event with its duration."""
+    if not events:
+        return
+    began = events[0]["t"]
+    timeline, last = [], None
+    for event in events:
+        if event["workers"] != last and event["kind"] not in ("kill", "scale_request", "waiting"):
+            timeline.append(f"{event['workers']} @ {event['t'] - began:.1f} s (step {event['step']})")
+            last = event["workers"]
+    console.print("workers over time: " + " -> ".join(timeline), soft_wrap=True)
+    table = Table("time", "event", "step", "workers", "took", "detail", title="events", title_justify="left")
+    for event in events:
+        if event["kind"] == "checkpoint":   # summed up in the caption
+            continue
         took = "" if event.get("duration_s") is None else f"{event['duration_s']:.3f} s"
         detail = ", ".join(f"{k}={v}" for k, v in event.get("detail", {}).items())
-        events.add_row(datetime.fromtimestamp(event["t"]).strftime("%H:%M:%S.%f")[:-3], event["kind"],
-                       str(event["step"]), str(event["workers"]), took, detail)
-    console.print(events)
+        table.add_row(f"{event['t'] - began:7.2f} s", event["kind"], str(event["step"]), str(event["workers"]), took,
+                      detail)
+    checkpoints = [e for e in events if e["kind"] == "checkpoint"]
+    if checkpoints:
+        mean = sum(e["duration_s"] or 0 for e in checkpoints) / len(checkpoints)
+        table.caption = f"{len(checkpoints)} checkpoints, {mean * 1000:.0f} ms each on average (in the background)"
+    console.print(table)
 
 
 def _driver_alive(pid: int | None) -> bool:
