@@ -59,6 +59,7 @@ class JobResult:
     message: str | None = None
     details: dict = field(default_factory=dict)   # per-class metrics and the confusion matrix
     events: int = 0                  # events recorded (see events.jsonl)
+    samples_per_s: float | None = None   # training throughput from the first completed step to the last
 
     def to_dict(self) -> dict:
         """A JSON-serializable copy."""
@@ -142,6 +143,9 @@ class _Reporter:
         self.history = run_dir / "history.jsonl"
         self.progress = progress
         self.window: tuple[float, int] | None = None
+        self.batch_size = trainer.batch_size
+        self.first: tuple[float, int] | None = None   # (time, step) of the first step seen done
+        self.last: tuple[float, int] | None = None
         self.last_written = 0.0
         self.write()
 
@@ -157,6 +161,10 @@ class _Reporter:
             self.snapshot["samples_per_s"] = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
             self.window = (now, report["samples"])
         self.snapshot.update(step=report["step"], epoch=report["epoch"])
+        if report["step"] > 0:
+            self.last = (report["last_step_at"], report["step"])
+            if self.first is None or report["step"] < self.first[1]:
+                self.first = self.last
         if self.progress:
             self.progress.advance(report["step"], report["loss"], self.snapshot["workers"])
         for record in report["epochs"]:
@@ -167,6 +175,12 @@ class _Reporter:
                 self.progress.epoch(record["epoch"], record["metrics"])
         if now - self.last_written >= 0.5:
             self.write()
+
+    def samples_per_s(self) -> float | None:
+        """Samples trained per second between the first and the last step seen completed."""
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return None
+        return round((self.last[1] - self.first[1]) * self.batch_size / (self.last[0] - self.first[0]), 1)
 
     def write(self) -> None:
         self.last_written = time.time()
@@ -206,7 +220,7 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
                        metrics=scalar_metrics(metrics), model_path=model_path,
                        wall_s=round(time.perf_counter() - started, 3), run_dir=str(run_dir), message=message,
                        details={k: v for k, v in metrics.items() if isinstance(v, list)},
-                       events=len(events.events))
+                       events=len(events.events), samples_per_s=reporter.samples_per_s())
     (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
     reporter.status({"state": status, "step": trainer.step, "epoch": trainer.epoch})
     return result
