@@ -140,3 +140,16 @@ def test_the_installed_command_prints_no_traceback_for_bad_input(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "elastrain", "run", "--help"], capture_output=True,
                                text=True, cwd=REPO, timeout=120).stdout
     assert "--set" in help_text and "--json" in help_text
+
+
+def test_resume_and_status_of_a_finished_job(cli):
+    code, out, _ = cli("run", REPO / "examples" / "svm_iris.yaml", *QUICK, "--json")
+    job_id = last_json(out)["job_id"]
+    code, _, err = cli("resume", job_id)
+    assert code == 2 and "already ended (succeeded)" in err
+    code, out, _ = cli("status", job_id, "--json")
+    snapshot = last_json(out)
+    assert code == 0 and snapshot["state"] == "succeeded" and snapshot["step"] == last_json(out)["total_steps"]
+    assert [e["kind"] for e in snapshot["events"]] == ["start", "succeeded"]
+    code, _, err = cli("resume", "nope")
+    assert code == 2 and "no job 'nope'" in err

@@ -42,3 +42,7 @@ class RichProgress:
         """Log the validation metrics of a finished epoch above the bar."""
         shown = "  ".join(f"val_{k} {metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics)
         self.bar.console.log(f"epoch {epoch}  {shown}")
+
+    def warn(self, message: str) -> None:
+        """Show a warning above the bar."""
+        self.bar.console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)

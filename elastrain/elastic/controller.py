@@ -75,6 +75,7 @@ class ElasticController:
         chaos: injected kills and resizes.
         on_progress: called with the rank-0 worker's progress report while the job runs.
         on_status: called with a status snapshot (state, workers, generation) on every change.
+        on_warning: called with a line the user should see (a broken checkpoint skipped).
         scale_request_dir: a folder where `elastrain scale` drops resize requests.
         extra_paths: folders the workers import user models from.
         trace_dir: test hook, see :class:`Worker`.
@@ -83,7 +84,8 @@ class ElasticController:
     def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, total_steps: int, *,
                  resume: bool = False,
                  chaos: list[ChaosAction] | None = None, on_progress: Callable[[dict], None] | None = None,
-                 on_status: Callable[[dict], None] | None = None, scale_request_dir: Path | None = None,
+                 on_status: Callable[[dict], None] | None = None,
+                 on_warning: Callable[[str], None] | None = None, scale_request_dir: Path | None = None,
                  extra_paths: list[str] | None = None, trace_dir: str | None = None) -> None:
         self.spec = spec
         self.events = events
@@ -92,6 +94,7 @@ class ElasticController:
         self.chaos = list(chaos or [])
         self.on_progress = on_progress or (lambda report: None)
         self.on_status = on_status or (lambda snapshot: None)
+        self.on_warning = on_warning or (lambda message: None)
         self.scale_request_dir = scale_request_dir
         self.extra_paths = extra_paths or []
         self.trace_dir = trace_dir
@@ -227,6 +230,7 @@ class ElasticController:
             for message in loaded["skipped"]:
                 self.events.add(Event("checkpoint_skipped", self.step, world, self.generation,
                                       detail={"message": message}))
+                self.on_warning(message)
             self.events.add(Event("resume", loaded["step"] or 0, world, self.generation,
                                   detail={"from_checkpoint": loaded["step"]}))
             self.resume = False

@@ -42,6 +42,7 @@ class ProgressSink(Protocol):
     def start(self, total_steps: int, steps_per_epoch: int) -> None: ...
     def advance(self, step: int, loss: float, workers: int) -> None: ...
     def epoch(self, epoch: int, metrics: dict) -> None: ...
+    def warn(self, message: str) -> None: ...
 
 
 @dataclass
@@ -176,6 +177,10 @@ class _Reporter:
         if now - self.last_written >= 0.5:
             self.write()
 
+    def warn(self, message: str) -> None:
+        if self.progress:
+            self.progress.warn(message)
+
     def samples_per_s(self) -> float | None:
         """Samples trained per second between the first and the last step seen completed."""
         if self.first is None or self.last is None or self.last[0] <= self.first[0]:
@@ -234,6 +239,7 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
         loaded = worker.load_checkpoint()
         for message in loaded["skipped"]:
             events.add(Event("checkpoint_skipped", 0, 1, 0, detail={"message": message}))
+            reporter.warn(message)
         events.add(Event("resume", loaded["step"] or 0, 1, 0, detail={"from_checkpoint": loaded["step"]}))
     events.add(Event("start", worker.trainer.step, 1, 0))
     reporter.status({"state": "running", "workers": 1})
@@ -262,6 +268,7 @@ def _on_ray(spec: JobSpec, run_dir: Path, events: EventLog, checkpoint_url: str,
         controller = ElasticController(spec, events, checkpoint_url, reporter.snapshot["total_steps"],
                                        resume=resume, chaos=options.chaos,
                                        on_progress=reporter.report, on_status=reporter.status,
+                                       on_warning=reporter.warn,
                                        scale_request_dir=run_dir, extra_paths=options.extra_paths,
                                        trace_dir=options.trace_dir)
         return controller.run()
