@@ -95,8 +95,9 @@ def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_sampl
         assert consumed == epoch_order(n_train, 1, epoch).tolist()
 
 def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home):
-    uninterrupted = run_job(job(epochs=8, max_workers=2), elastrain_home)
-    result = run_job(job(epochs=8, max_workers=2), elastrain_home,
+    # Steps of a few milliseconds, so that the kill lands mid-job whatever the machine's speed.
+    uninterrupted = run_job(job(epochs=8, max_workers=2, hidden=(256, 256)), elastrain_home)
+    result = run_job(job(epochs=8, max_workers=2, hidden=(256, 256)), elastrain_home,
                      options=RunOptions(chaos=parse_chaos("kill:0@step=30")))
     assert result.status == "succeeded" and result.steps == uninterrupted.steps == 192
     events = read_events(Path(result.run_dir))
@@ -163,7 +164,7 @@ def test_too_few_workers_waits_then_fails_with_a_clear_message(cli, tmp_path, el
 
 def test_scale_and_status_from_another_terminal(cli, elastrain_home):
     outcome = {}
-    spec = job(epochs=12, max_workers=2, every=1000)
+    spec = job(epochs=12, max_workers=2, every=1000, hidden=(1024, 1024))   # runs for seconds
     runner = threading.Thread(target=lambda: outcome.update(result=run_job(spec, elastrain_home)))
     runner.start()
     status_file = lambda: next(elastrain_home.glob("runs/*/status.json"), None)  # noqa: E731
