@@ -1,0 +1,263 @@
+"""The store's operations: users and tokens, jobs and their events and metrics, checkpoints,
+models. Every read that a user makes goes through visibility: a user sees only their own jobs
+and models, an admin sees all. Results are plain dataclasses, detached from the session."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from elastrain.errors import UserError
+from elastrain.store.schema import CheckpointRecord, Job, JobEvent, MetricPoint, ModelRecord, Token, User
+
+TOKEN_PREFIX = "et_"
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """Who is acting."""
+
+    id: int
+    name: str
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job as the store knows it."""
+
+    seq: int
+    job_id: str
+    owner: str
+    name: str
+    spec: dict
+    status: str
+    workers: int
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model version."""
+
+    name: str
+    version: int
+    owner: str
+    job_id: str | None
+    url: str
+    metrics: dict
+    spec_hash: str
+    data_fingerprint: str
+    created_at: datetime
+
+
+def hash_token(token: str) -> str:
+    """What is stored of a token (tokens are 256-bit random, so a plain SHA-256 suffices)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """Metadata of users, jobs and models in one SQL database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.session = sessionmaker(engine, expire_on_commit=False)
+
+    # users and tokens ---------------------------------------------------------------------
+
+    def create_user(self, name: str, admin: bool = False) -> tuple[UserInfo, str]:
+        """A new user and their first API token (returned once; only its hash is kept).
+
+        Raises:
+            UserError: the name is taken or not a valid name.
+        """
+        if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
+            raise UserError(f"'{name}' is not a valid user name", where="user name",
+                            fix="use 1-64 letters, digits, '-', '_' or '.'")
+        with self.session.begin() as session:
+            if session.scalar(select(User).where(User.name == name)) is not None:
+                raise UserError(f"user '{name}' already exists", where="user name", fix="choose another name")
+            user = User(name=name, is_admin=admin, created_at=_now())
+            session.add(user)
+            session.flush()
+            token = self._issue(session, user.id)
+            return UserInfo(user.id, user.name, user.is_admin), token
+
+    def issue_token(self, name: str) -> str:
+        """A further token for user `name`.
+
+        Raises:
+            UserError: no such user.
+        """
+        with self.session.begin() as session:
+            user = session.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise UserError(f"no user '{name}'", where="user name",
+                                fix="create it with `elastrain admin create-user`")
+            return self._issue(session, user.id)
+
+    def _issue(self, session: Session, user_id: int) -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        session.add(Token(user_id=user_id, token_hash=hash_token(token), prefix=token[:12], created_at=_now()))
+        return token
+
+    def authenticate(self, token: str) -> UserInfo | None:
+        """The user a live token belongs to, or None."""
+        with self.session() as session:
+            user = session.scalar(select(User).join(Token, Token.user_id == User.id)
+                                  .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None)))
+            return UserInfo(user.id, user.name, user.is_admin) if user else None
+
+    def users(self) -> list[UserInfo]:
+        """Every user, in creation order."""
+        with self.session() as session:
+            return [UserInfo(u.id, u.name, u.is_admin) for u in session.scalars(select(User).order_by(User.id))]
+
+    # jobs -----------------------------------------------------------------------------------
+
+    def submit(self, owner: UserInfo, job_id: str, spec: dict) -> JobInfo:
+        """Record a queued job; submissions are ordered by the sequence number they get here."""
+        with self.session.begin() as session:
+            job = Job(job_id=job_id, owner_id=owner.id, name=spec.get("name", "job"), spec=spec, status="queued",
+                      workers=0, submitted_at=_now())
+            session.add(job)
+            try:
+                session.flush()
+            except IntegrityError:
+                raise UserError(f"job id '{job_id}' is taken", where="job_id", fix="submit again") from None
+            return self._job_info(job, owner.name)
+
+    def job(self, job_id: str, viewer: UserInfo | None = None) -> JobInfo | None:
+        """The job, if it exists and `viewer` may see it (None: no check)."""
+        with self.session() as session:
+            row = session.execute(self._visible(viewer).where(Job.job_id == job_id)).first()
+            return self._job_info(*row) if row else None
+
+    def jobs(self, viewer: UserInfo | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+             ) -> list[JobInfo]:
+        """Jobs `viewer` may see, oldest submission first, optionally of one status."""
+        query = self._visible(viewer).order_by(Job.seq).limit(limit).offset(offset)
+        if status:
+            query = query.where(Job.status == status)
+        with self.session() as session:
+            return [self._job_info(*row) for row in session.execute(query)]
+
+    def count_jobs(self, viewer: UserInfo | None = None, status: str | None = None) -> int:
+        """How many jobs `viewer` may see (of one status)."""
+        query = select(func.count()).select_from(Job)
+        if viewer is not None and not viewer.is_admin:
+            query = query.where(Job.owner_id == viewer.id)
+        if status:
+            query = query.where(Job.status == status)
+        with self.session() as session:
+            return int(session.scalar(query))
+
+    def update_job(self, job_id: str, **fields: object) -> None:
+        """Set fields of a job (status, workers, started_at, finished_at, result, message)."""
+        if "status" in fields and fields["status"] not in JOB_STATES:
+            raise ValueError(f"unknown job status {fields['status']}")
+        with self.session.begin() as session:
+            job = session.scalar(select(Job).where(Job.job_id == job_id))
+            for name, value in fields.items():
+                setattr(job, name, value)
+
+    def _visible(self, viewer: UserInfo | None):
+        query = select(Job, User.name).join(User, User.id == Job.owner_id)
+        if viewer is not None and not viewer.is_admin:
+            query = query.where(Job.owner_id == viewer.id)
+        return query
+
+    @staticmethod
+    def _job_info(job: Job, owner: str) -> JobInfo:
+        return JobInfo(job.seq, job.job_id, owner, job.name, job.spec, job.status, job.workers, job.submitted_at,
+                       job.started_at, job.finished_at, job.result, job.message)
+
+    # events, metrics, checkpoints ----------------------------------------------------------------
+
+    def add_events(self, job_id: str, events: list[dict]) -> None:
+        """Append events (dicts as `elastic.events.Event` writes them) to a job."""
+        with self.session.begin() as session:
+            seq = self._seq(session, job_id)
+            session.add_all(JobEvent(job_seq=seq, t=e["t"], kind=e["kind"], step=e["step"], workers=e["workers"],
+                                     generation=e["generation"], duration_s=e.get("duration_s"),
+                                     detail=e.get("detail", {})) for e in events)
+
+    def events(self, job_id: str, since: float = 0.0) -> list[dict]:
+        """A job's events after time `since`, oldest first."""
+        with self.session() as session:
+            seq = self._seq(session, job_id)
+            rows = session.scalars(select(JobEvent).where(JobEvent.job_seq == seq, JobEvent.t > since)
+                                   .order_by(JobEvent.t, JobEvent.id))
+            return [{"t": r.t, "kind": r.kind, "step": r.step, "workers": r.workers, "generation": r.generation,
+                     "duration_s": r.duration_s, "detail": r.detail} for r in rows]
+
+    def add_metrics(self, job_id: str, points: list[dict]) -> None:
+        """Append metric points ({name, step, epoch, value, t}) to a job's series."""
+        with self.session.begin() as session:
+            seq = self._seq(session, job_id)
+            session.add_all(MetricPoint(job_seq=seq, name=p["name"], step=p["step"], epoch=p.get("epoch"),
+                                        value=p["value"], t=p["t"]) for p in points)
+
+    def metrics(self, job_id: str, since: float = 0.0) -> dict[str, list[dict]]:
+        """A job's metric series after time `since`: name -> [{step, epoch, value, t}]."""
+        with self.session() as session:
+            seq = self._seq(session, job_id)
+            series: dict[str, list[dict]] = {}
+            for r in session.scalars(select(MetricPoint).where(MetricPoint.job_seq == seq, MetricPoint.t > since)
+                                     .order_by(MetricPoint.t, MetricPoint.id)):
+                series.setdefault(r.name, []).append({"step": r.step, "epoch": r.epoch, "value": r.value, "t": r.t})
+            return series
+
+    def add_checkpoint(self, job_id: str, step: int, url: str, sha256: str, size: int) -> None:
+        """Record a durable checkpoint of a job."""
+        with self.session.begin() as session:
+            session.add(CheckpointRecord(job_seq=self._seq(session, job_id), step=step, url=url, sha256=sha256,
+                                         bytes=size, created_at=_now()))
+
+    @staticmethod
+    def _seq(session: Session, job_id: str) -> int:
+        seq = session.scalar(select(Job.seq).where(Job.job_id == job_id))
+        if seq is None:
+            raise KeyError(job_id)
+        return seq
+
+    # models -----------------------------------------------------------------------------------------
+
+    def register_model(self, owner: UserInfo, name: str, url: str, metrics: dict, spec_hash: str,
+                       data_fingerprint: str, job_id: str | None = None) -> ModelInfo:
+        """Add the next version of `owner`'s model `name`."""
+        with self.session.begin() as session:
+            latest = session.scalar(select(func.max(ModelRecord.version))
+                                    .where(ModelRecord.owner_id == owner.id, ModelRecord.name == name))
+            record = ModelRecord(name=name, version=(latest or 0) + 1, owner_id=owner.id,
+                                 job_seq=self._seq(session, job_id) if job_id else None, url=url, metrics=metrics,
+                                 spec_hash=spec_hash, data_fingerprint=data_fingerprint, created_at=_now())
+            session.add(record)
+            session.flush()
+            return ModelInfo(name, record.version, owner.name, job_id, url, metrics, spec_hash, data_fingerprint,
+                             record.created_at)
+
+    def models(self, viewer: UserInfo | None = None) -> list[ModelInfo]:
+        """Model versions `viewer` may see, by name then version."""
+        query = (select(ModelRecord, User.name, Job.job_id).join(User, User.id == ModelRecord.owner_id)
+                 .outerjoin(Job, Job.seq == ModelRecord.job_seq).order_by(ModelRecord.name, ModelRecord.version))
+        if viewer is not None and not viewer.is_admin:
+            query = query.where(ModelRecord.owner_id == viewer.id)
+        with self.session() as session:
+            return [ModelInfo(m.name, m.version, owner, job_id, m.url, m.metrics, m.spec_hash, m.data_fingerprint,
+                              m.created_at) for m, owner, job_id in session.execute(query)]

@@ -1,0 +1,138 @@
+"""The metadata store against real databases: a SQLite file, and a real PostgreSQL server when
+ELASTRAIN_TEST_PG_URL names one (`.ci/run` sets it)."""
+
+import os
+import secrets
+import threading
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from elastrain.errors import UserError
+from elastrain.store import Store, connect, hash_token, upgrade
+from elastrain.store.schema import Base
+
+PG_URL = os.environ.get("ELASTRAIN_TEST_PG_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests skipped: set ELASTRAIN_TEST_PG_URL (e.g. "
+                    "postgresql+psycopg://postgres@127.0.0.1:5432/test) to run them")
+    name = f"elastrain_test_{secrets.token_hex(4)}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture
+def store(database_url):
+    engine = connect(database_url)
+    yield Store(engine)
+    engine.dispose()
+
+
+def test_migrations_create_exactly_the_schema_and_keep_data_on_upgrade(database_url):
+    engine = connect(database_url)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    store = Store(engine)
+    store.create_user("ada")
+    upgrade(engine)   # again: a no-op that keeps every row
+    assert [u.name for u in store.users()] == ["ada"]
+    assert {"users", "tokens", "jobs", "events", "metrics", "checkpoints", "models", "alembic_version"} <= set(
+        inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_tokens_are_hashed_at_rest_and_authenticate_their_user(store):
+    ada, token = store.create_user("ada", admin=True)
+    assert token.startswith("et_") and len(token) > 40
+    assert store.authenticate(token) == ada and store.authenticate(token + "x") is None
+    with store.engine.connect() as connection:
+        stored = connection.execute(text("SELECT token_hash FROM tokens")).scalars().all()
+    assert stored == [hash_token(token)] and token not in stored
+    second = store.issue_token("ada")
+    assert second != token and store.authenticate(second) == ada
+    with pytest.raises(UserError, match="already exists"):
+        store.create_user("ada")
+    with pytest.raises(UserError, match="not a valid user name"):
+        store.create_user("a b")
+
+
+def test_users_see_only_their_own_jobs_and_admins_see_all(store):
+    ada, _ = store.create_user("ada")
+    bob, _ = store.create_user("bob")
+    root, _ = store.create_user("root", admin=True)
+    for i in range(3):
+        store.submit(ada, f"ada-{i}", {"name": "a"})
+    store.submit(bob, "bob-0", {"name": "b"})
+    assert store.job("bob-0", ada) is None and store.job("bob-0", bob).owner == "bob"
+    assert store.job("bob-0", root).job_id == "bob-0"
+    assert [j.job_id for j in store.jobs(ada)] == ["ada-0", "ada-1", "ada-2"]
+    assert len(store.jobs(root)) == 4 and store.count_jobs(ada) == 3
+    assert [j.job_id for j in store.jobs(ada, limit=2, offset=1)] == ["ada-1", "ada-2"]
+    store.update_job("ada-1", status="running", workers=2)
+    assert [j.job_id for j in store.jobs(ada, status="running")] == ["ada-1"]
+    assert store.job("ada-1").workers == 2
+
+
+def test_concurrent_submissions_are_each_recorded_once_in_one_order(store):
+    ada, _ = store.create_user("ada")
+    errors = []
+
+    def submit(i):
+        try:
+            store.submit(ada, f"job-{i}", {"name": "x", "i": i})
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    jobs = store.jobs(ada, limit=100)
+    assert errors == [] and len(jobs) == 40
+    assert sorted(j.spec["i"] for j in jobs) == list(range(40))
+    assert [j.seq for j in jobs] == sorted(j.seq for j in jobs) and len({j.seq for j in jobs}) == 40
+
+
+def test_events_metrics_checkpoints_and_model_versions(store):
+    ada, _ = store.create_user("ada")
+    bob, _ = store.create_user("bob")
+    store.submit(ada, "j1", {"name": "j"})
+    store.add_events("j1", [{"t": 1.0, "kind": "start", "step": 0, "workers": 2, "generation": 0},
+                            {"t": 2.0, "kind": "worker_lost", "step": 40, "workers": 1, "generation": 1,
+                             "duration_s": 0.05, "detail": {"lost": 1}}])
+    assert [e["kind"] for e in store.events("j1")] == ["start", "worker_lost"]
+    assert store.events("j1", since=1.5)[0]["detail"] == {"lost": 1}
+    store.add_metrics("j1", [{"name": "val_accuracy", "step": s, "epoch": s // 10, "value": s / 100, "t": float(s)}
+                             for s in (10, 20, 30)])
+    assert [p["value"] for p in store.metrics("j1", since=15)["val_accuracy"]] == [0.2, 0.3]
+    store.add_checkpoint("j1", 40, "file:///x/ckpt-40.pt", "ab" * 32, 1234)
+    first = store.register_model(ada, "digits", "file:///m1", {"val_accuracy": 0.97}, "s" * 64, "d" * 64, "j1")
+    second = store.register_model(ada, "digits", "file:///m2", {"val_accuracy": 0.98}, "s" * 64, "d" * 64)
+    theirs = store.register_model(bob, "digits", "file:///b1", {}, "s" * 64, "d" * 64)
+    assert (first.version, second.version, theirs.version) == (1, 2, 1) and first.job_id == "j1"
+    assert [(m.name, m.version) for m in store.models(ada)] == [("digits", 1), ("digits", 2)]
+    assert len(store.models()) == 3
+
+
+def test_an_unreachable_database_is_one_clear_error():
+    with pytest.raises(UserError, match="cannot reach the database"):
+        connect("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2")
+    with pytest.raises(UserError, match="cannot use database URL"):
+        connect("nosuchdb://x")
