@@ -16,13 +16,15 @@ class UserError(Exception):
         where: the place it is wrong (a file and line, a spec field, a column and row).
         fix: what the user should do about it.
         exit_code: the process exit code the CLI uses (2 for bad input).
+        field: the spec field at fault, as a dotted path, when there is one (the API reports it).
     """
 
     exit_code = 2
 
     def __init__(self, what: str, *, where: str | None = None, fix: str | None = None,
-                 exit_code: int | None = None) -> None:
+                 exit_code: int | None = None, field: str | None = None) -> None:
         self.what = what
+        self.field = field
         self.where = where
         self.fix = fix
         if exit_code is not None:

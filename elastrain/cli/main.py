@@ -107,6 +107,39 @@ def scale(
     out.print(f"asked {job_id} to run on {target} worker(s)")
 
 
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Run the REST API (/api/v1) over the store under ELASTRAIN_HOME (or ELASTRAIN_DB_URL).
+
+    Create a user first: `elastrain admin create-user NAME --admin`.
+    """
+    from elastrain.api.server import serve
+
+    err.print(f"elastrain API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json)")
+    serve(host, port)
+
+
+admin_app = typer.Typer(help="Administer users and tokens (works on the store directly).", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+
+
+@admin_app.command("create-user")
+def create_user(
+    name: Annotated[str, typer.Argument(help="The new user's name.", show_default=False)],
+    admin: Annotated[bool, typer.Option("--admin", help="May see every job and manage users.")] = False,
+) -> None:
+    """Create a user and print their API token, alone on the last line (it is shown only once)."""
+    from elastrain.store import Store, connect
+
+    user, token = Store(connect()).create_user(name, admin)
+    err.print(f"created {'admin ' if user.is_admin else ''}user {user.name}; their token (keep it, it is not "
+              "stored in readable form):")
+    print(token)
+
+
 def _report(result, as_json: bool) -> None:
     if result.status != "succeeded":
         err.print(f"[red]error:[/red] {result.message}", soft_wrap=True)

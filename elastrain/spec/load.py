@@ -134,13 +134,13 @@ def _user_error(exc: ValidationError, source: str, lines: dict[tuple, int],
         valid = _fields_at(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'?" if close else f"valid fields here: {', '.join(valid)}"
-        return UserError(f"unknown field '{field}'", where=where, fix=hint)
+        return UserError(f"unknown field '{field}'", where=where, fix=hint, field=field)
     message = error["msg"].removeprefix("Value error, ")
     if kind == "missing":
-        return UserError(f"'{field}' is required", where=where, fix="add it to the spec")
+        return UserError(f"'{field}' is required", where=where, fix="add it to the spec", field=field)
     got = error.get("input")
     shown = "" if isinstance(got, dict | list) or kind.startswith("value_error") else f" (got {got!r})"
-    return UserError(f"{field}: {message}{shown}", where=where, fix=_fix_for(kind, field))
+    return UserError(f"{field}: {message}{shown}", where=where, fix=_fix_for(kind, field), field=field)
 
 
 def _is_pydantic_branch(part: Any) -> bool:

@@ -1,0 +1,257 @@
+"""The REST control plane under /api/v1: jobs, their events, metrics and logs, models, users.
+
+Every route but the OpenAPI document needs `Authorization: Bearer TOKEN`. A user sees and acts
+on their own jobs and models only (anything else is 404, as if it did not exist); an admin sees
+all and manages users.
+"""
+# No `from __future__ import annotations` here: FastAPI must see the real dependency types of
+# the routes defined inside create_app.
+
+
+import json
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from elastrain.elastic.job import new_job_id
+from elastrain.errors import UserError
+from elastrain.spec import validate_spec
+from elastrain.store import JobInfo, Store, UserInfo
+
+API = "/api/v1"
+MAX_BODY_BYTES = 1_000_000
+STATUS_PATTERN = "^(queued|running|succeeded|failed|cancelled)$"
+
+
+class JobOut(BaseModel):
+    """A job as the API shows it."""
+
+    job_id: str
+    seq: int
+    owner: str
+    name: str
+    status: str
+    workers: int
+    submitted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    message: str | None = None
+    spec: dict[str, Any]
+
+
+class JobList(BaseModel):
+    """One page of jobs."""
+
+    jobs: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class Submitted(BaseModel):
+    """What a submission created."""
+
+    job_id: str
+    seq: int
+    status: str
+
+
+class ScaleRequest(BaseModel):
+    """A resize of a job."""
+
+    workers: int = Field(ge=1, le=1024)
+
+
+class UserIn(BaseModel):
+    """A user to create."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    admin: bool = False
+
+
+class UserOut(BaseModel):
+    """A user, with a token when one was just issued (shown once)."""
+
+    name: str
+    admin: bool
+    token: str | None = None
+
+
+class ModelOut(BaseModel):
+    """A registered model version."""
+
+    name: str
+    version: int
+    owner: str
+    job_id: str | None
+    url: str
+    metrics: dict[str, Any]
+    spec_hash: str
+    data_fingerprint: str
+    created_at: datetime
+
+
+class BodyLimit(BaseHTTPMiddleware):
+    """Refuses request bodies over the limit with 413, before reading them."""
+
+    def __init__(self, app, limit: int) -> None:
+        super().__init__(app)
+        self.limit = limit
+
+    async def dispatch(self, request: Request, call_next):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+        if declared is None and request.method in ("POST", "PUT", "PATCH"):
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > self.limit:
+                    return JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+            request._body = body   # starlette reads the cached body downstream
+        return await call_next(request)
+
+
+def create_app(store: Store, max_body: int = MAX_BODY_BYTES) -> FastAPI:
+    """The API over `store`."""
+    app = FastAPI(title="elastrain", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
+                  redoc_url=None)
+    app.add_middleware(BodyLimit, limit=max_body)
+    router = APIRouter(prefix=API)
+
+    def current_user(authorization: Annotated[str | None, Header()] = None) -> UserInfo:
+        scheme, _, token = (authorization or "").partition(" ")
+        user = store.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if user is None:
+            raise HTTPException(401, "missing or invalid token; send Authorization: Bearer TOKEN",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return user
+
+    def admin_user(user: Annotated[UserInfo, Depends(current_user)]) -> UserInfo:
+        if not user.is_admin:
+            raise HTTPException(403, "only an admin may do this")
+        return user
+
+    User = Annotated[UserInfo, Depends(current_user)]
+    Admin = Annotated[UserInfo, Depends(admin_user)]
+
+    def visible_job(job_id: str, user: UserInfo) -> JobInfo:
+        job = store.job(job_id, user)
+        if job is None:
+            raise HTTPException(404, f"no job '{job_id}'")
+        return job
+
+    @router.post("/jobs", status_code=201, response_model=Submitted,
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     "application/json": {"schema": {"type": "object"}},
+                     "application/yaml": {"schema": {"type": "string"}}}}})
+    async def submit(request: Request, user: User) -> Submitted:
+        """Queue a job; the body is its spec as JSON or YAML (as `elastrain validate` checks it)."""
+        raw = _parse_spec_body(await request.body(), request.headers.get("content-type", ""))
+        try:
+            spec = validate_spec(raw, "request body")
+        except UserError as exc:
+            raise HTTPException(422, {"message": exc.line(), "field": exc.field}) from None
+        job = store.submit(user, new_job_id(spec.name), spec.model_dump(mode="json"))
+        return Submitted(job_id=job.job_id, seq=job.seq, status=job.status)
+
+    @router.get("/jobs", response_model=JobList)
+    def list_jobs(user: User, status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                  offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+        """Your jobs (an admin: everyone's), oldest submission first."""
+        jobs = store.jobs(user, status, limit, offset)
+        return JobList(jobs=[_job_out(j) for j in jobs], total=store.count_jobs(user, status), limit=limit,
+                       offset=offset)
+
+    @router.get("/jobs/{job_id}", response_model=JobOut)
+    def get_job(job_id: str, user: User) -> JobOut:
+        """One job."""
+        return _job_out(visible_job(job_id, user))
+
+    @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
+    def cancel(job_id: str, user: User) -> JobOut:
+        """Cancel a job: a queued one at once, a running one at its next step boundary."""
+        job = visible_job(job_id, user)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
+        store.update_job(job_id, status="cancelled" if job.status == "queued" else job.status,
+                         message="cancel requested")
+        return _job_out(store.job(job_id))
+
+    @router.post("/jobs/{job_id}/scale", status_code=202, response_model=JobOut)
+    def scale(job_id: str, request: ScaleRequest, user: User) -> JobOut:
+        """Ask a job to run on `workers` workers (within its spec's min..max)."""
+        job = visible_job(job_id, user)
+        workers = job.spec["resources"]["workers"]
+        if not workers["min"] <= request.workers <= workers["max"]:
+            raise HTTPException(422, {"message": f"workers must be within {workers['min']}..{workers['max']}",
+                                      "field": "workers"})
+        if job.status in ("succeeded", "failed", "cancelled"):
+            raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
+        store.add_events(job_id, [{"t": time.time(), "kind": "scale_request", "step": 0, "workers": job.workers,
+                                   "generation": -1, "detail": {"asked": request.workers, "source": "api"}}])
+        return _job_out(job)
+
+    @router.get("/jobs/{job_id}/events")
+    def events(job_id: str, user: User, since: float = 0.0) -> list[dict[str, Any]]:
+        """The job's events after time `since` (seconds since the epoch)."""
+        visible_job(job_id, user)
+        return store.events(job_id, since)
+
+    @router.get("/jobs/{job_id}/metrics")
+    def metrics(job_id: str, user: User, since: float = 0.0) -> dict[str, list[dict[str, Any]]]:
+        """The job's metric series after time `since`."""
+        visible_job(job_id, user)
+        return store.metrics(job_id, since)
+
+    @router.get("/models", response_model=list[ModelOut])
+    def models(user: User) -> list[ModelOut]:
+        """Your registered model versions (an admin: everyone's)."""
+        return [ModelOut(**vars(m)) for m in store.models(user)]
+
+    @router.post("/users", status_code=201, response_model=UserOut)
+    def create_user(body: UserIn, _: Admin) -> UserOut:
+        """Create a user and return their first token (shown only here)."""
+        try:
+            user, token = store.create_user(body.name, body.admin)
+        except UserError as exc:
+            raise HTTPException(409, exc.line()) from None
+        return UserOut(name=user.name, admin=user.is_admin, token=token)
+
+    @router.get("/users", response_model=list[UserOut])
+    def list_users(_: Admin) -> list[UserOut]:
+        """Every user (no tokens)."""
+        return [UserOut(name=u.name, admin=u.is_admin) for u in store.users()]
+
+    app.include_router(router)
+    return app
+
+
+def _parse_spec_body(body: bytes, content_type: str) -> dict:
+    try:
+        raw = json.loads(body) if "json" in content_type else yaml.safe_load(body)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise HTTPException(422, {"message": f"the body is not valid JSON or YAML: {exc}".splitlines()[0],
+                                  "field": None}) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise HTTPException(422, {"message": "the spec must be a mapping of fields", "field": None})
+    return raw
+
+
+def _job_out(job: JobInfo) -> JobOut:
+    metrics = {k: v for k, v in ((job.result or {}).get("metrics") or {}).items() if isinstance(v, int | float)}
+    return JobOut(job_id=job.job_id, seq=job.seq, owner=job.owner, name=job.name, status=job.status,
+                  workers=job.workers, submitted_at=job.submitted_at, started_at=job.started_at,
+                  finished_at=job.finished_at, metrics=metrics, message=job.message, spec=job.spec)
+
+
