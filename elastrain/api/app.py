@@ -9,7 +9,6 @@ all and manages users.
 
 
 import json
-import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -61,12 +60,6 @@ class Submitted(BaseModel):
     job_id: str
     seq: int
     status: str
-
-
-class ScaleRequest(BaseModel):
-    """A resize of a job."""
-
-    workers: int = Field(ge=1, le=1024)
 
 
 class UserIn(BaseModel):
@@ -178,27 +171,12 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES) -> FastAPI:
 
     @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
     def cancel(job_id: str, user: User) -> JobOut:
-        """Cancel a job: a queued one at once, a running one at its next step boundary."""
+        """Cancel a queued job."""
         job = visible_job(job_id, user)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
-        store.update_job(job_id, status="cancelled" if job.status == "queued" else job.status,
-                         message="cancel requested")
+        if job.status != "queued":
+            raise HTTPException(409, f"job '{job_id}' is {job.status}; only a queued job can be cancelled (yet)")
+        store.update_job(job_id, status="cancelled", message=f"cancelled by {user.name}")
         return _job_out(store.job(job_id))
-
-    @router.post("/jobs/{job_id}/scale", status_code=202, response_model=JobOut)
-    def scale(job_id: str, request: ScaleRequest, user: User) -> JobOut:
-        """Ask a job to run on `workers` workers (within its spec's min..max)."""
-        job = visible_job(job_id, user)
-        workers = job.spec["resources"]["workers"]
-        if not workers["min"] <= request.workers <= workers["max"]:
-            raise HTTPException(422, {"message": f"workers must be within {workers['min']}..{workers['max']}",
-                                      "field": "workers"})
-        if job.status in ("succeeded", "failed", "cancelled"):
-            raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
-        store.add_events(job_id, [{"t": time.time(), "kind": "scale_request", "step": 0, "workers": job.workers,
-                                   "generation": -1, "detail": {"asked": request.workers, "source": "api"}}])
-        return _job_out(job)
 
     @router.get("/jobs/{job_id}/events")
     def events(job_id: str, user: User, since: float = 0.0) -> list[dict[str, Any]]:
