@@ -79,6 +79,7 @@ class ElasticController:
         scale_request_dir: a folder where `elastrain scale` drops resize requests.
         extra_paths: folders the workers import user models from.
         trace_dir: test hook, see :class:`Worker`.
+        workers: how many workers to start with (default `workers.max`).
     """
 
     def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, total_steps: int, *,
@@ -86,7 +87,8 @@ class ElasticController:
                  chaos: list[ChaosAction] | None = None, on_progress: Callable[[dict], None] | None = None,
                  on_status: Callable[[dict], None] | None = None,
                  on_warning: Callable[[str], None] | None = None, scale_request_dir: Path | None = None,
-                 extra_paths: list[str] | None = None, trace_dir: str | None = None) -> None:
+                 extra_paths: list[str] | None = None, trace_dir: str | None = None,
+                 workers: int | None = None) -> None:
         self.spec = spec
         self.events = events
         self.checkpoint_url = checkpoint_url
@@ -98,9 +100,9 @@ class ElasticController:
         self.scale_request_dir = scale_request_dir
         self.extra_paths = extra_paths or []
         self.trace_dir = trace_dir
-        workers = spec.resources.workers
+        initial, workers = workers, spec.resources.workers
         self.minimum, self.maximum = workers.min, workers.max
-        self.desired = workers.max
+        self.desired = min(self.maximum, max(self.minimum, initial)) if initial else workers.max
         self.total_steps = total_steps
         self.members: list[Member] = []
         self.pending: dict[int, tuple[Member, ray.ObjectRef]] = {}

@@ -74,6 +74,8 @@ class RunOptions:
     chaos: list[ChaosAction] = field(default_factory=list)
     extra_paths: list[str] = field(default_factory=list)   # where user models are imported from
     trace_dir: str | None = None                            # test hook: record every step's sample shards
+    job_id: str | None = None                               # given by the server; default: a new one
+    workers: int | None = None                              # workers to start with (default workers.max)
 
 
 def new_job_id(name: str) -> str:
@@ -108,11 +110,12 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
     """
     started = time.perf_counter()
     trainer = Trainer(spec, prepare_dataset(spec))   # checks data and spec before anything is written
-    job_id = new_job_id(spec.name)
+    options = options or RunOptions()
+    job_id = options.job_id or new_job_id(spec.name)
     run_dir = home / "runs" / job_id
     run_dir.mkdir(parents=True)
     (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    return _execute(spec, trainer, job_id, run_dir, progress, options or RunOptions(), started, resume=False)
+    return _execute(spec, trainer, job_id, run_dir, progress, options, started, resume=False)
 
 
 def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
@@ -170,7 +173,7 @@ class _Reporter:
             self.progress.advance(report["step"], report["loss"], self.snapshot["workers"])
         for record in report["epochs"]:
             with self.history.open("a") as handle:
-                handle.write(json.dumps({"epoch": record["epoch"], "step": record["step"],
+                handle.write(json.dumps({"epoch": record["epoch"], "step": record["step"], "t": now,
                                          **scalar_metrics(record["metrics"])}) + "\n")
             if self.progress:
                 self.progress.epoch(record["epoch"], record["metrics"])
@@ -270,7 +273,7 @@ def _on_ray(spec: JobSpec, run_dir: Path, events: EventLog, checkpoint_url: str,
                                        on_progress=reporter.report, on_status=reporter.status,
                                        on_warning=reporter.warn,
                                        scale_request_dir=run_dir, extra_paths=options.extra_paths,
-                                       trace_dir=options.trace_dir)
+                                       trace_dir=options.trace_dir, workers=options.workers)
         return controller.run()
     finally:
         if started_here:

@@ -1,0 +1,169 @@
+"""The server's job loop: start queued jobs as the policy allocates workers, resize running ones,
+copy their events and metrics into the store, record how they end, and pick up after a restart.
+
+Each job runs in a thread of the server process with the same runner `elastrain run` uses; its
+run folder (`ELASTRAIN_HOME/runs/JOB_ID`) holds its checkpoints, so a job whose server died is
+resumed from its last durable checkpoint when the server starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from elastrain.elastic import RunOptions, resume_job, run_job
+from elastrain.elastic.events import EVENTS_FILE, SCALE_REQUEST_FILE, write_json_atomic
+from elastrain.errors import UserError
+from elastrain.scheduler import Cluster, JobDemand, Policy
+from elastrain.spec import validate_spec
+from elastrain.store import JobInfo, Store
+
+log = logging.getLogger("elastrain.server")
+
+
+@dataclass
+class _Running:
+    """A job this server process is running."""
+
+    workers: int
+    thread: threading.Thread | None = None
+    offsets: dict[str, int] = field(default_factory=lambda: {EVENTS_FILE: 0, "history.jsonl": 0})
+    # After a restart the run folder's files are read again from the top: only records newer
+    # than what the store already holds are copied.
+    copied_until: dict[str, float] = field(default_factory=lambda: {"events": 0.0, "metrics": 0.0})
+    outcome: dict = field(default_factory=dict)
+
+
+class JobService:
+    """Runs the store's jobs on this machine's capacity.
+
+    Args:
+        store: the metadata store.
+        home: ELASTRAIN_HOME (run folders live under `home/runs`).
+        policy: decides the workers of each job.
+        cpus: capacity shared by the jobs.
+        interval_s: how often the loop looks at the queue.
+    """
+
+    def __init__(self, store: Store, home: Path, policy: Policy, cpus: float, interval_s: float = 0.5) -> None:
+        self.store = store
+        self.home = home
+        self.policy = policy
+        self.cluster = Cluster(cpus)
+        self.interval_s = interval_s
+        self.running: dict[str, _Running] = {}
+        self.stopping = threading.Event()
+        self.loop: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Resume jobs a previous server left running, then loop in a background thread."""
+        for job in self.store.jobs(status="running", limit=10_000):
+            self._launch(job, job.workers or job.spec["resources"]["workers"]["min"], resume=True)
+        self.loop = threading.Thread(target=self._loop, name="elastrain-jobs", daemon=True)
+        self.loop.start()
+
+    def stop(self) -> None:
+        """Stop looking at the queue (running jobs go on until they end)."""
+        self.stopping.set()
+        if self.loop:
+            self.loop.join()
+
+    def _loop(self) -> None:
+        while not self.stopping.wait(self.interval_s):
+            try:
+                self.tick()
+            except Exception:   # the loop must outlive one bad tick; the error is logged
+                log.exception("job loop tick failed")
+
+    def tick(self) -> None:
+        """One pass: finish ended jobs, copy progress, apply the policy's allocation."""
+        for job_id, run in list(self.running.items()):
+            self._copy_progress(job_id, run)
+            if not run.thread.is_alive():
+                self._finish(job_id, run)
+        queued = self.store.jobs(status="queued", limit=1000)
+        demands = [self._demand(job, self.running[job.job_id].workers) for job in self.store.jobs(
+            status="running", limit=10_000) if job.job_id in self.running]
+        demands += [self._demand(job, 0) for job in queued]
+        allocation = self.policy.allocate(self.cluster, demands).workers
+        for job in queued:
+            if allocation.get(job.job_id, 0) > 0:
+                self._launch(job, allocation[job.job_id], resume=False)
+        for job_id, run in self.running.items():
+            wanted = allocation.get(job_id, run.workers)
+            if wanted != run.workers and wanted > 0:
+                write_json_atomic(self.home / "runs" / job_id / SCALE_REQUEST_FILE,
+                                  {"workers": wanted, "t": time.time()})
+                run.workers = wanted
+                self.store.update_job(job_id, workers=wanted)
+
+    @staticmethod
+    def _demand(job: JobInfo, current: int) -> JobDemand:
+        resources = job.spec["resources"]
+        return JobDemand(job.job_id, job.seq, resources["workers"]["min"], resources["workers"]["max"],
+                         resources["cpus_per_worker"], current)
+
+    def _launch(self, job: JobInfo, workers: int, resume: bool) -> None:
+        run = _Running(workers=workers)
+        if resume:
+            run.copied_until = {"events": max((e["t"] for e in self.store.events(job.job_id)), default=0.0),
+                                "metrics": max((p["t"] for series in self.store.metrics(job.job_id).values()
+                                                for p in series), default=0.0)}
+        resumable = resume and (self.home / "runs" / job.job_id / "spec.yaml").is_file()
+        run.thread = threading.Thread(target=self._run, args=(job, run, resumable), name=f"job-{job.job_id}",
+                                      daemon=True)
+        self.store.update_job(job.job_id, status="running", workers=workers,
+                              started_at=job.started_at or datetime.now(UTC))
+        self.running[job.job_id] = run
+        run.thread.start()
+
+    def _run(self, job: JobInfo, run: _Running, resume: bool) -> None:
+        options = RunOptions(job_id=job.job_id, workers=run.workers)
+        try:
+            if resume:
+                result = resume_job(job.job_id, self.home, options=options)
+            else:
+                result = run_job(validate_spec(job.spec, job.job_id), self.home, options=options)
+            run.outcome = {"status": result.status, "result": result.to_dict(), "message": result.message}
+        except UserError as exc:
+            run.outcome = {"status": "failed", "result": None, "message": exc.line()}
+        except Exception as exc:   # an unexpected error ends this job, not the server
+            log.exception("job %s crashed", job.job_id)
+            run.outcome = {"status": "failed", "result": None, "message": f"internal error: {exc}"}
+
+    def _copy_progress(self, job_id: str, run: _Running) -> None:
+        run_dir = self.home / "runs" / job_id
+        events = [e for e in _read_new(run_dir / EVENTS_FILE, run.offsets, EVENTS_FILE)
+                  if e["t"] > run.copied_until["events"]]
+        if events:
+            self.store.add_events(job_id, events)
+        epochs = _read_new(run_dir / "history.jsonl", run.offsets, "history.jsonl")
+        points = [{"name": name, "step": record["step"], "epoch": record["epoch"], "value": value, "t": record["t"]}
+                  for record in epochs if record["t"] > run.copied_until["metrics"]
+                  for name, value in record.items() if name.startswith("val_") and isinstance(value, int | float)]
+        if points:
+            self.store.add_metrics(job_id, points)
+
+    def _finish(self, job_id: str, run: _Running) -> None:
+        self._copy_progress(job_id, run)
+        outcome = run.outcome or {"status": "failed", "result": None, "message": "the job thread ended silently"}
+        self.store.update_job(job_id, status=outcome["status"], result=outcome["result"], message=outcome["message"],
+                              finished_at=datetime.now(UTC), workers=0)
+        del self.running[job_id]
+
+
+def _read_new(path: Path, offsets: dict[str, int], key: str) -> list[dict]:
+    """Complete JSON lines appended to `path` since the last call."""
+    if not path.is_file():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(offsets[key])
+        chunk = handle.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    offsets[key] += len(complete)
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]

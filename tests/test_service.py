@@ -1,0 +1,64 @@
+"""The server's job loop on a real SQLite store: queued jobs run in order on the capacity the
+policy gives them, and their events, metrics and results reach the store."""
+
+import itertools
+import time
+
+from elastrain.api.service import JobService
+from elastrain.scheduler import FifoPacking
+from elastrain.spec import parse_spec
+from elastrain.store import Store, connect
+
+QUICK = ("data: {{source: 'builtin:iris'}}\nmodel: {{kind: softmax}}\n"
+         "train: {{epochs: {epochs}, optimizer: adam, lr: 0.05}}")
+
+
+def wait_until(predicate, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_home):
+    store = Store(connect(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    ada, _ = store.create_user("ada")
+    for i in range(3):
+        spec = parse_spec(QUICK.format(epochs=30)).model_dump(mode="json") | {"name": f"job{i}"}
+        store.submit(ada, f"job-{i}", spec)
+    service = JobService(store, elastrain_home, FifoPacking(), cpus=1, interval_s=0.05)
+    service.start()
+    try:
+        wait_until(lambda: all(j.status in ("succeeded", "failed") for j in store.jobs()))
+    finally:
+        service.stop()
+    jobs = store.jobs()
+    assert [j.status for j in jobs] == ["succeeded"] * 3
+    # One CPU: each job started only after the one before it had finished, in submission order.
+    for before, after in itertools.pairwise(jobs):
+        assert before.finished_at <= after.started_at
+    first = jobs[0]
+    assert first.result["metrics"]["val_accuracy"] >= 0.9 and first.workers == 0
+    assert [e["kind"] for e in store.events("job-0")] == ["start", "succeeded"]
+    series = store.metrics("job-0")
+    assert len(series["val_accuracy"]) == 30 and series["val_accuracy"][-1]["epoch"] == 30
+
+
+def test_a_job_whose_data_is_missing_fails_without_stopping_the_loop(tmp_path, elastrain_home):
+    store = Store(connect(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    ada, _ = store.create_user("ada")
+    broken = parse_spec(QUICK.format(epochs=2)).model_dump(mode="json")
+    broken["data"]["source"] = f"csv:{tmp_path / 'missing.csv'}"
+    store.submit(ada, "broken", broken)
+    store.submit(ada, "fine", parse_spec(QUICK.format(epochs=2)).model_dump(mode="json"))
+    service = JobService(store, elastrain_home, FifoPacking(), cpus=1, interval_s=0.05)
+    service.start()
+    try:
+        wait_until(lambda: all(j.status in ("succeeded", "failed") for j in store.jobs()))
+    finally:
+        service.stop()
+    broken_job, fine_job = store.jobs()
+    assert broken_job.status == "failed" and "data file not found" in broken_job.message
+    assert fine_job.status == "succeeded"
