@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from elastrain.elastic import RunOptions, resume_job, run_job
-from elastrain.elastic.events import EVENTS_FILE, SCALE_REQUEST_FILE, write_json_atomic
+from elastrain.elastic.events import EVENTS_FILE, SCALE_REQUEST_FILE, read_json, write_json_atomic
 from elastrain.errors import UserError
 from elastrain.scheduler import Cluster, JobDemand, Policy
 from elastrain.spec import validate_spec
@@ -63,6 +63,13 @@ class JobService:
     def start(self) -> None:
         """Resume jobs a previous server left running, then loop in a background thread."""
         for job in self.store.jobs(status="running", limit=10_000):
+            ended = read_json(self.home / "runs" / job.job_id / "result.json")
+            if ended is not None:   # it finished just before the previous server died
+                run = _Running(workers=0, outcome={"status": ended["status"], "result": ended,
+                                                   "message": ended.get("message")})
+                self._catch_up(job.job_id, run)
+                self._finish(job.job_id, run)
+                continue
             self._launch(job, job.workers or job.spec["resources"]["workers"]["min"], resume=True)
         self.loop = threading.Thread(target=self._loop, name="elastrain-jobs", daemon=True)
         self.loop.start()
@@ -111,9 +118,7 @@ class JobService:
     def _launch(self, job: JobInfo, workers: int, resume: bool) -> None:
         run = _Running(workers=workers)
         if resume:
-            run.copied_until = {"events": max((e["t"] for e in self.store.events(job.job_id)), default=0.0),
-                                "metrics": max((p["t"] for series in self.store.metrics(job.job_id).values()
-                                                for p in series), default=0.0)}
+            self._catch_up(job.job_id, run)
         resumable = resume and (self.home / "runs" / job.job_id / "spec.yaml").is_file()
         run.thread = threading.Thread(target=self._run, args=(job, run, resumable), name=f"job-{job.job_id}",
                                       daemon=True)
@@ -121,6 +126,12 @@ class JobService:
                               started_at=job.started_at or datetime.now(UTC))
         self.running[job.job_id] = run
         run.thread.start()
+
+    def _catch_up(self, job_id: str, run: _Running) -> None:
+        """Copy only what the store does not hold yet of a run folder's records."""
+        run.copied_until = {"events": max((e["t"] for e in self.store.events(job_id)), default=0.0),
+                            "metrics": max((p["t"] for series in self.store.metrics(job_id).values()
+                                            for p in series), default=0.0)}
 
     def _run(self, job: JobInfo, run: _Running, resume: bool) -> None:
         options = RunOptions(job_id=job.job_id, workers=run.workers)

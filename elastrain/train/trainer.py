@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +29,7 @@ from elastrain.train import metrics as metric_fns
 from elastrain.train.losses import loss_sum, output_size, predictions
 from elastrain.train.optim import build_optimizer, lr_factor
 
+_MODEL_INIT = threading.Lock()
 DEFAULT_BATCH_SIZE = 32
 EVAL_CHUNK = 4096
 
@@ -86,10 +88,13 @@ class Trainer:
             spec.train.max_steps or math.inf,
             (spec.train.epochs or math.inf) * self.steps_per_epoch,
         )
-        # Parameters are drawn from the job's seed, so every replica starts identical.
-        _seed_everything(spec.train.seed)
+        # Parameters are drawn from the job's seed, so every replica starts identical. The random
+        # generator is global to the process: the lock keeps jobs that start together in one
+        # process (the server's) from drawing from each other's seeding.
         self.n_outputs = output_size(dataset.task, dataset.n_classes, self.loss_name)
-        self.model = build_model(spec.model, dataset.input_shape, self.n_outputs)
+        with _MODEL_INIT:
+            _seed_everything(spec.train.seed)
+            self.model = build_model(spec.model, dataset.input_shape, self.n_outputs)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(spec.train, self.params)
         self.x_train = torch.from_numpy(dataset.x_train)
