@@ -136,3 +136,17 @@ def test_an_unreachable_database_is_one_clear_error():
         connect("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2")
     with pytest.raises(UserError, match="cannot use database URL"):
         connect("nosuchdb://x")
+
+
+def test_upgrading_an_older_schema_keeps_its_jobs(database_url):
+    engine = connect(database_url, migrate=False)
+    upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO users (name, is_admin, created_at) VALUES ('ada', false, '2026-01-01')"))
+        connection.execute(text(
+            "INSERT INTO jobs (job_id, owner_id, name, spec, status, workers, submitted_at) "
+            "VALUES ('old-1', 1, 'old', '{\"name\": \"old\"}', 'queued', 0, '2026-01-01')"))
+    upgrade(engine)
+    job = Store(engine).job("old-1")
+    assert job.spec == {"name": "old"} and job.cancel_requested is False and job.requested_workers is None
+    engine.dispose()

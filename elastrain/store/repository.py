@@ -40,6 +40,8 @@ class JobInfo:
     spec: dict
     status: str
     workers: int
+    requested_workers: int | None
+    cancel_requested: bool
     submitted_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -134,7 +136,7 @@ class Store:
         """Record a queued job; submissions are ordered by the sequence number they get here."""
         with self.session.begin() as session:
             job = Job(job_id=job_id, owner_id=owner.id, name=spec.get("name", "job"), spec=spec, status="queued",
-                      workers=0, submitted_at=_now())
+                      workers=0, cancel_requested=False, submitted_at=_now())
             session.add(job)
             try:
                 session.flush()
@@ -168,7 +170,8 @@ class Store:
             return int(session.scalar(query))
 
     def update_job(self, job_id: str, **fields: object) -> None:
-        """Set fields of a job (status, workers, started_at, finished_at, result, message)."""
+        """Set fields of a job (status, workers, requested_workers, cancel_requested, started_at,
+        finished_at, result, message)."""
         if "status" in fields and fields["status"] not in JOB_STATES:
             raise ValueError(f"unknown job status {fields['status']}")
         with self.session.begin() as session:
@@ -184,8 +187,9 @@ class Store:
 
     @staticmethod
     def _job_info(job: Job, owner: str) -> JobInfo:
-        return JobInfo(job.seq, job.job_id, owner, job.name, job.spec, job.status, job.workers, job.submitted_at,
-                       job.started_at, job.finished_at, job.result, job.message)
+        return JobInfo(job.seq, job.job_id, owner, job.name, job.spec, job.status, job.workers,
+                       job.requested_workers, bool(job.cancel_requested), job.submitted_at, job.started_at,
+                       job.finished_at, job.result, job.message)
 
     # events, metrics, checkpoints ----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import false
 
 # SQLite autoincrements only an INTEGER primary key; PostgreSQL gets a BIGINT.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -61,6 +62,8 @@ class Job(Base):
     spec: Mapped[dict] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), index=True)   # queued, running, succeeded, failed, cancelled
     workers: Mapped[int] = mapped_column(Integer, default=0)      # current allocation
+    requested_workers: Mapped[int | None] = mapped_column(Integer)   # a user's resize request
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
