@@ -62,3 +62,25 @@ def test_a_job_whose_data_is_missing_fails_without_stopping_the_loop(tmp_path, e
     broken_job, fine_job = store.jobs()
     assert broken_job.status == "failed" and "data file not found" in broken_job.message
     assert fine_job.status == "succeeded"
+
+
+def test_a_running_job_can_be_cancelled_and_a_finished_one_registers_its_model(tmp_path, elastrain_home):
+    store = Store(connect(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    ada, _ = store.create_user("ada")
+    store.submit(ada, "short", parse_spec(QUICK.format(epochs=3)).model_dump(mode="json") | {"name": "short"})
+    store.submit(ada, "long", parse_spec(QUICK.format(epochs=100_000)).model_dump(mode="json"))
+    service = JobService(store, elastrain_home, FifoPacking(), cpus=2, interval_s=0.05)
+    service.start()
+    try:
+        wait_until(lambda: store.job("long").status == "running"
+                   and (elastrain_home / "runs" / "long" / "job.log").is_file())
+        store.update_job("long", cancel_requested=True)
+        wait_until(lambda: store.job("long").status == "cancelled" and store.job("short").status == "succeeded")
+    finally:
+        service.stop()
+    assert store.job("long").message.startswith("cancelled at step")
+    assert "cancelled" in [e["kind"] for e in store.events("long")]
+    [model] = store.models(ada)
+    assert (model.name, model.version, model.job_id) == ("short", 1, "short")
+    assert len(model.data_fingerprint) == 64 and model.metrics["val_accuracy"] > 0.5
+    assert "epoch 3" in (elastrain_home / "runs" / "short" / "job.log").read_text()

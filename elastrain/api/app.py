@@ -10,6 +10,7 @@ all and manages users.
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from elastrain.elastic.events import LOG_FILE
 from elastrain.elastic.job import new_job_id
 from elastrain.errors import UserError
 from elastrain.spec import validate_spec
@@ -25,6 +27,7 @@ from elastrain.store import JobInfo, Store, UserInfo
 
 API = "/api/v1"
 MAX_BODY_BYTES = 1_000_000
+LOG_CHUNK_BYTES = 256_000
 STATUS_PATTERN = "^(queued|running|succeeded|failed|cancelled)$"
 
 
@@ -37,6 +40,8 @@ class JobOut(BaseModel):
     name: str
     status: str
     workers: int
+    requested_workers: int | None = None
+    cancel_requested: bool = False
     submitted_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -60,6 +65,19 @@ class Submitted(BaseModel):
     job_id: str
     seq: int
     status: str
+
+
+class ScaleRequest(BaseModel):
+    """A resize request."""
+
+    workers: int = Field(ge=1, le=4096)
+
+
+class LogChunk(BaseModel):
+    """Part of a job's log, and where the next part starts."""
+
+    text: str
+    offset: int
 
 
 class UserIn(BaseModel):
@@ -112,8 +130,8 @@ class BodyLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def create_app(store: Store, max_body: int = MAX_BODY_BYTES) -> FastAPI:
-    """The API over `store`."""
+def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None = None) -> FastAPI:
+    """The API over `store`; job logs are read from the run folders under `home`."""
     app = FastAPI(title="elastrain", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
                   redoc_url=None)
     app.add_middleware(BodyLimit, limit=max_body)
@@ -171,12 +189,40 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES) -> FastAPI:
 
     @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
     def cancel(job_id: str, user: User) -> JobOut:
-        """Cancel a queued job."""
+        """Cancel a job: a queued one at once, a running one at its next step boundary."""
         job = visible_job(job_id, user)
-        if job.status != "queued":
-            raise HTTPException(409, f"job '{job_id}' is {job.status}; only a queued job can be cancelled (yet)")
-        store.update_job(job_id, status="cancelled", message=f"cancelled by {user.name}")
+        if job.status not in ("queued", "running"):
+            raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
+        if job.status == "queued":
+            store.update_job(job_id, status="cancelled", message=f"cancelled by {user.name}")
+        else:
+            store.update_job(job_id, cancel_requested=True)
         return _job_out(store.job(job_id))
+
+    @router.post("/jobs/{job_id}/scale", status_code=202, response_model=JobOut)
+    def scale(job_id: str, body: ScaleRequest, user: User) -> JobOut:
+        """Ask for `workers` workers (within the spec's min..max); the scheduler grants what fits."""
+        job = visible_job(job_id, user)
+        low, high = job.spec["resources"]["workers"]["min"], job.spec["resources"]["workers"]["max"]
+        if not low <= body.workers <= high:
+            raise HTTPException(422, {"message": f"workers must be within this job's range {low}..{high}",
+                                      "field": "workers"})
+        if job.status not in ("queued", "running"):
+            raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
+        store.update_job(job_id, requested_workers=body.workers)
+        return _job_out(store.job(job_id))
+
+    @router.get("/jobs/{job_id}/logs", response_model=LogChunk)
+    def logs(job_id: str, user: User, offset: Annotated[int, Query(ge=0)] = 0) -> LogChunk:
+        """The job's log from byte `offset` on; pass the returned offset to follow it."""
+        visible_job(job_id, user)
+        path = home / "runs" / job_id / LOG_FILE if home else None
+        if path is None or not path.is_file():
+            return LogChunk(text="", offset=offset)
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read(LOG_CHUNK_BYTES)
+        return LogChunk(text=chunk.decode(errors="replace"), offset=offset + len(chunk))
 
     @router.get("/jobs/{job_id}/events")
     def events(job_id: str, user: User, since: float = 0.0) -> list[dict[str, Any]]:
@@ -229,7 +275,8 @@ def _parse_spec_body(body: bytes, content_type: str) -> dict:
 def _job_out(job: JobInfo) -> JobOut:
     metrics = {k: v for k, v in ((job.result or {}).get("metrics") or {}).items() if isinstance(v, int | float)}
     return JobOut(job_id=job.job_id, seq=job.seq, owner=job.owner, name=job.name, status=job.status,
-                  workers=job.workers, submitted_at=job.submitted_at, started_at=job.started_at,
+                  workers=job.workers, requested_workers=job.requested_workers,
+                  cancel_requested=job.cancel_requested, submitted_at=job.submitted_at, started_at=job.started_at,
                   finished_at=job.finished_at, metrics=metrics, message=job.message, spec=job.spec)
 
 

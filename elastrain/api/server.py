@@ -22,6 +22,6 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None) 
     service = JobService(store, paths.home(), FifoPacking(), cpus=ray.cluster_resources().get("CPU", 1.0))
     service.start()
     try:
-        uvicorn.run(create_app(store), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(store, home=paths.home()), host=host, port=port, log_level="warning")
     finally:
         service.stop()

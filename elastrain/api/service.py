@@ -8,6 +8,7 @@ resumed from its last durable checkpoint when the server starts again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -17,7 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from elastrain.elastic import RunOptions, resume_job, run_job
-from elastrain.elastic.events import EVENTS_FILE, SCALE_REQUEST_FILE, read_json, write_json_atomic
+from elastrain.elastic.events import (
+    CANCEL_REQUEST_FILE,
+    EVENTS_FILE,
+    SCALE_REQUEST_FILE,
+    read_json,
+    write_json_atomic,
+)
 from elastrain.errors import UserError
 from elastrain.scheduler import Cluster, JobDemand, Policy
 from elastrain.spec import validate_spec
@@ -94,8 +101,11 @@ class JobService:
             if not run.thread.is_alive():
                 self._finish(job_id, run)
         queued = self.store.jobs(status="queued", limit=1000)
-        demands = [self._demand(job, self.running[job.job_id].workers) for job in self.store.jobs(
-            status="running", limit=10_000) if job.job_id in self.running]
+        running = [job for job in self.store.jobs(status="running", limit=10_000) if job.job_id in self.running]
+        for job in running:
+            if job.cancel_requested:
+                write_json_atomic(self.home / "runs" / job.job_id / CANCEL_REQUEST_FILE, {"t": time.time()})
+        demands = [self._demand(job, self.running[job.job_id].workers) for job in running]
         demands += [self._demand(job, 0) for job in queued]
         allocation = self.policy.allocate(self.cluster, demands).workers
         for job in queued:
@@ -111,9 +121,12 @@ class JobService:
 
     @staticmethod
     def _demand(job: JobInfo, current: int) -> JobDemand:
+        """What the job asks the policy for; a user's resize request narrows its range to that size."""
         resources = job.spec["resources"]
-        return JobDemand(job.job_id, job.seq, resources["workers"]["min"], resources["workers"]["max"],
-                         resources["cpus_per_worker"], current)
+        low, high = resources["workers"]["min"], resources["workers"]["max"]
+        if job.requested_workers:
+            low = high = job.requested_workers
+        return JobDemand(job.job_id, job.seq, low, high, resources["cpus_per_worker"], current)
 
     def _launch(self, job: JobInfo, workers: int, resume: bool) -> None:
         run = _Running(workers=workers)
@@ -166,6 +179,13 @@ class JobService:
         self.store.update_job(job_id, status=outcome["status"], result=outcome["result"], message=outcome["message"],
                               finished_at=datetime.now(UTC), workers=0)
         del self.running[job_id]
+        result = outcome["result"]
+        if outcome["status"] == "succeeded" and result and result.get("model_path"):
+            job = self.store.job(job_id)
+            owner = next(u for u in self.store.users() if u.name == job.owner)
+            spec_hash = hashlib.sha256(json.dumps(job.spec, sort_keys=True).encode()).hexdigest()
+            self.store.register_model(owner, job.name, result["model_path"], result["metrics"], spec_hash,
+                                      result.get("data_fingerprint") or "", job_id)
 
 
 def _read_new(path: Path, offsets: dict[str, int], key: str) -> list[dict]:

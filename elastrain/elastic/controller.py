@@ -20,7 +20,7 @@ import torch
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from elastrain.elastic.chaos import ChaosAction
-from elastrain.elastic.events import SCALE_REQUEST_FILE, Event, EventLog, read_json
+from elastrain.elastic.events import CANCEL_REQUEST_FILE, SCALE_REQUEST_FILE, Event, EventLog, read_json
 from elastrain.elastic.worker import Worker
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec
@@ -48,7 +48,7 @@ class Member:
 class Outcome:
     """How the job ended: final metrics and state, or the divergence message."""
 
-    status: str                   # "done" | "diverged"
+    status: str                   # "done" | "diverged" | "cancelled"
     state: dict
     metrics: dict | None = None
     message: str | None = None
@@ -111,6 +111,7 @@ class ElasticController:
         self.step = 0
         self.kill_at: float | None = None
         self.pause_asked = False
+        self.cancel_requested = False
         self.step_at_formation = 0
         self.member_steps: list[int] = []   # each member's step when the group last re-formed
         self.backend = "nccl" if spec.resources.gpus_per_worker > 0 else "gloo"
@@ -134,6 +135,8 @@ class ElasticController:
                     return self._diverged(diverged[0]["message"])
                 if not broken and all(r["status"] == "done" for r in watch.results.values()):
                     return self._finish(watch)
+                if not broken and self.cancel_requested:
+                    return self._cancelled()
                 self._recover(watch) if broken else self._resize()
         finally:
             self._stop_all()
@@ -273,7 +276,9 @@ class ElasticController:
                 continue
             self._fire_chaos(report["step"])
             self._read_scale_request()
-            if not self.pause_asked and self._membership_should_change():
+            if self.scale_request_dir is not None and (self.scale_request_dir / CANCEL_REQUEST_FILE).exists():
+                self.cancel_requested = True
+            if not self.pause_asked and (self.cancel_requested or self._membership_should_change()):
                 self.members[0].actor.request_pause.remote()
                 self.pause_asked = True
         return watch
@@ -379,6 +384,11 @@ class ElasticController:
             raise UserError("every worker died after the last step", where="elastic job",
                             fix="run `elastrain resume JOB_ID`", exit_code=1)
         return Outcome("done", state, metrics=metrics)
+
+    def _cancelled(self) -> Outcome:
+        """The group paused on a cancel request: the job ends with the state it reached."""
+        self.events.add(Event("cancelled", self.step, len(self.members), self.generation))
+        return Outcome("cancelled", self._state_of(self.members[0]))
 
     def _diverged(self, message: str) -> Outcome:
         state = self._state_of(self.members[0])

@@ -15,6 +15,8 @@ from pathlib import Path
 EVENTS_FILE = "events.jsonl"
 STATUS_FILE = "status.json"
 SCALE_REQUEST_FILE = "scale-request.json"
+CANCEL_REQUEST_FILE = "cancel-request.json"
+LOG_FILE = "job.log"
 
 
 @dataclass
@@ -35,6 +37,7 @@ class EventLog:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / EVENTS_FILE
+        self.run_dir = run_dir
         self.events: list[Event] = [Event(**e) for e in read_events(run_dir)]
 
     def add(self, event: Event) -> Event:
@@ -42,7 +45,16 @@ class EventLog:
         self.events.append(event)
         with self.path.open("a") as handle:
             handle.write(json.dumps(asdict(event)) + "\n")
+        took = "" if event.duration_s is None else f" took {event.duration_s:.3f} s"
+        detail = "".join(f" {k}={v}" for k, v in event.detail.items())
+        append_log(self.run_dir, f"{event.kind} at step {event.step}, {event.workers} worker(s){took}{detail}")
         return event
+
+
+def append_log(run_dir: Path, line: str) -> None:
+    """Add a timestamped line to the job's human-readable log (`elastrain logs`)."""
+    with (run_dir / LOG_FILE).open("a") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
 def read_events(run_dir: Path) -> list[dict]:

@@ -10,6 +10,7 @@ Layout of a run directory (`$ELASTRAIN_HOME/runs/JOB_ID`): `spec.yaml` (normaliz
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -26,7 +27,15 @@ import yaml
 from elastrain.data import prepare_dataset
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.controller import ElasticController, Outcome
-from elastrain.elastic.events import STATUS_FILE, Event, EventLog, read_json, write_json_atomic
+from elastrain.elastic.events import (
+    CANCEL_REQUEST_FILE,
+    STATUS_FILE,
+    Event,
+    EventLog,
+    append_log,
+    read_json,
+    write_json_atomic,
+)
 from elastrain.elastic.worker import Worker
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, validate_spec
@@ -50,7 +59,7 @@ class JobResult:
     """The outcome of a job, as `elastrain run --json` prints it."""
 
     job_id: str
-    status: str                      # "succeeded" | "failed"
+    status: str                      # "succeeded" | "failed" | "cancelled"
     epochs: int                      # full epochs completed
     steps: int
     metrics: dict                    # scalar validation metrics, "val_" + name
@@ -61,6 +70,7 @@ class JobResult:
     details: dict = field(default_factory=dict)   # per-class metrics and the confusion matrix
     events: int = 0                  # events recorded (see events.jsonl)
     samples_per_s: float | None = None   # training throughput from the first completed step to the last
+    data_fingerprint: str | None = None  # sha256 of the preprocessed training arrays (model lineage)
 
     def to_dict(self) -> dict:
         """A JSON-serializable copy."""
@@ -175,6 +185,8 @@ class _Reporter:
             with self.history.open("a") as handle:
                 handle.write(json.dumps({"epoch": record["epoch"], "step": record["step"], "t": now,
                                          **scalar_metrics(record["metrics"])}) + "\n")
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(record["metrics"]).items())
+            append_log(self.history.parent, f"epoch {record['epoch']} (step {record['step']}): {shown}")
             if self.progress:
                 self.progress.epoch(record["epoch"], record["metrics"])
         if now - self.last_written >= 0.5:
@@ -216,15 +228,19 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
         model_path = str(save_model(run_dir / "model", trainer.model, spec.model, trainer.data.input_shape,
                                     trainer.n_outputs, trainer.data.task, trainer.loss_name,
                                     trainer.data.preprocessor))
+    elif outcome.status == "cancelled":
+        message = f"cancelled at step {trainer.step}"
     else:
         message = outcome.message
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         torch.save(outcome.state, run_dir / "checkpoints" / f"last-good-step-{trainer.step}.pt")
     metrics = outcome.metrics or {}
-    status = "succeeded" if outcome.status == "done" else "failed"
+    status = {"done": "succeeded", "cancelled": "cancelled"}.get(outcome.status, "failed")
     events.add(Event(status, trainer.step, reporter.snapshot["workers"], reporter.snapshot["generation"],
                      round(time.perf_counter() - started, 3)))
+    data = trainer.data
     result = JobResult(job_id=job_id, status=status, epochs=trainer.epoch, steps=trainer.step,
+                       data_fingerprint=hashlib.sha256(data.x_train.tobytes() + data.y_train.tobytes()).hexdigest(),
                        metrics=scalar_metrics(metrics), model_path=model_path,
                        wall_s=round(time.perf_counter() - started, 3), run_dir=str(run_dir), message=message,
                        details={k: v for k, v in metrics.items() if isinstance(v, list)},
@@ -249,11 +265,16 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(worker.run()), daemon=True)
     thread.start()
+    cancel_file = reporter.history.parent / CANCEL_REQUEST_FILE
     while thread.is_alive():
         thread.join(timeout=0.05)
         reporter.report(worker.progress())
+        if cancel_file.exists():
+            worker.request_pause()
     worker.shutdown()
     reporter.report(worker.progress())
+    if result["status"] == "paused":   # only a cancel pauses a job of one worker
+        return Outcome("cancelled", worker.trainer.state_dict())
     if result["status"] == "diverged":
         return Outcome("diverged", worker.trainer.state_dict(), message=result["message"])
     return Outcome("done", worker.trainer.state_dict(), metrics=result["metrics"])
