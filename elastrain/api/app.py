@@ -170,7 +170,14 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             spec = validate_spec(raw, "request body")
         except UserError as exc:
             raise HTTPException(422, {"message": exc.line(), "field": exc.field}) from None
-        job = store.submit(user, new_job_id(spec.name), spec.model_dump(mode="json"))
+        for _ in range(3):   # a fresh id on the (rare) collision of two ids drawn in the same second
+            try:
+                job = store.submit(user, new_job_id(spec.name), spec.model_dump(mode="json"))
+                break
+            except UserError:
+                continue
+        else:
+            raise HTTPException(503, "could not draw a free job id; submit again")
         return Submitted(job_id=job.job_id, seq=job.seq, status=job.status)
 
     @router.get("/jobs", response_model=JobList)

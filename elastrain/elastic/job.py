@@ -90,7 +90,7 @@ class RunOptions:
 
 def new_job_id(name: str) -> str:
     """A unique, sortable, readable job id."""
-    return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 def run_dir_of(home: Path, job_id: str) -> Path:
