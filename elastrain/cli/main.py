@@ -30,6 +30,7 @@ SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="FIELD=VALUE",
     help="Override a spec field, e.g. --set train.lr=0.01 (repeatable; values are YAML).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
 ChaosOption = Annotated[str | None, typer.Option(
@@ -79,14 +80,30 @@ def resume(
     _report(result, as_json)
 
 
+ServerOption = Annotated[str | None, typer.Option(
+    "--server", envvar="ELASTRAIN_SERVER", help="An elastrain server's URL, e.g. http://127.0.0.1:8080 "
+    "(env ELASTRAIN_SERVER). Without it, status and scale act on this machine's runs.")]
+TokenOption = Annotated[str | None, typer.Option("--token", envvar="ELASTRAIN_TOKEN",
+                                                 help="Your API token (env ELASTRAIN_TOKEN).", show_default=False)]
+JobArgument = Annotated[str, typer.Argument(help="The job id.", show_default=False)]
+
+
+def _remote(server: str | None, token: str | None):
+    from elastrain.cli.remote import Remote
+
+    return Remote(server or DEFAULT_SERVER, token)
+
+
 @app.command()
-def status(
-    job_id: Annotated[str, typer.Argument(help="The job to show.", show_default=False)],
-    as_json: JsonOption = False,
-) -> None:
-    """Show a job's workers, step, epoch, throughput and events."""
+def status(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
+           as_json: JsonOption = False) -> None:
+    """Show a job's workers, step, epoch, throughput and events (of a server's job with --server)."""
+    from elastrain.cli import client
     from elastrain.cli.status import job_status, print_status
 
+    if server:
+        client.show_job(out, _remote(server, token), job_id, as_json)
+        return
     snapshot = job_status(paths.home(), job_id)
     if as_json:
         print(json.dumps(snapshot))
@@ -96,15 +113,87 @@ def status(
 
 @app.command()
 def scale(
-    job_id: Annotated[str, typer.Argument(help="The running job to resize.", show_default=False)],
+    job_id: JobArgument,
     workers: Annotated[int, typer.Option("--workers", "-w", help="The number of workers to run on.",
                                          show_default=False)],
+    server: ServerOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Resize a running job; it takes effect at the next step boundary once new workers are up."""
     from elastrain.cli.status import request_scale
 
+    if server:
+        job = _remote(server, token).call("POST", f"/jobs/{job_id}/scale", json={"workers": workers})
+        _say(as_json, job, f"asked {job_id} to run on {workers} worker(s)")
+        return
     target = request_scale(paths.home(), job_id, workers)
-    out.print(f"asked {job_id} to run on {target} worker(s)")
+    _say(as_json, {"job_id": job_id, "workers": target}, f"asked {job_id} to run on {target} worker(s)")
+
+
+@app.command()
+def submit(spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML).", show_default=False)],
+           overrides: SetOption = None, server: ServerOption = None, token: TokenOption = None,
+           as_json: JsonOption = False) -> None:
+    """Queue a job on an elastrain server (the spec is checked here first, as `validate` does)."""
+    from elastrain.spec import load_spec
+
+    spec = load_spec(spec_file, overrides or [])
+    made = _remote(server, token).call("POST", "/jobs", json=spec.model_dump(mode="json"))
+    _say(as_json, made, f"submitted {made['job_id']} (queued)")
+
+
+@app.command()
+def jobs(server: ServerOption = None, token: TokenOption = None,
+         state: Annotated[str | None, typer.Option("--status", help="Only jobs in this state.")] = None,
+         limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+         as_json: JsonOption = False) -> None:
+    """List your jobs on a server, oldest first."""
+    from elastrain.cli import client
+
+    client.list_jobs(out, _remote(server, token), state, limit, as_json)
+
+
+@app.command()
+def logs(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+         ) -> None:
+    """Print a server job's log."""
+    from elastrain.cli import client
+
+    client.print_logs(_remote(server, token), job_id, follow)
+
+
+@app.command()
+def metrics(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
+            as_json: JsonOption = False) -> None:
+    """A server job's validation metrics per epoch."""
+    from elastrain.cli import client
+
+    client.show_metrics(out, _remote(server, token), job_id, as_json)
+
+
+@app.command()
+def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
+           as_json: JsonOption = False) -> None:
+    """Cancel a server job (a queued one at once, a running one at its next step boundary)."""
+    job = _remote(server, token).call("POST", f"/jobs/{job_id}/cancel")
+    _say(as_json, job, f"{job_id}: {'cancelled' if job['status'] == 'cancelled' else 'cancelling'}")
+
+
+@app.command()
+def models(server: ServerOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
+    """Your registered models on a server."""
+    from elastrain.cli import client
+
+    client.list_models(out, _remote(server, token), as_json)
+
+
+def _say(as_json: bool, value: dict, line: str) -> None:
+    if as_json:
+        print(json.dumps(value))
+    else:
+        out.print(line, soft_wrap=True)
 
 
 @app.command()

@@ -1,0 +1,59 @@
+"""Talking to `elastrain server`: one small client whose errors are one line for the user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from elastrain.errors import UserError
+
+
+class Remote:
+    """The REST API at `server` (a base URL such as http://127.0.0.1:8080), as user `token`."""
+
+    def __init__(self, server: str, token: str | None) -> None:
+        if not token:
+            raise UserError("no API token", where="--token",
+                            fix="pass --token or set ELASTRAIN_TOKEN (`elastrain admin create-user` prints one)")
+        self.server = server.rstrip("/")
+        self.client = httpx.Client(base_url=f"{self.server}/api/v1", timeout=30,
+                                   headers={"Authorization": f"Bearer {token}"})
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of one request.
+
+        Raises:
+            UserError: the server cannot be reached, rejects the token, or refuses the request.
+        """
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise UserError(f"cannot reach the elastrain server ({type(exc).__name__})", where=self.server,
+                            fix="start it with `elastrain server`, or pass --server / set ELASTRAIN_SERVER",
+                            exit_code=1) from None
+        if response.status_code < 400:
+            return response.json()
+        detail = _detail(response)
+        if response.status_code == 401:
+            raise UserError("the server rejected the token", where=self.server,
+                            fix="pass a valid --token or set ELASTRAIN_TOKEN", exit_code=1)
+        if response.status_code == 404:
+            raise UserError(f"{detail} (or it is not yours)", where=self.server,
+                            fix="list yours with `elastrain jobs`", exit_code=1)
+        if response.status_code == 422:
+            raise UserError(detail, where=self.server, fix="correct the request", exit_code=2)
+        raise UserError(detail, where=f"{self.server} (HTTP {response.status_code})", exit_code=1)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(detail, dict):
+        return detail.get("message", str(detail))
+    if isinstance(detail, list) and detail:   # FastAPI's own validation errors
+        first = detail[0]
+        return f"{'.'.join(str(p) for p in first.get('loc', [])[1:])}: {first.get('msg')}"
+    return str(detail)

@@ -1,0 +1,79 @@
+"""The client commands against a real server (API over HTTP on 127.0.0.1 plus the job loop)."""
+
+import json
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from elastrain.api import create_app
+from elastrain.api.service import JobService
+from elastrain.elastic.collective import free_port
+from elastrain.scheduler import FifoPacking
+from elastrain.store import Store, connect
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def server(tmp_path, elastrain_home):
+    """A running server's URL and the tokens of ada and bob."""
+    store = Store(connect(f"sqlite:///{tmp_path / 'server.db'}"))
+    tokens = {name: store.create_user(name)[1] for name in ("ada", "bob")}
+    service = JobService(store, elastrain_home, FifoPacking(), cpus=2, interval_s=0.05)
+    service.start()
+    port = free_port()
+    api = uvicorn.Server(uvicorn.Config(create_app(store, home=elastrain_home), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=api.run, daemon=True)
+    thread.start()
+    while not api.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", tokens
+    api.should_exit = True
+    thread.join(timeout=10)
+    service.stop()
+
+
+def last_json(text):
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_submit_follow_and_inspect_a_job(cli, server):
+    url, tokens = server
+    ada = ["--server", url, "--token", tokens["ada"]]
+    code, out, _ = cli("submit", REPO / "examples" / "svm_iris.yaml", "--set", "train.epochs=5", *ada, "--json")
+    job_id = last_json(out)["job_id"]
+    assert code == 0
+    code, out, _ = cli("logs", job_id, "--follow", *ada)   # returns once the job has ended
+    assert code == 0 and "epoch 5 (step" in out and "succeeded at step" in out
+    code, out, _ = cli("status", job_id, *ada, "--json")
+    job = last_json(out)
+    assert code == 0 and job["status"] == "succeeded" and job["metrics"]["val_accuracy"] > 0.5
+    assert {"job_id", "status", "workers", "metrics"} <= set(job)
+    code, out, _ = cli("jobs", *ada, "--json")
+    assert [j["job_id"] for j in last_json(out)["jobs"]] == [job_id]
+    code, out, _ = cli("metrics", job_id, *ada, "--json")
+    assert [p["epoch"] for p in last_json(out)["series"]["val_accuracy"]] == [1, 2, 3, 4, 5]
+    code, out, _ = cli("models", *ada, "--json")
+    assert [(m["name"], m["version"]) for m in last_json(out)["models"]] == [("svm-iris", 1)]
+    code, out, _ = cli("jobs", *ada)
+    assert code == 0 and "1 of 1 jobs" in out and "svm-iris-" in out and "succeeded" in out
+
+
+def test_client_errors_are_one_line(cli, server, tmp_path):
+    url, tokens = server
+    code, out, _ = cli("submit", REPO / "examples" / "svm_iris.yaml", "--set", "train.epochs=2",
+                       "--server", url, "--token", tokens["ada"], "--json")
+    job_id = last_json(out)["job_id"]
+    code, _, err = cli("status", job_id, "--server", url, "--token", tokens["bob"])
+    assert code == 1 and f"no job '{job_id}' (or it is not yours)" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("jobs", "--server", url, "--token", "et_nope")
+    assert code == 1 and "rejected the token" in err
+    code, _, err = cli("jobs", "--server", f"http://127.0.0.1:{free_port()}", "--token", tokens["ada"])
+    assert code == 1 and "cannot reach the elastrain server" in err
+    code, _, err = cli("jobs", "--server", url)
+    assert code == 2 and "ELASTRAIN_TOKEN" in err
+    (tmp_path / "bad.yaml").write_text("train: {lr: 0}\n")
+    code, _, err = cli("submit", tmp_path / "bad.yaml", "--server", url, "--token", tokens["ada"])
+    assert code == 2 and "train.lr" in err
