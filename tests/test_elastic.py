@@ -59,11 +59,12 @@ def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_sampl
     assert single.status == elastic.status == "succeeded" and single.steps == elastic.steps == 480
     # Same update, different order of float32 additions (shares of 20/20/20 or 30/30 samples are
     # summed per worker, then across workers). Rounding differences (float32 epsilon 6e-8) grow
-    # over 480 momentum steps to about 5e-5 of each tensor's norm (measured); a wrong update or a
-    # skipped or repeated batch moves the weights by whole percents.
+    # over 480 momentum steps to about 5e-5 of each tensor's norm (measured; up to ~1e-3 in
+    # smaller nets). This bounds the arithmetic; the trace below proves no step was skipped or
+    # repeated, which a tolerance on the weights cannot.
     for name, value in parameters(single).items():
         drift = float((parameters(elastic)[name] - value).norm() / value.norm())
-        assert drift < 5e-4, (name, drift)
+        assert drift < 2e-3, (name, drift)
     events = read_events(Path(elastic.run_dir))
     seen = [e["kind"] for e in events]
     assert {"scale_in", "scale_out", "kill", "worker_lost", "recovered"} <= set(seen)
@@ -71,14 +72,20 @@ def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_sampl
     recovered = next(e for e in events if e["kind"] == "recovered")
     assert recovered["duration_s"] is not None and recovered["duration_s"] > 0
 
-    # Exactly once. A step counts as done by the last generation that completed it; its
-    # workers' shards are disjoint parts of its global batch (a worker killed right after a
-    # step may not have logged its shard), and an epoch's batches are its permutation, once.
+    assert_exactly_once(tmp_path, steps=480, epochs=20)
+
+def assert_exactly_once(trace_dir: Path, steps: int, epochs: int) -> None:
+    """Every step was completed once, and each epoch's samples were trained on exactly once.
+
+    A step counts as done by the last generation that completed it; its workers' shards are
+    disjoint parts of its global batch (a worker killed right after a step may not have logged its
+    shard), and an epoch's batches are its permutation, once.
+    """
     by_step: dict[int, list[dict]] = defaultdict(list)
-    for trace in tmp_path.glob("worker-*.jsonl"):
+    for trace in trace_dir.glob("worker-*.jsonl"):
         for line in trace.read_text().splitlines():
             by_step[json.loads(line)["step"]].append(json.loads(line))
-    assert sorted(by_step) == list(range(1, 481))
+    assert sorted(by_step) == list(range(1, steps + 1))
     per_epoch = defaultdict(list)
     for step in sorted(by_step):
         last = max(r["generation"] for r in by_step[step])
@@ -90,15 +97,16 @@ def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_sampl
             assert sorted(shards) == sorted(batch)
         per_epoch[records[0]["epoch"]] += batch
     n_train = len(prepare_dataset(job()).y_train)
-    assert sorted(per_epoch) == list(range(20))
+    assert sorted(per_epoch) == list(range(epochs))
     for epoch, consumed in per_epoch.items():
         assert consumed == epoch_order(n_train, 1, epoch).tolist()
 
-def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home):
+
+def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home, tmp_path):
     # Steps of a few milliseconds, so that the kill lands mid-job whatever the machine's speed.
     uninterrupted = run_job(job(epochs=8, max_workers=2, hidden=(256, 256)), elastrain_home)
     result = run_job(job(epochs=8, max_workers=2, hidden=(256, 256)), elastrain_home,
-                     options=RunOptions(chaos=parse_chaos("kill:0@step=30")))
+                     options=RunOptions(chaos=parse_chaos("kill:0@step=30"), trace_dir=str(tmp_path)))
     assert result.status == "succeeded" and result.steps == uninterrupted.steps == 192
     events = read_events(Path(result.run_dir))
     kill = next(e for e in events if e["kind"] == "kill")
@@ -108,8 +116,11 @@ def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home):
     # The survivor kept every step it had completed; only the step in flight is redone.
     assert lost["detail"]["member_steps"] == [lost["step"]] and lost["step"] >= kill["step"]
     assert recovered["step"] > lost["step"] and recovered["duration_s"] > 0
+    assert_exactly_once(tmp_path, steps=192, epochs=8)
+    # The parameters only check the arithmetic: here float32 reduction-order noise (measured up
+    # to 9e-4) is as large as one whole step (1.7e-3), which is why the trace above checks the steps.
     for name, value in parameters(uninterrupted).items():
-        assert float((parameters(result)[name] - value).norm() / value.norm()) < 5e-4, name
+        assert float((parameters(result)[name] - value).norm() / value.norm()) < 1e-2, name
 
 def _wait_for(predicate, timeout=120.0):
     deadline = time.monotonic() + timeout
