@@ -21,11 +21,15 @@ def launch(steps: int, run_dir: Path, torchrun_args: list[str], checkpoint_every
                             start_new_session=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Kill torchrun and every worker it started."""
+def stop(process: subprocess.Popen, run_dir: Path | None = None) -> None:
+    """Kill torchrun and every worker it started (torchrun may start workers in sessions of their
+    own, so the pids they wrote to `run_dir` are killed too)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    for pid_file in run_dir.glob("pid-*") if run_dir else []:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def step_times(run_dir: Path) -> list[tuple[int, float]]:

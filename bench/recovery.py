@@ -64,7 +64,7 @@ def peer_once(steps: int) -> tuple[float | None, int | None]:
             time.sleep(0.01)
         return None, None
     finally:
-        peer.stop(process)
+        peer.stop(process, folder)
 
 
 def _free_port() -> int:

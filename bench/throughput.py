@@ -27,7 +27,7 @@ def main() -> None:
         folder = peer.run_dir()
         process = peer.launch(steps, folder, ["--standalone"])
         process.wait()
-        peer.stop(process)
+        peer.stop(process, folder)
         theirs.append(peer.samples_per_s(peer.step_times(folder), common.BATCH))
         print(f"elastrain {ours[-1]:.0f} samples/s, ddp {theirs[-1]:.0f} samples/s", file=sys.stderr)
     common.report("throughput", {
