@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated ELASTRAIN_HOME, the shared reference data, the CLI."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,16 @@ from elastrain.cli.main import main
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ELASTRAIN_SHARED", REPO.parent / "shared"))
 MNIST = SHARED / "datasets" / "mnist-t10k"
+
+
+def wait_until(predicate, timeout: float = 120.0, poll: float = 0.05) -> None:
+    """Return once `predicate()` is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s")
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from elastrain.data.sampler import epoch_order
 from elastrain.elastic import RunOptions, parse_chaos, resume_job, run_job
 from elastrain.elastic.events import read_events
 from elastrain.spec import parse_spec
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.usefixtures("ray_address")
 
@@ -122,15 +121,6 @@ def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home, tmp
     for name, value in parameters(uninterrupted).items():
         assert float((parameters(result)[name] - value).norm() / value.norm()) < 1e-2, name
 
-def _wait_for(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_resume_after_the_driver_is_killed_skips_a_truncated_checkpoint(elastrain_home, tmp_path, ray_address):
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(JOB.format(epochs=6, max_workers=2, every=8, hidden=[32]))
@@ -138,7 +128,7 @@ def test_resume_after_the_driver_is_killed_skips_a_truncated_checkpoint(elastrai
     driver = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], cwd=REPO,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: len(list(elastrain_home.glob("runs/*/checkpoints/ckpt-*.json"))) >= 2)
+        wait_until(lambda: len(list(elastrain_home.glob("runs/*/checkpoints/ckpt-*.json"))) >= 2)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -179,11 +169,11 @@ def test_scale_and_status_from_another_terminal(cli, elastrain_home):
     runner = threading.Thread(target=lambda: outcome.update(result=run_job(spec, elastrain_home)))
     runner.start()
     status_file = lambda: next(elastrain_home.glob("runs/*/status.json"), None)  # noqa: E731
-    _wait_for(lambda: status_file() is not None and json.loads(status_file().read_text())["workers"] == 2)
+    wait_until(lambda: status_file() is not None and json.loads(status_file().read_text())["workers"] == 2)
     job_id = status_file().parent.name
     code, out, _ = cli("scale", job_id, "--workers", "1")
     assert code == 0 and "1 worker" in out
-    _wait_for(lambda: json.loads(status_file().read_text())["workers"] == 1 or not runner.is_alive())
+    wait_until(lambda: json.loads(status_file().read_text())["workers"] == 1 or not runner.is_alive())
     code, out, _ = cli("status", job_id, "--json")
     snapshot = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and snapshot["job_id"] == job_id

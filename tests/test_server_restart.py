@@ -14,7 +14,7 @@ from elastrain.elastic import run_job
 from elastrain.elastic.collective import free_port
 from elastrain.spec import validate_spec
 from elastrain.store import Store, connect
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +41,6 @@ def start_server(home, port, ray_address):
     raise AssertionError("the server did not start")
 
 
-def wait_until(predicate, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def test_a_killed_server_resumes_its_jobs_and_runs_none_twice(tmp_path, ray_address):
     home = tmp_path / "server-home"
     home.mkdir()
@@ -69,7 +60,7 @@ def test_a_killed_server_resumes_its_jobs_and_runs_none_twice(tmp_path, ray_addr
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
         server = start_server(home, port, ray_address)
-        wait_until(lambda: store.count_jobs(status="succeeded") + store.count_jobs(status="failed") == 5)
+        wait_until(lambda: store.count_jobs(status="succeeded") + store.count_jobs(status="failed") == 5, 300)
     finally:
         server.kill()
         server.wait()

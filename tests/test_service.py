@@ -2,24 +2,25 @@
 policy gives them, and their events, metrics and results reach the store."""
 
 import itertools
-import time
 
 from elastrain.api.service import JobService
 from elastrain.scheduler import FifoPacking
 from elastrain.spec import parse_spec
 from elastrain.store import Store, connect
+from tests.conftest import wait_until
 
 QUICK = ("data: {{source: 'builtin:iris'}}\nmodel: {{kind: softmax}}\n"
          "train: {{epochs: {epochs}, optimizer: adam, lr: 0.05}}")
 
 
-def wait_until(predicate, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+def run_all(store, home, cpus=1):
+    """Run the job loop until every job in the store has ended."""
+    service = JobService(store, home, FifoPacking(), cpus=cpus, interval_s=0.05)
+    service.start()
+    try:
+        wait_until(lambda: all(j.status in ("succeeded", "failed", "cancelled") for j in store.jobs()))
+    finally:
+        service.stop()
 
 
 def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_home):
@@ -28,12 +29,7 @@ def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_ho
     for i in range(3):
         spec = parse_spec(QUICK.format(epochs=30)).model_dump(mode="json") | {"name": f"job{i}"}
         store.submit(ada, f"job-{i}", spec)
-    service = JobService(store, elastrain_home, FifoPacking(), cpus=1, interval_s=0.05)
-    service.start()
-    try:
-        wait_until(lambda: all(j.status in ("succeeded", "failed") for j in store.jobs()))
-    finally:
-        service.stop()
+    run_all(store, elastrain_home)
     jobs = store.jobs()
     assert [j.status for j in jobs] == ["succeeded"] * 3
     # One CPU: each job started only after the one before it had finished, in submission order.
@@ -53,12 +49,7 @@ def test_a_job_whose_data_is_missing_fails_without_stopping_the_loop(tmp_path, e
     broken["data"]["source"] = f"csv:{tmp_path / 'missing.csv'}"
     store.submit(ada, "broken", broken)
     store.submit(ada, "fine", parse_spec(QUICK.format(epochs=2)).model_dump(mode="json"))
-    service = JobService(store, elastrain_home, FifoPacking(), cpus=1, interval_s=0.05)
-    service.start()
-    try:
-        wait_until(lambda: all(j.status in ("succeeded", "failed") for j in store.jobs()))
-    finally:
-        service.stop()
+    run_all(store, elastrain_home)
     broken_job, fine_job = store.jobs()
     assert broken_job.status == "failed" and "data file not found" in broken_job.message
     assert fine_job.status == "succeeded"
