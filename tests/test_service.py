@@ -58,7 +58,8 @@ def test_a_job_whose_data_is_missing_fails_without_stopping_the_loop(tmp_path, e
 def test_a_running_job_can_be_cancelled_and_a_finished_one_registers_its_model(tmp_path, elastrain_home):
     store = Store(connect(f"sqlite:///{tmp_path / 'jobs.db'}"))
     ada, _ = store.create_user("ada")
-    store.submit(ada, "short", parse_spec(QUICK.format(epochs=3)).model_dump(mode="json") | {"name": "short"})
+    short = parse_spec(QUICK.format(epochs=3) + "\ncheckpoint: {every_steps: 5, keep: 2}").model_dump(mode="json")
+    store.submit(ada, "short", short | {"name": "short"})
     store.submit(ada, "long", parse_spec(QUICK.format(epochs=100_000)).model_dump(mode="json"))
     service = JobService(store, elastrain_home, FifoPacking(), cpus=2, interval_s=0.05)
     service.start()
@@ -75,3 +76,6 @@ def test_a_running_job_can_be_cancelled_and_a_finished_one_registers_its_model(t
     assert (model.name, model.version, model.job_id) == ("short", 1, "short")
     assert len(model.data_fingerprint) == 64 and model.metrics["val_accuracy"] > 0.5
     assert "epoch 3" in (elastrain_home / "runs" / "short" / "job.log").read_text()
+    recorded = store.checkpoints("short")
+    assert [c["step"] for c in recorded] == [5, 10]   # 3 epochs of 4 steps
+    assert all(len(c["sha256"]) == 64 and c["bytes"] > 0 for c in recorded)

@@ -166,6 +166,9 @@ class JobService:
                   if e["t"] > run.copied_until["events"]]
         if events:
             self.store.add_events(job_id, events)
+        for event in (e for e in events if e["kind"] == "checkpoint"):
+            detail = event["detail"]
+            self.store.add_checkpoint(job_id, event["step"], detail["path"], detail["sha256"], detail["bytes"])
         epochs = _read_new(run_dir / "history.jsonl", run.offsets, "history.jsonl")
         points = [{"name": name, "step": record["step"], "epoch": record["epoch"], "value": value, "t": record["t"]}
                   for record in epochs if record["t"] > run.copied_until["metrics"]

@@ -294,11 +294,6 @@ class ElasticController:
                                   detail={"from": "the loss of a worker to the next completed step"}))
             self.kill_at = None
         self.step = report["step"]
-        for checkpoint in report["checkpoints"]:
-            self.events.add(Event("checkpoint", checkpoint["step"], len(self.members), self.generation,
-                                  round(checkpoint["snapshot_s"] + checkpoint["write_s"], 4),
-                                  detail={"bytes": checkpoint["bytes"], "path": checkpoint["path"],
-                                          "snapshot_s": round(checkpoint["snapshot_s"], 4)}))
         self.on_progress(report)
         return report
 

@@ -147,9 +147,12 @@ def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
 
 
 class _Reporter:
-    """Turns workers' progress reports into the progress bar, history.jsonl and status.json."""
+    """Turns workers' progress reports into the progress bar, history.jsonl, checkpoint events
+    and status.json."""
 
-    def __init__(self, job_id: str, run_dir: Path, trainer: Trainer, progress: ProgressSink | None) -> None:
+    def __init__(self, job_id: str, run_dir: Path, trainer: Trainer, progress: ProgressSink | None,
+                 events: EventLog) -> None:
+        self.events = events
         self.snapshot = {"job_id": job_id, "state": "starting", "workers": 0, "generation": 0, "step": 0,
                          "epoch": 0, "total_steps": int(trainer.total_steps), "samples_per_s": None,
                          "driver_pid": os.getpid(), "run_dir": str(run_dir)}
@@ -175,6 +178,13 @@ class _Reporter:
             self.snapshot["samples_per_s"] = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
             self.window = (now, report["samples"])
         self.snapshot.update(step=report["step"], epoch=report["epoch"])
+        for checkpoint in report["checkpoints"]:
+            self.events.add(Event("checkpoint", checkpoint["step"], self.snapshot["workers"],
+                                  self.snapshot["generation"],
+                                  round(checkpoint["snapshot_s"] + checkpoint["write_s"], 4),
+                                  detail={"bytes": checkpoint["bytes"], "path": checkpoint["path"],
+                                          "sha256": checkpoint["sha256"],
+                                          "snapshot_s": round(checkpoint["snapshot_s"], 4)}))
         if report["step"] > 0:
             self.last = (report["last_step_at"], report["step"])
             if self.first is None or report["step"] < self.first[1]:
@@ -210,7 +220,7 @@ class _Reporter:
 def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progress: ProgressSink | None,
              options: RunOptions, started: float, resume: bool) -> JobResult:
     events = EventLog(run_dir)
-    reporter = _Reporter(job_id, run_dir, trainer, progress)
+    reporter = _Reporter(job_id, run_dir, trainer, progress, events)
     checkpoint_url = spec.checkpoint.dir or str(run_dir / "checkpoints")
     if progress:
         progress.start(int(trainer.total_steps), trainer.steps_per_epoch)

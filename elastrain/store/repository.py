@@ -233,6 +233,14 @@ class Store:
             session.add(CheckpointRecord(job_seq=self._seq(session, job_id), step=step, url=url, sha256=sha256,
                                          bytes=size, created_at=_now()))
 
+    def checkpoints(self, job_id: str) -> list[dict]:
+        """A job's recorded checkpoints, oldest first."""
+        with self.session() as session:
+            seq = self._seq(session, job_id)
+            rows = session.scalars(select(CheckpointRecord).where(CheckpointRecord.job_seq == seq)
+                                   .order_by(CheckpointRecord.step, CheckpointRecord.id))
+            return [{"step": r.step, "url": r.url, "sha256": r.sha256, "bytes": r.bytes} for r in rows]
+
     @staticmethod
     def _seq(session: Session, job_id: str) -> int:
         seq = session.scalar(select(Job.seq).where(Job.job_id == job_id))
