@@ -128,3 +128,17 @@ def test_admin_create_user_prints_the_token_alone_on_the_last_line(cli):
     assert user.name == "zed" and user.is_admin
     code, _, err = cli("admin", "create-user", "zed")
     assert code == 2 and "already exists" in err
+
+
+def test_tokens_are_issued_listed_and_revoked(api):
+    client, tokens, _ = api
+    second = client.post("/users/ada/tokens", headers=auth(tokens["root"]))
+    assert second.status_code == 201 and client.get("/jobs", headers=auth(second.json()["token"])).status_code == 200
+    assert client.post("/users/ada/tokens", headers=auth(tokens["ada"])).status_code == 403
+    assert client.post("/users/nobody/tokens", headers=auth(tokens["root"])).status_code == 404
+    listed = client.get("/users/ada/tokens", headers=auth(tokens["root"])).json()
+    assert [t["prefix"] for t in listed] == [tokens["ada"][:12], second.json()["token"][:12]]
+    assert client.delete(f"/tokens/{tokens['ada'][:12]}", headers=auth(tokens["bob"])).status_code == 404
+    assert client.delete(f"/tokens/{tokens['ada'][:12]}", headers=auth(tokens["ada"])).status_code == 204
+    assert client.get("/jobs", headers=auth(tokens["ada"])).status_code == 401
+    assert client.get("/jobs", headers=auth(second.json()["token"])).status_code == 200

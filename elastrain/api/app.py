@@ -95,6 +95,14 @@ class UserOut(BaseModel):
     token: str | None = None
 
 
+class TokenOut(BaseModel):
+    """A token as listings show it: its first characters."""
+
+    prefix: str
+    created_at: datetime
+    revoked: bool
+
+
 class ModelOut(BaseModel):
     """A registered model version."""
 
@@ -261,6 +269,27 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
     def list_users(_: Admin) -> list[UserOut]:
         """Every user (no tokens)."""
         return [UserOut(name=u.name, admin=u.is_admin) for u in store.users()]
+
+    @router.post("/users/{name}/tokens", status_code=201, response_model=UserOut)
+    def issue_token(name: str, _: Admin) -> UserOut:
+        """A further token for user `name` (shown only here)."""
+        try:
+            token = store.issue_token(name)
+        except UserError:
+            raise HTTPException(404, f"no user '{name}'") from None
+        user = next(u for u in store.users() if u.name == name)
+        return UserOut(name=user.name, admin=user.is_admin, token=token)
+
+    @router.get("/users/{name}/tokens", response_model=list[TokenOut])
+    def list_tokens(name: str, _: Admin) -> list[TokenOut]:
+        """User `name`'s tokens, by prefix."""
+        return [TokenOut(**t) for t in store.tokens(name)]
+
+    @router.delete("/tokens/{prefix}", status_code=204)
+    def revoke_token(prefix: str, user: User) -> None:
+        """Revoke a token by its prefix: your own, or anyone's for an admin."""
+        if not store.revoke_token(prefix, None if user.is_admin else user):
+            raise HTTPException(404, f"no live token '{prefix}'")
 
     app.include_router(router)
     return app

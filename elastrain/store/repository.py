@@ -118,6 +118,26 @@ class Store:
         session.add(Token(user_id=user_id, token_hash=hash_token(token), prefix=token[:12], created_at=_now()))
         return token
 
+    def tokens(self, name: str) -> list[dict]:
+        """User `name`'s tokens as prefixes and dates (the tokens themselves are not stored)."""
+        with self.session() as session:
+            rows = session.scalars(select(Token).join(User, User.id == Token.user_id).where(User.name == name)
+                                   .order_by(Token.id))
+            return [{"prefix": t.prefix, "created_at": t.created_at, "revoked": t.revoked_at is not None}
+                    for t in rows]
+
+    def revoke_token(self, prefix: str, owner: UserInfo | None = None) -> bool:
+        """Revoke the live token starting with `prefix` (only `owner`'s, if given); whether one was."""
+        with self.session.begin() as session:
+            query = select(Token).where(Token.prefix == prefix, Token.revoked_at.is_(None))
+            if owner is not None:
+                query = query.where(Token.user_id == owner.id)
+            token = session.scalar(query)
+            if token is None:
+                return False
+            token.revoked_at = _now()
+            return True
+
     def authenticate(self, token: str) -> UserInfo | None:
         """The user a live token belongs to, or None."""
         with self.session() as session:
