@@ -4,6 +4,7 @@ moto stands in for AWS here: the project's machines are offline, and moto serves
 protocol over HTTP, so s3fs, fsspec and elastrain run unchanged against it.
 """
 
+import json
 import secrets
 
 import fsspec
@@ -65,3 +66,31 @@ checkpoint: {{every_steps: 10, keep: 10, dir: '{bucket}/job'}}
     (elastrain_home / "runs" / full.job_id / "result.json").unlink()
     resumed = resume_job(full.job_id, elastrain_home)
     assert resumed.status == "succeeded" and resumed.metrics == full.metrics and resumed.steps == full.steps
+
+
+def test_the_server_publishes_models_to_s3_and_predict_reads_them_there(bucket, elastrain_home, tmp_path, cli):
+    from elastrain.api.service import JobService
+    from elastrain.scheduler import FifoPacking
+    from elastrain.store import Store, connect
+    from tests.conftest import wait_until
+
+    store = Store(connect(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    ada, _ = store.create_user("ada")
+    spec = parse_spec("data: {source: 'builtin:iris'}\nmodel: {kind: softmax}\ntrain: {epochs: 20, lr: 0.05}")
+    store.submit(ada, "iris-1", spec.model_dump(mode="json") | {"name": "iris"})
+    service = JobService(store, elastrain_home, FifoPacking(), cpus=1, interval_s=0.05, artifacts=f"{bucket}/art")
+    service.start()
+    try:
+        wait_until(lambda: store.job("iris-1").status == "succeeded")
+    finally:
+        service.stop()
+    [model] = store.models(ada)
+    assert model.url == f"{bucket}/art/models/ada/iris/iris-1"
+    s3 = fsspec.filesystem("s3", skip_instance_cache=True)
+    assert sorted(p.rsplit("/", 1)[-1] for p in s3.ls(model.url.removeprefix("s3://"))) == [
+        "model.json", "model.pt", "preprocess.json"]
+    (tmp_path / "x.csv").write_text("sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n"
+                                    "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    code, out, err = cli("predict", model.url, "--input", tmp_path / "x.csv", "--json")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["predictions"] == [0, 2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 from elastrain import paths
@@ -19,7 +21,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None) 
     store = Store(connect(db_url))
     if not ray.is_initialized():   # here, in the main thread, not in a job's thread
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
-    service = JobService(store, paths.home(), FifoPacking(), cpus=ray.cluster_resources().get("CPU", 1.0))
+    service = JobService(store, paths.home(), FifoPacking(), cpus=ray.cluster_resources().get("CPU", 1.0),
+                         artifacts=os.environ.get("ELASTRAIN_ARTIFACTS"))
     service.start()
     try:
         uvicorn.run(create_app(store, home=paths.home()), host=host, port=port, log_level="warning")

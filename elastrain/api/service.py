@@ -29,6 +29,7 @@ from elastrain.errors import UserError
 from elastrain.scheduler import Cluster, JobDemand, Policy
 from elastrain.spec import validate_spec
 from elastrain.store import JobInfo, Store
+from elastrain.train.artifact import publish_model
 
 log = logging.getLogger("elastrain.server")
 
@@ -55,9 +56,13 @@ class JobService:
         policy: decides the workers of each job.
         cpus: capacity shared by the jobs.
         interval_s: how often the loop looks at the queue.
+        artifacts: an fsspec URL that finished models are published to (default: they stay in
+            their run folders).
     """
 
-    def __init__(self, store: Store, home: Path, policy: Policy, cpus: float, interval_s: float = 0.5) -> None:
+    def __init__(self, store: Store, home: Path, policy: Policy, cpus: float, interval_s: float = 0.5,
+                 artifacts: str | None = None) -> None:
+        self.artifacts = artifacts
         self.store = store
         self.home = home
         self.policy = policy
@@ -187,7 +192,10 @@ class JobService:
             job = self.store.job(job_id)
             owner = next(u for u in self.store.users() if u.name == job.owner)
             spec_hash = hashlib.sha256(json.dumps(job.spec, sort_keys=True).encode()).hexdigest()
-            self.store.register_model(owner, job.name, result["model_path"], result["metrics"], spec_hash,
+            url = result["model_path"]
+            if self.artifacts:
+                url = publish_model(Path(url), f"{self.artifacts.rstrip('/')}/models/{owner.name}/{job.name}/{job_id}")
+            self.store.register_model(owner, job.name, url, result["metrics"], spec_hash,
                                       result.get("data_fingerprint") or "", job_id)
 
 

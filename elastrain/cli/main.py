@@ -278,8 +278,8 @@ def validate(
 
 @app.command()
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory (the model_path of a run).",
-                                              show_default=False)],
+    model_dir: Annotated[str, typer.Argument(help="A model directory (the model_path of a run), or the URL of "
+                                             "a published model (e.g. s3://bucket/models/...).", show_default=False)],
     input_file: Annotated[Path, typer.Option("--input", "-i", help="Features: .csv, .parquet or .npz (key X).",
                                              show_default=False)],
     output: Annotated[Path | None, typer.Option("--output", "-o",

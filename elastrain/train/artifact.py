@@ -7,9 +7,11 @@ A model directory holds `model.pt` (a state dict, loaded with `weights_only=True
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import torch
 from torch import nn
@@ -51,14 +53,33 @@ def save_model(directory: Path, model: nn.Module, model_spec: ModelSpec, input_s
     return directory
 
 
+MODEL_FILES = ("model.pt", "model.json", "preprocess.json")
+
+
+def publish_model(directory: Path, url: str) -> str:
+    """Copy a model directory to `url` (any fsspec URL, e.g. s3://bucket/models/x) and return it."""
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.makedirs(root, exist_ok=True)
+    for name in MODEL_FILES:
+        fs.put_file(str(directory / name), f"{root}/{name}")
+    return url
+
+
 def load_model(directory: str | Path) -> SavedModel:
-    """Read a model directory written by :func:`save_model`.
+    """Read a model directory written by :func:`save_model`, or published to an fsspec URL.
 
     Raises:
         UserError: the directory is missing or is not a model directory.
     """
+    if "://" in str(directory):
+        with tempfile.TemporaryDirectory() as local:
+            fs, root = fsspec.core.url_to_fs(str(directory))
+            for name in MODEL_FILES:
+                if fs.exists(f"{root}/{name}"):
+                    fs.get_file(f"{root}/{name}", str(Path(local) / name))
+            return load_model(local)
     directory = Path(directory)
-    needed = [directory / name for name in ("model.pt", "model.json", "preprocess.json")]
+    needed = [directory / name for name in MODEL_FILES]
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         raise UserError(f"not a model directory (missing {', '.join(missing)})", where=str(directory),
