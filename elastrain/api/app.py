@@ -277,7 +277,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             token = store.issue_token(name)
         except UserError:
             raise HTTPException(404, f"no user '{name}'") from None
-        user = next(u for u in store.users() if u.name == name)
+        user = store.user(name)
         return UserOut(name=user.name, admin=user.is_admin, token=token)
 
     @router.get("/users/{name}/tokens", response_model=list[TokenOut])

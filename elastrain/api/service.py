@@ -190,7 +190,7 @@ class JobService:
         result = outcome["result"]
         if outcome["status"] == "succeeded" and result and result.get("model_path"):
             job = self.store.job(job_id)
-            owner = next(u for u in self.store.users() if u.name == job.owner)
+            owner = self.store.user(job.owner)
             spec_hash = hashlib.sha256(json.dumps(job.spec, sort_keys=True).encode()).hexdigest()
             url = result["model_path"]
             if self.artifacts:

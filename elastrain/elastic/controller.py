@@ -199,10 +199,13 @@ class ElasticController:
                     fix="lower resources.workers.min or cpus_per_worker, add nodes, or raise "
                         "resources.wait_timeout_s; checkpoints already written are kept (elastrain resume)",
                     exit_code=1)
-        del self.members[self.desired:]   # extra ones (after a scale-in while starting) are released below
-        self._release_extra()
+        self._trim_to_desired()
 
-    def _release_extra(self) -> None:
+    def _trim_to_desired(self) -> None:
+        """Release the workers beyond the desired count: members of the highest ranks, then pending ones."""
+        for member in self.members[self.desired:]:
+            ray.kill(member.actor)
+        del self.members[self.desired:]
         for worker_id in list(self.pending)[: max(0, len(self.members) + len(self.pending) - self.desired)]:
             ray.kill(self.pending.pop(worker_id)[0].actor)
 
@@ -336,12 +339,9 @@ class ElasticController:
     def _resize(self) -> None:
         """The group paused: let ready workers join or extra ones leave, then re-form."""
         before = len(self.members)
-        if len(self.members) > self.desired:
-            for member in self.members[self.desired:]:
-                ray.kill(member.actor)
-            del self.members[self.desired:]
-        else:
-            self.members += self._ready_pending(timeout=0)[: self.desired - len(self.members)]
+        if len(self.members) < self.desired:
+            self.members += self._ready_pending(timeout=0)
+        self._trim_to_desired()
         self._form(reason="scale_out" if len(self.members) > before else "scale_in")
 
     def _recover(self, watch: Watch) -> None:

@@ -145,6 +145,12 @@ class Store:
                                   .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None)))
             return UserInfo(user.id, user.name, user.is_admin) if user else None
 
+    def user(self, name: str) -> UserInfo | None:
+        """The user called `name`, if there is one."""
+        with self.session() as session:
+            user = session.scalar(select(User).where(User.name == name))
+            return UserInfo(user.id, user.name, user.is_admin) if user else None
+
     def users(self) -> list[UserInfo]:
         """Every user, in creation order."""
         with self.session() as session:
