@@ -66,7 +66,7 @@ class JobService:
         self.store = store
         self.home = home
         self.policy = policy
-        self.cluster = Cluster(cpus)
+        self.cluster = Cluster.single(cpus)
         self.interval_s = interval_s
         self.running: dict[str, _Running] = {}
         self.stopping = threading.Event()
@@ -112,7 +112,7 @@ class JobService:
                 write_json_atomic(self.home / "runs" / job.job_id / CANCEL_REQUEST_FILE, {"t": time.time()})
         demands = [self._demand(job, self.running[job.job_id].workers) for job in running]
         demands += [self._demand(job, 0) for job in queued]
-        allocation = self.policy.allocate(self.cluster, demands).workers
+        allocation = self.policy.allocate(time.time(), self.cluster, demands).workers
         for job in queued:
             if allocation.get(job.job_id, 0) > 0:
                 self._launch(job, allocation[job.job_id], resume=False)
