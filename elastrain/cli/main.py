@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from elastrain import paths
+from elastrain.cli.simulate import simulate
 from elastrain.errors import UserError
 
 app = typer.Typer(
@@ -304,6 +305,9 @@ def predict(
         out.print(f"{len(predicted)} predictions written to {output}")
     else:
         print("\n".join(str(value) for value in predicted))
+
+
+app.command()(simulate)
 
 
 def main(argv: list[str] | None = None) -> None:

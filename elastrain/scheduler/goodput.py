@@ -4,12 +4,12 @@ Learned from Pollux (Qiao et al., OSDI'21): a job's useful speed (goodput) is it
 (fitted from the step times it has shown, `throughput.py`) times the statistical efficiency of its
 batch size (from its gradient noise, `efficiency.py`), and the scheduler picks the batch size
 together with the number of workers. Where Pollux maximises a fairness-weighted mean of speedups,
-this policy aims at the mean job completion time: it maximises the sum over jobs of
-goodput / remaining work (each job's rate of completing what it has left), so short jobs and jobs
-that scale well come first, the way shortest-remaining-time-first minimises mean completion time
-on one machine. A job whose allocation changes stands still for the re-allocation penalty, so
-a change must pay for itself over the planning horizon. Nodes are requested for the capacity
-whose marginal speedup is worth renting, cheapest (spot) first.
+this policy aims at the mean job completion time: it maximises the sum over jobs of one over
+the time each would still need at its allocation (remaining work / goodput, plus the
+re-allocation penalty where the allocation changes), so short jobs and jobs that scale well come
+first, the way shortest-remaining-time-first minimises mean completion time on one machine.
+Nodes are requested for the capacity whose marginal speedup is worth renting, cheapest (spot)
+first.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ class GoodputPolicy:
 
     Args:
         restart_penalty_s: seconds a job makes no progress when its allocation changes.
-        horizon_s: how long a decision is expected to hold; a change is worth it when its gain
-            over this horizon exceeds the penalty.
+        restart_weight: a re-allocation counts as this many penalties when deciding: besides the
+            job's own pause, a resized job tends to be resized again and its slots idle meanwhile
+            (4 was best on the Pollux workloads 1-8; see docs/benchmarks.md).
         growth: a job runs on at most this many times the most workers it has been seen on
             (the fitted model is not trusted far beyond what was observed).
         batch_candidates: global batch sizes tried between the initial and the largest.
@@ -54,11 +55,11 @@ class GoodputPolicy:
         budget_per_hour: the most the rented nodes may cost per hour (None: no limit).
     """
 
-    def __init__(self, restart_penalty_s: float = 30.0, horizon_s: float = 600.0, growth: float = 2.0,
+    def __init__(self, restart_penalty_s: float = 30.0, restart_weight: float = 4.0, growth: float = 2.0,
                  batch_candidates: int = 16, min_speedup_per_slot: float = 0.5,
                  budget_per_hour: float | None = None) -> None:
         self.restart_penalty_s = restart_penalty_s
-        self.horizon_s = horizon_s
+        self.restart_weight = restart_weight
         self.growth = growth
         self.batch_candidates = batch_candidates
         self.min_speedup_per_slot = min_speedup_per_slot
@@ -68,7 +69,7 @@ class GoodputPolicy:
         """The job's best rate and batch size for 0..K workers (K: what it may run on)."""
         if job.speed is None:   # never observed: one worker, to measure it
             top = max(min(1, job.max_workers), job.min_workers)
-            return SpeedCurve(np.array([0.0] + [1.0] * top), np.zeros(top + 1, dtype=int))
+            return SpeedCurve(np.arange(top + 1, dtype=float), np.full(top + 1, job.batch_size or 0))
         top = job.max_workers
         if job.max_workers_seen > 0:
             top = min(top, max(job.min_workers, math.ceil(self.growth * job.max_workers_seen)))
@@ -107,19 +108,20 @@ class GoodputPolicy:
         return Allocation(workers, batch_size, self._nodes(cluster, jobs, curves))
 
     def _values(self, job: JobDemand, curve: SpeedCurve) -> np.ndarray:
-        """Worth of each worker count: the share of its remaining work the job would finish per
-        second, discounted by the penalty where it differs from what the job holds."""
+        """Worth of each worker count: one over the time the job would take to finish there,
+        counting the re-allocation (weighted) where the count differs from what it holds."""
         finite = curve.rates[1:][np.isfinite(curve.rates[1:])]
         if job.remaining is None or job.speed is None:
             work = _UNKNOWN_REMAINING_S * (finite.max() if finite.size else 1.0)
         else:
             work = max(job.remaining, 1e-9)
-        values = curve.rates / work
-        keep = max(0.0, 1.0 - self.restart_penalty_s / self.horizon_s)
-        discount = np.full(values.shape, keep)
-        if 0 < job.current < len(values):
-            discount[job.current] = 1.0
-        return np.where(np.isfinite(values), values * discount, -np.inf)
+        usable = np.isfinite(curve.rates) & (curve.rates > 0)
+        finish = np.where(usable, work / np.where(usable, curve.rates, 1.0), np.inf)
+        penalty = np.full(curve.rates.shape, self.restart_weight * self.restart_penalty_s)
+        if 0 < job.current < len(penalty):
+            penalty[job.current] = 0.0
+        values = np.where(usable, 1.0 / (finish + penalty), 0.0)
+        return np.where(np.isfinite(curve.rates), values, -np.inf)
 
     def _nodes(self, cluster: Cluster, jobs: Sequence[JobDemand], curves: dict[str, SpeedCurve]) -> dict[str, int]:
         """Nodes to rent: enough for every worker that adds at least `min_speedup_per_slot`."""
@@ -178,7 +180,7 @@ def _greedy(values: dict[str, np.ndarray], slots: dict[str, float], capacity: fl
             continue
         level[job_id] = k2
         free -= need
-    for job_id in sorted(blocked, key=lambda j: -float(values[j][level[j]]) if level[j] else 0.0):
+    for job_id in sorted(blocked, key=lambda j: (-float(values[j][level[j]]) if level[j] else 0.0, j)):
         job_values = values[job_id]
         reach = min(len(job_values) - 1, level[job_id] + int((free + 1e-9) // slots[job_id]))
         if reach <= level[job_id]:

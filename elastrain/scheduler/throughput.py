@@ -55,9 +55,12 @@ def step_time(params: ThroughputParams, nodes: np.ndarray | int, workers: np.nda
 def fit_throughput(observations: list[StepObservation]) -> ThroughputParams:
     """The constants that best explain `observations` (least squares on log step time).
 
-    Regimes not observed yet borrow from those that were: without multi-node runs the cross-node
-    constants equal the single-node ones; without multi-worker runs there is no sync cost. Callers
-    should not trust the result far beyond the largest configuration observed.
+    Only constants the observations can tell apart are fitted: the compute slope needs two local
+    batch sizes (otherwise a tenth of the step is taken as fixed cost), sync constants need runs
+    on several workers within one node (intra-node) or across nodes (inter-node; without them the
+    intra-node ones are borrowed), a sync slope needs two such worker counts, and the overlap
+    exponent needs more observations than other constants. Callers should not trust the result
+    far beyond the largest configuration observed.
     """
     if not observations:
         raise ValueError("no step times observed")
@@ -65,21 +68,33 @@ def fit_throughput(observations: list[StepObservation]) -> ThroughputParams:
     workers = np.array([o.workers for o in observations], dtype=float)
     local = np.array([o.local_batch for o in observations], dtype=float)
     seconds = np.array([o.step_time for o in observations], dtype=float)
-    multi_worker = bool((workers > 1).any())
-    multi_node = bool((nodes > 1).any())
-    fastest = float(seconds.min())
-    start = np.array([fastest / 2, fastest / (2 * max(local.min(), 1.0)), fastest / 4, fastest / 40,
-                      fastest / 2, fastest / 20, 1.5])
-    free = [0, 1] + ([2, 3, 6] if multi_worker else []) + ([4, 5] if multi_node else [])
+    single = seconds[workers == 1] if (workers == 1).any() else seconds
+    compute_guess = float(single.min())
+    intra = (nodes == 1) & (workers > 1)
+    inter = nodes > 1
+    free = [0]
+    if len(np.unique(local)) > 1:
+        free.append(1)
+    if intra.any():
+        free.append(2)
+        if len(np.unique(workers[intra])) > 1:
+            free.append(3)
+    if inter.any():
+        free.append(4)
+        if len(np.unique(workers[inter])) > 1:
+            free.append(5)
+    if (intra | inter).sum() >= 3 and len(observations) > len(free) + 1:
+        free.append(6)
+    start = np.array([0.1 * compute_guess, 0.9 * compute_guess / max(float(local.min()), 1.0),
+                      0.1 * compute_guess, 0.0, 0.2 * compute_guess, 0.0, 1.0])
 
     def expand(x: np.ndarray) -> ThroughputParams:
         values = start.copy()
         values[free] = x
-        if not multi_worker:
-            values[[2, 3]] = 0.0
-            values[6] = 1.0
-        if not multi_node:
+        if 4 not in free:   # never ran across nodes: assume it costs what syncing within one does
             values[[4, 5]] = values[[2, 3]]
+        if 2 not in free and 4 in free:
+            values[[2, 3]] = values[[4, 5]]
         return ThroughputParams(*values)
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -88,7 +103,6 @@ def fit_throughput(observations: list[StepObservation]) -> ThroughputParams:
 
     lower = np.array([0.0] * 6 + [1.0])[free]
     upper = np.array([np.inf] * 6 + [10.0])[free]
-    x0 = np.clip(start[free], lower + 1e-12, upper - 1e-9)
+    x0 = np.clip(start[free], lower, upper - 1e-9) + np.where(upper > 1e6, 1e-6, 0.0)
     fitted = least_squares(residuals, x0, bounds=(lower, upper), max_nfev=200)
     return expand(fitted.x)
-
