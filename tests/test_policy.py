@@ -21,6 +21,7 @@ def test_a_job_that_does_not_fit_holds_the_queue_and_running_jobs_keep_their_min
 
 
 def test_fractional_cpus_pack_and_no_capacity_means_nothing_starts():
-    allocation = FifoPacking().allocate(0.0, Cluster.single(2), [demand("a", 1, 1, 3, cpus=0.5), demand("b", 2, 1, 2, 0.5)])
+    jobs = [demand("a", 1, 1, 3, cpus=0.5), demand("b", 2, 1, 2, 0.5)]
+    allocation = FifoPacking().allocate(0.0, Cluster.single(2), jobs)
     assert allocation.workers == {"a": 3, "b": 1}
     assert FifoPacking().allocate(0.0, Cluster.single(0), [demand("a", 1, 1, 1)]).workers == {}

@@ -4,6 +4,9 @@ copy their events and metrics into the store, record how they end, and pick up a
 Each job runs in a thread of the server process with the same runner `elastrain run` uses; its
 run folder (`ELASTRAIN_HOME/runs/JOB_ID`) holds its checkpoints, so a job whose server died is
 resumed from its last durable checkpoint when the server starts again.
+
+On an autoscaling Ray cluster the loop reads the nodes Ray holds each pass, and the policy's node
+request goes to Ray's autoscaler, so the node count follows the policy.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,12 +31,16 @@ from elastrain.elastic.events import (
     write_json_atomic,
 )
 from elastrain.errors import UserError
-from elastrain.scheduler import Cluster, JobDemand, Policy
+from elastrain.scheduler import Allocation, Cluster, JobDemand, NodePool, Policy
+from elastrain.scheduler.nodes import node_bundles
 from elastrain.spec import validate_spec
 from elastrain.store import JobInfo, Store
 from elastrain.train.artifact import publish_model
 
 log = logging.getLogger("elastrain.server")
+
+# Decisions kept in JobService.decisions (the oldest are dropped).
+DECISIONS_KEPT = 1000
 
 
 @dataclass
@@ -47,26 +56,49 @@ class _Running:
     outcome: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Decision:
+    """An allocation the policy made: at `t` (epoch seconds), workers per job and nodes per pool."""
+
+    t: float
+    workers: dict[str, int]
+    nodes: dict[str, int]
+
+
 class JobService:
-    """Runs the store's jobs on this machine's capacity.
+    """Runs the store's jobs on this machine's capacity, or on a Ray cluster's node pools.
 
     Args:
         store: the metadata store.
         home: ELASTRAIN_HOME (run folders live under `home/runs`).
-        policy: decides the workers of each job.
-        cpus: capacity shared by the jobs.
+        policy: decides the workers of each job and the nodes to hold.
+        cpus: capacity shared by the jobs, fixed (used when `node_pools` is None).
         interval_s: how often the loop looks at the queue.
         artifacts: an fsspec URL that finished models are published to (default: they stay in
             their run folders).
+        node_pools: the autoscaler's node types (name, CPUs per node, most nodes, price) of the
+            Ray cluster this process is connected to, the head's type first (policies rent equally
+            priced pools in this order); their `nodes` are ignored (counted from Ray each pass).
+            With them the policy's node request goes to Ray's autoscaler.
+
+    Attributes:
+        decisions: the policy's allocations, each kept when it differs from the one before (the
+            last `DECISIONS_KEPT`).
     """
 
-    def __init__(self, store: Store, home: Path, policy: Policy, cpus: float, interval_s: float = 0.5,
-                 artifacts: str | None = None) -> None:
+    def __init__(self, store: Store, home: Path, policy: Policy, cpus: float | None = None,
+                 interval_s: float = 0.5, artifacts: str | None = None,
+                 node_pools: Sequence[NodePool] | None = None) -> None:
+        if cpus is None and node_pools is None:
+            raise ValueError("JobService needs cpus or node_pools")
         self.artifacts = artifacts
         self.store = store
         self.home = home
         self.policy = policy
-        self.cluster = Cluster.single(cpus)
+        self.fixed = Cluster.single(cpus) if node_pools is None else None
+        self.node_pools = tuple(node_pools or ())
+        self.requested: list[dict[str, float]] | None = None   # an unchanged request is not sent again
+        self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)
         self.interval_s = interval_s
         self.running: dict[str, _Running] = {}
         self.stopping = threading.Event()
@@ -100,7 +132,8 @@ class JobService:
                 log.exception("job loop tick failed")
 
     def tick(self) -> None:
-        """One pass: finish ended jobs, copy progress, apply the policy's allocation."""
+        """One pass: finish ended jobs, copy progress, apply the policy's allocation (and, on a
+        Ray cluster, send its node request to the autoscaler when it changed)."""
         for job_id, run in list(self.running.items()):
             self._copy_progress(job_id, run)
             if not run.thread.is_alive():
@@ -112,7 +145,12 @@ class JobService:
                 write_json_atomic(self.home / "runs" / job.job_id / CANCEL_REQUEST_FILE, {"t": time.time()})
         demands = [self._demand(job, self.running[job.job_id].workers) for job in running]
         demands += [self._demand(job, 0) for job in queued]
-        allocation = self.policy.allocate(time.time(), self.cluster, demands).workers
+        cluster = self.fixed or ray_cluster(self.node_pools)
+        decided = self.policy.allocate(time.time(), cluster, demands)
+        self._record(decided)
+        if self.fixed is None and decided.nodes:
+            self._request_nodes(node_bundles(cluster.pools, decided.nodes))
+        allocation = decided.workers
         for job in queued:
             if allocation.get(job.job_id, 0) > 0:
                 self._launch(job, allocation[job.job_id], resume=False)
@@ -123,6 +161,21 @@ class JobService:
                                   {"workers": wanted, "t": time.time()})
                 run.workers = wanted
                 self.store.update_job(job_id, workers=wanted)
+
+    def _record(self, allocation: Allocation) -> None:
+        last = self.decisions[-1] if self.decisions else None
+        if last is None or (last.workers, last.nodes) != (allocation.workers, allocation.nodes):
+            self.decisions.append(Decision(time.time(), dict(allocation.workers), dict(allocation.nodes)))
+
+    def _request_nodes(self, bundles: list[dict[str, float]]) -> None:
+        """Send the request only when it changed: each call makes the autoscaler re-plan."""
+        if bundles == self.requested:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=bundles)
+        self.requested = bundles
+        log.info("asked the autoscaler for %d nodes: %s", len(bundles), bundles)
 
     @staticmethod
     def _demand(job: JobInfo, current: int) -> JobDemand:
@@ -197,6 +250,35 @@ class JobService:
                 url = publish_model(Path(url), f"{self.artifacts.rstrip('/')}/models/{owner.name}/{job.name}/{job_id}")
             self.store.register_model(owner, job.name, url, result["metrics"], spec_hash,
                                       result.get("data_fingerprint") or "", job_id)
+
+
+def ray_cluster(pools: Sequence[NodePool]) -> Cluster:
+    """The Ray cluster this process is connected to, as `pools` holding its live nodes now (see
+    :func:`cluster_of`; a node's type is the autoscaler's node type it was started as)."""
+    import ray
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    status = get_cluster_status(ray.get_runtime_context().gcs_address)
+    return cluster_of(pools, ((node.ray_node_type_name, node.total_resources().get("CPU", 0.0))
+                              for node in [*status.active_nodes, *status.idle_nodes]))
+
+
+def cluster_of(pools: Sequence[NodePool], live: Iterable[tuple[str, float]]) -> Cluster:
+    """`pools` with `nodes` set to how many of the `live` nodes (node type, CPUs) are of their
+    type. Live nodes of other types (Ray names a node started without one `node_<id>`) form fixed
+    pools, one per type and size, so that the cluster's slots are all the CPUs held; they come
+    first, so a policy that fills the cheapest slots first, ties in pool order, uses them before
+    renting."""
+    names = {pool.name for pool in pools}
+    held: Counter[str] = Counter()
+    other: Counter[tuple[str, float]] = Counter()
+    for node_type, cpus in live:
+        if node_type in names:
+            held[node_type] += 1
+        elif cpus > 0:
+            other[(node_type, cpus)] += 1
+    fixed = tuple(NodePool(f"{node_type}/{cpus:g}", cpus, count, count) for (node_type, cpus), count in other.items())
+    return Cluster(fixed + tuple(replace(pool, nodes=held[pool.name]) for pool in pools))
 
 
 def _read_new(path: Path, offsets: dict[str, int], key: str) -> list[dict]:

@@ -69,7 +69,9 @@ class GoodputPolicy:
         """The job's best rate and batch size for 0..K workers (K: what it may run on)."""
         if job.speed is None:   # never observed: one worker, to measure it
             top = max(min(1, job.max_workers), job.min_workers)
-            return SpeedCurve(np.arange(top + 1, dtype=float), np.full(top + 1, job.batch_size or 0))
+            counts = np.arange(top + 1)
+            rates = np.where((counts >= job.min_workers) | (counts == 0), counts.astype(float), -np.inf)
+            return SpeedCurve(rates, np.full(top + 1, job.batch_size or 0))
         top = job.max_workers
         if job.max_workers_seen > 0:
             top = min(top, max(job.min_workers, math.ceil(self.growth * job.max_workers_seen)))
@@ -138,7 +140,7 @@ class GoodputPolicy:
                 if gained / ((k_next - k) * job.slots_per_worker) < self.min_speedup_per_slot:
                     break
                 wanted += (k_next - k) * job.slots_per_worker
-        return plan_nodes(cluster.pools, wanted, self.budget_per_hour)
+        return plan_nodes(cluster.pools, wanted, self.budget_per_hour, cluster.max_nodes)
 
 
 def _hull_segments(values: np.ndarray) -> list[tuple[int, int, float]]:

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from elastrain.scheduler.types import NodePool
 
 
-def plan_nodes(pools: Sequence[NodePool], wanted_slots: float,
-               budget_per_hour: float | None = None) -> dict[str, int]:
+def plan_nodes(pools: Sequence[NodePool], wanted_slots: float, budget_per_hour: float | None = None,
+               max_nodes: int | None = None) -> dict[str, int]:
     """Nodes per pool that cover `wanted_slots` at the lowest price per slot, taking no more
-    nodes from a pool than it offers now and, with a budget, spending at most `budget_per_hour`
-    (capacity the budget cannot pay for is left out)."""
+    nodes from a pool than it offers now, no more than `max_nodes` in all and, with a budget,
+    spending at most `budget_per_hour` (capacity the budget cannot pay for is left out)."""
     plan = {pool.name: 0 for pool in pools}
     left = wanted_slots
+    if max_nodes is not None:
+        left = min(left, max_nodes * max((pool.slots_per_node for pool in pools), default=0.0))
     spend = 0.0
     for pool in sorted(pools, key=lambda p: (p.price_per_hour / p.slots_per_node, not p.spot)):
         if left <= 1e-9:
             break
         count = min(pool.max_nodes, math.ceil(left / pool.slots_per_node - 1e-9))
+        if max_nodes is not None:
+            count = min(count, max_nodes - sum(plan.values()))
         if budget_per_hour is not None and pool.price_per_hour > 0:
             count = min(count, int((budget_per_hour - spend + 1e-9) // pool.price_per_hour))
         count = max(count, 0)
@@ -27,3 +31,16 @@ def plan_nodes(pools: Sequence[NodePool], wanted_slots: float,
         spend += count * pool.price_per_hour
         left -= count * pool.slots_per_node
     return plan
+
+
+def node_bundles(pools: Sequence[NodePool], nodes: Mapping[str, int], resource: str = "CPU") -> list[dict[str, float]]:
+    """The resource request that asks an autoscaler for the nodes in `nodes`: one bundle of a
+    whole node's slots (as `resource`) per node wanted, pools in the order of `pools`.
+
+    Ray's autoscaler (`ray.autoscaler.sdk.request_resources(bundles=...)`) keeps or adds nodes
+    until every bundle fits, counting the nodes already held, so a cluster whose node types all
+    have one size ends with the requested number of nodes (with mixed sizes, bundles of small
+    nodes may share a large one). Which type it adds for a bundle is its own choice among those
+    large enough. Pools absent from `nodes` ask for none; names that no pool has are ignored.
+    """
+    return [{resource: pool.slots_per_node} for pool in pools for _ in range(max(nodes.get(pool.name, 0), 0))]

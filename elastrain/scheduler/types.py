@@ -40,9 +40,11 @@ class NodePool:
 
 @dataclass(frozen=True)
 class Cluster:
-    """The capacity jobs share: one or more node pools."""
+    """The capacity jobs share: one or more node pools, and at most `max_nodes` nodes in all
+    (None: each pool's own limit)."""
 
     pools: tuple[NodePool, ...]
+    max_nodes: int | None = None
 
     @classmethod
     def single(cls, slots: float) -> Cluster:

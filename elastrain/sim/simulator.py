@@ -56,6 +56,7 @@ class SimConfig:
     round_s: float = 60.0
     restart_penalty_s: float = 30.0
     adaptive_batch: bool = False      # jobs let the policy choose their batch size
+    max_nodes: int | None = None      # the most nodes all pools together may hold
     max_hours: float = 24.0 * 14      # give up after this much simulated time
 
 
@@ -126,7 +127,7 @@ class Simulator:
             layout = self._layout(t)
             self._drop_lost_nodes(active, layout)
             cluster = Cluster(tuple(NodePool(p.name, cfg.gpus_per_node, self.nodes[p.name], p.offered(t),
-                                             p.price_per_hour, p.spot) for p in cfg.pools))
+                                             p.price_per_hour, p.spot) for p in cfg.pools), cfg.max_nodes)
             decision = self.policy.allocate(t, cluster, [self._demand(j) for j in active])
             self._apply(t, active, layout, decision.workers, decision.batch_size)
             self._advance(t, active)
