@@ -7,7 +7,8 @@ from conftest import REPO, SHARED
 
 from elastrain.errors import UserError
 from elastrain.scheduler import Allocation, Cluster, NodePool
-from elastrain.sim.spot import Availability, FixedSize, Prices, load_availability, load_prices
+from elastrain.scheduler.nodes import FixedSize
+from elastrain.sim.spot import Availability, Prices, load_availability, load_prices
 
 POLLUX = SHARED / "traces" / "pollux"
 ZONES = SHARED / "traces" / "spot" / "availability" / "16-node" / "aws-08-27-2023"

@@ -37,7 +37,8 @@ def simulate(
              "least-attained-service) or goodput (workers, batch size and nodes chosen for goodput). Repeat it "
              "or separate with commas to compare several.",
         show_default="fifo,tiresias,goodput")] = None,
-    nodes: Annotated[int, typer.Option(help="Nodes in the cluster (per pool with --spot).")] = 16,
+    nodes: Annotated[int, typer.Option(help="Nodes in the cluster (with --spot: the most, spot and on-demand "
+                                             "together).")] = 16,
     gpus_per_node: Annotated[int, typer.Option(help="GPUs on each node.")] = 4,
     round_s: Annotated[float, typer.Option(help="Seconds between scheduling decisions.")] = 60.0,
     restart_penalty_s: Annotated[float, typer.Option(
@@ -46,12 +47,16 @@ def simulate(
         metavar="AVAILABILITY.json",
         help="A spot availability trace: JSON with metadata.gap_seconds (seconds between ticks) and data "
              "(the nodes on offer at each tick). Repeat it to sum several zones into one spot pool. Adds a spot "
-             "pool of up to --nodes nodes beside the on-demand pool. A trace shorter than the simulation wraps "
+             "pool beside the on-demand pool, and goodput then rents only the nodes that pay "
+             "(--nodes in all at most). A trace shorter than the simulation wraps "
              "around.", show_default=False)] = None,
     prices: Annotated[Path | None, typer.Option(
         metavar="PRICES.yaml",
         help="Node prices in USD per hour: keys on_demand_per_hour and spot_per_hour (see "
              "examples/prices.yaml).", show_default="on-demand 3.06, spot 1.05")] = None,
+    budget_per_hour: Annotated[float | None, typer.Option(
+        help="With --spot: the most goodput may spend on nodes per hour (USD); on-demand nodes fill in for "
+             "missing spot ones only within it.", show_default="no limit")] = None,
     seed: Annotated[int | None, typer.Option(
         help="With --spot: start the availability traces at a point drawn from this seed, to sample other "
              "spot histories.", show_default="at their beginning")] = None,
@@ -63,16 +68,18 @@ def simulate(
     progresses as its application's measurements say it would where it is placed. Writes
     OUT/summary.json (per policy: mean, median and p99 job completion time, makespan, cost,
     unfinished jobs, every job's times) and plots: jct_cdf.png, allocation.png, nodes.png,
-    cost.png. Without --spot the cluster is --nodes on-demand nodes. With --spot it starts with
-    as many spot nodes as are on offer and on-demand nodes for the rest; fifo and tiresias keep
-    --nodes nodes in all, spot first, and goodput rents the nodes it wants, cheapest first.
+    cost.png. Without --spot the cluster is --nodes on-demand nodes, held throughout. With --spot
+    it starts with as many spot nodes as are on offer and on-demand nodes for the rest; fifo and
+    tiresias keep --nodes nodes in all, spot first, and goodput rents the nodes worth their price,
+    cheapest first, within --budget-per-hour.
     Exit code 2 on bad input (nothing is written).
     """
     from elastrain.scheduler import FifoPacking, GoodputPolicy, Tiresias
+    from elastrain.scheduler.nodes import FixedSize
     from elastrain.sim.apps import AppModel
     from elastrain.sim.report import plot, summarize
     from elastrain.sim.simulator import PoolConfig, SimConfig, Simulator
-    from elastrain.sim.spot import FixedSize, load_availability, load_prices
+    from elastrain.sim.spot import load_availability, load_prices
     from elastrain.sim.traces import load_apps, load_workload
 
     for flag, value, low in (("--nodes", nodes, 1), ("--gpus-per-node", gpus_per_node, 1),
@@ -117,11 +124,13 @@ def simulate(
         for name in chosen:
             adaptive = name == "goodput"   # only the goodput policy chooses batch sizes
             if adaptive:
-                chosen_policy = GoodputPolicy(restart_penalty_s=restart_penalty_s)
+                chosen_policy = GoodputPolicy(restart_penalty_s=restart_penalty_s, autoscale=availability is not None,
+                                              budget_per_hour=budget_per_hour)
             else:
                 base = FifoPacking(as_requested=True) if name == "fifo" else Tiresias()
                 chosen_policy = FixedSize(base, nodes)
-            config = SimConfig(pools, gpus_per_node, round_s, restart_penalty_s, adaptive_batch=adaptive)
+            config = SimConfig(pools, gpus_per_node, round_s, restart_penalty_s, adaptive_batch=adaptive,
+                               max_nodes=nodes)
             task = bar.add_task(name, total=len(submissions), hours=0.0)
             simulator = Simulator(submissions, models, chosen_policy, config)
             results[name] = simulator.run(
@@ -131,7 +140,8 @@ def simulate(
         "workload": str(workload), "apps": str(apps), "jobs": len(submissions), "nodes": nodes,
         "gpus_per_node": gpus_per_node, "round_s": round_s, "restart_penalty_s": restart_penalty_s,
         "prices": asdict(costs), "spot": [str(p) for p in spot] if spot else None,
-        "spot_start_s": availability.start_s if availability else None, "seed": seed})
+        "spot_start_s": availability.start_s if availability else None, "seed": seed,
+        "budget_per_hour": budget_per_hour})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plots = plot(results, out_dir)

@@ -53,17 +53,19 @@ class GoodputPolicy:
         min_speedup_per_slot: a slot is rented only when it adds at least this much speedup
             (in single-worker units) to some job.
         budget_per_hour: the most the rented nodes may cost per hour (None: no limit).
+        autoscale: request nodes (False: keep the nodes held, as on a fixed cluster).
     """
 
     def __init__(self, restart_penalty_s: float = 30.0, restart_weight: float = 4.0, growth: float = 2.0,
                  batch_candidates: int = 16, min_speedup_per_slot: float = 0.5,
-                 budget_per_hour: float | None = None) -> None:
+                 budget_per_hour: float | None = None, autoscale: bool = True) -> None:
         self.restart_penalty_s = restart_penalty_s
         self.restart_weight = restart_weight
         self.growth = growth
         self.batch_candidates = batch_candidates
         self.min_speedup_per_slot = min_speedup_per_slot
         self.budget_per_hour = budget_per_hour
+        self.autoscale = autoscale
 
     def curve(self, job: JobDemand, slots_per_node: float) -> SpeedCurve:
         """The job's best rate and batch size for 0..K workers (K: what it may run on)."""
@@ -127,7 +129,7 @@ class GoodputPolicy:
 
     def _nodes(self, cluster: Cluster, jobs: Sequence[JobDemand], curves: dict[str, SpeedCurve]) -> dict[str, int]:
         """Nodes to rent: enough for every worker that adds at least `min_speedup_per_slot`."""
-        if all(pool.max_nodes == pool.nodes and pool.price_per_hour == 0 for pool in cluster.pools):
+        if not self.autoscale:
             return cluster.held_nodes()
         wanted = 0.0
         for job in jobs:

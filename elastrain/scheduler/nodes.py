@@ -1,11 +1,13 @@
-"""Which nodes to rent for a wanted amount of capacity: cheapest slots first, within a budget."""
+"""Which nodes to rent for a wanted amount of capacity (cheapest slots first, within a budget),
+and how a node request reaches Ray's autoscaler."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 
-from elastrain.scheduler.types import NodePool
+from elastrain.scheduler.policy import Policy
+from elastrain.scheduler.types import Allocation, Cluster, JobDemand, NodePool
 
 
 def plan_nodes(pools: Sequence[NodePool], wanted_slots: float, budget_per_hour: float | None = None,
@@ -44,3 +46,21 @@ def node_bundles(pools: Sequence[NodePool], nodes: Mapping[str, int], resource: 
     large enough. Pools absent from `nodes` ask for none; names that no pool has are ignored.
     """
     return [{resource: pool.slots_per_node} for pool in pools for _ in range(max(nodes.get(pool.name, 0), 0))]
+
+
+class FixedSize:
+    """Runs a policy that keeps whatever nodes it is given on a cluster of `nodes` nodes that
+    are replaced as they are lost: every round it asks for `nodes` nodes in all, the cheapest per
+    slot on offer first (spot before on-demand at the usual prices), the way a fixed-size cluster
+    manager with a spot pool would. The wrapped policy's workers and batch sizes pass through unchanged.
+    """
+
+    def __init__(self, policy: Policy, nodes: int) -> None:
+        self.policy = policy
+        self.nodes = nodes
+
+    def allocate(self, now: float, cluster: Cluster, jobs: Sequence[JobDemand]) -> Allocation:
+        """The wrapped policy's allocation, with the node request of a fixed-size cluster."""
+        decision = self.policy.allocate(now, cluster, jobs)
+        nodes = plan_nodes(cluster.pools, self.nodes * cluster.slots_per_node)
+        return Allocation(decision.workers, decision.batch_size, nodes)

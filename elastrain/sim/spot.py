@@ -1,6 +1,5 @@
 """Spot capacity for the simulator: availability traces (the `spot/` data of
-`../shared/traces/README.md`), node prices from a user's config, and a fixed-size cluster for
-policies that do not rent nodes themselves.
+`../shared/traces/README.md`), and node prices from a user's config.
 
 An availability trace is `{"metadata": {"gap_seconds": 300}, "data": [...]}`: the number of spot
 instances on offer at each tick. Each instance on offer counts as one node of the simulated
@@ -17,9 +16,6 @@ from pathlib import Path
 import yaml
 
 from elastrain.errors import UserError
-from elastrain.scheduler.nodes import plan_nodes
-from elastrain.scheduler.policy import Policy
-from elastrain.scheduler.types import Allocation, Cluster, JobDemand
 
 
 @dataclass(frozen=True)
@@ -125,21 +121,3 @@ def load_prices(path: Path | None) -> Prices:
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-class FixedSize:
-    """Runs a policy that keeps whatever nodes it is given on a cluster of `nodes` nodes that
-    are replaced as they are lost: every round it asks for `nodes` nodes in all, the cheapest per
-    slot on offer first (spot before on-demand at the usual prices), the way a fixed-size cluster
-    manager with a spot pool would. The wrapped policy's workers and batch sizes pass through unchanged.
-    """
-
-    def __init__(self, policy: Policy, nodes: int) -> None:
-        self.policy = policy
-        self.nodes = nodes
-
-    def allocate(self, now: float, cluster: Cluster, jobs: Sequence[JobDemand]) -> Allocation:
-        """The wrapped policy's allocation, with the node request of a fixed-size cluster."""
-        decision = self.policy.allocate(now, cluster, jobs)
-        nodes = plan_nodes(cluster.pools, self.nodes * cluster.slots_per_node)
-        return Allocation(decision.workers, decision.batch_size, nodes)
