@@ -153,3 +153,9 @@ def test_resume_and_status_of_a_finished_job(cli):
     assert [e["kind"] for e in snapshot["events"]] == ["start", "succeeded"]
     code, _, err = cli("resume", "nope")
     assert code == 2 and "no job 'nope'" in err
+
+
+def test_error_lines_keep_square_brackets(cli, tmp_path):
+    code, _, err = cli("validate", tmp_path / "job[1].yaml")
+    assert code == 2
+    assert "job[1].yaml" in err

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from elastrain import paths
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="elastrain")
     except UserError as exc:
-        err.print(f"[red]error:[/red] {exc.line()}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(exc.line())}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
