@@ -68,10 +68,9 @@ class AppModel:
         var = float(np.interp(progress, run["progress"], run["grad_var"]))
         return GradientNoise(sqr, var)
 
-    def progress_rate(self, counts: tuple[int, ...], batch: int, progress: float) -> float:
-        """Progress (initial-batch steps) per second."""
-        seconds, _, _ = self.step(counts, batch)
-        return float(gain(self.noise(progress, batch), batch / self.initial_batch)) / seconds
+    def progress_per_step(self, progress: float, batch: int) -> float:
+        """Progress (initial-batch steps) one step at global `batch` makes after `progress`."""
+        return float(gain(self.noise(progress, batch), batch / self.initial_batch))
 
     def _scaled_time(self, nodes: int, workers: int, local_batch: float) -> float:
         """Step time of a placement over more nodes than single-node runs cover, from the

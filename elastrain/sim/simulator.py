@@ -216,9 +216,9 @@ class Simulator:
             idle = min(job.penalty_s, round_s)
             job.penalty_s -= idle
             placement = job.placement()
-            _, micro, _ = job.app.step(placement, job.batch)
+            seconds, micro, _ = job.app.step(placement, job.batch)
             self._observe(job, placement, micro)
-            rate = job.app.progress_rate(placement, job.batch, job.progress)
+            rate = job.app.progress_per_step(job.progress, job.batch) / seconds
             left = job.app.target - job.progress
             run_s = round_s - idle
             if rate * run_s >= left:
