@@ -47,6 +47,9 @@ class Scripted:
 
 
 def test_the_loop_records_each_new_decision_and_sends_only_changed_node_requests(tmp_path, monkeypatch):
+    """The loop's own bookkeeping, without a cluster: Ray's request_resources and node listing are
+    replaced here only to count calls; the real autoscaler receives the request in the scenario
+    tests below."""
     import ray.autoscaler.sdk
 
     sent = []
