@@ -2,6 +2,7 @@
 policy, node planning and worker placement, on small hand-checked cases (no trace data)."""
 
 import itertools
+from dataclasses import replace
 import math
 import random
 
@@ -18,7 +19,7 @@ from elastrain.scheduler import (
     ThroughputParams,
     Tiresias,
 )
-from elastrain.scheduler.nodes import plan_nodes
+from elastrain.scheduler.nodes import plan_for_gains, plan_nodes
 from elastrain.sim.placement import place
 
 # One worker does one step per second at batch 100, and k workers k steps per second (no sync cost).
@@ -237,6 +238,30 @@ def test_goodput_node_request_respects_the_budget_and_the_clusters_node_limit():
     assert capped.nodes == {"spot": 3, "on-demand": 1}
 
 
+# A second worker makes 1.4x (a gain of 0.4 for its slot): the step falls from 1 s to 0.5 s of
+# compute + 0.214 s of synchronisation; a third would add 10 s of synchronisation (the same within
+# a node and across nodes: the pools below have one slot per node).
+SUBLINEAR = ThroughputParams(alpha_c=0.0, beta_c=0.01, alpha_r=1 / 1.4 - 0.5, beta_r=10.0, alpha_n=1 / 1.4 - 0.5,
+                             beta_n=10.0)
+SPOT_SLOT = NodePool("spot", 1, 0, 10, price_per_hour=1.0, spot=True)
+ON_DEMAND_SLOT = NodePool("on-demand", 1, 0, 10, price_per_hour=3.0)
+
+
+def test_goodput_rents_cheap_capacity_for_smaller_gains_than_dear_capacity():
+    job = [measured("a", speed=SUBLINEAR, high=4)]
+    policy = GoodputPolicy(min_speedup_per_slot=0.5)
+    # On-demand only: the second slot's 0.4 is below 0.5, so one node.
+    assert policy.allocate(0.0, Cluster((ON_DEMAND_SLOT,)), job).nodes == {"on-demand": 1}
+    # Spot at a third of the price needs only 0.5 / 3: both slots are worth it there.
+    assert policy.allocate(0.0, Cluster((ON_DEMAND_SLOT, SPOT_SLOT)), job).nodes == {"on-demand": 0, "spot": 2}
+    # One spot node on offer: the second slot is not worth an on-demand node.
+    one_spot = replace(SPOT_SLOT, max_nodes=1)
+    assert policy.allocate(0.0, Cluster((ON_DEMAND_SLOT, one_spot)), job).nodes == {"on-demand": 0, "spot": 1}
+    # Asking less than 0.4 per on-demand slot: on-demand rents it too.
+    generous = GoodputPolicy(min_speedup_per_slot=0.35)
+    assert generous.allocate(0.0, Cluster((ON_DEMAND_SLOT, one_spot)), job).nodes == {"on-demand": 1, "spot": 1}
+
+
 def test_goodput_on_a_fixed_cluster_keeps_the_nodes_held():
     fixed = Cluster((NodePool("local", 4, 2, 2),))
     busy = [measured("a", high=20), measured("b", high=20)]
@@ -275,6 +300,19 @@ def test_plan_nodes_stays_within_the_budget():
     assert plan_nodes([DEAR, BIG, CHEAP], 20, budget_per_hour=2.5) == {"dear": 0, "big": 0, "cheap": 2}
     # 7/h: two cheap (2/h), one big (4/h); 1/h left buys no dear node.
     assert plan_nodes([DEAR, BIG, CHEAP], 40, budget_per_hour=7.0) == {"dear": 0, "big": 1, "cheap": 2}
+
+
+def test_plan_for_gains_rents_each_pool_for_the_gains_worth_its_price():
+    gains = [(1.0, 4), (0.7, 8), (0.4, 8), (0.2, 8)]
+    # Thresholds at 0.9 for the dearest (0.75 per slot): cheap 0.3, big 0.6, dear 0.9. Cheap is
+    # worth 20 slots but offers 2 nodes (8); big covers the rest of the 12 worth >= 0.6 with one
+    # node; the 4 slots worth >= 0.9 are covered already.
+    assert plan_for_gains([DEAR, BIG, CHEAP], gains, 0.9) == {"dear": 0, "big": 1, "cheap": 2}
+    no_cheap = replace(CHEAP, max_nodes=0)
+    assert plan_for_gains([DEAR, BIG, no_cheap], gains, 0.9) == {"dear": 0, "big": 2, "cheap": 0}
+    assert plan_for_gains([DEAR, no_cheap], gains, 0.9) == {"dear": 1, "cheap": 0}
+    # A threshold of 0 rents every slot that adds anything, cheapest first.
+    assert plan_for_gains([DEAR, BIG, CHEAP], gains, 0.0) == {"dear": 0, "big": 3, "cheap": 2}
 
 
 # --- placement ------------------------------------------------------------------------------------

@@ -57,6 +57,11 @@ def simulate(
     budget_per_hour: Annotated[float | None, typer.Option(
         help="With --spot: the most goodput may spend on nodes per hour (USD); on-demand nodes fill in for "
              "missing spot ones only within it.", show_default="no limit")] = None,
+    min_speedup: Annotated[float, typer.Option(
+        help="goodput rents an on-demand GPU only when it speeds some job up by at least this much (in "
+             "one-GPU units); a spot GPU when it adds this times its price over the on-demand price. Higher "
+             "spends less: 1.0 rents on-demand GPUs only for jobs that would otherwise not run, the setting "
+             "measured in docs/benchmarks.md for spot.")] = 0.5,
     seed: Annotated[int | None, typer.Option(
         help="With --spot: start the availability traces at a point drawn from this seed, to sample other "
              "spot histories.", show_default="at their beginning")] = None,
@@ -70,8 +75,8 @@ def simulate(
     unfinished jobs, every job's times) and plots: jct_cdf.png, allocation.png, nodes.png,
     cost.png. Without --spot the cluster is --nodes on-demand nodes, held throughout. With --spot
     it starts with as many spot nodes as are on offer and on-demand nodes for the rest; fifo and
-    tiresias keep --nodes nodes in all, spot first, and goodput rents the nodes worth their price,
-    cheapest first, within --budget-per-hour.
+    tiresias keep --nodes nodes in all, spot first, and goodput rents the GPUs worth their price
+    (--min-speedup), cheapest first, within --budget-per-hour.
     Exit code 2 on bad input (nothing is written).
     """
     from elastrain.scheduler import FifoPacking, GoodputPolicy, Tiresias
@@ -86,6 +91,8 @@ def simulate(
                              ("--round-s", round_s, 1e-9), ("--restart-penalty-s", restart_penalty_s, 0)):
         if value < low:
             raise UserError(f"{flag} must be {'>= 0' if low == 0 else '> 0'}, not {value}")
+    if min_speedup < 0:
+        raise UserError(f"--min-speedup must be >= 0, not {min_speedup}")
     chosen = _policies(policy)
     costs = load_prices(prices)
     availability = load_availability(spot) if spot else None
@@ -125,7 +132,7 @@ def simulate(
             adaptive = name == "goodput"   # only the goodput policy chooses batch sizes
             if adaptive:
                 chosen_policy = GoodputPolicy(restart_penalty_s=restart_penalty_s, autoscale=availability is not None,
-                                              budget_per_hour=budget_per_hour)
+                                              budget_per_hour=budget_per_hour, min_speedup_per_slot=min_speedup)
             else:
                 base = FifoPacking(as_requested=True) if name == "fifo" else Tiresias()
                 chosen_policy = FixedSize(base, nodes)
@@ -141,7 +148,7 @@ def simulate(
         "gpus_per_node": gpus_per_node, "round_s": round_s, "restart_penalty_s": restart_penalty_s,
         "prices": asdict(costs), "spot": [str(p) for p in spot] if spot else None,
         "spot_start_s": availability.start_s if availability else None, "seed": seed,
-        "budget_per_hour": budget_per_hour})
+        "budget_per_hour": budget_per_hour, "min_speedup": min_speedup})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plots = plot(results, out_dir)

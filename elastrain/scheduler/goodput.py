@@ -8,8 +8,8 @@ this policy aims at the mean job completion time: it maximises the sum over jobs
 the time each would still need at its allocation (remaining work / goodput, plus the
 re-allocation penalty where the allocation changes), so short jobs and jobs that scale well come
 first, the way shortest-remaining-time-first minimises mean completion time on one machine.
-Nodes are requested for the capacity whose marginal speedup is worth renting, cheapest (spot)
-first.
+Nodes are requested for the capacity whose marginal speedup is worth its price, cheapest (spot)
+first: cheap capacity is rented for smaller gains than dear capacity.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from elastrain.scheduler.efficiency import GradientNoise, gain
-from elastrain.scheduler.nodes import plan_nodes
+from elastrain.scheduler.nodes import plan_for_gains
 from elastrain.scheduler.throughput import step_time
 from elastrain.scheduler.types import Allocation, Cluster, JobDemand
 
@@ -50,8 +50,9 @@ class GoodputPolicy:
         growth: a job runs on at most this many times the most workers it has been seen on
             (the fitted model is not trusted far beyond what was observed).
         batch_candidates: global batch sizes tried between the initial and the largest.
-        min_speedup_per_slot: a slot is rented only when it adds at least this much speedup
-            (in single-worker units) to some job.
+        min_speedup_per_slot: a slot of the dearest pool is rented only when it adds at least this
+            much speedup (in single-worker units) to some job; a slot of a cheaper pool when it adds
+            this times its price relative to the dearest (spot at a third of the price: a third).
         budget_per_hour: the most the rented nodes may cost per hour (None: no limit).
         autoscale: request nodes (False: keep the nodes held, as on a fixed cluster).
     """
@@ -128,10 +129,10 @@ class GoodputPolicy:
         return np.where(np.isfinite(curve.rates), values, -np.inf)
 
     def _nodes(self, cluster: Cluster, jobs: Sequence[JobDemand], curves: dict[str, SpeedCurve]) -> dict[str, int]:
-        """Nodes to rent: enough for every worker that adds at least `min_speedup_per_slot`."""
+        """Nodes to rent: the slots whose marginal speedup is worth their price (`plan_for_gains`)."""
         if not self.autoscale:
             return cluster.held_nodes()
-        wanted = 0.0
+        gains = []
         for job in jobs:
             rates = curves[job.job_id].rates
             base = rates[1:][np.isfinite(rates[1:])]
@@ -139,10 +140,9 @@ class GoodputPolicy:
                 continue
             speedups = np.where(np.isfinite(rates), rates / base[0], -np.inf)
             for k, k_next, gained in _hull_segments(speedups):
-                if gained / ((k_next - k) * job.slots_per_worker) < self.min_speedup_per_slot:
-                    break
-                wanted += (k_next - k) * job.slots_per_worker
-        return plan_nodes(cluster.pools, wanted, self.budget_per_hour, cluster.max_nodes)
+                slots = (k_next - k) * job.slots_per_worker
+                gains.append((gained / slots, slots))
+        return plan_for_gains(cluster.pools, gains, self.min_speedup_per_slot, self.budget_per_hour, cluster.max_nodes)
 
 
 def _hull_segments(values: np.ndarray) -> list[tuple[int, int, float]]:

@@ -4,7 +4,7 @@ and how a node request reaches Ray's autoscaler."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from elastrain.scheduler.policy import Policy
 from elastrain.scheduler.types import Allocation, Cluster, JobDemand, NodePool
@@ -15,23 +15,38 @@ def plan_nodes(pools: Sequence[NodePool], wanted_slots: float, budget_per_hour: 
     """Nodes per pool that cover `wanted_slots` at the lowest price per slot, taking no more
     nodes from a pool than it offers now, no more than `max_nodes` in all and, with a budget,
     spending at most `budget_per_hour` (capacity the budget cannot pay for is left out)."""
+    return plan_for_gains(pools, [(math.inf, wanted_slots)], 0.0, budget_per_hour, max_nodes)
+
+
+def plan_for_gains(pools: Sequence[NodePool], gains: Iterable[tuple[float, float]], min_speedup_per_slot: float,
+                   budget_per_hour: float | None = None, max_nodes: int | None = None) -> dict[str, int]:
+    """Nodes per pool for the slots worth their price.
+
+    `gains` lists (speedup each slot adds, slots): a slot is worth a node of a pool when it adds
+    at least `min_speedup_per_slot` times the pool's price per slot over the dearest pool's (so
+    `min_speedup_per_slot` itself for the dearest, proportionally less for cheaper capacity). The
+    slots adding most are placed first, in the cheapest pools first; a pool gives no more nodes
+    than it offers now, `max_nodes` caps the nodes in all and, with a budget, the nodes cost at
+    most `budget_per_hour` (capacity the budget cannot pay for is left out).
+    """
+    ranked = sorted(gains, key=lambda gain: -gain[0])
+    dearest = max((pool.price_per_hour / pool.slots_per_node for pool in pools), default=0.0)
     plan = {pool.name: 0 for pool in pools}
-    left = wanted_slots
-    if max_nodes is not None:
-        left = min(left, max_nodes * max((pool.slots_per_node for pool in pools), default=0.0))
+    covered = 0.0
     spend = 0.0
+    nodes_left = math.inf if max_nodes is None else max_nodes
     for pool in sorted(pools, key=lambda p: (p.price_per_hour / p.slots_per_node, not p.spot)):
-        if left <= 1e-9:
-            break
-        count = min(pool.max_nodes, math.ceil(left / pool.slots_per_node - 1e-9))
-        if max_nodes is not None:
-            count = min(count, max_nodes - sum(plan.values()))
+        relative_price = pool.price_per_hour / pool.slots_per_node / dearest if dearest > 0 else 1.0
+        threshold = min_speedup_per_slot * relative_price
+        worth = sum(slots for speedup, slots in ranked if speedup >= threshold)
+        count = min(pool.max_nodes, nodes_left, math.ceil((worth - covered) / pool.slots_per_node - 1e-9))
         if budget_per_hour is not None and pool.price_per_hour > 0:
             count = min(count, int((budget_per_hour - spend + 1e-9) // pool.price_per_hour))
-        count = max(count, 0)
+        count = max(int(count), 0)
         plan[pool.name] = count
         spend += count * pool.price_per_hour
-        left -= count * pool.slots_per_node
+        nodes_left -= count
+        covered += count * pool.slots_per_node
     return plan
 
 
