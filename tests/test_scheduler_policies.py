@@ -2,9 +2,9 @@
 policy, node planning and worker placement, on small hand-checked cases (no trace data)."""
 
 import itertools
-from dataclasses import replace
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
