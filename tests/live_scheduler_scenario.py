@@ -8,7 +8,8 @@ this machine), runs the server's job loop on it in two phases, and prints one JS
   runs on 2 workers, C when B runs; A is cancelled once it has grown back to 2 workers.
 - "goodput": GoodputPolicy; D, E and F arrive together and need 3 CPUs: the policy asks for a
   second node, the autoscaler adds it, F starts there; D and E are cancelled after F succeeded
-  and the node is given back.
+  and the node is given back. D and E may not grow: once measured, a long job that may would be
+  scaled up, with nodes rented for it, and this phase is about renting for a job that does not fit.
 
 Each phase reports the policy's decisions, the jobs' events and times, the node counts Ray held,
 and the resource request the autoscaler holds. Everything listens on 127.0.0.1; the process makes
@@ -34,7 +35,7 @@ PR_SET_CHILD_SUBREAPER = 36
 FORMATIONS = ("start", "scale_in", "scale_out", "worker_lost", "resume")
 JOB = ("name: {name}\ndata: {{source: 'builtin:iris'}}\nmodel: {{kind: softmax}}\n"
        "train: {{epochs: {epochs}, optimizer: adam, lr: 0.05}}\n"
-       "resources: {{workers: {{min: 1, max: 2}}, wait_timeout_s: 120}}")
+       "resources: {{workers: {{min: 1, max: {max_workers}}}, wait_timeout_s: 120}}")
 LONG = 1_000_000   # epochs of a job that runs until it is cancelled
 
 
@@ -101,8 +102,8 @@ def _goodput_phase(work: Path, pools: list) -> dict:
     store, user = _store(work / "goodput.db")
     service = JobService(store, work / "home", GoodputPolicy(), interval_s=0.2, node_pools=pools)
     nodes = _NodeCounter()
-    for name, epochs in (("d", LONG), ("e", LONG), ("f", 400)):
-        _submit(store, user, name, epochs)
+    for name, epochs, most in (("d", LONG, 1), ("e", LONG, 1), ("f", 400, 2)):
+        _submit(store, user, name, epochs, most)
     service.start()
     try:
         nodes.wait(lambda: nodes.count == 2, timeout=60)
@@ -163,10 +164,11 @@ def _store(path: Path):
     return store, user
 
 
-def _submit(store, user, name: str, epochs: int) -> None:
+def _submit(store, user, name: str, epochs: int, max_workers: int = 2) -> None:
     from elastrain.spec import parse_spec
 
-    store.submit(user, name, parse_spec(JOB.format(name=name, epochs=epochs)).model_dump(mode="json"))
+    spec = parse_spec(JOB.format(name=name, epochs=epochs, max_workers=max_workers))
+    store.submit(user, name, spec.model_dump(mode="json"))
 
 
 def _formed(store, name: str, workers: int, after: str | None = None) -> bool:

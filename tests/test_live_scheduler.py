@@ -131,7 +131,10 @@ def test_goodput_rents_a_node_for_the_job_that_does_not_fit_and_gives_it_back(sc
     counts = [count for _, count in phase["nodes"]]
     assert counts == [1, 2, 1]
     joined = phase["nodes"][1][0]
-    f_starts = changes(decisions, "f")[0][0]
+    # Once D and E have measured how long they still need, the policy would rather give one of
+    # their CPUs to the short F, so its decisions may name F before the node is there; but the
+    # server does not stop running jobs, and F starts only where the cluster holds it.
+    f_starts = jobs["f"]["started"]
     assert f_starts > first[0] and f_starts >= joined - 1.0   # the scenario polls node counts itself
     assert jobs["f"]["formations"][0][0] > joined
     assert [nodes for _, _, nodes in decisions[-2:]] == [{HEAD: 1, NODE: 0}, {HEAD: 0, NODE: 0}]

@@ -4,7 +4,7 @@ policy gives them, and their events, metrics and results reach the store."""
 import itertools
 
 from elastrain.api.service import JobService
-from elastrain.scheduler import FifoPacking
+from elastrain.scheduler import Allocation, FifoPacking
 from elastrain.spec import parse_spec
 from elastrain.store import Store, connect
 from tests.conftest import wait_until
@@ -79,3 +79,38 @@ def test_a_running_job_can_be_cancelled_and_a_finished_one_registers_its_model(t
     recorded = store.checkpoints("short")
     assert [c["step"] for c in recorded] == [5, 10]   # 3 epochs of 4 steps
     assert all(len(c["sha256"]) == 64 and c["bytes"] > 0 for c in recorded)
+
+
+class Scripted:
+    """A policy that returns the given allocations in turn, then the last one again."""
+
+    def __init__(self, *allocations: Allocation) -> None:
+        self.allocations = list(allocations)
+
+    def allocate(self, now, cluster, jobs):
+        return self.allocations.pop(0) if len(self.allocations) > 1 else self.allocations[0]
+
+
+def test_a_queued_job_does_not_start_on_the_cpus_of_a_running_job_the_policy_would_stop(tmp_path, elastrain_home):
+    # The loop does not stop running jobs: a policy that gives the CPU of a running job to a
+    # queued one (as the goodput policy may) leaves the queued one waiting instead of overbooking.
+    store = Store(connect(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    ada, _ = store.create_user("ada")
+    store.submit(ada, "long", parse_spec(QUICK.format(epochs=100_000)).model_dump(mode="json"))
+    store.submit(ada, "next", parse_spec(QUICK.format(epochs=2)).model_dump(mode="json"))
+    service = JobService(store, elastrain_home, Scripted(Allocation({"long": 1}), Allocation({"next": 1})), cpus=1)
+    try:
+        service.tick()
+        for _ in range(3):
+            service.tick()
+        assert store.job("long").status == "running" and store.job("next").status == "queued"
+        store.update_job("long", cancel_requested=True)
+
+        def next_done() -> bool:
+            service.tick()
+            return store.job("next").status == "succeeded"
+
+        wait_until(next_done)
+    finally:
+        service.stop()
+    assert store.job("long").status == "cancelled"

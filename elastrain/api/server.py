@@ -9,19 +9,37 @@ import uvicorn
 from elastrain import paths
 from elastrain.api.app import create_app
 from elastrain.api.service import JobService
-from elastrain.scheduler import FifoPacking
+from elastrain.errors import UserError
+from elastrain.scheduler import FifoPacking, GoodputPolicy, Policy
 from elastrain.store import Store, connect
 
+# The scheduling policies `elastrain server --policy` offers (its --help says what each does).
+POLICIES = ("fifo", "goodput")
 
-def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None) -> None:
+
+def make_policy(name: str) -> Policy:
+    """The policy `name` (one of `POLICIES`) for a server with a fixed set of CPUs.
+
+    Raises:
+        UserError: there is no such policy.
+    """
+    if name == "fifo":
+        return FifoPacking()
+    if name == "goodput":
+        return GoodputPolicy(autoscale=False)   # the server's capacity is the Ray cluster it joined
+    raise UserError(f"unknown scheduling policy '{name}'", where="--policy", fix=f"use one of: {', '.join(POLICIES)}")
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, policy: Policy | None = None) -> None:
     """Run the API and the jobs until interrupted (127.0.0.1 by default: nothing outside this
-    machine reaches it). Jobs a previous server left running are resumed from their checkpoints."""
+    machine reaches it), the jobs scheduled by `policy` (default: first come, first served).
+    Jobs a previous server left running are resumed from their checkpoints."""
     import ray
 
     store = Store(connect(db_url))
     if not ray.is_initialized():   # here, in the main thread, not in a job's thread
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
-    service = JobService(store, paths.home(), FifoPacking(), cpus=ray.cluster_resources().get("CPU", 1.0),
+    service = JobService(store, paths.home(), policy or FifoPacking(), cpus=ray.cluster_resources().get("CPU", 1.0),
                          artifacts=os.environ.get("ELASTRAIN_ARTIFACTS"))
     service.start()
     try:

@@ -27,11 +27,22 @@ from elastrain.elastic.events import (
     CANCEL_REQUEST_FILE,
     EVENTS_FILE,
     SCALE_REQUEST_FILE,
+    STATUS_FILE,
     read_json,
     write_json_atomic,
 )
 from elastrain.errors import UserError
-from elastrain.scheduler import Allocation, Cluster, JobDemand, NodePool, Policy
+from elastrain.scheduler import (
+    Allocation,
+    Cluster,
+    GradientNoise,
+    JobDemand,
+    NodePool,
+    Policy,
+    StepObservation,
+    ThroughputParams,
+    fit_throughput,
+)
 from elastrain.scheduler.nodes import node_bundles
 from elastrain.spec import validate_spec
 from elastrain.store import JobInfo, Store
@@ -41,6 +52,9 @@ log = logging.getLogger("elastrain.server")
 
 # Decisions kept in JobService.decisions (the oldest are dropped).
 DECISIONS_KEPT = 1000
+# A job's step-time model is fitted again only when it has run on a new configuration or a
+# measured step time moved by more than this fraction (medians drift a little with every report).
+REFIT_TOLERANCE = 0.05
 
 
 @dataclass
@@ -101,6 +115,7 @@ class JobService:
         self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)
         self.interval_s = interval_s
         self.running: dict[str, _Running] = {}
+        self.fits: dict[str, tuple[list[StepObservation], ThroughputParams]] = {}   # job -> (fitted on, model)
         self.stopping = threading.Event()
         self.loop: threading.Thread | None = None
 
@@ -133,7 +148,8 @@ class JobService:
 
     def tick(self) -> None:
         """One pass: finish ended jobs, copy progress, apply the policy's allocation (and, on a
-        Ray cluster, send its node request to the autoscaler when it changed)."""
+        Ray cluster, send its node request to the autoscaler when it changed). Running jobs are
+        resized but never stopped; a queued job starts only on capacity they leave free."""
         for job_id, run in list(self.running.items()):
             self._copy_progress(job_id, run)
             if not run.thread.is_alive():
@@ -151,9 +167,17 @@ class JobService:
         if self.fixed is None and decided.nodes:
             self._request_nodes(node_bundles(cluster.pools, decided.nodes))
         allocation = decided.workers
+        # This loop does not stop running jobs: one the policy gives no workers keeps its own, so a
+        # queued job starts only where what is left of the cluster holds it (otherwise its workers
+        # would wait for CPUs, and fail the job after its wait_timeout_s).
+        slots = {demand.job_id: demand.slots_per_worker for demand in demands}
+        free = cluster.slots - sum(slots[job_id] * (allocation.get(job_id, 0) or run.workers)
+                                   for job_id, run in self.running.items() if job_id in slots)
         for job in queued:
-            if allocation.get(job.job_id, 0) > 0:
+            need = allocation.get(job.job_id, 0) * slots[job.job_id]
+            if need > 0 and need <= free + 1e-9:
                 self._launch(job, allocation[job.job_id], resume=False)
+                free -= need
         for job_id, run in self.running.items():
             wanted = allocation.get(job_id, run.workers)
             if wanted != run.workers and wanted > 0:
@@ -177,14 +201,41 @@ class JobService:
         self.requested = bundles
         log.info("asked the autoscaler for %d nodes: %s", len(bundles), bundles)
 
-    @staticmethod
-    def _demand(job: JobInfo, current: int) -> JobDemand:
-        """What the job asks the policy for; a user's resize request narrows its range to that size."""
+    def _demand(self, job: JobInfo, current: int) -> JobDemand:
+        """What the job asks the policy for; a user's resize request narrows its range to that size.
+
+        A running job's run folder adds what its engine measured (status.json): its step-time
+        model fitted to the step times observed, the most workers it ran on, the steps left and
+        its gradient noise. The batch size is the job's own (it is not adapted live).
+        """
         resources = job.spec["resources"]
         low, high = resources["workers"]["min"], resources["workers"]["max"]
         if job.requested_workers:
             low = high = job.requested_workers
-        return JobDemand(job.job_id, job.seq, low, high, resources["cpus_per_worker"], current)
+        demand = JobDemand(job.job_id, job.seq, low, high, resources["cpus_per_worker"], current)
+        status = read_json(self.home / "runs" / job.job_id / STATUS_FILE) if current > 0 else None
+        if not status or "batch_size" not in status:
+            return demand
+        observations = [StepObservation(o["nodes"], o["workers"], o["local_batch"], o["step_time"])
+                        for o in status.get("observations", []) if o["step_time"] and o["step_time"] > 0]
+        noise = None
+        if status.get("grad_sqr") is not None and status.get("grad_var") is not None:
+            noise = GradientNoise(float(status["grad_sqr"]), float(status["grad_var"]))
+        return replace(demand, batch_size=int(status["batch_size"]), speed=self._speed(job.job_id, observations),
+                       max_workers_seen=int(status.get("max_workers_seen", 0)), noise=noise,
+                       remaining=max(float(status["total_steps"]) - float(status["step"]), 0.0))
+
+    def _speed(self, job_id: str, observations: list[StepObservation]) -> ThroughputParams | None:
+        """The job's fitted step-time model; the previous fit while the observations have not
+        changed beyond `REFIT_TOLERANCE` (the loop ticks far more often than they do)."""
+        if not observations:
+            return None
+        cached = self.fits.get(job_id)
+        if cached is not None and _close(cached[0], observations):
+            return cached[1]
+        params = fit_throughput(observations)
+        self.fits[job_id] = (observations, params)
+        return params
 
     def _launch(self, job: JobInfo, workers: int, resume: bool) -> None:
         run = _Running(workers=workers)
@@ -240,6 +291,7 @@ class JobService:
         self.store.update_job(job_id, status=outcome["status"], result=outcome["result"], message=outcome["message"],
                               finished_at=datetime.now(UTC), workers=0)
         del self.running[job_id]
+        self.fits.pop(job_id, None)
         result = outcome["result"]
         if outcome["status"] == "succeeded" and result and result.get("model_path"):
             job = self.store.job(job_id)
@@ -279,6 +331,14 @@ def cluster_of(pools: Sequence[NodePool], live: Iterable[tuple[str, float]]) -> 
             other[(node_type, cpus)] += 1
     fixed = tuple(NodePool(f"{node_type}/{cpus:g}", cpus, count, count) for (node_type, cpus), count in other.items())
     return Cluster(fixed + tuple(replace(pool, nodes=held[pool.name]) for pool in pools))
+
+
+def _close(fitted: list[StepObservation], now: list[StepObservation]) -> bool:
+    """Whether `now` holds the configurations of `fitted`, with step times within `REFIT_TOLERANCE`."""
+    before = {(o.nodes, o.workers, o.local_batch): o.step_time for o in fitted}
+    after = {(o.nodes, o.workers, o.local_batch): o.step_time for o in now}
+    return before.keys() == after.keys() and all(
+        abs(after[key] - seconds) <= REFIT_TOLERANCE * seconds for key, seconds in before.items())
 
 
 def _read_new(path: Path, offsets: dict[str, int], key: str) -> list[dict]:

@@ -202,15 +202,23 @@ def _say(as_json: bool, value: dict, line: str) -> None:
 def server(
     host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    policy: Annotated[str, typer.Option(
+        "--policy", metavar="fifo|goodput",
+        help="How jobs share the CPUs. fifo: first come, first served; queued jobs start in submission order "
+             "at their minimum workers and spare CPUs top running jobs up toward their maximum. goodput: each "
+             "job runs on the workers that shorten the mean job completion time most, judged from the step "
+             "times it has measured and the steps it has left (a job not yet measured runs on one worker, and "
+             "grows to at most twice the workers it has been measured on).")] = "fifo",
 ) -> None:
     """Run the REST API (/api/v1) over the store under ELASTRAIN_HOME (or ELASTRAIN_DB_URL).
 
     Create a user first: `elastrain admin create-user NAME --admin`.
     """
-    from elastrain.api.server import serve
+    from elastrain.api.server import make_policy, serve
 
-    err.print(f"elastrain API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json)")
-    serve(host, port)
+    chosen = make_policy(policy)
+    err.print(f"elastrain API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json), policy {policy}")
+    serve(host, port, policy=chosen)
 
 
 admin_app = typer.Typer(help="Administer users and tokens (works on the store directly).", no_args_is_help=True)

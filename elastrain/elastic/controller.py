@@ -42,6 +42,7 @@ class Member:
     worker_id: int
     pid: int = 0
     host: str = ""
+    node_id: str = ""   # the Ray node it runs on
 
 
 @dataclass
@@ -110,6 +111,7 @@ class ElasticController:
         self.next_id = 0
         self.step = 0
         self.kill_at: float | None = None
+        self.kill_generation = -1   # the generation a worker was lost from; recovery is a later one's step
         self.pause_asked = False
         self.cancel_requested = False
         self.step_at_formation = 0
@@ -167,7 +169,7 @@ class ElasticController:
                 info = ray.get(ref)
             except RayActorError:
                 continue   # died while starting; a replacement is started by the next _grow_to
-            member.pid, member.host = info["pid"], info["host"]
+            member.pid, member.host, member.node_id = info["pid"], info["host"], info["node_id"]
             joined.append(member)
         return joined
 
@@ -231,7 +233,8 @@ class ElasticController:
         leader = self.members[0]
         port = ray.get(leader.actor.free_port.remote())
         world = len(self.members)
-        ray.get([m.actor.form.remote(self.generation, rank, world, leader.host, port, self.backend)
+        nodes = len({m.node_id for m in self.members})
+        ray.get([m.actor.form.remote(self.generation, rank, world, leader.host, port, self.backend, nodes)
                  for rank, m in enumerate(self.members)])
         if self.resume:
             loaded = ray.get(leader.actor.load_checkpoint.remote())
@@ -291,7 +294,8 @@ class ElasticController:
             report = ray.get(self.members[0].actor.progress.remote(), timeout=2)
         except (RayActorError, GetTimeoutError):
             return None
-        if self.kill_at is not None and report["step"] > self.step_at_formation:
+        if self.kill_at is not None and self.generation > self.kill_generation \
+                and report["step"] > self.step_at_formation:
             self.events.add(Event("recovered", report["step"], len(self.members), self.generation,
                                   round(report["last_step_at"] - self.kill_at, 4),
                                   detail={"from": "the loss of a worker to the next completed step"}))
@@ -316,7 +320,7 @@ class ElasticController:
                 continue
             rank = len(self.members) - 1 if action.rank is None else min(action.rank, len(self.members) - 1)
             victim = self.members[rank]
-            self.kill_at = time.time()
+            self.kill_at, self.kill_generation = time.time(), self.generation
             victim.actor.die.remote()
             self.events.add(Event("kill", step, len(self.members), self.generation,
                                   detail={"rank": rank, "pid": victim.pid, "source": "chaos"}))
@@ -350,7 +354,7 @@ class ElasticController:
         self.members = [m for m in self.members if m.worker_id not in watch.dead and self._alive(m)]
         lost = before - len(self.members)
         if self.kill_at is None:
-            self.kill_at = time.time()
+            self.kill_at, self.kill_generation = time.time(), self.generation
         if not self.members:   # no replica survived: the durable checkpoint is all that is left
             self.resume = True
         self._grow_to(self.desired)   # replacements join at a later step boundary

@@ -14,8 +14,10 @@ import hashlib
 import json
 import os
 import secrets
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +45,9 @@ from elastrain.train.artifact import save_model
 from elastrain.train.trainer import Trainer
 
 FINAL_STATES = ("succeeded", "failed")
+# Step intervals kept per configuration: its step time is their median (recent steps count, and
+# a long job's status stays small).
+STEP_TIME_WINDOW = 256
 
 
 class ProgressSink(Protocol):
@@ -146,17 +151,48 @@ def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
     return _execute(spec, trainer, job_id, run_dir, progress, options or RunOptions(), started, resume=True)
 
 
+class _StepTimes:
+    """The step times measured on one configuration: the latest intervals and how many in all."""
+
+    def __init__(self, carried: dict | None = None) -> None:
+        self.window: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
+        self.steps = int(carried["steps"]) if carried else 0
+        self.carried = float(carried["step_time"]) if carried else None   # from a previous driver
+
+    def add(self, intervals: list[float]) -> None:
+        self.window.extend(intervals)
+        self.steps += len(intervals)
+
+    def median(self) -> float:
+        return statistics.median(self.window) if self.window else self.carried
+
+
 class _Reporter:
     """Turns workers' progress reports into the progress bar, history.jsonl, checkpoint events
-    and status.json."""
+    and status.json.
+
+    Besides progress, status.json holds what a scheduler needs to model the job: "observations"
+    (per configuration run on: nodes, workers, local_batch, the median seconds per step and the
+    steps measured), "max_workers_seen" (the most workers among them: a configuration counts once
+    its step time is measured, so that a model fitted to them is not trusted on a size it has not
+    yet seen), "batch_size", and the gradient noise ("grad_sqr", "grad_var" at the job's batch
+    size; null until the job has run on two or more workers). A resumed job keeps what its
+    previous driver measured.
+    """
 
     def __init__(self, job_id: str, run_dir: Path, trainer: Trainer, progress: ProgressSink | None,
                  events: EventLog) -> None:
         self.events = events
+        self.path = run_dir / STATUS_FILE
+        before = read_json(self.path) or {}
+        self.step_times = {(o["nodes"], o["workers"], o["local_batch"]): _StepTimes(o)
+                           for o in before.get("observations", [])}
         self.snapshot = {"job_id": job_id, "state": "starting", "workers": 0, "generation": 0, "step": 0,
                          "epoch": 0, "total_steps": int(trainer.total_steps), "samples_per_s": None,
-                         "driver_pid": os.getpid(), "run_dir": str(run_dir)}
-        self.path = run_dir / STATUS_FILE
+                         "driver_pid": os.getpid(), "run_dir": str(run_dir), "batch_size": trainer.batch_size,
+                         "observations": [], "max_workers_seen": 0,
+                         "grad_sqr": before.get("grad_sqr"), "grad_var": before.get("grad_var")}
+        self._observed()
         self.history = run_dir / "history.jsonl"
         self.progress = progress
         self.window: tuple[float, int] | None = None
@@ -170,6 +206,23 @@ class _Reporter:
         self.snapshot.update(change)
         self.write()
 
+    def _observed(self) -> None:
+        self.snapshot["observations"] = [
+            {"nodes": nodes, "workers": workers, "local_batch": local_batch,
+             "step_time": float(f"{times.median():.6g}"), "steps": times.steps}
+            for (nodes, workers, local_batch), times in sorted(self.step_times.items())]
+        self.snapshot["max_workers_seen"] = max((workers for _, workers, _ in self.step_times), default=0)
+
+    def _measurements(self, report: dict) -> None:
+        measured = [entry for entry in report.get("step_times", []) if entry["intervals"]]
+        for entry in measured:
+            key = (entry["nodes"], entry["workers"], entry["local_batch"])
+            self.step_times.setdefault(key, _StepTimes()).add(entry["intervals"])
+        if measured:
+            self._observed()
+        if report.get("grad_noise") is not None:
+            self.snapshot["grad_sqr"], self.snapshot["grad_var"] = report["grad_noise"]
+
     def report(self, report: dict) -> None:
         now = time.time()
         if self.window is None or report["samples"] < self.window[1]:
@@ -178,6 +231,7 @@ class _Reporter:
             self.snapshot["samples_per_s"] = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
             self.window = (now, report["samples"])
         self.snapshot.update(step=report["step"], epoch=report["epoch"])
+        self._measurements(report)
         for checkpoint in report["checkpoints"]:
             self.events.add(Event("checkpoint", checkpoint["step"], self.snapshot["workers"],
                                   self.snapshot["generation"],

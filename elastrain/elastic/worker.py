@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -27,6 +28,12 @@ from elastrain.errors import TrainingDiverged
 from elastrain.spec import JobSpec
 from elastrain.train.loop import fit
 from elastrain.train.trainer import StepReport, Trainer
+
+# Steps of a formation whose times are not measured: the first steps after the group (re)forms
+# are slow (connections, caches), and would bias the step time the scheduler models.
+WARMUP_STEPS = 3
+# Intervals a worker keeps until they are collected (only rank 0's are: the others drop their oldest).
+PENDING_INTERVALS = 1024
 
 
 class CheckpointPolicy:
@@ -45,6 +52,38 @@ class CheckpointPolicy:
             self.last_at = time.monotonic()
             return True
         return False
+
+
+class StepTimer:
+    """Seconds between consecutive completed steps of each formation of the group, by
+    configuration (nodes, workers, local batch), skipping a formation's first `WARMUP_STEPS`
+    steps and any interval that contains an evaluation (an epoch's end)."""
+
+    def __init__(self, local_batch: float) -> None:
+        self.pending: dict[tuple[int, int, float], deque[float]] = {}
+        self.restart(1, 1, local_batch)
+
+    def restart(self, nodes: int, workers: int, local_batch: float) -> None:
+        """A new formation begins on this configuration: its first steps are warm-up again."""
+        self.config = (nodes, workers, local_batch)
+        self.steps = 0
+        self.last_at: float | None = None
+        self.evaluated = False
+
+    def step_done(self, epoch_done: bool) -> None:
+        """A step completed now; `epoch_done`: an evaluation follows it before the next step."""
+        now = time.perf_counter()
+        self.steps += 1
+        if self.last_at is not None and not self.evaluated and self.steps > WARMUP_STEPS:
+            self.pending.setdefault(self.config, deque(maxlen=PENDING_INTERVALS)).append(now - self.last_at)
+        self.last_at, self.evaluated = now, epoch_done
+
+    def drain(self) -> list[dict]:
+        """The intervals measured since the last call, as {nodes, workers, local_batch, intervals}
+        per configuration."""
+        drained, self.pending = self.pending, {}
+        return [{"nodes": nodes, "workers": workers, "local_batch": local_batch, "intervals": list(intervals)}
+                for (nodes, workers, local_batch), intervals in drained.items()]
 
 
 class Worker:
@@ -72,21 +111,26 @@ class Worker:
         self.last_step_at = time.time()
         self.samples_done = 0
         self.epochs: list[dict] = []
+        self.timer = StepTimer(float(self.trainer.batch_size))
+        self.noise: tuple[float, float] | None = self.trainer.gradient_noise()
 
     def info(self) -> dict:
         """Where this worker runs and how far its replica is."""
         import ray
 
         return {"pid": os.getpid(), "host": ray.util.get_node_ip_address(), "step": self.trainer.step,
-                "gpus": torch.cuda.device_count()}
+                "gpus": torch.cuda.device_count(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def free_port(self) -> int:
         """A free port on this worker's host, for a rendezvous it leads."""
         return free_port()
 
-    def form(self, generation: int, rank: int, world_size: int, master: str, port: int, backend: str) -> None:
-        """Join generation `generation` of the group as `rank` of `world_size`."""
+    def form(self, generation: int, rank: int, world_size: int, master: str, port: int, backend: str,
+             nodes: int = 1) -> None:
+        """Join generation `generation` of the group as `rank` of `world_size` (spread over `nodes` nodes)."""
         self.collective.form(generation, rank, world_size, master, port, backend)
+        with self.lock:
+            self.timer.restart(nodes, world_size, self.trainer.batch_size / world_size)
 
     def sync(self, source: int) -> int:
         """Make this replica equal to the one of rank `source`; returns the step it holds."""
@@ -94,6 +138,8 @@ class Worker:
         state = self.collective.broadcast_state(state, source)
         if self.collective.rank != source:
             self.trainer.load_state_dict(state)
+        with self.lock:
+            self.noise = self.trainer.gradient_noise()
         return self.trainer.step
 
     def load_checkpoint(self) -> dict:
@@ -102,6 +148,8 @@ class Worker:
         if loaded is None:
             return {"step": None, "skipped": []}
         self.trainer.load_state_dict(loaded.state)
+        with self.lock:
+            self.noise = self.trainer.gradient_noise()
         return {"step": self.trainer.step, "skipped": list(loaded.skipped)}
 
     def run(self) -> dict:
@@ -130,6 +178,8 @@ class Worker:
         with self.lock:
             self.last_loss, self.last_step_at = report.loss, time.time()
             self.samples_done += report.samples
+            self.timer.step_done(report.epoch_done)
+            self.noise = self.trainer.gradient_noise()
         if self.trace:
             self._trace(report)
         if self.collective.rank == 0 and self.policy.due(report.step):
@@ -167,7 +217,7 @@ class Worker:
             epochs, self.epochs = self.epochs, []
             return {"step": self.trainer.step, "epoch": self.trainer.epoch, "loss": self.last_loss,
                     "last_step_at": self.last_step_at, "samples": self.samples_done, "epochs": epochs,
-                    "checkpoints": checkpoints}
+                    "checkpoints": checkpoints, "step_times": self.timer.drain(), "grad_noise": self.noise}
 
     def state(self) -> bytes:
         """The full training state, serialized with torch.save (load with weights_only=True)."""

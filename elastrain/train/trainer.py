@@ -27,6 +27,7 @@ from elastrain.models import build_model
 from elastrain.spec import JobSpec
 from elastrain.train import metrics as metric_fns
 from elastrain.train.losses import loss_sum, output_size, predictions
+from elastrain.train.noise import GradientNoiseEstimate, local_batch_harmonic
 from elastrain.train.optim import build_optimizer, lr_factor
 
 _MODEL_INIT = threading.Lock()
@@ -103,6 +104,7 @@ class Trainer:
         self.epoch = 0
         self.position = 0
         self.eval_pending = False   # an epoch ended and its validation metrics are not yet reported
+        self.noise = GradientNoiseEstimate()
 
     def _batch_size(self) -> int:
         train = self.spec.train
@@ -144,17 +146,24 @@ class Trainer:
             local_loss = loss_sum(self.loss_name, self.model(self.x_train[mine]), self.y_train[mine])
             local_loss.backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        grouped = self.collective.world_size > 1
+        # The squared norm of this worker's mean gradient rides along with the sums (one float,
+        # no extra collective): with the global mean it measures the gradient noise.
+        local_sqr = _squared_norm(grads) / len(mine) ** 2 if grouped and len(mine) else 0.0
+        n_grad = sum(g.numel() for g in grads)
         buffer = torch.cat([g.reshape(-1) for g in grads]
-                           + [local_loss.detach().reshape(1), torch.tensor([signal, float(len(mine))])])
+                           + [torch.tensor([local_sqr]), local_loss.detach().reshape(1),
+                              torch.tensor([signal, float(len(mine))])])
         try:
             self.collective.all_reduce_sum(buffer)
         except Exception:
             torch.set_rng_state(rng_before)
             raise
         signal_sum = float(buffer[-2])
+        local_sqr_sum = float(buffer[-4])
         buffer /= float(buffer[-1])   # sums over the global batch -> means
         mean_loss = float(buffer[-3])
-        if not bool(torch.isfinite(buffer[:-2]).all()):
+        if not (bool(torch.isfinite(buffer[:n_grad]).all()) and math.isfinite(mean_loss)):
             raise TrainingDiverged(
                 f"the loss became {'non-finite' if math.isfinite(mean_loss) else mean_loss} "
                 f"at step {self.step + 1} (epoch {self.epoch + 1}); the job stopped with its last good state saved",
@@ -165,11 +174,27 @@ class Trainer:
             size = param.numel()
             param.grad = buffer[offset:offset + size].view_as(param)
             offset += size
+        if grouped:
+            self._measure_noise(local_sqr_sum, buffer[:n_grad], len(indices))
         lr = self.spec.train.lr * lr_factor(self.spec.train.schedule, self.step, int(self.total_steps))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
         return self._advance(len(indices), mean_loss, lr, signal_sum)
+
+    def _measure_noise(self, local_sqr_sum: float, mean_gradient: torch.Tensor, samples: int) -> None:
+        """Update the gradient-noise estimate from one step of a group (see `train.noise`)."""
+        holders, local_batch = local_batch_harmonic(samples, self.collective.world_size)
+        if holders >= 2:
+            self.noise.update(local_sqr_sum / holders, _squared_norm([mean_gradient]), local_batch, samples)
+
+    def gradient_noise(self) -> tuple[float, float] | None:
+        """The smoothed gradient noise measured so far, as (squared norm of the true gradient,
+        variance of a mean gradient over the job's batch size `batch_size`), the statistics the
+        scheduler's efficiency model takes; None before any step ran on two or more workers."""
+        if not self.noise.measured:
+            return None
+        return self.noise.sqr, self.noise.trace / self.batch_size
 
     def _advance(self, samples: int, loss: float, lr: float, signal: float) -> StepReport:
         epoch = self.epoch
@@ -213,6 +238,7 @@ class Trainer:
             "position": self.position,
             "eval_pending": self.eval_pending,
             "torch_rng": torch.get_rng_state(),
+            "grad_noise": self.noise.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -224,6 +250,12 @@ class Trainer:
         self.position = int(state["position"])
         self.eval_pending = bool(state["eval_pending"])
         torch.set_rng_state(state["torch_rng"])
+        self.noise.load_state_dict(state.get("grad_noise"))   # absent from checkpoints of older versions
+
+
+def _squared_norm(tensors: list[torch.Tensor]) -> float:
+    """The squared Euclidean norm of `tensors` taken together, added up in float64."""
+    return sum(float(t.detach().double().square().sum()) for t in tensors)
 
 
 def _seed_everything(seed: int) -> None:
