@@ -97,6 +97,7 @@ class Trainer:
             _seed_everything(spec.train.seed)
             self.model = build_model(spec.model, dataset.input_shape, self.n_outputs)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.gradient_size = sum(p.numel() for p in self.params)   # the all-reduce buffer's gradient part
         self.optimizer = build_optimizer(spec.train, self.params)
         self.x_train = torch.from_numpy(dataset.x_train)
         self.y_train = torch.from_numpy(dataset.y_train)
@@ -150,7 +151,6 @@ class Trainer:
         # The squared norm of this worker's mean gradient rides along with the sums (one float,
         # no extra collective): with the global mean it measures the gradient noise.
         local_sqr = _squared_norm(grads) / len(mine) ** 2 if grouped and len(mine) else 0.0
-        n_grad = sum(g.numel() for g in grads)
         buffer = torch.cat([g.reshape(-1) for g in grads]
                            + [torch.tensor([local_sqr]), local_loss.detach().reshape(1),
                               torch.tensor([signal, float(len(mine))])])
@@ -163,7 +163,7 @@ class Trainer:
         local_sqr_sum = float(buffer[-4])
         buffer /= float(buffer[-1])   # sums over the global batch -> means
         mean_loss = float(buffer[-3])
-        if not (bool(torch.isfinite(buffer[:n_grad]).all()) and math.isfinite(mean_loss)):
+        if not (bool(torch.isfinite(buffer[:self.gradient_size]).all()) and math.isfinite(mean_loss)):
             raise TrainingDiverged(
                 f"the loss became {'non-finite' if math.isfinite(mean_loss) else mean_loss} "
                 f"at step {self.step + 1} (epoch {self.epoch + 1}); the job stopped with its last good state saved",
@@ -175,7 +175,7 @@ class Trainer:
             param.grad = buffer[offset:offset + size].view_as(param)
             offset += size
         if grouped:
-            self._measure_noise(local_sqr_sum, buffer[:n_grad], len(indices))
+            self._measure_noise(local_sqr_sum, buffer[:self.gradient_size], len(indices))
         lr = self.spec.train.lr * lr_factor(self.spec.train.schedule, self.step, int(self.total_steps))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
