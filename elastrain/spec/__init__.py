@@ -3,6 +3,7 @@
 from elastrain.spec.load import apply_overrides, load_spec, parse_spec, validate_spec
 from elastrain.spec.models import (
     CheckpointSpec,
+    CsvSpec,
     DataSpec,
     JobSpec,
     ModelSpec,
@@ -14,7 +15,7 @@ from elastrain.spec.models import (
 )
 
 __all__ = [
-    "CheckpointSpec", "DataSpec", "JobSpec", "ModelSpec", "ResourcesSpec", "ScheduleSpec",
+    "CheckpointSpec", "CsvSpec", "DataSpec", "JobSpec", "ModelSpec", "ResourcesSpec", "ScheduleSpec",
     "SyntheticSpec", "TrainSpec", "WorkersSpec", "apply_overrides", "load_spec", "parse_spec",
     "validate_spec",
 ]

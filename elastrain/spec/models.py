@@ -8,8 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "idx", "synthetic")
 FILE_SOURCES = ("csv", "parquet", "npz", "idx")
-BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+# Each built-in data set's task: the one `model.task: auto` takes when model and loss leave it open.
+BUILTIN_TASKS = {"digits": "classification", "iris": "classification", "wine": "classification",
+                 "breast_cancer": "classification", "diabetes": "regression"}
+BUILTIN_DATASETS = tuple(BUILTIN_TASKS)
 SYNTHETIC_KINDS = ("classification", "regression")
+FLOAT32_MAX = 3.4028234663852886e38
 MODEL_KINDS = ("linear", "logistic", "softmax", "svm", "mlp", "cnn")
 REGRESSION_LOSSES = ("mse", "mae")
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce", "hinge", "squared_hinge")
@@ -45,6 +49,19 @@ class SyntheticSpec(_Strict):
     noise: float = Field(0.1, ge=0)
 
 
+class CsvSpec(_Strict):
+    """How a CSV file separates values; a field left None is detected from the file's first lines."""
+
+    sep: str | None = Field(None, min_length=1, max_length=1, description="between values: , ; tab | ...")
+    decimal: Literal[".", ","] | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CsvSpec:
+        if self.sep is not None and self.sep == self.decimal:
+            raise FieldError(("data", "csv", "decimal"), f"the separator and the decimal mark are both '{self.sep}'")
+        return self
+
+
 class DataSpec(_Strict):
     """Where the data comes from and how it is split and preprocessed."""
 
@@ -57,6 +74,7 @@ class DataSpec(_Strict):
     scaling: Literal["standardize", "minmax", "none"] = "standardize"
     scaling_per: Literal["auto", "feature", "global"] = "auto"
     synthetic: SyntheticSpec = SyntheticSpec()
+    csv: CsvSpec = CsvSpec()
 
     @field_validator("source")
     @classmethod
@@ -82,6 +100,13 @@ class DataSpec(_Strict):
     def source_arg(self) -> str:
         """The part of `source` after the colon (a name, a path or a synthetic kind)."""
         return self.source.partition(":")[2]
+
+    @property
+    def task(self) -> str | None:
+        """The task the source itself declares (built-in and synthetic data sets), else None."""
+        if self.source_kind == "builtin":
+            return BUILTIN_TASKS[self.source_arg]
+        return self.source_arg if self.source_kind == "synthetic" else None
 
 
 class ModelSpec(_Strict):
@@ -149,6 +174,14 @@ class TrainSpec(_Strict):
             raise ValueError(f"unknown loss '{value}'; choose one of {', '.join(known)}")
         return value
 
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _fits_float32(cls, value: float) -> float:
+        if not value < FLOAT32_MAX:   # also catches inf and nan
+            raise ValueError(f"{value:g} is not a finite float32 number, which the optimizers compute in "
+                             "(learning rates are usually between 1e-5 and 1)")
+        return value
+
     @field_validator("betas")
     @classmethod
     def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
@@ -187,6 +220,13 @@ class ResourcesSpec(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     wait_timeout_s: float = Field(300.0, gt=0, description="how long to wait for workers.min workers to start")
+    hang_timeout_s: float = Field(
+        30.0, ge=1, le=86_400,
+        description="a worker that completes no step for this long while its peers wait (a stopped, wedged or "
+                    "unreachable process) is killed and the job goes on without it")
+    retries_per_step: int = Field(
+        3, ge=0, le=100,
+        description="how often the group may lose workers and re-form without completing a step before the job fails")
 
 
 class CheckpointSpec(_Strict):
@@ -231,14 +271,24 @@ class JobSpec(_Strict):
         """The loss to train with, with `auto` resolved."""
         if self.train.loss != "auto":
             return self.train.loss
-        return allowed_losses(self.model.kind, self.model.task)[0]
+        return allowed_losses(self.model.kind, self.task)[0]
 
     @property
     def task(self) -> str:
-        """`classification` or `regression`, decided by the model and loss."""
+        """`classification` or `regression`: model.task, else what the model or the loss does, else the
+        data source's task; classification when all of them leave it open (see :attr:`task_from_target`)."""
         if self.model.task != "auto":
             return self.model.task
-        return "regression" if self.loss in REGRESSION_LOSSES else "classification"
+        fixed = (self.train.loss,) if self.train.loss != "auto" else LOSSES_BY_MODEL.get(self.model.kind)
+        if fixed:
+            return "regression" if fixed[0] in REGRESSION_LOSSES else "classification"
+        return self.data.task or "classification"
+
+    @property
+    def task_from_target(self) -> bool:
+        """Whether neither model, loss nor data source decides the task, so the target's values must."""
+        return (self.model.task == "auto" and self.train.loss == "auto" and self.model.kind not in LOSSES_BY_MODEL
+                and self.data.task is None)
 
 
 def allowed_losses(model_kind: str, task: str = "auto") -> tuple[str, ...]:
