@@ -71,7 +71,8 @@ def test_categorical_columns_are_one_hot_encoded_and_labels_decoded(tmp_path):
     from_parquet = dataset(spec.replace("csv:t.csv", "parquet:t.parquet"), tmp_path)
     assert np.array_equal(from_parquet.x_train, data.x_train)
     unseen = pd.DataFrame({"size": [5.0], "color": ["purple"]})
-    assert pre.transform_frame(unseen)[0, 1:].tolist() == [0, 0, 0]
+    with pytest.raises(UserError, match="column 'color' has the category 'purple' at data row 1"):
+        pre.transform_frame(unseen)
 
 
 def test_the_preprocessor_survives_json_and_reproduces_the_training_input(tmp_path):

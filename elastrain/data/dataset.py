@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,13 @@ from sklearn.model_selection import train_test_split
 from elastrain.data.preprocess import Preprocessor, encode_features, fit_scaling, fit_table, flatten_samples
 from elastrain.data.sources import read_source, read_table
 from elastrain.errors import UserError
-from elastrain.spec import JobSpec
+from elastrain.spec import CsvSpec, JobSpec
+
+log = logging.getLogger("elastrain.data")
+
+# A target with more distinct values than both of these is a quantity rather than classes.
+MANY_VALUES = 20
+MANY_VALUES_SHARE = 0.05
 
 
 @dataclass
@@ -33,18 +40,24 @@ class Dataset:
 def prepare_dataset(spec: JobSpec) -> Dataset:
     """Read the spec's data, split it with its seed, and fit preprocessing on the training split.
 
+    When the spec leaves the task to the target (`spec.task_from_target`), this sets
+    `spec.model.task` to the one :func:`infer_task` gives, so that the spec's loss follows it.
+
     Raises:
         UserError: the data cannot be read or does not fit the task.
     """
     data = spec.data
     seed = data.split_seed if data.split_seed is not None else spec.train.seed
     raw = read_source(data, spec.train.seed)
+    if spec.task_from_target:
+        spec.model.task = infer_task(raw.target)
     y, classes = _encode_target(raw.target, spec.task, raw.where, data.target)
     train_rows, val_rows = _split(len(y), y if classes else None, data.validation_fraction, seed, raw.where)
     per_feature = data.scaling_per == "feature" or (data.scaling_per == "auto" and not raw.is_image)
 
     if raw.frame is not None:
-        columns, categories = fit_table(raw.frame.iloc[train_rows], data.categorical, raw.where, raw.line_offset)
+        # Categories come from all rows, so that a rare one the split put in validation only is no error.
+        columns, categories = fit_table(raw.frame, data.categorical, raw.where)
         flat, numeric = encode_features(raw.frame, columns, categories, raw.where, raw.line_offset)
         input_shape: tuple[int, ...] = (flat.shape[1],)
         layout = "table"
@@ -55,7 +68,8 @@ def prepare_dataset(spec: JobSpec) -> Dataset:
         numeric = np.ones(flat.shape[1], bool)
         layout = "array"
     center, scale = fit_scaling(flat[train_rows], data.scaling, per_feature, numeric)
-    preprocessor = Preprocessor(layout, input_shape, columns, categories, center, scale, classes)
+    preprocessor = Preprocessor(layout, input_shape, columns, categories, center, scale, classes,
+                                data.csv.model_dump())
     scaled = ((flat - np.asarray(center)) / np.asarray(scale)).astype(np.float32)
     return Dataset(x_train=scaled[train_rows], y_train=y[train_rows], x_val=scaled[val_rows], y_val=y[val_rows],
                    task=spec.task, n_classes=len(classes) if classes else None, input_shape=input_shape,
@@ -81,7 +95,23 @@ def read_prediction_input(path: Path, preprocessor: Preprocessor) -> np.ndarray:
             return preprocessor.transform_frame(pd.DataFrame(features.reshape(len(features), -1),
                                                              columns=preprocessor.columns), where)
         return preprocessor.transform_array(features, where)
-    return preprocessor.transform_frame(read_table(path), where, 2 if path.suffix != ".parquet" else None)
+    frame, _ = read_table(path, CsvSpec.model_validate(preprocessor.csv))
+    return preprocessor.transform_frame(frame, where, 2 if path.suffix != ".parquet" else None)
+
+
+def infer_task(target: np.ndarray) -> str:
+    """`regression` for a numeric target with a non-integer value or with many distinct values (more
+    than MANY_VALUES and more than MANY_VALUES_SHARE of the rows), else `classification`."""
+    numeric = pd.to_numeric(pd.Series(target), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isnan(numeric).any():   # text labels (a missing target is reported when it is encoded)
+        return "classification"
+    if (numeric != np.round(numeric)).any() or _many(len(np.unique(numeric)), len(numeric)):
+        return "regression"
+    return "classification"
+
+
+def _many(distinct: int, rows: int) -> bool:
+    return distinct > MANY_VALUES and distinct > MANY_VALUES_SHARE * rows
 
 
 def _encode_target(target: np.ndarray, task: str, where: str, name: str) -> tuple[np.ndarray, list | None]:
@@ -111,6 +141,9 @@ def _encode_target(target: np.ndarray, task: str, where: str, name: str) -> tupl
     if len(classes) < 2:
         raise UserError(f"target '{name}' has only one class ({classes[0]})", where=where,
                         fix="classification needs at least two classes in the data")
+    if _many(len(classes), len(labels)):
+        log.warning(f"{where}: target '{name}' has {len(classes)} classes in {len(labels)} rows; if it is a "
+                    "quantity, set model.task: regression (or use model linear)")
     return ids.astype(np.int64), [c.item() if isinstance(c, np.generic) else c for c in classes]
 
 

@@ -1,14 +1,16 @@
 """Preprocessing fitted on the training split and saved with the model.
 
 Tabular features: numeric columns are scaled, categorical columns are one-hot encoded in
-place (a category not seen in training encodes as all zeros). Array and image features are
-flattened and scaled. Class labels are encoded as ids 0..K-1 in sorted order and decoded
-back for predictions.
+place. Categories compare by value (1, 1.0 and "1" are one category, however pandas typed
+the column); a blank cell is the category "(missing)"; a category the training data did not
+have is an error naming column and row. Array and image features are flattened and scaled.
+Class labels are encoded as ids 0..K-1 in sorted order and decoded back for predictions.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,7 @@ class Preprocessor:
         categories: each categorical column's categories, in encoding order.
         center, scale: per model-input feature, or one value for global scaling.
         classes: the class labels, index = class id (classification), else None.
+        csv: the data.csv options training read its CSV with, applied to CSV input too.
     """
 
     layout: str
@@ -38,6 +41,7 @@ class Preprocessor:
     center: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     classes: list | None = None
+    csv: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
@@ -55,7 +59,8 @@ class Preprocessor:
         """Model input (N, F) float32 from a table with this preprocessor's columns (others are ignored).
 
         Raises:
-            UserError: a column is missing or holds a value that is not a number.
+            UserError: a column is missing, holds a value that is not a number, or a category
+                the training data did not have.
         """
         if self.layout != "table":
             return self.transform_array(frame.to_numpy(), where)
@@ -88,12 +93,14 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, raw: dict) -> Preprocessor:
         """The preprocessor :meth:`to_dict` described."""
-        return cls(**{**raw, "input_shape": tuple(raw["input_shape"])})
+        # Models saved before categories compared by value stored them as pandas printed them ("1.0").
+        categories = {column: [category_key(c) for c in values] for column, values in raw["categories"].items()}
+        return cls(**{**raw, "input_shape": tuple(raw["input_shape"]), "categories": categories})
 
 
-def fit_table(frame: pd.DataFrame, categorical: list[str] | None, where: str, line_offset: int | None
+def fit_table(frame: pd.DataFrame, categorical: list[str] | None, where: str
               ) -> tuple[list[str], dict[str, list[str]]]:
-    """The feature columns and the categories of the categorical ones, learnt from training rows.
+    """The feature columns and the categories of the categorical ones (by value: see :func:`category_key`).
 
     `categorical=None` treats every column with no numeric value as categorical.
 
@@ -108,7 +115,7 @@ def fit_table(frame: pd.DataFrame, categorical: list[str] | None, where: str, li
     if unknown:
         raise UserError(f"data.categorical names column(s) {', '.join(unknown)} that the data does not have",
                         where=where, fix=f"choose among {', '.join(columns)}")
-    categories = {c: sorted(set(_category_values(frame[c]))) for c in categorical}
+    categories = {c: sorted({category_key(v) for v in frame[c]}) for c in categorical}
     return columns, categories
 
 
@@ -170,11 +177,48 @@ def _encode(frame: pd.DataFrame, columns: list[str], categories: dict[str, list[
     blocks = []
     for column in columns:
         if column in categories:
-            values = np.asarray(_category_values(frame[column]), dtype=object)
-            blocks.append((values[:, None] == np.asarray(categories[column], dtype=object)[None, :]).astype(float))
+            blocks.append(_one_hot(frame[column], column, categories[column], where, line_offset))
         else:
             blocks.append(_numeric_column(frame[column], column, where, line_offset)[:, None])
     return np.hstack(blocks) if blocks else np.zeros((len(frame), 0))
+
+
+def _one_hot(series: pd.Series, column: str, categories: list[str], where: str, line_offset: int | None
+             ) -> np.ndarray:
+    index = {category: i for i, category in enumerate(categories)}
+    keys = [category_key(v) for v in series]
+    unseen = [row for row, key in enumerate(keys) if key not in index]
+    if unseen:
+        row = unseen[0]
+        what = "is blank" if keys[row] == MISSING_CATEGORY else f"has the category '{keys[row]}'"
+        raise UserError(f"column '{column}' {what} at {_place(row, line_offset)}, which the training data did not "
+                        f"have (categories: {', '.join(categories[:20])})", where=where,
+                        fix="correct or drop that row, or train on data that has this category")
+    encoded = np.zeros((len(keys), len(categories)))
+    encoded[np.arange(len(keys)), [index[key] for key in keys]] = 1.0
+    return encoded
+
+
+def category_key(value: object) -> str:
+    """A categorical value as text that compares by value: 1, 1.0, "1" and "1.00" all give "1",
+    1.5 and "1.50" give "1.5", other text stays as it is (stripped); a blank gives "(missing)"."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if not isinstance(value, str) and pd.isna(value):
+        return MISSING_CATEGORY
+    # repr is the shortest text that reads back as the same float, so 0.1 gives "0.1", not its binary expansion.
+    text = repr(float(value)) if isinstance(value, (float, np.floating)) else str(value).strip()
+    if not text:
+        return MISSING_CATEGORY
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return text
+    return format(number.normalize(), "f") if number.is_finite() else text
+
+
+def _place(row: int, line_offset: int | None) -> str:
+    return f"data row {row + 1}" + (f", line {row + line_offset}" if line_offset else "")
 
 
 def _numeric_column(series: pd.Series, column: str, where: str, line_offset: int | None) -> np.ndarray:
@@ -183,7 +227,7 @@ def _numeric_column(series: pd.Series, column: str, where: str, line_offset: int
     if bad.any():
         row = int(np.argmax(bad))
         raw = series.iloc[row]
-        place = f"data row {row + 1}" + (f", line {row + line_offset}" if line_offset else "")
+        place = _place(row, line_offset)
         if pd.isna(raw):
             raise UserError(f"column '{column}' has a missing value at {place}", where=where,
                             fix="fill in or drop rows with missing values")
@@ -197,10 +241,6 @@ def _all_non_numeric(series: pd.Series) -> bool:
         return False
     present = series.dropna()
     return len(present) > 0 and pd.to_numeric(present, errors="coerce").isna().all()
-
-
-def _category_values(series: pd.Series) -> list[str]:
-    return [MISSING_CATEGORY if pd.isna(v) else str(v) for v in series]
 
 
 def _check_finite(flat: np.ndarray, where: str) -> None:

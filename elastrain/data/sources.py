@@ -7,8 +7,11 @@ that preprocessing can name columns and rows in its errors; image and array sour
 
 from __future__ import annotations
 
+import csv
 import difflib
+import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,12 @@ import pandas as pd
 
 from elastrain.data.idx import read_idx_folder
 from elastrain.errors import UserError
-from elastrain.spec import DataSpec
+from elastrain.spec import CsvSpec, DataSpec
+
+SEPARATORS = (",", ";", "\t", "|")   # the separators detected, in order of preference
+SNIFF_LINES = 20
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+_DECIMAL_POINT = re.compile(r"[+-]?\d*\.\d+")
 
 
 @dataclass
@@ -61,35 +69,77 @@ def read_source(data: DataSpec, seed: int) -> RawData:
                         fix="check data.source (relative paths are resolved against the spec file's folder)")
     if kind == "npz":
         return _npz(path, data.npz_keys)
-    frame = read_table(path)
-    return RawData(target=_pop_target(frame, data.target, path), where=str(path), frame=frame,
-                   line_offset=2 if kind == "csv" else None)
+    frame, how = read_table(path, data.csv)
+    target = _pop_target(frame, data.target, path, how)
+    if frame.shape[1] == 0:
+        raise UserError(f"no feature columns: the file has only the target '{data.target}'{how}", where=str(path),
+                        fix="add feature columns; if the file has them, set data.csv.sep to its separator")
+    return RawData(target=target, where=str(path), frame=frame, line_offset=2 if kind == "csv" else None)
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, options: CsvSpec) -> tuple[pd.DataFrame, str]:
     """A CSV or Parquet file as a DataFrame (by its suffix; anything not .parquet is read as CSV).
+
+    Returns:
+        The table, and how a CSV was read (" (read with separator ';', decimal ',')"; "" for Parquet)
+        for error messages.
 
     Raises:
         UserError: the file is empty or malformed.
     """
+    how = ""
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
+            return pd.read_parquet(path), how
+        sep, decimal = csv_format(path, options)
+        how = f" (read with separator {sep!r}, decimal {decimal!r})"
+        return pd.read_csv(path, sep=sep, decimal=decimal), how
     except pd.errors.EmptyDataError:
         raise UserError("the file is empty", where=str(path), fix="give a file with a header row and data") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read the file: {detail}", where=str(path),
-                        fix="check that it is a valid CSV (with a header row) or Parquet file") from None
+        raise UserError(f"cannot read the file{how}: {detail}", where=str(path),
+                        fix="check that it is a valid CSV (with a header row; data.csv sets separator and decimal "
+                            "mark) or Parquet file") from None
 
 
-def _pop_target(frame: pd.DataFrame, target: str, path: Path) -> np.ndarray:
+def csv_format(path: Path, options: CsvSpec) -> tuple[str, str]:
+    """The separator and decimal mark to read a CSV file with: those `options` give, else detected.
+
+    The separator detected is the first of , ; tab | with the most fields that splits the header and
+    every one of the next lines into the same number (at least two) of fields, else ','. The decimal
+    mark detected is ',' when the separator is not ',' and values like 1,5 appear but none like 1.5.
+    """
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        lines = list(itertools.islice(handle, SNIFF_LINES + 1))
+    if len(lines) > SNIFF_LINES:   # the last line read may be cut inside a quoted value
+        lines.pop()
+    sep = options.sep or _detect_separator(lines)
+    if options.decimal:
+        return sep, options.decimal
+    fields = [value.strip() for row in csv.reader(lines, delimiter=sep) for value in row]
+    commas = sep != "," and any(_DECIMAL_COMMA.fullmatch(v) for v in fields)
+    return sep, "," if commas and not any(_DECIMAL_POINT.fullmatch(v) for v in fields) else "."
+
+
+def _detect_separator(lines: list[str]) -> str:
+    best, best_width = ",", 1
+    for sep in SEPARATORS:
+        widths = {len(row) for row in csv.reader(lines, delimiter=sep) if row}
+        if len(widths) == 1 and (width := widths.pop()) > best_width:
+            best, best_width = sep, width
+    return best
+
+
+def _pop_target(frame: pd.DataFrame, target: str, path: Path, how: str) -> np.ndarray:
     if target not in frame.columns:
         columns = [str(c) for c in frame.columns]
         close = difflib.get_close_matches(target, columns, n=1, cutoff=0.3)
-        hint = f"set data.target to '{close[0]}'" if close else "set data.target to the label column"
-        raise UserError(f"no target column '{target}' (columns: {', '.join(columns[:20])})", where=str(path),
+        if len(columns) == 1 and how:
+            hint = "the header was read as one column: set data.csv.sep to the file's separator"
+        else:
+            hint = f"set data.target to '{close[0]}'" if close else "set data.target to the label column"
+        raise UserError(f"no target column '{target}' (columns: {', '.join(columns[:20])}){how}", where=str(path),
                         fix=hint)
     return frame.pop(target).to_numpy()
 
