@@ -6,6 +6,10 @@ up to 25 generated requests (seeded, so CI runs are reproducible), as an admin, 
 soon cancelled, and one running), so that the handlers get past their 404. The server runs in this process in
 debug mode, so a 500's body, and with it the failure report, carries the server's traceback.
 
+Hostile request bodies are sent to every operation that takes a body, in each of its media types, through the same
+schemathesis cases: thousands of nested brackets, a valid spec whose free-form model.options nests thousands deep,
+YAML aliases that nest deep or expand a 1 KB text to a billion items. Each gets a 4xx, not a 5xx.
+
 The document is loaded at import time (pytest makes one test per operation at collection) from an app over an
 unused store, and the fixture checks that the server serves exactly that document. We don't load it from the
 running server with `schemathesis.pytest.from_fixture`: schemathesis 4.32.5 sets `Function._nodeid`, which
@@ -31,6 +35,16 @@ from elastrain.store import Store, connect
 DOCUMENT = create_app(Store(connect("sqlite://", migrate=False))).openapi()
 SPEC = {"name": "schema-job", "data": {"source": "builtin:iris"}, "model": {"kind": "softmax"},
         "resources": {"workers": {"min": 1, "max": 4}}}
+_OPTIONS = "name: schema-job\ndata: {source: 'builtin:iris'}\nmodel:\n  kind: softmax\n  options:\n"
+HOSTILE_BODIES = {
+    "brackets": b"[" * 2000 + b"]" * 2000,
+    "deep-options": json.dumps({**SPEC, "model": {"kind": "softmax", "options": {"x": 0}}}).replace(
+        "0}", "[" * 3000 + "]" * 3000 + "}").encode(),
+    "alias-chain": (_OPTIONS + "    a0: &a0 [1]\n" + "".join(f"    a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 700))
+                    ).encode(),
+    "alias-bomb": (_OPTIONS + "    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))).encode(),
+}
 
 schema = schemathesis.openapi.from_dict(
     DOCUMENT, config=schemathesis.Config.from_dict({"seed": 20240611, "output": {"truncation": {"enabled": False}}}))
@@ -73,3 +87,21 @@ def test_no_request_gets_a_server_error(case, server):
         if pick:
             case.path_parameters["job_id"] = job_ids[pick - 1]
     case.call_and_validate(base_url=base, headers=headers, checks=[not_a_server_error])
+
+
+BODY_CASES = [(path, method.upper(), media_type, name)
+              for path, methods in DOCUMENT["paths"].items() for method, operation in methods.items()
+              for media_type in operation.get("requestBody", {}).get("content", {}) for name in HOSTILE_BODIES]
+
+
+@pytest.mark.parametrize(("path", "method", "media_type", "name"), BODY_CASES,
+                         ids=[" ".join(case) for case in BODY_CASES])
+def test_hostile_request_bodies_get_a_4xx(path, method, media_type, name, server):
+    """Hostile request bodies: nesting thousands deep or expanding to a billion items, to every operation with a
+    body, get a 4xx (a RecursionError was a 500)."""
+    base, headers, job_ids = server
+    operation = schema[path][method]
+    case = operation.Case(body=HOSTILE_BODIES[name], media_type=media_type,
+                          path_parameters={p.name: job_ids[1] for p in operation.path_parameters})
+    response = case.call_and_validate(base_url=base, headers=headers, checks=[not_a_server_error])
+    assert 400 <= response.status_code < 500, response.text[:300]

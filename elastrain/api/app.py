@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -23,6 +22,8 @@ from elastrain.elastic.events import LOG_FILE
 from elastrain.elastic.job import new_job_id
 from elastrain.errors import UserError
 from elastrain.spec import validate_spec
+from elastrain.spec.limits import check_json_depth
+from elastrain.spec.load import read_yaml
 from elastrain.store import JobInfo, Store, UserInfo
 
 API = "/api/v1"
@@ -117,24 +118,31 @@ class ModelOut(BaseModel):
     created_at: datetime
 
 
-class BodyLimit(BaseHTTPMiddleware):
-    """Refuses request bodies over the limit with 413, before reading them."""
+class BodyGuard(BaseHTTPMiddleware):
+    """Refuses, before any route parses it, a request body over `limit` bytes (413) and a JSON body
+    nested deeper than `MAX_DEPTH` (422: json.loads would recurse once per level)."""
 
     def __init__(self, app, limit: int) -> None:
         super().__init__(app)
         self.limit = limit
 
     async def dispatch(self, request: Request, call_next):
+        too_large = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
-        if declared is None and request.method in ("POST", "PUT", "PATCH"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > self.limit:
-                    return JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
-            request._body = body   # starlette reads the cached body downstream
+            return too_large
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.limit:
+                return too_large
+        content_type = request.headers.get("content-type", "")
+        if body and (not content_type or "json" in content_type.lower()):   # what FastAPI parses as JSON
+            try:
+                check_json_depth(body, "request body")
+            except UserError as exc:
+                return JSONResponse({"detail": {"message": exc.line(), "field": None}}, status_code=422)
+        request._body = body   # starlette hands the cached body on downstream
         return await call_next(request)
 
 
@@ -142,7 +150,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
     """The API over `store`; job logs are read from the run folders under `home`."""
     app = FastAPI(title="elastrain", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
                   redoc_url=None)
-    app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(BodyGuard, limit=max_body)
     router = APIRouter(prefix=API)
 
     def current_user(authorization: Annotated[str | None, Header()] = None) -> UserInfo:
@@ -173,7 +181,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
                      "application/yaml": {"schema": {"type": "string"}}}}})
     async def submit(request: Request, user: User) -> Submitted:
         """Queue a job; the body is its spec as JSON or YAML (as `elastrain validate` checks it)."""
-        raw = _parse_spec_body(await request.body(), request.headers.get("content-type", ""))
+        raw = _parse_spec_body(await request.body(), request.headers.get("content-type", "").lower())
         try:
             spec = validate_spec(raw, "request body")
         except UserError as exc:
@@ -296,11 +304,14 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
 
 
 def _parse_spec_body(body: bytes, content_type: str) -> dict:
+    """The spec in a JSON body (its depth already checked by `BodyGuard`) or a YAML one."""
     try:
-        raw = json.loads(body) if "json" in content_type else yaml.safe_load(body)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise HTTPException(422, {"message": f"the body is not valid JSON or YAML: {exc}".splitlines()[0],
+        raw = json.loads(body) if "json" in content_type else read_yaml(body, "request body")[0]
+    except ValueError as exc:
+        raise HTTPException(422, {"message": f"the body is not valid JSON: {exc}".splitlines()[0],
                                   "field": None}) from None
+    except UserError as exc:
+        raise HTTPException(422, {"message": exc.line(), "field": None}) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

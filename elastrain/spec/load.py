@@ -12,7 +12,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from elastrain.errors import UserError
+from elastrain.spec.limits import BoundedYamlLoader, find_excess
 from elastrain.spec.models import FILE_SOURCES, FieldError, JobSpec
+
+SHOWN_PARTS = 6   # a field path in an error names at most this many levels (a deep one goes on for 32)
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
@@ -50,15 +53,7 @@ def _paths_relative_to(spec: JobSpec, folder: Path) -> JobSpec:
 
 def parse_spec(text: str, source: str = "<spec>", overrides: list[str] | None = None) -> JobSpec:
     """Validate a job spec given as YAML text; see :func:`load_spec`."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"YAML syntax error: {problem}", where=where,
-                        fix="fix the YAML at that line (indentation, colons, quotes)") from None
+    raw, node = read_yaml(text, source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -68,13 +63,65 @@ def parse_spec(text: str, source: str = "<spec>", overrides: list[str] | None = 
     return validate_spec(raw, source=source, lines=_line_index(node), overridden=overridden)
 
 
+def read_yaml(text: str | bytes, source: str) -> tuple[Any, yaml.Node | None]:
+    """Parse one YAML document into plain values, refusing nesting deeper than `MAX_DEPTH` before
+    it is built.
+
+    Args:
+        text: the YAML text.
+        source: what the text is (a file, "request body", "--set field"), for errors.
+
+    Returns:
+        The values, and the document's node tree (for line numbers; None for an empty document).
+
+    Raises:
+        UserError: the text is not YAML, nests too deep, or holds a value Python cannot convert.
+    """
+    loader = BoundedYamlLoader(text, source)
+    try:
+        node = loader.get_single_node()
+        return (None if node is None else loader.construct_document(node)), node
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"YAML syntax error: {problem}", where=where,
+                        fix="fix the YAML at that line (indentation, colons, quotes)") from None
+    except ValueError as exc:   # an integer longer than Python converts (4,300 digits)
+        raise UserError(f"YAML value cannot be read ({str(exc).split(';')[0]})", where=source,
+                        fix="shorten the value") from None
+    finally:
+        loader.dispose()
+
+
 def validate_spec(raw: dict, source: str = "<spec>", lines: dict[tuple, int] | None = None,
                   overridden: set[tuple] | None = None) -> JobSpec:
-    """Validate a spec given as a plain dict (as the REST API receives it)."""
+    """Validate a spec given as a plain dict (as the REST API receives it).
+
+    The spec, as given and with its defaults, must nest at most `MAX_DEPTH` levels and be at most
+    `MAX_SPEC_BYTES` as JSON (it is stored as JSON); depth and size are checked before pydantic
+    sees it.
+
+    Raises:
+        UserError: the spec is too deep, too big, or not valid.
+    """
+    lines, overridden = lines or {}, overridden or set()
+    _check_bounds(raw, source, lines, overridden)
     try:
-        return JobSpec.model_validate(raw)
+        spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _user_error(exc, source, lines or {}, overridden or set()) from None
+        raise _user_error(exc, source, lines, overridden) from None
+    _check_bounds(spec.model_dump(mode="json"), source, lines, overridden)   # the defaults add ~1 KB
+    return spec
+
+
+def _check_bounds(raw: Any, source: str, lines: dict[tuple, int], overridden: set[tuple]) -> None:
+    excess = find_excess(raw)
+    if excess is not None:
+        shown = excess.loc[:SHOWN_PARTS]
+        field = ".".join(map(str, shown)) + ("..." if len(excess.loc) > len(shown) else "") or "spec"
+        raise UserError(f"{field}: {excess.what}", where=_place(excess.loc, source, lines, overridden),
+                        fix=excess.fix, field=field)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
@@ -96,16 +143,21 @@ def apply_overrides(raw: dict, overrides: list[str]) -> set[tuple]:
             if not isinstance(child, dict):
                 child = target[part] = {}
             target = child
-        target[path[-1]] = yaml.safe_load(value) if value.strip() else None
+        target[path[-1]] = read_yaml(value, f"--set {key.strip()}")[0] if value.strip() else None
         done.add(path)
     return done
 
 
 def _line_index(node: yaml.Node | None) -> dict[tuple, int]:
-    """Map every key path in a composed YAML document to its 1-based line."""
+    """Map every key path in a composed YAML document to its 1-based line. A node that YAML
+    aliases elsewhere is walked once (where it is defined), so aliases add neither depth nor work."""
     index: dict[tuple, int] = {}
+    seen: set[int] = set()
 
     def walk(current: yaml.Node, path: tuple) -> None:
+        if id(current) in seen:
+            return
+        seen.add(id(current))
         if isinstance(current, yaml.MappingNode):
             for key_node, value_node in current.value:
                 child = (*path, key_node.value)
