@@ -39,7 +39,19 @@ class UserError(Exception):
         return " ".join(text.split())
 
 
+class JobInterrupted(Exception):
+    """The job was stopped at a step boundary before its end because its driver is shutting down
+    (not cancelled: it stays resumable from its checkpoints)."""
+
+
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the job failed and its last good state was kept."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: message` of an exception, on one line: its message's first line (errors from Ray
+    and torch.distributed carry whole tracebacks)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}"

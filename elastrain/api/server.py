@@ -9,6 +9,7 @@ import uvicorn
 from elastrain import paths
 from elastrain.api.app import create_app
 from elastrain.api.service import JobService
+from elastrain.elastic.connect import connect_ray
 from elastrain.errors import UserError
 from elastrain.scheduler import FifoPacking, GoodputPolicy, Policy
 from elastrain.store import Store, connect
@@ -37,8 +38,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, 
     import ray
 
     store = Store(connect(db_url))
-    if not ray.is_initialized():   # here, in the main thread, not in a job's thread
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
+    connect_ray(os.environ.get("RAY_ADDRESS"))   # here, in the main thread, not in a job's thread
     service = JobService(store, paths.home(), policy or FifoPacking(), cpus=ray.cluster_resources().get("CPU", 1.0),
                          artifacts=os.environ.get("ELASTRAIN_ARTIFACTS"))
     service.start()

@@ -23,15 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from elastrain.elastic import RunOptions, resume_job, run_job
-from elastrain.elastic.events import (
-    CANCEL_REQUEST_FILE,
-    EVENTS_FILE,
-    SCALE_REQUEST_FILE,
-    STATUS_FILE,
-    read_json,
-    write_json_atomic,
-)
-from elastrain.errors import UserError
+from elastrain.elastic.control import JobControl
+from elastrain.elastic.events import EVENTS_FILE, STATUS_FILE, read_json
+from elastrain.errors import JobInterrupted, UserError
 from elastrain.scheduler import (
     Allocation,
     Cluster,
@@ -63,6 +57,7 @@ class _Running:
 
     workers: int
     thread: threading.Thread | None = None
+    control: JobControl = field(default_factory=JobControl)   # cancel and resize requests to the job
     offsets: dict[str, int] = field(default_factory=lambda: {EVENTS_FILE: 0, "history.jsonl": 0})
     # After a restart the run folder's files are read again from the top: only records newer
     # than what the store already holds are copied.
@@ -133,11 +128,22 @@ class JobService:
         self.loop = threading.Thread(target=self._loop, name="elastrain-jobs", daemon=True)
         self.loop.start()
 
-    def stop(self) -> None:
-        """Stop looking at the queue (running jobs go on until they end)."""
+    def stop(self, timeout_s: float = 120.0) -> None:
+        """Stop looking at the queue and stop the running jobs after their current step, waiting
+        up to `timeout_s` for them. They stay `running` in the store: the next server resumes them
+        from their last checkpoints. (No job thread outlives this: a training thread still
+        running when the interpreter exits can abort the process.)"""
         self.stopping.set()
         if self.loop:
             self.loop.join()
+        for run in self.running.values():
+            run.control.interrupt()
+        deadline = time.monotonic() + timeout_s
+        for job_id, run in self.running.items():
+            if run.thread is not None:
+                run.thread.join(max(0.0, deadline - time.monotonic()))
+                if run.thread.is_alive():
+                    log.warning("job %s did not stop within %g s", job_id, timeout_s)
 
     def _loop(self) -> None:
         while not self.stopping.wait(self.interval_s):
@@ -158,7 +164,7 @@ class JobService:
         running = [job for job in self.store.jobs(status="running", limit=10_000) if job.job_id in self.running]
         for job in running:
             if job.cancel_requested:
-                write_json_atomic(self.home / "runs" / job.job_id / CANCEL_REQUEST_FILE, {"t": time.time()})
+                self.running[job.job_id].control.cancel()
         demands = [self._demand(job, self.running[job.job_id].workers) for job in running]
         demands += [self._demand(job, 0) for job in queued]
         cluster = self.fixed or ray_cluster(self.node_pools)
@@ -181,8 +187,7 @@ class JobService:
         for job_id, run in self.running.items():
             wanted = allocation.get(job_id, run.workers)
             if wanted != run.workers and wanted > 0:
-                write_json_atomic(self.home / "runs" / job_id / SCALE_REQUEST_FILE,
-                                  {"workers": wanted, "t": time.time()})
+                run.control.scale(wanted)
                 run.workers = wanted
                 self.store.update_job(job_id, workers=wanted)
 
@@ -256,13 +261,15 @@ class JobService:
                                             for p in series), default=0.0)}
 
     def _run(self, job: JobInfo, run: _Running, resume: bool) -> None:
-        options = RunOptions(job_id=job.job_id, workers=run.workers)
+        options = RunOptions(job_id=job.job_id, workers=run.workers, control=run.control)
         try:
             if resume:
                 result = resume_job(job.job_id, self.home, options=options)
             else:
                 result = run_job(validate_spec(job.spec, job.job_id), self.home, options=options)
             run.outcome = {"status": result.status, "result": result.to_dict(), "message": result.message}
+        except JobInterrupted:
+            log.info("job %s stopped for the server's shutdown; the next server resumes it", job.job_id)
         except UserError as exc:
             run.outcome = {"status": "failed", "result": None, "message": exc.line()}
         except Exception as exc:   # an unexpected error ends this job, not the server

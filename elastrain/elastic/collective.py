@@ -10,9 +10,12 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-# How long a collective may wait for a peer before giving up; a SIGKILLed gloo peer is
-# noticed far sooner (its sockets close), this bounds a peer that hangs.
-COLLECTIVE_TIMEOUT = timedelta(seconds=60)
+from elastrain.errors import first_line
+
+
+class PeerLost(RuntimeError):
+    """A collective operation failed because a peer died, hung past the timeout or left: the
+    step in flight is discarded and the group must re-form (not an error of the training code)."""
 
 
 def free_port() -> int:
@@ -31,11 +34,17 @@ class GroupCollective:
         self.generation = -1
         self.backend = "gloo"
 
-    def form(self, generation: int, rank: int, world_size: int, master: str, port: int, backend: str) -> None:
-        """Leave any previous group and join generation `generation` (blocks until all members join)."""
+    def form(self, generation: int, rank: int, world_size: int, master: str, port: int, backend: str,
+             timeout_s: float) -> None:
+        """Leave any previous group and join generation `generation` (blocks until all members join).
+
+        `timeout_s` bounds every later collective: a peer silent for that long (a stopped or wedged
+        process) makes the operation raise :class:`PeerLost`; a SIGKILLed peer is noticed at once
+        (its sockets close).
+        """
         self.leave()
         dist.init_process_group(backend, init_method=f"tcp://{master}:{port}", rank=rank, world_size=world_size,
-                                timeout=COLLECTIVE_TIMEOUT)
+                                timeout=timedelta(seconds=timeout_s))
         self.rank, self.world_size, self.generation, self.backend = rank, world_size, generation, backend
 
     def leave(self) -> None:
@@ -44,15 +53,22 @@ class GroupCollective:
             dist.destroy_process_group()
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> None:
-        """Replace `tensor` in place by its sum over the group."""
+        """Replace `tensor` in place by its sum over the group.
+
+        Raises:
+            PeerLost: the group broke (whatever the backend raised is its cause).
+        """
         if self.world_size == 1:
             return
-        if self.backend == "nccl":
-            on_device = tensor.cuda()
-            dist.all_reduce(on_device)
-            tensor.copy_(on_device.cpu())
-        else:
-            dist.all_reduce(tensor)
+        try:
+            if self.backend == "nccl":
+                on_device = tensor.cuda()
+                dist.all_reduce(on_device)
+                tensor.copy_(on_device.cpu())
+            else:
+                dist.all_reduce(tensor)
+        except Exception as exc:
+            raise PeerLost(first_line(exc)) from exc
 
     def broadcast_state(self, state: dict | None, source: int) -> dict:
         """`state` of rank `source`, delivered to every member (others pass None)."""

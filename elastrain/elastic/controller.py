@@ -9,20 +9,23 @@ generation redoes with the same sample indices.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 import torch
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import RayError
 
 from elastrain.elastic.chaos import ChaosAction
-from elastrain.elastic.events import CANCEL_REQUEST_FILE, SCALE_REQUEST_FILE, Event, EventLog, read_json
+from elastrain.elastic.control import JobControl
+from elastrain.elastic.events import Event, EventLog, append_log
 from elastrain.elastic.worker import Worker
-from elastrain.errors import UserError
+from elastrain.errors import JobInterrupted, UserError, first_line
 from elastrain.spec import JobSpec
 
 POLL_S = 0.2   # progress polling; a finished or failed run() wakes the controller at once
@@ -32,6 +35,16 @@ JOIN_GRACE_S = 2.0
 # Starting a worker process (importing torch, loading data) takes seconds; only after this long
 # without enough workers does the job report that it is waiting for resources.
 WAITING_AFTER_S = 10.0
+# How long a live worker has to answer a call that does no work (`info`, `progress`): one that
+# does not is stopped, wedged or unreachable.
+ANSWER_S = 3.0
+# After one member's step broke, how long the others have to return theirs: survivors of a killed
+# peer return within milliseconds; a member that does not is hung and is killed.
+BROKEN_GRACE_S = 5.0
+# Errors of the group's own machinery: a member died (also by Ray's out-of-memory killer), hung
+# (a timeout), or broke the collective while forming. Errors of the training code never surface
+# here: `Worker.run` returns them as results.
+GROUP_ERRORS = (RayError,)
 
 
 @dataclass
@@ -49,11 +62,12 @@ class Member:
 class Outcome:
     """How the job ended: final metrics and state, or the divergence message."""
 
-    status: str                   # "done" | "diverged" | "cancelled"
+    status: str                   # "done" | "failed" (diverged, or the training code raised) | "cancelled"
     state: dict
     metrics: dict | None = None
     message: str | None = None
     last_good_state: dict | None = None
+    traceback: str | None = None   # where the training code raised, when it did
 
 
 @dataclass
@@ -62,6 +76,7 @@ class Watch:
 
     results: dict[int, dict] = field(default_factory=dict)   # worker_id -> run() result
     dead: set[int] = field(default_factory=set)
+    hung: set[int] = field(default_factory=set)   # killed by the controller: they stopped answering
 
 
 class ElasticController:
@@ -77,7 +92,7 @@ class ElasticController:
         on_progress: called with the rank-0 worker's progress report while the job runs.
         on_status: called with a status snapshot (state, workers, generation) on every change.
         on_warning: called with a line the user should see (a broken checkpoint skipped).
-        scale_request_dir: a folder where `elastrain scale` drops resize requests.
+        control: where cancel and resize requests come from.
         extra_paths: folders the workers import user models from.
         trace_dir: test hook, see :class:`Worker`.
         workers: how many workers to start with (default `workers.max`).
@@ -87,7 +102,7 @@ class ElasticController:
                  resume: bool = False,
                  chaos: list[ChaosAction] | None = None, on_progress: Callable[[dict], None] | None = None,
                  on_status: Callable[[dict], None] | None = None,
-                 on_warning: Callable[[str], None] | None = None, scale_request_dir: Path | None = None,
+                 on_warning: Callable[[str], None] | None = None, control: JobControl | None = None,
                  extra_paths: list[str] | None = None, trace_dir: str | None = None,
                  workers: int | None = None) -> None:
         self.spec = spec
@@ -98,7 +113,7 @@ class ElasticController:
         self.on_progress = on_progress or (lambda report: None)
         self.on_status = on_status or (lambda snapshot: None)
         self.on_warning = on_warning or (lambda message: None)
-        self.scale_request_dir = scale_request_dir
+        self.control = control or JobControl()
         self.extra_paths = extra_paths or []
         self.trace_dir = trace_dir
         initial, workers = workers, spec.resources.workers
@@ -115,6 +130,9 @@ class ElasticController:
         self.pause_asked = False
         self.cancel_requested = False
         self.step_at_formation = 0
+        self.last_step_at = time.time()   # when the group last completed a step (wall clock)
+        self.failures = 0   # group failures at `failure_step` (after a resume from a checkpoint too)
+        self.failure_step = -1
         self.member_steps: list[int] = []   # each member's step when the group last re-formed
         self.backend = "nccl" if spec.resources.gpus_per_worker > 0 else "gloo"
         self.actor_class = ray.remote(max_concurrency=4)(Worker)
@@ -123,7 +141,8 @@ class ElasticController:
         """Train to the end.
 
         Raises:
-            UserError: fewer than `workers.min` workers could be started in time.
+            UserError: fewer than `workers.min` workers could be started in time, or the group
+                failed `resources.retries_per_step` + 1 times without completing a step.
         """
         try:
             self._grow_to(self.desired)
@@ -131,12 +150,14 @@ class ElasticController:
             self._form(reason="start")
             while True:
                 watch = self._watch()
+                for worker_id, result in watch.results.items():
+                    if result["status"] in ("diverged", "error"):
+                        return self._failed(worker_id, result)
                 broken = watch.dead or any(r["status"] == "broken" for r in watch.results.values())
-                diverged = [r for r in watch.results.values() if r["status"] == "diverged"]
-                if diverged:
-                    return self._diverged(diverged[0]["message"])
                 if not broken and all(r["status"] == "done" for r in watch.results.values()):
                     return self._finish(watch)
+                if not broken and self.control.interrupt_requested():
+                    raise JobInterrupted(f"stopped at step {self.step} for the driver's shutdown")
                 if not broken and self.cancel_requested:
                     return self._cancelled()
                 self._recover(watch) if broken else self._resize()
@@ -167,7 +188,7 @@ class ElasticController:
             member, _ = self.pending.pop(refs[ref])
             try:
                 info = ray.get(ref)
-            except RayActorError:
+            except GROUP_ERRORS:
                 continue   # died while starting; a replacement is started by the next _grow_to
             member.pid, member.host, member.node_id = info["pid"], info["host"], info["node_id"]
             joined.append(member)
@@ -205,37 +226,44 @@ class ElasticController:
 
     def _trim_to_desired(self) -> None:
         """Release the workers beyond the desired count: members of the highest ranks, then pending ones."""
-        for member in self.members[self.desired:]:
-            ray.kill(member.actor)
-        del self.members[self.desired:]
+        self._release(self.members[self.desired:])
         for worker_id in list(self.pending)[: max(0, len(self.members) + len(self.pending) - self.desired)]:
             ray.kill(self.pending.pop(worker_id)[0].actor)
 
-    def _form(self, reason: str, lost: int = 0) -> None:
-        """Re-form the collective among the members and give all of them the latest state."""
+    def _form(self, reason: str, lost: int = 0, detail: dict | None = None) -> None:
+        """Re-form the collective among the members and give all of them the latest state.
+
+        A member that dies or stops answering while the group forms is dropped (killed) and the
+        group forms again without it; each such attempt counts as a failure of the step.
+        """
         began = time.perf_counter()
         while True:
             self.generation += 1
             try:
                 self._form_once()
                 break
-            except RayActorError:
-                self.members = [m for m in self.members if self._alive(m)]
+            except GROUP_ERRORS as exc:
+                self._count_failure(f"forming the group: {first_line(exc)}")
+                self._release([m for m in self.members if not self._alive(m)])
                 if len(self.members) < self.minimum:
                     self._admit(wait_for=self.minimum)
         duration = time.perf_counter() - began
-        detail = {"lost": lost, "member_steps": self.member_steps} if reason == "worker_lost" else {}
+        if reason == "worker_lost":
+            detail = {"lost": lost, "member_steps": self.member_steps, **(detail or {})}
         self.events.add(Event(reason, self.step, len(self.members), self.generation, round(duration, 4),
-                              detail=detail))
+                              detail=detail or {}))
         self.on_status({"state": "running", "workers": len(self.members), "generation": self.generation})
 
     def _form_once(self) -> None:
+        # Every call is bounded: a member that hangs must not hang the controller (forming and
+        # the state broadcast are collectives, bounded by the hang timeout on the members' side).
+        bound = self.spec.resources.hang_timeout_s + ANSWER_S
         leader = self.members[0]
-        port = ray.get(leader.actor.free_port.remote())
+        port = ray.get(leader.actor.free_port.remote(), timeout=ANSWER_S)
         world = len(self.members)
         nodes = len({m.node_id for m in self.members})
         ray.get([m.actor.form.remote(self.generation, rank, world, leader.host, port, self.backend, nodes)
-                 for rank, m in enumerate(self.members)])
+                 for rank, m in enumerate(self.members)], timeout=bound)
         if self.resume:
             loaded = ray.get(leader.actor.load_checkpoint.remote())
             for message in loaded["skipped"]:
@@ -247,59 +275,131 @@ class ElasticController:
             self.resume = False
             source = 0
         else:
-            steps = [info["step"] for info in ray.get([m.actor.info.remote() for m in self.members])]
+            steps = [info["step"] for info in ray.get([m.actor.info.remote() for m in self.members], timeout=bound)]
             self.member_steps = steps
             source = max(range(world), key=lambda rank: steps[rank])
-        self.step = self.step_at_formation = max(ray.get([m.actor.sync.remote(source) for m in self.members]))
+        self.step = self.step_at_formation = max(
+            ray.get([m.actor.sync.remote(source) for m in self.members], timeout=bound))
 
     def _alive(self, member: Member) -> bool:
         try:
-            ray.get(member.actor.info.remote(), timeout=5)
+            ray.get(member.actor.info.remote(), timeout=ANSWER_S)
             return True
-        except (RayActorError, GetTimeoutError):
+        except GROUP_ERRORS:
             return False
+
+    def _kill(self, member: Member) -> None:
+        """End `member`'s process. A stopped process does not act on Ray's kill request, so one on
+        this node also gets SIGKILL."""
+        ray.kill(member.actor)
+        if member.pid and member.node_id == ray.get_runtime_context().get_node_id():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member.pid, signal.SIGKILL)
+
+    def _release(self, members: list[Member]) -> None:
+        """Kill `members` and drop them from the group."""
+        for member in members:
+            self._kill(member)
+        gone = {m.worker_id for m in members}
+        self.members = [m for m in self.members if m.worker_id not in gone]
+
+    def _count_failure(self, what: str) -> None:
+        """One more failure of the group. Failures count per step: a job that fails again at a
+        step it already failed at (in place, or after resuming from an older checkpoint) has made
+        no progress past it; past the job's retries, the job fails.
+
+        Raises:
+            UserError: the group failed more than `resources.retries_per_step` times at this step.
+        """
+        if self.step > self.failure_step:
+            self.failure_step, self.failures = self.step, 0
+        self.failures += 1
+        retries = self.spec.resources.retries_per_step
+        if self.failures > retries:
+            raise UserError(
+                f"the worker group failed {self.failures} times at step {self.failure_step} without getting past it "
+                f"(last: {what})", where="elastic job",
+                fix=f"see the job's log; resources.retries_per_step ({retries}) bounds the retries; "
+                    "checkpoints already written are kept (elastrain resume)", exit_code=1)
 
     # running ------------------------------------------------------------------------------
 
     def _watch(self) -> Watch:
         """Run the group until every member's `run` returns; meanwhile report progress and carry
-        out chaos actions and resize requests (by asking the group to pause)."""
+        out chaos actions and resize requests (by asking the group to pause).
+
+        A member that hangs is killed, so that the watch always ends: one whose `run` has not
+        returned `BROKEN_GRACE_S` after a peer's step broke, or, when the group has completed no
+        step for `resources.hang_timeout_s`, one that does not answer a call.
+        """
         running = {m.actor.run.remote(): m for m in self.members}
         watch = Watch()
         self.pause_asked = False
+        hang_timeout = self.spec.resources.hang_timeout_s
+        broken_at: float | None = None
+        stalled_since = time.monotonic()
         while running:
             done, _ = ray.wait(list(running), timeout=POLL_S)
             for ref in done:
                 member = running.pop(ref)
                 try:
                     watch.results[member.worker_id] = ray.get(ref)
-                except RayActorError:
+                except GROUP_ERRORS:
                     watch.dead.add(member.worker_id)
-            if watch.dead or not running:
+            if any(r["status"] in ("diverged", "error") for r in watch.results.values()):
+                return watch   # the job fails; members still in a collective are killed with the group
+            if watch.dead or any(r["status"] == "broken" for r in watch.results.values()):
+                broken_at = broken_at or time.monotonic()
+                if running and time.monotonic() - broken_at > BROKEN_GRACE_S:
+                    self._kill_hung(watch, list(running.values()))
                 continue
+            if not running:
+                continue
+            before = self.step
             report = self._progress()
+            if report is not None and report["step"] > before:
+                stalled_since = time.monotonic()
+            elif time.monotonic() - stalled_since > hang_timeout:
+                self._kill_hung(watch, [m for m in running.values() if not self._alive(m)])
+                stalled_since = time.monotonic()
             if report is None:
                 continue
             self._fire_chaos(report["step"])
-            self._read_scale_request()
-            if self.scale_request_dir is not None and (self.scale_request_dir / CANCEL_REQUEST_FILE).exists():
+            wanted = self.control.take_scale()
+            if wanted is not None:
+                self._set_desired(wanted, source="request")
+            if self.control.cancel_requested():
                 self.cancel_requested = True
-            if not self.pause_asked and (self.cancel_requested or self._membership_should_change()):
+            stopping = self.cancel_requested or self.control.interrupt_requested()
+            if not self.pause_asked and (stopping or self._membership_should_change()):
                 self.members[0].actor.request_pause.remote()
                 self.pause_asked = True
         return watch
 
+    def _kill_hung(self, watch: Watch, members: list[Member]) -> None:
+        """`members` stopped answering: kill them (their peers' collective then breaks at once)."""
+        if not members:
+            return
+        for member in members:
+            self._kill(member)
+            watch.dead.add(member.worker_id)
+            watch.hung.add(member.worker_id)
+        append_log(self.events.run_dir, f"killed {len(members)} worker(s) that stopped answering: pid "
+                   + ", ".join(str(m.pid) for m in members))
+
     def _progress(self) -> dict | None:
         try:
-            report = ray.get(self.members[0].actor.progress.remote(), timeout=2)
-        except (RayActorError, GetTimeoutError):
+            report = ray.get(self.members[0].actor.progress.remote(), timeout=ANSWER_S)
+        except GROUP_ERRORS:
             return None
-        if self.kill_at is not None and self.generation > self.kill_generation \
-                and report["step"] > self.step_at_formation:
+        if report["step"] > self.step_at_formation and self.kill_at is not None \
+                and self.generation > self.kill_generation:
             self.events.add(Event("recovered", report["step"], len(self.members), self.generation,
                                   round(report["last_step_at"] - self.kill_at, 4),
-                                  detail={"from": "the loss of a worker to the next completed step"}))
+                                  detail={"from": "the last step completed before the loss to the next one"}))
             self.kill_at = None
+        if report["step"] > self.step:
+            self.last_step_at = report["last_step_at"]
         self.step = report["step"]
         self.on_progress(report)
         return report
@@ -320,19 +420,10 @@ class ElasticController:
                 continue
             rank = len(self.members) - 1 if action.rank is None else min(action.rank, len(self.members) - 1)
             victim = self.members[rank]
-            self.kill_at, self.kill_generation = time.time(), self.generation
+            self.kill_at, self.kill_generation = self.last_step_at, self.generation
             victim.actor.die.remote()
             self.events.add(Event("kill", step, len(self.members), self.generation,
                                   detail={"rank": rank, "pid": victim.pid, "source": "chaos"}))
-
-    def _read_scale_request(self) -> None:
-        if self.scale_request_dir is None:
-            return
-        path = self.scale_request_dir / SCALE_REQUEST_FILE
-        request = read_json(path) if path.exists() else None
-        if request is not None:
-            path.unlink(missing_ok=True)
-            self._set_desired(int(request["workers"]), source="request")
 
     def _set_desired(self, workers: int, source: str) -> None:
         self.desired = max(self.minimum, min(self.maximum, workers))
@@ -349,18 +440,22 @@ class ElasticController:
         self._form(reason="scale_out" if len(self.members) > before else "scale_in")
 
     def _recover(self, watch: Watch) -> None:
-        """A member died or the collective broke: re-form among the survivors, in place."""
+        """A member died, hung or broke the collective: re-form among the survivors, in place.
+        The outage counts from the last step the group completed."""
         before = len(self.members)
-        self.members = [m for m in self.members if m.worker_id not in watch.dead and self._alive(m)]
+        errors = sorted({r["error"] for r in watch.results.values() if r["status"] == "broken"})
+        self._count_failure("; ".join(errors) or "a worker process died")
+        self._release([m for m in self.members if m.worker_id in watch.dead or not self._alive(m)])
         lost = before - len(self.members)
         if self.kill_at is None:
-            self.kill_at, self.kill_generation = time.time(), self.generation
+            self.kill_at, self.kill_generation = self.last_step_at, self.generation
         if not self.members:   # no replica survived: the durable checkpoint is all that is left
             self.resume = True
         self._grow_to(self.desired)   # replacements join at a later step boundary
         if len(self.members) < self.minimum:
             self._admit(wait_for=self.minimum)
-        self._form(reason="worker_lost", lost=lost)
+        detail = {"hung": len(watch.hung)} if watch.hung else {}
+        self._form(reason="worker_lost", lost=lost, detail=detail)
 
     # ending -------------------------------------------------------------------------------
 
@@ -377,7 +472,7 @@ class ElasticController:
                 metrics = watch.results[member.worker_id]["metrics"]
                 ray.get(member.actor.shutdown.remote())
                 break
-            except RayActorError:
+            except GROUP_ERRORS:
                 continue
         if state is None:   # all died after the last step: the durable checkpoint holds the end
             raise UserError("every worker died after the last step", where="elastic job",
@@ -389,12 +484,15 @@ class ElasticController:
         self.events.add(Event("cancelled", self.step, len(self.members), self.generation))
         return Outcome("cancelled", self._state_of(self.members[0]))
 
-    def _diverged(self, message: str) -> Outcome:
-        state = self._state_of(self.members[0])
-        return Outcome("diverged", state, message=message, last_good_state=state)
+    def _failed(self, worker_id: int, result: dict) -> Outcome:
+        """A member's training diverged or its training code raised: the same inputs would do so
+        again, so the job fails at once with that member's state (the last completed step)."""
+        member = next(m for m in self.members if m.worker_id == worker_id)
+        state = self._state_of(member)
+        return Outcome("failed", state, message=result["message"], last_good_state=state,
+                       traceback=result.get("traceback"))
 
     def _stop_all(self) -> None:
         for member in [*self.members, *(m for m, _ in self.pending.values())]:
-            ray.kill(member.actor)
+            self._kill(member)
         self.members, self.pending = [], {}
-

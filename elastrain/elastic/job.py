@@ -28,9 +28,11 @@ import yaml
 
 from elastrain.data import prepare_dataset
 from elastrain.elastic.chaos import ChaosAction
+from elastrain.elastic.connect import connect_ray
+from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
 from elastrain.elastic.events import (
-    CANCEL_REQUEST_FILE,
+    LOG_FILE,
     STATUS_FILE,
     Event,
     EventLog,
@@ -39,12 +41,12 @@ from elastrain.elastic.events import (
     write_json_atomic,
 )
 from elastrain.elastic.worker import Worker
-from elastrain.errors import UserError
+from elastrain.errors import JobInterrupted, UserError
 from elastrain.spec import JobSpec, validate_spec
 from elastrain.train.artifact import save_model
 from elastrain.train.trainer import Trainer
 
-FINAL_STATES = ("succeeded", "failed")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
 # Step intervals kept per configuration: its step time is their median (recent steps count, and
 # a long job's status stays small).
 STEP_TIME_WINDOW = 256
@@ -91,6 +93,7 @@ class RunOptions:
     trace_dir: str | None = None                            # test hook: record every step's sample shards
     job_id: str | None = None                               # given by the server; default: a new one
     workers: int | None = None                              # workers to start with (default workers.max)
+    control: JobControl | None = None   # where cancel and resize requests come from (default: the run folder)
 
 
 def new_job_id(name: str) -> str:
@@ -125,6 +128,7 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
     """
     started = time.perf_counter()
     trainer = Trainer(spec, prepare_dataset(spec))   # checks data and spec before anything is written
+    trainer.check_model()
     options = options or RunOptions()
     job_id = options.job_id or new_job_id(spec.name)
     run_dir = home / "runs" / job_id
@@ -276,15 +280,25 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
     events = EventLog(run_dir)
     reporter = _Reporter(job_id, run_dir, trainer, progress, events)
     checkpoint_url = spec.checkpoint.dir or str(run_dir / "checkpoints")
+    control = options.control or JobControl(run_dir)
     if progress:
         progress.start(int(trainer.total_steps), trainer.steps_per_epoch)
     try:
         if spec.resources.workers.max > 1 or options.chaos:
-            outcome = _on_ray(spec, run_dir, events, checkpoint_url, reporter, options, resume)
+            outcome = _on_ray(spec, events, checkpoint_url, reporter, options, control, resume)
         else:
-            outcome = _in_process(spec, events, checkpoint_url, reporter, options, resume)
+            outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume)
     except UserError as exc:
         reporter.status({"state": "failed", "message": exc.line()})
+        raise
+    except (KeyboardInterrupt, JobInterrupted) as exc:
+        step = reporter.snapshot["step"]
+        message = f"job {job_id} interrupted at step {step}; `elastrain resume {job_id}` continues it from its " \
+                  "last checkpoint"
+        events.add(Event("interrupted", step, reporter.snapshot["workers"], reporter.snapshot["generation"]))
+        reporter.status({"state": "interrupted", "message": message})
+        if isinstance(exc, KeyboardInterrupt):
+            raise JobInterrupted(message) from None
         raise
     trainer.load_state_dict(outcome.state)
     model_path, message = None, None
@@ -295,9 +309,14 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
     elif outcome.status == "cancelled":
         message = f"cancelled at step {trainer.step}"
     else:
-        message = outcome.message
         (run_dir / "checkpoints").mkdir(exist_ok=True)
-        torch.save(outcome.state, run_dir / "checkpoints" / f"last-good-step-{trainer.step}.pt")
+        kept = run_dir / "checkpoints" / f"last-good-step-{trainer.step}.pt"
+        torch.save(outcome.state, kept)
+        message = outcome.message
+        if outcome.traceback:
+            append_log(run_dir, outcome.traceback.rstrip())
+            message = f"{message}; the state of step {trainer.step} is kept in {kept}, the traceback in " \
+                      f"{run_dir / LOG_FILE}"
     metrics = outcome.metrics or {}
     status = {"done": "succeeded", "cancelled": "cancelled"}.get(outcome.status, "failed")
     events.add(Event(status, trainer.step, reporter.snapshot["workers"], reporter.snapshot["generation"],
@@ -315,8 +334,12 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
 
 
 def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter, options: RunOptions,
-                resume: bool) -> Outcome:
-    """Run the job's single worker in this process, reporting as the elastic controller does."""
+                control: JobControl, resume: bool) -> Outcome:
+    """Run the job's single worker in this process, reporting as the elastic controller does.
+
+    An interrupt (Ctrl-C) stops the worker after its current step before it propagates, so that
+    no training thread outlives the job.
+    """
     worker = Worker(spec.model_dump(mode="json"), options.extra_paths, checkpoint_url, options.trace_dir)
     if resume:
         loaded = worker.load_checkpoint()
@@ -329,35 +352,40 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(worker.run()), daemon=True)
     thread.start()
-    cancel_file = reporter.history.parent / CANCEL_REQUEST_FILE
-    while thread.is_alive():
-        thread.join(timeout=0.05)
-        reporter.report(worker.progress())
-        if cancel_file.exists():
-            worker.request_pause()
-    worker.shutdown()
+    try:
+        while thread.is_alive():
+            thread.join(timeout=0.05)
+            reporter.report(worker.progress())
+            if control.cancel_requested() or control.interrupt_requested():
+                worker.request_pause()
+    except KeyboardInterrupt:
+        worker.request_pause()
+        thread.join()
+        raise
+    finally:
+        worker.shutdown()
     reporter.report(worker.progress())
-    if result["status"] == "paused":   # only a cancel pauses a job of one worker
+    if result["status"] == "paused" and control.interrupt_requested():
+        raise JobInterrupted(f"stopped at step {worker.trainer.step} for the driver's shutdown")
+    if result["status"] == "paused":   # otherwise only a cancel pauses a job of one worker
         return Outcome("cancelled", worker.trainer.state_dict())
-    if result["status"] == "diverged":
-        return Outcome("diverged", worker.trainer.state_dict(), message=result["message"])
+    if result["status"] in ("diverged", "error"):
+        return Outcome("failed", worker.trainer.state_dict(), message=result["message"],
+                       traceback=result.get("traceback"))
     return Outcome("done", worker.trainer.state_dict(), metrics=result["metrics"])
 
 
-def _on_ray(spec: JobSpec, run_dir: Path, events: EventLog, checkpoint_url: str, reporter: _Reporter,
-            options: RunOptions, resume: bool) -> Outcome:
+def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter,
+            options: RunOptions, control: JobControl, resume: bool) -> Outcome:
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=False)
+    started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
     try:
         controller = ElasticController(spec, events, checkpoint_url, reporter.snapshot["total_steps"],
                                        resume=resume, chaos=options.chaos,
                                        on_progress=reporter.report, on_status=reporter.status,
                                        on_warning=reporter.warn,
-                                       scale_request_dir=run_dir, extra_paths=options.extra_paths,
+                                       control=control, extra_paths=options.extra_paths,
                                        trace_dir=options.trace_dir, workers=options.workers)
         return controller.run()
     finally:

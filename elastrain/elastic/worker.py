@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from elastrain.data import prepare_dataset
 from elastrain.data.sampler import global_batch, shard
 from elastrain.elastic.checkpoints import CheckpointStore
-from elastrain.elastic.collective import GroupCollective, free_port
+from elastrain.elastic.collective import GroupCollective, PeerLost, free_port
 from elastrain.errors import TrainingDiverged
 from elastrain.spec import JobSpec
 from elastrain.train.loop import fit
@@ -128,7 +129,8 @@ class Worker:
     def form(self, generation: int, rank: int, world_size: int, master: str, port: int, backend: str,
              nodes: int = 1) -> None:
         """Join generation `generation` of the group as `rank` of `world_size` (spread over `nodes` nodes)."""
-        self.collective.form(generation, rank, world_size, master, port, backend)
+        self.collective.form(generation, rank, world_size, master, port, backend,
+                             self.spec.resources.hang_timeout_s)
         with self.lock:
             self.timer.restart(nodes, world_size, self.trainer.batch_size / world_size)
 
@@ -157,16 +159,20 @@ class Worker:
 
         Returns:
             {"status": "done", "metrics"}, {"status": "paused"}, {"status": "broken", "error"}
-            (the step in flight was discarded) or {"status": "diverged", "message"}; with "step".
+            (a peer was lost; the step in flight was discarded), {"status": "diverged", "message"}
+            or {"status": "error", "message", "traceback"} (the training code raised: the same
+            inputs would raise again, so the job must fail rather than retry); with "step".
         """
         try:
             outcome = fit(self.trainer, on_step=self._on_step, on_epoch=self._on_epoch,
                           pause_requested=self.pause.is_set)
         except TrainingDiverged as exc:
             return {"status": "diverged", "message": exc.line(), "step": self.trainer.step}
-        except Exception as exc:   # a lost peer surfaces as whatever the backend raises
-            return {"status": "broken", "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
-                    "step": self.trainer.step}
+        except PeerLost as exc:
+            return {"status": "broken", "error": str(exc), "step": self.trainer.step}
+        except Exception as exc:
+            return {"status": "error", "message": step_error_line(exc, self.trainer),
+                    "traceback": traceback.format_exc(), "step": self.trainer.step}
         if outcome.status == "paused":
             self.pause.clear()
             return {"status": "paused", "step": self.trainer.step}
@@ -234,3 +240,14 @@ class Worker:
     def die(self) -> None:
         """SIGKILL this worker's own process (fault injection)."""
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def step_error_line(exc: BaseException, trainer: Trainer) -> str:
+    """One line naming the exception the training code raised and where: the step (1-based) it
+    was taking, or the evaluation after the step that ended an epoch."""
+    what = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(what) > 300:
+        what = what[:297] + "..."
+    where = (f"the evaluation after step {trainer.step}" if trainer.eval_pending
+             else f"step {trainer.step + 1} (epoch {trainer.epoch + 1})")
+    return f"the training code raised {what} in {where}"

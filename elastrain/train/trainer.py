@@ -22,7 +22,7 @@ import torch
 
 from elastrain.data import Dataset
 from elastrain.data.sampler import global_batch, shard
-from elastrain.errors import TrainingDiverged, UserError
+from elastrain.errors import TrainingDiverged, UserError, first_line
 from elastrain.models import build_model
 from elastrain.spec import JobSpec
 from elastrain.train import metrics as metric_fns
@@ -32,6 +32,11 @@ from elastrain.train.optim import build_optimizer, lr_factor
 
 _MODEL_INIT = threading.Lock()
 DEFAULT_BATCH_SIZE = 32
+# What to change when a model of this kind cannot take the data (see Trainer.check_model).
+_MODEL_FIXES = {
+    "cnn": "use fewer model.channels or a smaller model.kernel_size: every conv block halves the image's sides",
+    "mlp": "check model.hidden",
+}
 EVAL_CHUNK = 4096
 
 
@@ -116,6 +121,32 @@ class Trainer:
             raise UserError(f"train.batch_size is {size}, larger than the {self.n_train} training samples",
                             where="train.batch_size", fix=f"set it to at most {self.n_train}")
         return size
+
+    def check_model(self) -> None:
+        """Run the model once on two training samples (in eval mode, no gradient, the random
+        generator untouched), so that a model that cannot take the data fails before any worker starts.
+
+        Raises:
+            UserError: the model raised on the data's shape (exit code 2).
+        """
+        rng = torch.get_rng_state()
+        shape = "x".join(map(str, self.data.input_shape))
+        try:
+            with torch.no_grad():
+                output = self.model.eval()(self.x_train[:2])
+                if tuple(output.shape) != (2, self.n_outputs):
+                    raise UserError(f"the model maps samples of shape {shape} to {tuple(output.shape)[1:]} per sample, "
+                                    f"but the loss needs ({self.n_outputs},)", where="model",
+                                    fix="make its last layer output one score per class (one for regression)")
+                loss_sum(self.loss_name, output, self.y_train[:2])
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"the model cannot take samples of shape {shape}: {first_line(exc)}", where="model",
+                            fix=_MODEL_FIXES.get(self.spec.model.kind, "check the model against the data")) from None
+        finally:
+            self.model.train()
+            torch.set_rng_state(rng)
 
     @property
     def done(self) -> bool:

@@ -1,0 +1,80 @@
+"""Joining Ray, the cluster at an address or an embedded instance, failing fast where no Ray answers.
+
+`ray.init` on an address where no Ray answers retries inside Ray's C++ client for minutes, and the
+main thread takes neither Ctrl-C nor SIGTERM meanwhile. So the address is checked first: a Ray
+head's GCS is a gRPC server, which answers the HTTP/2 connection preface with a SETTINGS frame
+(RFC 9113, section 3.4); a refused connection, silence or any other answer fails at once.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from elastrain.errors import UserError
+
+# A Ray head answers in milliseconds; this bounds a host that drops packets or a server that stays silent.
+PROBE_TIMEOUT_S = 5.0
+# Addresses that do not name a host: Ray finds (auto) or starts (local) the cluster itself.
+SPECIAL_ADDRESSES = ("", "auto", "local")
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])   # length 0, type SETTINGS, no flags, stream 0
+_FRAME_HEADER = 9
+_SETTINGS = 4
+_FIX = "start the cluster (`ray start --head`), correct RAY_ADDRESS, or unset it to run on an embedded Ray"
+
+
+def connect_ray(address: str | None) -> bool:
+    """Connect this process to Ray unless it already is: to the cluster at `address`
+    (`host:port`, `auto`, `local`), or to a new embedded instance when it is None.
+
+    Returns:
+        Whether this call connected (the caller then calls `ray.shutdown()` when done).
+
+    Raises:
+        UserError: nothing that speaks Ray's protocol answers at `address` (exit code 1).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address and address not in SPECIAL_ADDRESSES and not address.startswith("ray://"):
+        check_ray_address(address)
+    ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             configure_logging=False)
+    return True
+
+
+def check_ray_address(address: str) -> None:
+    """Return when a gRPC server (a Ray head's GCS) answers at `address` (`host:port`) within
+    `PROBE_TIMEOUT_S`.
+
+    Raises:
+        UserError: the address is malformed (exit 2), or nothing, or something else, answers there (exit 1).
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"cannot read the Ray address '{address}'", where="RAY_ADDRESS",
+                        fix="write host:port (e.g. 10.0.0.5:6379), ray://host:port, auto or local")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S) as conn:
+            conn.settimeout(PROBE_TIMEOUT_S)
+            conn.sendall(_HTTP2_PREFACE + _EMPTY_SETTINGS)
+            header = _read(conn, _FRAME_HEADER)
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
+        raise UserError(f"nothing answers at the Ray address {host}:{port} ({reason})", where="RAY_ADDRESS",
+                        fix=_FIX, exit_code=1) from None
+    if len(header) < _FRAME_HEADER or header[3] != _SETTINGS:
+        raise UserError(f"the server at {host}:{port} is not a Ray cluster's head (it does not speak gRPC)",
+                        where="RAY_ADDRESS", fix=_FIX, exit_code=1)
+
+
+def _read(conn: socket.socket, size: int) -> bytes:
+    """Up to `size` bytes, fewer if the peer closes first."""
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -1,0 +1,70 @@
+"""Requests to a running job from outside its driver: cancel it, resize it, or interrupt it.
+
+The server's loop holds a job's `JobControl` and calls it; a second terminal (`elastrain scale`)
+drops a request file into the run folder, which the job's control reads too. A request never
+depends on how far the job has got: one made before the job has started is kept until the
+driver asks for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from elastrain.elastic.events import CANCEL_REQUEST_FILE, SCALE_REQUEST_FILE, read_json
+
+
+class JobControl:
+    """The pending requests of one job; thread-safe.
+
+    Args:
+        run_dir: the job's run folder, whose request files (from other processes) count as
+            requests too; None: only calls on this object count.
+    """
+
+    def __init__(self, run_dir: Path | None = None) -> None:
+        self.run_dir = run_dir
+        self._lock = threading.Lock()
+        self._cancel = False
+        self._interrupt = False
+        self._workers: int | None = None
+
+    def cancel(self) -> None:
+        """Ask the job to stop after its current step and end as cancelled."""
+        with self._lock:
+            self._cancel = True
+
+    def interrupt(self) -> None:
+        """Ask the job to stop after its current step without ending: its driver is shutting
+        down, and the job resumes from its checkpoints under the next one."""
+        with self._lock:
+            self._interrupt = True
+
+    def interrupt_requested(self) -> bool:
+        """Whether the job was asked to stop for its driver's shutdown."""
+        with self._lock:
+            return self._interrupt
+
+    def scale(self, workers: int) -> None:
+        """Ask the job to run on `workers` workers (the latest request wins)."""
+        with self._lock:
+            self._workers = workers
+
+    def cancel_requested(self) -> bool:
+        """Whether the job was asked to cancel."""
+        with self._lock:
+            if self._cancel:
+                return True
+        return self.run_dir is not None and (self.run_dir / CANCEL_REQUEST_FILE).exists()
+
+    def take_scale(self) -> int | None:
+        """The worker count asked for since the last call, if any (the request is consumed)."""
+        with self._lock:
+            workers, self._workers = self._workers, None
+        if self.run_dir is not None:
+            path = self.run_dir / SCALE_REQUEST_FILE
+            request = read_json(path) if path.exists() else None
+            if request is not None:
+                path.unlink(missing_ok=True)
+                workers = int(request["workers"])
+        return workers
