@@ -67,7 +67,9 @@ def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_sampl
     events = read_events(Path(elastic.run_dir))
     seen = [e["kind"] for e in events]
     assert {"scale_in", "scale_out", "kill", "worker_lost", "recovered"} <= set(seen)
-    assert max(e["workers"] for e in events) == 3 and min(e["workers"] for e in events) == 1
+    # A `waiting` event (workers slow to start on a loaded machine) counts the members before the first formation.
+    sizes = [e["workers"] for e in events if e["kind"] != "waiting"]
+    assert max(sizes) == 3 and min(sizes) == 1
     recovered = next(e for e in events if e["kind"] == "recovered")
     assert recovered["duration_s"] is not None and recovered["duration_s"] > 0
 
