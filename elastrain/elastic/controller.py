@@ -30,8 +30,10 @@ from elastrain.spec import JobSpec
 
 POLL_S = 0.2   # progress polling; a finished or failed run() wakes the controller at once
 # After workers.min workers are up, how long to wait for the rest before starting without them
-# (they join at the next step boundary once their processes are up).
-JOIN_GRACE_S = 2.0
+# (they join at the next step boundary once their processes are up): half the time the first ones
+# took to start (workers started together are ready at about the same time, later on a loaded
+# machine), within these bounds.
+JOIN_GRACE_S = (2.0, 10.0)
 # Starting a worker process (importing torch, loading data) takes seconds; only after this long
 # without enough workers does the job report that it is waiting for resources.
 WAITING_AFTER_S = 10.0
@@ -203,7 +205,8 @@ class ElasticController:
             self.members += self._ready_pending(timeout=0.1)
             if len(self.members) >= wait_for:
                 if self.pending and len(self.members) < self.desired:
-                    grace_end = time.monotonic() + JOIN_GRACE_S
+                    low, high = JOIN_GRACE_S
+                    grace_end = time.monotonic() + min(max(low, (time.monotonic() - began) / 2), high)
                     while self.pending and time.monotonic() < grace_end:
                         self.members += self._ready_pending(timeout=0.1)
                 break
@@ -244,7 +247,7 @@ class ElasticController:
                 break
             except GROUP_ERRORS as exc:
                 self._count_failure(f"forming the group: {first_line(exc)}")
-                self._release([m for m in self.members if not self._alive(m)])
+                self._release([m for m in self.members if not self._alive(m)], unresponsive=True)
                 if len(self.members) < self.minimum:
                     self._admit(wait_for=self.minimum)
         duration = time.perf_counter() - began
@@ -288,18 +291,18 @@ class ElasticController:
         except GROUP_ERRORS:
             return False
 
-    def _kill(self, member: Member) -> None:
-        """End `member`'s process. A stopped process does not act on Ray's kill request, so one on
-        this node also gets SIGKILL."""
+    def _kill(self, member: Member, unresponsive: bool = False) -> None:
+        """End `member`'s process. An `unresponsive` one (stopped) does not act on Ray's kill
+        request, so if it runs on this node it also gets SIGKILL."""
         ray.kill(member.actor)
-        if member.pid and member.node_id == ray.get_runtime_context().get_node_id():
+        if unresponsive and member.pid and member.node_id == ray.get_runtime_context().get_node_id():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member.pid, signal.SIGKILL)
 
-    def _release(self, members: list[Member]) -> None:
+    def _release(self, members: list[Member], unresponsive: bool = False) -> None:
         """Kill `members` and drop them from the group."""
         for member in members:
-            self._kill(member)
+            self._kill(member, unresponsive)
         gone = {m.worker_id for m in members}
         self.members = [m for m in self.members if m.worker_id not in gone]
 
@@ -381,7 +384,7 @@ class ElasticController:
         if not members:
             return
         for member in members:
-            self._kill(member)
+            self._kill(member, unresponsive=True)
             watch.dead.add(member.worker_id)
             watch.hung.add(member.worker_id)
         append_log(self.events.run_dir, f"killed {len(members)} worker(s) that stopped answering: pid "
@@ -445,7 +448,7 @@ class ElasticController:
         before = len(self.members)
         errors = sorted({r["error"] for r in watch.results.values() if r["status"] == "broken"})
         self._count_failure("; ".join(errors) or "a worker process died")
-        self._release([m for m in self.members if m.worker_id in watch.dead or not self._alive(m)])
+        self._release([m for m in self.members if m.worker_id in watch.dead or not self._alive(m)], unresponsive=True)
         lost = before - len(self.members)
         if self.kill_at is None:
             self.kill_at, self.kill_generation = self.last_step_at, self.generation
