@@ -231,26 +231,33 @@ def test_a_ray_address_where_no_ray_answers_fails_at_once(tmp_path, listener):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ctrl_c_and_sigterm_end_a_run_cleanly(tmp_path, sig):
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
+                         ids=["SIGINT", "SIGTERM", "SIGTERM-on-ray"])
+def test_ctrl_c_and_sigterm_end_a_run_cleanly(tmp_path, sig, workers, request):
     """Fault kind: a run that cannot be stopped. SIGINT or SIGTERM ends it after the step in
-    flight: exit 130, one line, the run folder says interrupted, and the process does not abort."""
+    flight, in process and on Ray (whose own SIGTERM handler would exit at once): exit 130, one
+    line, the run folder says interrupted, and the process does not abort."""
     spec_file = tmp_path / "job.yaml"
-    spec_file.write_text("data: {source: 'builtin:digits'}\nmodel: {kind: mlp}\n"
-                         "train: {epochs: 100000, batch_size: 32}\n")
+    spec_file.write_text("data: {source: 'builtin:digits'}\nmodel: {kind: mlp}\ntrain: {epochs: 100000}\n"
+                         f"resources: {{workers: {{min: 1, max: {workers}}}}}\n")
     home = tmp_path / "home"
-    driver = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file)], cwd=REPO,
-                              env={**os.environ, "ELASTRAIN_HOME": str(home)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        status = lambda: json.loads(next(home.glob("runs/*/status.json")).read_text())  # noqa: E731
-        wait_until(lambda: next(home.glob("runs/*/status.json"), None) is not None and status()["step"] > 0)
-        driver.send_signal(sig)
-        _, err = driver.communicate(timeout=60)
-    finally:
-        driver.kill()
+    # The test session's Ray first: it puts its auth token into the environment the driver inherits.
+    address = request.getfixturevalue("ray_address") if workers > 1 else None
+    env = {**os.environ, "ELASTRAIN_HOME": str(home)} | ({"RAY_ADDRESS": address} if address else {})
+    # Its output goes to a file: a pipe nobody reads fills up with epoch lines and blocks the run.
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        driver = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file)], cwd=REPO, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            status = lambda: json.loads(next(home.glob("runs/*/status.json")).read_text())  # noqa: E731
+            wait_until(lambda: next(home.glob("runs/*/status.json"), None) is not None and status()["step"] > 0)
+            driver.send_signal(sig)
+            driver.wait(timeout=60)
+        finally:
+            driver.kill()
+    err = (tmp_path / "stderr.txt").read_text()
     assert driver.returncode == 130, err
-    assert "interrupted" in err and "terminate called" not in err and "Traceback" not in err
+    assert "interrupted at step" in err and "terminate called" not in err and "Traceback" not in err
     assert status()["state"] == "interrupted"
 
 

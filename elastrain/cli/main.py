@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
@@ -21,6 +21,9 @@ from rich.table import Table
 from elastrain import paths
 from elastrain.cli.simulate import simulate
 from elastrain.errors import JobInterrupted, UserError
+
+if TYPE_CHECKING:
+    from elastrain.elastic.control import JobControl
 
 app = typer.Typer(
     help="Train machine-learning models on elastic compute.\n\n"
@@ -61,14 +64,17 @@ def run(
     """
     from elastrain.cli.progress import RichProgress
     from elastrain.elastic import RunOptions, parse_chaos, run_job
+    from elastrain.elastic.control import JobControl
     from elastrain.spec import load_spec
 
     actions = parse_chaos(chaos)
     spec = load_spec(spec_file, overrides or [])
     spec_dir = str(spec_file.resolve().parent)
     sys.path.insert(0, spec_dir)   # python:module:function models beside the spec
-    with _sigterm_interrupts(), RichProgress(err, spec.name) as progress:
-        result = run_job(spec, paths.home(), progress, RunOptions(chaos=actions, extra_paths=[spec_dir]))
+    control = JobControl()
+    with _signals_interrupt(control), RichProgress(err, spec.name) as progress:
+        result = run_job(spec, paths.home(), progress,
+                         RunOptions(chaos=actions, extra_paths=[spec_dir], control=control))
     _report(result, as_json)
 
 
@@ -79,26 +85,39 @@ def resume(
 ) -> None:
     """Continue a job whose driver died, from its newest valid durable checkpoint."""
     from elastrain.cli.progress import RichProgress
-    from elastrain.elastic import resume_job
+    from elastrain.elastic import RunOptions, resume_job
+    from elastrain.elastic.control import JobControl
 
-    with _sigterm_interrupts(), RichProgress(err, job_id) as progress:
-        result = resume_job(job_id, paths.home(), progress)
+    control = JobControl()
+    with _signals_interrupt(control), RichProgress(err, job_id) as progress:
+        result = resume_job(job_id, paths.home(), progress, RunOptions(control=control))
     _report(result, as_json)
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While training, SIGTERM ends the run as Ctrl-C does (after the step in flight, the run
-    folder marked interrupted) instead of killing the process outright."""
+def _signals_interrupt(control: JobControl) -> Iterator[None]:
+    """While training, the first SIGINT (Ctrl-C) or SIGTERM asks the job to stop after the step in
+    flight (the run folder marked interrupted, exit 130); a second one interrupts at once.
+
+    The handler only sets a flag the job's loop reads: an exception raised from a signal handler
+    is lost when it lands in a finalizer (it was, once, and the run went on).
+    """
+    asked = False
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        nonlocal asked
+        if asked:
+            raise KeyboardInterrupt
+        asked = True
+        control.interrupt()
+        err.print("stopping after the current step (press Ctrl-C again to stop at once)")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 ServerOption = Annotated[str | None, typer.Option(

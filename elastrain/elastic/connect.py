@@ -8,9 +8,11 @@ head's GCS is a gRPC server, which answers the HTTP/2 connection preface with a 
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 
-from elastrain.errors import UserError
+from elastrain.errors import UserError, first_line
 
 # A Ray head answers in milliseconds; this bounds a host that drops packets or a server that stays silent.
 PROBE_TIMEOUT_S = 5.0
@@ -31,7 +33,8 @@ def connect_ray(address: str | None) -> bool:
         Whether this call connected (the caller then calls `ray.shutdown()` when done).
 
     Raises:
-        UserError: nothing that speaks Ray's protocol answers at `address` (exit code 1).
+        UserError: nothing that speaks Ray's protocol answers at `address`, or Ray refuses the
+            connection (exit code 1).
     """
     import ray
 
@@ -39,8 +42,19 @@ def connect_ray(address: str | None) -> bool:
         return False
     if address and address not in SPECIAL_ADDRESSES and not address.startswith("ray://"):
         check_ray_address(address)
-    ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             configure_logging=False)
+    # ray.init replaces the SIGTERM handler with one that exits at once; the caller's (a run stops
+    # after its step) is put back.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError) as exc:   # a head that refuses us (e.g. its auth token is not ours)
+        raise UserError(f"Ray did not accept the connection ({first_line(exc)})",
+                        where=f"RAY_ADDRESS={address}" if address else "the embedded Ray",
+                        fix="check the cluster with `ray status` on its head, and its auth token (RAY_AUTH_TOKEN); "
+                            "or unset RAY_ADDRESS to run on an embedded Ray", exit_code=1) from None
+    if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+        signal.signal(signal.SIGTERM, on_sigterm)
     return True
 
 

@@ -1,9 +1,10 @@
 """Requests to a running job from outside its driver: cancel it, resize it, or interrupt it.
 
-The server's loop holds a job's `JobControl` and calls it; a second terminal (`elastrain scale`)
-drops a request file into the run folder, which the job's control reads too. A request never
-depends on how far the job has got: one made before the job has started is kept until the
-driver asks for it.
+The server's loop and the CLI's signal handlers hold a job's `JobControl` and call it; a second
+terminal (`elastrain scale`) drops a request file into the run folder, which the job's control
+reads too once it follows that folder. A request never depends on how far the job has got: one
+made before the job has started is kept until the driver asks for it. The calls only set flags,
+so they are safe in a signal handler.
 """
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ from elastrain.elastic.events import CANCEL_REQUEST_FILE, SCALE_REQUEST_FILE, re
 
 
 class JobControl:
-    """The pending requests of one job; thread-safe.
+    """The pending requests of one job; thread-safe."""
 
-    Args:
-        run_dir: the job's run folder, whose request files (from other processes) count as
-            requests too; None: only calls on this object count.
-    """
-
-    def __init__(self, run_dir: Path | None = None) -> None:
-        self.run_dir = run_dir
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None
         self._lock = threading.Lock()
         self._cancel = False
         self._interrupt = False
         self._workers: int | None = None
+
+    def follow(self, run_dir: Path) -> None:
+        """Count the request files other processes drop into the job's run folder as requests too."""
+        self.run_dir = run_dir
 
     def cancel(self) -> None:
         """Ask the job to stop after its current step and end as cancelled."""

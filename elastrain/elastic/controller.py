@@ -216,6 +216,8 @@ class ElasticController:
                 self.events.add(Event("waiting", self.step, len(self.members), self.generation,
                                       detail={"need": wait_for, "message": "waiting for resources"}))
             self._grow_to(max(self.desired, wait_for))
+            if self.control.interrupt_requested():
+                raise JobInterrupted(f"stopped at step {self.step} while waiting for workers")
             if time.monotonic() > deadline:
                 free = ray.available_resources().get("CPU", 0)
                 raise UserError(

@@ -280,7 +280,8 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
     events = EventLog(run_dir)
     reporter = _Reporter(job_id, run_dir, trainer, progress, events)
     checkpoint_url = spec.checkpoint.dir or str(run_dir / "checkpoints")
-    control = options.control or JobControl(run_dir)
+    control = options.control or JobControl()
+    control.follow(run_dir)
     if progress:
         progress.start(int(trainer.total_steps), trainer.steps_per_epoch)
     try:
@@ -291,15 +292,13 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
     except UserError as exc:
         reporter.status({"state": "failed", "message": exc.line()})
         raise
-    except (KeyboardInterrupt, JobInterrupted) as exc:
+    except (KeyboardInterrupt, JobInterrupted):
         step = reporter.snapshot["step"]
         message = f"job {job_id} interrupted at step {step}; `elastrain resume {job_id}` continues it from its " \
                   "last checkpoint"
         events.add(Event("interrupted", step, reporter.snapshot["workers"], reporter.snapshot["generation"]))
         reporter.status({"state": "interrupted", "message": message})
-        if isinstance(exc, KeyboardInterrupt):
-            raise JobInterrupted(message) from None
-        raise
+        raise JobInterrupted(message) from None
     trainer.load_state_dict(outcome.state)
     model_path, message = None, None
     if outcome.status == "done":
