@@ -135,9 +135,13 @@ def test_resume_after_the_driver_is_killed_skips_a_truncated_checkpoint(elastrai
         driver.wait(timeout=30)
     finally:
         driver.kill()
+    # The driver's workers outlive it for a moment (Ray kills them once it sees their owner gone)
+    # and may write or prune checkpoints meanwhile: wait for them, not for some time.
+    wait_until(lambda: not worker_processes())
     run_dir = next(elastrain_home.glob("runs/*"))
     assert not (run_dir / "result.json").exists()
-    newest, previous = sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))[-2:][::-1]
+    complete = sorted(p.with_suffix(".pt") for p in (run_dir / "checkpoints").glob("ckpt-*.json"))
+    newest, previous = complete[-2:][::-1]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
 
     resumed = resume_job(run_dir.name, elastrain_home)
@@ -150,6 +154,18 @@ def test_resume_after_the_driver_is_killed_skips_a_truncated_checkpoint(elastrai
     assert start["detail"]["from_checkpoint"] == int(previous.stem.split("-")[1])
     for name, value in parameters(uninterrupted).items():
         torch.testing.assert_close(parameters(resumed)[name], value, rtol=1e-5, atol=1e-6)
+
+
+def worker_processes() -> list[int]:
+    """Pids of this machine's processes that run an elastrain worker actor."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(b"ray::Worker"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue   # the process ended while we looked
+    return pids
 
 
 def test_too_few_workers_waits_then_fails_with_a_clear_message(cli, tmp_path, elastrain_home):
