@@ -68,8 +68,7 @@ def report(name: str, figures: dict, save: bool) -> None:
 
 
 def start_ray() -> None:
-    """One embedded Ray for all of a benchmark's runs."""
-    import ray
+    """One embedded Ray for all of a benchmark's runs, started as `elastrain run` starts it."""
+    from elastrain.elastic.connect import connect_ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
+    connect_ray(None)

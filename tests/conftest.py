@@ -56,7 +56,9 @@ def ray_address():
     """One local Ray instance for the whole test session (starting Ray takes seconds); its address."""
     import ray
 
+    from elastrain.elastic.connect import EMBEDDED_SYSTEM_CONFIG
+
     ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             configure_logging=False)
+             configure_logging=False, _system_config=EMBEDDED_SYSTEM_CONFIG)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

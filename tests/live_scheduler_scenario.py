@@ -48,6 +48,7 @@ def main(work: Path) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
+    from elastrain.elastic.connect import EMBEDDED_SYSTEM_CONFIG
     from elastrain.scheduler import NodePool
 
     port = _free_port()
@@ -58,6 +59,7 @@ def main(work: Path) -> None:
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": HEAD_CPUS, "node_ip_address": "127.0.0.1", "gcs_server_port": port,
             "autoscaling_config": str(config), "include_dashboard": False,
+            "_system_config": EMBEDDED_SYSTEM_CONFIG,
             # The fake provider knows the head by this id; the type is what `ray up` gives a head.
             "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": "f" * 51 + "00000",
                          "RAY_NODE_TYPE_NAME": HEAD_TYPE}})

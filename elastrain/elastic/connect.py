@@ -22,6 +22,12 @@ _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])   # length 0, type SETTINGS, no flags, stream 0
 _FRAME_HEADER = 9
 _SETTINGS = 4
+# Ray starts worker processes at niceness 15, so that its own daemons stay responsive; but here
+# the workers are the training itself, and at 15 any busy process of normal priority on the node
+# starves them (measured: a 2-worker job on 2 busy cores did not start in 60 s; at 0 it ran).
+# Applied to the instances elastrain starts; a cluster started with `ray start` takes the same
+# setting from RAY_worker_niceness=0 in the environment of `ray start`.
+EMBEDDED_SYSTEM_CONFIG = {"worker_niceness": 0}
 _FIX = "start the cluster (`ray start --head`), correct RAY_ADDRESS, or unset it to run on an embedded Ray"
 
 
@@ -46,8 +52,9 @@ def connect_ray(address: str | None) -> bool:
     # after its step) is put back.
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
+        embedded = not address or address == "local"
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 configure_logging=False)
+                 configure_logging=False, _system_config=EMBEDDED_SYSTEM_CONFIG if embedded else None)
     except (ConnectionError, RuntimeError) as exc:   # a head that refuses us (e.g. its auth token is not ours)
         raise UserError(f"Ray did not accept the connection ({first_line(exc)})",
                         where=f"RAY_ADDRESS={address}" if address else "the embedded Ray",
