@@ -4,8 +4,9 @@
 cluster whose autoscaler rents fake nodes (Ray's FakeMultiNodeProvider: each node is a raylet on
 this machine), runs the server's job loop on it in two phases, and prints one JSON line:
 
-- "fifo": FifoPacking (the server's default) on the head's 2 CPUs; job A arrives first, B when A
-  runs on 2 workers, C when B runs; A is cancelled once it has grown back to 2 workers.
+- "fifo": FifoPacking (the server's default) on the head's 2 CPUs; job A arrives first, B and C
+  (in that order) once A runs on 2 workers; A is cancelled once it has grown back to 2 workers
+  after C.
 - "goodput": GoodputPolicy; D, E and F arrive together and need 3 CPUs: the policy asks for a
   second node, the autoscaler adds it, F starts there; D and E are cancelled after F succeeded
   and the node is given back. D and E may not grow: once measured, a long job that may would be
@@ -84,14 +85,16 @@ def _fifo_phase(work: Path, pools: list) -> dict:
     _submit(store, user, "a", LONG)   # before the loop starts: its first decision is for A
     service.start()
     try:
-        nodes.wait(lambda: _formed(store, "a", 2), timeout=60)
+        nodes.wait(lambda: _formed(store, "a", 2), timeout=120)
         _submit(store, user, "b", 400)
-        nodes.wait(lambda: store.job("b").status == "running", timeout=30)
         _submit(store, user, "c", 400)
-        nodes.wait(lambda: store.job("c").status == "succeeded" and _formed(store, "a", 2, after="c"), timeout=120)
+        nodes.wait(lambda: store.job("c").status == "succeeded" and _formed(store, "a", 2, after="c"), timeout=180)
         request = _autoscaler_request()
         store.update_job("a", cancel_requested=True)
         nodes.wait(lambda: store.job("a").status == "cancelled", timeout=60)
+    except AssertionError:
+        _explain(store, service, nodes, "abc")
+        raise
     finally:
         service.stop()
     return _phase_report(store, service, nodes, request, "abc")
@@ -115,6 +118,9 @@ def _goodput_phase(work: Path, pools: list) -> dict:
             store.update_job(name, cancel_requested=True)
         nodes.wait(lambda: all(store.job(n).status == "cancelled" for n in "de"), timeout=60)
         nodes.wait(lambda: nodes.count == 1, timeout=90)
+    except AssertionError:
+        _explain(store, service, nodes, "def")
+        raise
     finally:
         service.stop()
     return _phase_report(store, service, nodes, request, "def")
@@ -156,6 +162,14 @@ def _phase_report(store, service, nodes: _NodeCounter, request: list, names: str
                                      if e["kind"] in FORMATIONS]}
     return {"decisions": [(d.t, d.workers, d.nodes) for d in service.decisions], "jobs": jobs,
             "nodes": nodes.samples, "request": request}
+
+
+def _explain(store, service, nodes: _NodeCounter, names: str) -> None:
+    """Print to stderr what happened so far in a phase that timed out waiting for something."""
+    print(json.dumps({"decisions": [(d.t, d.workers, d.nodes) for d in service.decisions], "nodes": nodes.samples,
+                      "jobs": {name: {"status": store.job(name).status if store.job(name) else None,
+                                      "events": [(e["t"], e["kind"], e["workers"]) for e in store.events(name)]}
+                               for name in names}}), file=sys.stderr)
 
 
 def _store(path: Path):

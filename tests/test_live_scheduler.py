@@ -92,15 +92,19 @@ def changes(decisions: list, job: str) -> list[tuple[float, int]]:
 
 
 def assert_ran_as_decided(phase: dict) -> None:
-    """Each job re-formed on exactly the workers the policy's latest decision gave it, and went
-    through the same sequence of sizes as the decisions."""
+    """Each job ran on no more workers than the policy's latest decision gave it, and reached each
+    size the policy gave it while that decision stood. (It may form on fewer first: a group
+    starts once its first workers are up and the others join at a later step boundary.)"""
     for job, record in phase["jobs"].items():
         decided = changes(phase["decisions"], job)
-        for t, kind, workers in record["formations"]:
+        formations = record["formations"]
+        for t, kind, workers in formations:
             latest = [count for since, count in decided if since <= t]
-            assert latest and latest[-1] == workers, (job, kind, workers, decided)
-        ran = [w for i, (_, _, w) in enumerate(record["formations"]) if i == 0 or record["formations"][i - 1][2] != w]
-        assert ran == [count for _, count in decided], (job, record["formations"], decided)
+            assert latest and workers <= latest[-1], (job, kind, workers, decided)
+        ends = [since for since, _ in decided[1:]] + [record["finished"]]
+        for (since, count), until in zip(decided, ends, strict=True):
+            assert any(since <= t <= until and workers == count for t, _, workers in formations), (
+                job, count, since, until, formations)
 
 
 @pytest.mark.slow

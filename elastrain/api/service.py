@@ -179,6 +179,10 @@ class JobService:
         slots = {demand.job_id: demand.slots_per_worker for demand in demands}
         free = cluster.slots - sum(slots[job_id] * (allocation.get(job_id, 0) or run.workers)
                                    for job_id, run in self.running.items() if job_id in slots)
+        # ...and only on CPUs that running jobs have given back: a worker started before a job it
+        # replaces has shrunk waits for its CPU, and Ray's autoscaler rents a node for any such
+        # waiting demand, whatever the policy asked for.
+        free = min(free, ray_free_cpus())
         for job in queued:
             need = allocation.get(job.job_id, 0) * slots[job.job_id]
             if need > 0 and need <= free + 1e-9:
@@ -320,6 +324,16 @@ def ray_cluster(pools: Sequence[NodePool]) -> Cluster:
     status = get_cluster_status(ray.get_runtime_context().gcs_address)
     return cluster_of(pools, ((node.ray_node_type_name, node.total_resources().get("CPU", 0.0))
                               for node in [*status.active_nodes, *status.idle_nodes]))
+
+
+def ray_free_cpus() -> float:
+    """CPUs the Ray cluster this process is connected to has not given to any task or actor (as
+    Ray's resource view holds them, updated within about a second); infinite without Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return float("inf")
+    return float(ray.available_resources().get("CPU", 0.0))
 
 
 def cluster_of(pools: Sequence[NodePool], live: Iterable[tuple[str, float]]) -> Cluster:
