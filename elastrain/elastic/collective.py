@@ -1,5 +1,5 @@
 """The collective of an elastic worker group: torch.distributed, re-formed in place on every
-membership change (gloo on CPU, NCCL when the workers have GPUs)."""
+membership change (gloo on CPU, NCCL when the workers train on GPUs, on their CUDA tensors)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ class GroupCollective:
             dist.destroy_process_group()
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> None:
-        """Replace `tensor` in place by its sum over the group.
+        """Replace `tensor` in place by its sum over the group (a CUDA tensor with NCCL: it is
+        reduced where it lies, never copied through the host).
 
         Raises:
             PeerLost: the group broke (whatever the backend raised is its cause).
@@ -61,12 +62,7 @@ class GroupCollective:
         if self.world_size == 1:
             return
         try:
-            if self.backend == "nccl":
-                on_device = tensor.cuda()
-                dist.all_reduce(on_device)
-                tensor.copy_(on_device.cpu())
-            else:
-                dist.all_reduce(tensor)
+            dist.all_reduce(tensor)
         except Exception as exc:
             raise PeerLost(first_line(exc)) from exc
 
@@ -91,6 +87,7 @@ class GroupCollective:
         return torch.load(io.BytesIO(payload.numpy().tobytes()), weights_only=True)
 
     def _broadcast(self, tensor: torch.Tensor, source: int) -> None:
+        # Serialized state lives on the host; NCCL moves only CUDA tensors (once per formation).
         if self.backend == "nccl":
             on_device = tensor.cuda()
             dist.broadcast(on_device, source)

@@ -136,7 +136,7 @@ class ElasticController:
         self.failures = 0   # group failures at `failure_step` (after a resume from a checkpoint too)
         self.failure_step = -1
         self.member_steps: list[int] = []   # each member's step when the group last re-formed
-        self.backend = "nccl" if spec.resources.gpus_per_worker > 0 else "gloo"
+        self.backend = "nccl" if spec.resources.on_gpu else "gloo"
         self.actor_class = ray.remote(max_concurrency=4)(Worker)
 
     def run(self) -> Outcome:

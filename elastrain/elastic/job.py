@@ -77,6 +77,7 @@ class JobResult:
     details: dict = field(default_factory=dict)   # per-class metrics and the confusion matrix
     events: int = 0                  # events recorded (see events.jsonl)
     samples_per_s: float | None = None   # training throughput from the first completed step to the last
+    step_ms: dict | None = None          # the last formation's mean step: compute, all_reduce, bookkeeping, total
     data_fingerprint: str | None = None  # sha256 of the preprocessed training arrays (model lineage)
 
     def to_dict(self) -> dict:
@@ -235,6 +236,8 @@ class _Reporter:
             self.snapshot["samples_per_s"] = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
             self.window = (now, report["samples"])
         self.snapshot.update(step=report["step"], epoch=report["epoch"])
+        if report.get("step_ms"):
+            self.snapshot["step_ms"] = report["step_ms"]
         self._measurements(report)
         for checkpoint in report["checkpoints"]:
             self.events.add(Event("checkpoint", checkpoint["step"], self.snapshot["workers"],
@@ -326,7 +329,8 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
                        metrics=scalar_metrics(metrics), model_path=model_path,
                        wall_s=round(time.perf_counter() - started, 3), run_dir=str(run_dir), message=message,
                        details={k: v for k, v in metrics.items() if isinstance(v, list)},
-                       events=len(events.events), samples_per_s=reporter.samples_per_s())
+                       events=len(events.events), samples_per_s=reporter.samples_per_s(),
+                       step_ms=reporter.snapshot.get("step_ms"))
     (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
     reporter.status({"state": status, "step": trainer.step, "epoch": trainer.epoch})
     return result

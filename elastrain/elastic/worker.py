@@ -25,8 +25,9 @@ from elastrain.data import prepare_dataset
 from elastrain.data.sampler import global_batch, shard
 from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.collective import GroupCollective, PeerLost, free_port
-from elastrain.errors import TrainingDiverged
+from elastrain.errors import TrainingDiverged, UserError
 from elastrain.spec import JobSpec
+from elastrain.train.breakdown import StepBreakdown
 from elastrain.train.loop import fit
 from elastrain.train.trainer import StepReport, Trainer
 
@@ -101,7 +102,8 @@ class Worker:
         sys.path[:0] = [p for p in extra_paths if p not in sys.path]
         self.spec = JobSpec.model_validate(spec)
         self.collective = GroupCollective()
-        self.trainer = Trainer(self.spec, prepare_dataset(self.spec), self.collective)
+        self.trainer = Trainer(self.spec, prepare_dataset(self.spec), self.collective,
+                               device=worker_device(self.spec))
         self.checkpoint_url = checkpoint_url
         self.store: CheckpointStore | None = None
         self.policy = CheckpointPolicy(self.spec.checkpoint.every_steps, self.spec.checkpoint.every_seconds)
@@ -133,6 +135,7 @@ class Worker:
                              self.spec.resources.hang_timeout_s)
         with self.lock:
             self.timer.restart(nodes, world_size, self.trainer.batch_size / world_size)
+            self.trainer.breakdown = StepBreakdown()
 
     def sync(self, source: int) -> int:
         """Make this replica equal to the one of rank `source`; returns the step it holds."""
@@ -216,14 +219,16 @@ class Worker:
         self.pause.set()
 
     def progress(self) -> dict:
-        """Step, epoch, loss and samples so far; epoch metrics and checkpoints since the last call."""
+        """Step, epoch, loss and samples so far; epoch metrics and checkpoints since the last call;
+        the mean step breakdown of the current formation (`step_ms`, see `StepBreakdown.as_ms`)."""
         checkpoints = [vars(info) | {"path": str(info.path)} for info in self.store.drain_completed()] \
             if self.store else []
         with self.lock:
             epochs, self.epochs = self.epochs, []
             return {"step": self.trainer.step, "epoch": self.trainer.epoch, "loss": self.last_loss,
                     "last_step_at": self.last_step_at, "samples": self.samples_done, "epochs": epochs,
-                    "checkpoints": checkpoints, "step_times": self.timer.drain(), "grad_noise": self.noise}
+                    "checkpoints": checkpoints, "step_times": self.timer.drain(), "grad_noise": self.noise,
+                    "step_ms": self.trainer.breakdown.as_ms()}
 
     def state(self) -> bytes:
         """The full training state, serialized with torch.save (load with weights_only=True)."""
@@ -240,6 +245,22 @@ class Worker:
     def die(self) -> None:
         """SIGKILL this worker's own process (fault injection)."""
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def worker_device(spec: JobSpec) -> str:
+    """Where this process trains the job: its first visible CUDA device when the job trains on
+    GPUs (Ray makes the GPUs it gave a worker the only visible ones), else the CPU.
+
+    Raises:
+        UserError: the job asks for a GPU and this process sees none.
+    """
+    if not spec.resources.on_gpu:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise UserError(f"the job trains on a GPU (resources.gpus_per_worker {spec.resources.gpus_per_worker:g}), "
+                        f"but this process sees no CUDA device (torch {torch.__version__})", where="resources",
+                        fix="run it where a GPU and a CUDA build of PyTorch are, or set resources.device: cpu")
+    return f"cuda:{torch.cuda.current_device()}"
 
 
 def step_error_line(exc: BaseException, trainer: Trainer) -> str:

@@ -227,6 +227,21 @@ class ResourcesSpec(_Strict):
     retries_per_step: int = Field(
         3, ge=0, le=100,
         description="how often the group may lose workers and re-form without completing a step before the job fails")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where a worker trains: auto is the GPU when gpus_per_worker > 0, else the CPU; "
+                            "cpu keeps the model on the CPU even on a GPU")
+
+    @model_validator(mode="after")
+    def _device_has_gpus(self) -> ResourcesSpec:
+        if self.device == "cuda" and self.gpus_per_worker == 0:
+            raise FieldError(("resources", "device"),
+                             "device is cuda but gpus_per_worker is 0: set gpus_per_worker (e.g. 1) or device: auto")
+        return self
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether each worker trains on a CUDA device (and the group's collective is NCCL)."""
+        return self.device == "cuda" or (self.device == "auto" and self.gpus_per_worker > 0)
 
 
 class CheckpointSpec(_Strict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +27,7 @@ from elastrain.errors import TrainingDiverged, UserError, first_line
 from elastrain.models import build_model
 from elastrain.spec import JobSpec
 from elastrain.train import metrics as metric_fns
+from elastrain.train.breakdown import StepBreakdown
 from elastrain.train.losses import loss_sum, output_size, predictions
 from elastrain.train.noise import GradientNoiseEstimate, local_batch_harmonic
 from elastrain.train.optim import build_optimizer, lr_factor
@@ -79,11 +81,17 @@ class Trainer:
     Args:
         spec: the job.
         dataset: the prepared data (every worker holds the same arrays).
-        collective: how gradients and statistics are added across workers.
+        collective: how gradients and statistics are added across workers; on a CUDA device,
+            one that adds CUDA tensors (NCCL).
+        device: where the model, its optimizer state, the training data and the gradient
+            buffer live ("cpu", "cuda", "cuda:N"). State dicts are on the CPU whatever it is, so a
+            checkpoint taken on one device resumes on another.
     """
 
-    def __init__(self, spec: JobSpec, dataset: Dataset, collective: Collective | None = None) -> None:
+    def __init__(self, spec: JobSpec, dataset: Dataset, collective: Collective | None = None,
+                 device: str | torch.device = "cpu") -> None:
         self.spec = spec
+        self.device = torch.device(device)
         self.data = dataset
         self.collective = collective or LocalCollective()
         self.loss_name = spec.loss
@@ -100,17 +108,18 @@ class Trainer:
         self.n_outputs = output_size(dataset.task, dataset.n_classes, self.loss_name)
         with _MODEL_INIT:
             _seed_everything(spec.train.seed)
-            self.model = build_model(spec.model, dataset.input_shape, self.n_outputs)
+            self.model = build_model(spec.model, dataset.input_shape, self.n_outputs).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.gradient_size = sum(p.numel() for p in self.params)   # the all-reduce buffer's gradient part
         self.optimizer = build_optimizer(spec.train, self.params)
-        self.x_train = torch.from_numpy(dataset.x_train)
-        self.y_train = torch.from_numpy(dataset.y_train)
+        self.x_train = torch.from_numpy(dataset.x_train).to(self.device)
+        self.y_train = torch.from_numpy(dataset.y_train).to(self.device)
         self.step = 0
         self.epoch = 0
         self.position = 0
         self.eval_pending = False   # an epoch ended and its validation metrics are not yet reported
         self.noise = GradientNoiseEstimate()
+        self.breakdown = StepBreakdown()
 
     def _batch_size(self) -> int:
         train = self.spec.train
@@ -129,7 +138,7 @@ class Trainer:
         Raises:
             UserError: the model raised on the data's shape (exit code 2).
         """
-        rng = torch.get_rng_state()
+        rng = self._rng_state()
         shape = "x".join(map(str, self.data.input_shape))
         try:
             with torch.no_grad():
@@ -146,7 +155,7 @@ class Trainer:
                             fix=_MODEL_FIXES.get(self.spec.model.kind, "check the model against the data")) from None
         finally:
             self.model.train()
-            torch.set_rng_state(rng)
+            self._set_rng_state(rng)
 
     @property
     def done(self) -> bool:
@@ -169,32 +178,43 @@ class Trainer:
                 (the random generator is rewound, so the step can be redone exactly).
         """
         indices = self.next_batch() if indices is None else indices
-        mine = torch.tensor(shard(indices, self.collective.rank, self.collective.world_size))
-        rng_before = torch.get_rng_state()
+        mine = torch.tensor(shard(indices, self.collective.rank, self.collective.world_size), device=self.device)
+        rng_before = self._rng_state()
         self.model.train()
+        began = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=False)
-        local_loss = torch.zeros(())
+        local_loss = torch.zeros((), device=self.device)
         if len(mine):
             local_loss = loss_sum(self.loss_name, self.model(self.x_train[mine]), self.y_train[mine])
             local_loss.backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        computed = time.perf_counter()
         grouped = self.collective.world_size > 1
-        # The squared norm of this worker's mean gradient rides along with the sums (one float,
-        # no extra collective): with the global mean it measures the gradient noise.
-        local_sqr = _squared_norm(grads) / len(mine) ** 2 if grouped and len(mine) else 0.0
-        buffer = torch.cat([g.reshape(-1) for g in grads]
-                           + [torch.tensor([local_sqr]), local_loss.detach().reshape(1),
-                              torch.tensor([signal, float(len(mine))])])
+        # One buffer holds the gradient sums and four scalars: the squared norm of this worker's
+        # mean gradient (with the global mean it measures the gradient noise), the loss sum, the
+        # signal and the sample count. One collective adds them all up.
+        buffer = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=self.device)
+                            for p in self.params] + [torch.zeros(4, device=self.device)])
+        gradient = buffer[:self.gradient_size]
+        if grouped and len(mine):
+            buffer[-4] = _squared_norm(gradient) / len(mine) ** 2
+        buffer[-3] = local_loss.detach()
+        buffer[-2] = signal
+        buffer[-1] = len(mine)
+        reducing = time.perf_counter()
         try:
             self.collective.all_reduce_sum(buffer)
         except Exception:
-            torch.set_rng_state(rng_before)
+            self._set_rng_state(rng_before)
+            self.breakdown.interrupt()
             raise
-        signal_sum = float(buffer[-2])
-        local_sqr_sum = float(buffer[-4])
-        buffer /= float(buffer[-1])   # sums over the global batch -> means
-        mean_loss = float(buffer[-3])
-        if not (bool(torch.isfinite(buffer[:self.gradient_size]).all()) and math.isfinite(mean_loss)):
+        reduced = time.perf_counter()
+        local_sqr_sum, loss_total, signal_sum, samples = buffer[-4:].tolist()
+        buffer /= samples   # sums over the global batch -> means
+        mean_loss = loss_total / samples
+        # Also the check for a diverged step: a NaN or infinity anywhere in the gradient (or a
+        # component beyond 1e19) makes the squared norm non-finite; one pass over the gradient.
+        mean_sqr = float(_squared_norm(gradient))
+        if not (math.isfinite(mean_loss) and math.isfinite(mean_sqr)):
             raise TrainingDiverged(
                 f"the loss became {'non-finite' if math.isfinite(mean_loss) else mean_loss} "
                 f"at step {self.step + 1} (epoch {self.epoch + 1}); the job stopped with its last good state saved",
@@ -203,21 +223,33 @@ class Trainer:
         offset = 0
         for param in self.params:
             size = param.numel()
-            param.grad = buffer[offset:offset + size].view_as(param)
+            param.grad = gradient[offset:offset + size].view_as(param)
             offset += size
         if grouped:
-            self._measure_noise(local_sqr_sum, buffer[:self.gradient_size], len(indices))
+            self._measure_noise(local_sqr_sum, mean_sqr, len(indices))
         lr = self.spec.train.lr * lr_factor(self.spec.train.schedule, self.step, int(self.total_steps))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        updating = time.perf_counter()
         self.optimizer.step()
+        ended = time.perf_counter()
+        self.breakdown.add((computed - began) + (ended - updating), reduced - reducing, ended)
         return self._advance(len(indices), mean_loss, lr, signal_sum)
 
-    def _measure_noise(self, local_sqr_sum: float, mean_gradient: torch.Tensor, samples: int) -> None:
+    def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The random generators a step draws from: the CPU's, and the device's on a GPU."""
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
+    def _set_rng_state(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    def _measure_noise(self, local_sqr_sum: float, mean_sqr: float, samples: int) -> None:
         """Update the gradient-noise estimate from one step of a group (see `train.noise`)."""
         holders, local_batch = local_batch_harmonic(samples, self.collective.world_size)
         if holders >= 2:
-            self.noise.update(local_sqr_sum / holders, _squared_norm([mean_gradient]), local_batch, samples)
+            self.noise.update(local_sqr_sum / holders, mean_sqr, local_batch, samples)
 
     def gradient_noise(self) -> tuple[float, float] | None:
         """The smoothed gradient noise measured so far, as (squared norm of the true gradient,
@@ -244,8 +276,9 @@ class Trainer:
         x = getattr(self.data, f"x_{split}")
         y = getattr(self.data, f"y_{split}")
         mine = shard(np.arange(len(y)), self.collective.rank, self.collective.world_size)
+        self.breakdown.interrupt()
         self.model.eval()
-        predicted = [predictions(self.model(torch.from_numpy(x[chunk])), self.data.task).numpy()
+        predicted = [predictions(self.model(torch.from_numpy(x[chunk]).to(self.device)), self.data.task).cpu().numpy()
                      for chunk in np.array_split(mine, max(1, math.ceil(len(mine) / EVAL_CHUNK)))
                      if len(chunk)]
         predicted_all = np.concatenate(predicted) if predicted else np.zeros(0)
@@ -253,22 +286,25 @@ class Trainer:
             stats = metric_fns.confusion(predicted_all.astype(np.int64), y[mine], self.data.n_classes)
         else:
             stats = metric_fns.regression_sums(predicted_all, y[mine])
-        summed = torch.from_numpy(stats)
+        summed = torch.from_numpy(stats).to(self.device)
         self.collective.all_reduce_sum(summed)
+        totals = summed.cpu().numpy()
         if self.data.task == "classification":
-            return metric_fns.classification_metrics(summed.numpy())
-        return metric_fns.regression_metrics(summed.numpy())
+            return metric_fns.classification_metrics(totals)
+        return metric_fns.regression_metrics(totals)
 
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-for-bit: parameters, optimizer, progress, RNG."""
+        """Everything needed to continue bit-for-bit: parameters, optimizer, progress, RNG; every
+        tensor on the CPU (tensors already there are not copied)."""
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": _on_cpu(self.model.state_dict()),
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
             "step": self.step,
             "epoch": self.epoch,
             "position": self.position,
             "eval_pending": self.eval_pending,
             "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "grad_noise": self.noise.state_dict(),
         }
 
@@ -281,12 +317,30 @@ class Trainer:
         self.position = int(state["position"])
         self.eval_pending = bool(state["eval_pending"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:   # absent when it was taken on a CPU
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.noise.load_state_dict(state.get("grad_noise"))   # absent from checkpoints of older versions
 
 
-def _squared_norm(tensors: list[torch.Tensor]) -> float:
-    """The squared Euclidean norm of `tensors` taken together, added up in float64."""
-    return sum(float(t.detach().double().square().sum()) for t in tensors)
+def _squared_norm(vector: torch.Tensor) -> torch.Tensor:
+    """The squared Euclidean norm of a flat `vector` (a 0-d tensor on its device).
+
+    A float32 dot product: relative error about 5e-7 on 600k gradient components against float64,
+    far below the step-to-step noise it measures, at a sixth of the time of a float64 norm
+    (0.09 vs 0.51 ms, 1 CPU thread), which had cost the step 3 ms with the old finite check.
+    """
+    return torch.dot(vector, vector)
+
+
+def _on_cpu(state):
+    """`state` (nested dicts and lists of tensors) with every tensor on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {key: _on_cpu(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_on_cpu(value) for value in state)
+    return state
 
 
 def _seed_everything(seed: int) -> None:
