@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--hidden", default="1024,512")
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--checkpoint-every", type=int, default=0)
+    parser.add_argument("--fused", action="store_true", help="PyTorch's fused Adam (as elastrain uses)")
     parser.add_argument("--run-dir", required=True)
     args = parser.parse_args()
     run_dir = Path(args.run_dir)
@@ -45,7 +46,7 @@ def main() -> None:
     for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     model = DistributedDataParallel(nn.Sequential(*layers, nn.Linear(sizes[-1], 10)))
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=args.fused or None)
     checkpoint = run_dir / "checkpoint.pt"
     step = 0
     if checkpoint.exists():

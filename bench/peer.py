@@ -20,10 +20,12 @@ PEER = Path(__file__).resolve().parent / "ddp_peer.py"
 MARK = "ELASTRAIN_BENCH_PEER"
 
 
-def launch(steps: int, run_dir: Path, torchrun_args: list[str], checkpoint_every: int = 0) -> subprocess.Popen:
-    """Start the peer (2 processes) under torchrun; its files go to `run_dir`."""
+def launch(steps: int, run_dir: Path, torchrun_args: list[str], checkpoint_every: int = 0,
+           peer_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start the peer (2 processes) under torchrun, with `peer_args` for the script; its files go to `run_dir`."""
     command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args, "--nproc-per-node=2", str(PEER),
-               "--steps", str(steps), "--run-dir", str(run_dir), "--checkpoint-every", str(checkpoint_every)]
+               "--steps", str(steps), "--run-dir", str(run_dir), "--checkpoint-every", str(checkpoint_every),
+               *peer_args]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(run_dir / "torchrun.log").open("w"),
                             start_new_session=True, env={**os.environ, MARK: str(run_dir)})
 

@@ -111,6 +111,7 @@ class Trainer:
             self.model = build_model(spec.model, dataset.input_shape, self.n_outputs).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.gradient_size = sum(p.numel() for p in self.params)   # the all-reduce buffer's gradient part
+        self.buffer = self._gradient_buffer()
         self.optimizer = build_optimizer(spec.train, self.params)
         self.x_train = torch.from_numpy(dataset.x_train).to(self.device)
         self.y_train = torch.from_numpy(dataset.y_train).to(self.device)
@@ -120,6 +121,27 @@ class Trainer:
         self.eval_pending = False   # an epoch ended and its validation metrics are not yet reported
         self.noise = GradientNoiseEstimate()
         self.breakdown = StepBreakdown()
+
+    def _gradient_buffer(self) -> torch.Tensor:
+        """The one buffer the group adds up each step: every parameter's gradient, which autograd
+        accumulates into it in place (each `.grad` is a view of it, so no copy is made before the
+        all-reduce), then four scalars: the squared norm of this worker's mean gradient (with the
+        global mean it measures the gradient noise), the loss sum, the signal, the sample count.
+
+        Raises:
+            UserError: the model's trainable parameters are not all of one floating-point dtype.
+        """
+        dtypes = {p.dtype for p in self.params} or {torch.float32}
+        if len(dtypes) > 1 or not next(iter(dtypes)).is_floating_point:
+            raise UserError(f"the model's trainable parameters have dtypes {sorted(map(str, dtypes))}; "
+                            "elastrain trains models whose parameters share one floating-point dtype",
+                            where="model", fix="convert the model to one dtype, e.g. model.float()")
+        buffer = torch.zeros(self.gradient_size + 4, dtype=dtypes.pop(), device=self.device)
+        offset = 0
+        for param in self.params:
+            param.grad = buffer[offset:offset + param.numel()].view_as(param)
+            offset += param.numel()
+        return buffer
 
     def _batch_size(self) -> int:
         train = self.spec.train
@@ -189,14 +211,9 @@ class Trainer:
             local_loss.backward()
         computed = time.perf_counter()
         grouped = self.collective.world_size > 1
-        # One buffer holds the gradient sums and four scalars: the squared norm of this worker's
-        # mean gradient (with the global mean it measures the gradient noise), the loss sum, the
-        # signal and the sample count. One collective adds them all up.
-        buffer = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=self.device)
-                            for p in self.params] + [torch.zeros(4, device=self.device)])
+        buffer = self.buffer
         gradient = buffer[:self.gradient_size]
-        if grouped and len(mine):
-            buffer[-4] = _squared_norm(gradient) / len(mine) ** 2
+        buffer[-4] = _squared_norm(gradient) / len(mine) ** 2 if grouped and len(mine) else 0.0
         buffer[-3] = local_loss.detach()
         buffer[-2] = signal
         buffer[-1] = len(mine)
@@ -220,11 +237,6 @@ class Trainer:
                 f"at step {self.step + 1} (epoch {self.epoch + 1}); the job stopped with its last good state saved",
                 fix=f"lower train.lr (now {self.spec.train.lr:g}), e.g. --set train.lr={self.spec.train.lr / 10:g}",
             )
-        offset = 0
-        for param in self.params:
-            size = param.numel()
-            param.grad = gradient[offset:offset + size].view_as(param)
-            offset += size
         if grouped:
             self._measure_noise(local_sqr_sum, mean_sqr, len(indices))
         lr = self.spec.train.lr * lr_factor(self.spec.train.schedule, self.step, int(self.total_steps))
