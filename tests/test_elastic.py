@@ -210,6 +210,42 @@ def test_scale_and_status_from_another_terminal(cli, elastrain_home):
     assert code == 2 and "no job 'no-such-job'" in err
 
 
+def test_a_job_grows_onto_its_warm_standby_which_holds_no_cpu_until_then(elastrain_home):
+    """The standby is a loaded worker process that holds no CPU; a scale request makes it a
+    member once the job's CPUs are reserved on its node, and a `resized` event reports the
+    whole wait and the pause."""
+    import ray
+
+    from elastrain.elastic.control import JobControl
+
+    cpus = lambda: ray.available_resources().get("CPU", 0.0)  # noqa: E731
+    total = ray.cluster_resources()["CPU"]
+    wait_until(lambda: cpus() == total)   # workers of earlier tests have given theirs back
+    control, outcome = JobControl(), {}
+    spec = job(epochs=1000, max_workers=2)
+    runner = threading.Thread(target=lambda: outcome.update(result=run_job(
+        spec, elastrain_home, options=RunOptions(workers=1, control=control, job_id="standby"))))
+    runner.start()
+    events = elastrain_home / "runs" / "standby" / "events.jsonl"
+    seen = lambda kind: events.exists() and kind in events.read_text()  # noqa: E731
+    try:
+        wait_until(lambda: seen('"standby"'))
+        assert cpus() == total - 1   # the one worker's
+        control.scale(2)
+        wait_until(lambda: seen('"resized"'))
+        assert cpus() == total - 2
+    finally:
+        control.cancel()
+        runner.join(timeout=120)
+    assert outcome["result"].status == "cancelled"
+    recorded = read_events(Path(outcome["result"].run_dir))
+    grown = next(e for e in recorded if e["kind"] == "scale_out")
+    assert grown["workers"] == 2 and grown["detail"]["from_standby"] == 1
+    resized = next(e for e in recorded if e["kind"] == "resized")
+    assert resized["detail"]["first_step_at"] > resized["detail"]["asked_at"]
+    assert 0 < resized["detail"]["pause_s"] <= resized["duration_s"]
+
+
 def test_chaos_strings_are_checked(cli):
     assert parse_chaos("scale=2@step=5, kill@step=3") == sorted(parse_chaos("kill@step=3,scale=2@step=5"),
                                                                   key=lambda a: a.step)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import ray
 import torch
 from ray.exceptions import RayError
+from ray.util.placement_group import NODE_ID_LABEL_KEY, PlacementGroup, placement_group, remove_placement_group
 
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.control import JobControl
@@ -58,6 +59,8 @@ class Member:
     pid: int = 0
     host: str = ""
     node_id: str = ""   # the Ray node it runs on
+    from_standby: bool = False   # it was started as the warm standby, holding no CPU
+    reservation: PlacementGroup | None = None   # then this holds its CPUs, once it joins
 
 
 @dataclass
@@ -138,6 +141,15 @@ class ElasticController:
         self.member_steps: list[int] = []   # each member's step when the group last re-formed
         self.backend = "nccl" if spec.resources.on_gpu else "gloo"
         self.actor_class = ray.remote(max_concurrency=4)(Worker)
+        # A warm standby: a started and loaded worker that holds no CPU (see resources.warm_standby).
+        # A GPU job has none: a process holds its GPU only if it was started with it.
+        self.use_standby = spec.resources.warm_standby and not spec.resources.on_gpu and self.maximum > self.minimum
+        self.standby: tuple[Member, ray.ObjectRef] | None = None
+        self.standby_started: float | None = None   # perf_counter of the standby's start, until it is loaded
+        self.resize_asked_at: float | None = None   # wall time of the resize request not yet carried out
+        self.paused_at = 0.0                        # wall time the group last stopped to re-form
+        # (asked at, paused at, seconds re-forming) of a resize whose first step is not yet seen
+        self.resized: tuple[float, float, float] | None = None
 
     def run(self) -> Outcome:
         """Train to the end.
@@ -169,15 +181,68 @@ class ElasticController:
     # membership ---------------------------------------------------------------------------
 
     def _grow_to(self, count: int) -> None:
-        """Start worker processes until members and pending ones number `count`."""
+        """Add pending workers until members and pending ones number `count`: the warm standby if
+        it is loaded (its CPUs are reserved on its node now), else new worker processes."""
         resources = self.spec.resources
         while len(self.members) + len(self.pending) < count:
-            actor = self.actor_class.options(num_cpus=resources.cpus_per_worker,
-                                             num_gpus=resources.gpus_per_worker).remote(
-                self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url, self.trace_dir)
+            if self._take_standby():
+                continue
+            actor = self._start_worker(resources.cpus_per_worker, resources.gpus_per_worker)
             member = Member(actor, self.next_id)
             self.pending[self.next_id] = (member, actor.info.remote())
             self.next_id += 1
+
+    def _start_worker(self, cpus: float, gpus: float) -> ray.actor.ActorHandle:
+        return self.actor_class.options(num_cpus=cpus, num_gpus=gpus).remote(
+            self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url, self.trace_dir)
+
+    def _take_standby(self) -> bool:
+        """Make the warm standby (loaded or still loading) a pending member: once it is loaded,
+        the job's CPUs per worker are reserved on its node (a placement group: no process to
+        start), and it joins when they are."""
+        if self.standby is None:
+            return False
+        member, ref = self.standby
+        member.from_standby = True
+        self.standby = None
+        self.pending[member.worker_id] = (member, ref)
+        return True
+
+    def _reserve(self, member: Member) -> None:
+        """A former standby has loaded: reserve its CPUs on its node; it joins once they are held."""
+        member.reservation = placement_group([{"CPU": self.spec.resources.cpus_per_worker}], strategy="STRICT_PACK",
+                                             bundle_label_selector=[{NODE_ID_LABEL_KEY: member.node_id}])
+        self.pending[member.worker_id] = (member, member.reservation.ready())
+
+    def _reserve_loaded_standbys(self) -> None:
+        """Reserve CPUs for former standbys that have finished loading (without pausing the group)."""
+        for worker_id, (member, ref) in list(self.pending.items()):
+            if member.from_standby and member.reservation is None and ray.wait([ref], timeout=0)[0]:
+                del self.pending[worker_id]
+                try:
+                    info = ray.get(ref)
+                except GROUP_ERRORS:
+                    self._kill(member)
+                    continue
+                member.pid, member.host, member.node_id = info["pid"], info["host"], info["node_id"]
+                self._reserve(member)
+
+    def _keep_standby(self) -> None:
+        """Start a warm standby if the job has none and may grow: once the group has formed and no
+        resize is under way (loading one takes seconds of CPU, which must not slow a start or a
+        resize). Once loaded it is kept, also for replacing a lost worker."""
+        settled = self.generation >= 0 and self.resize_asked_at is None and self.resized is None \
+            and not self.pending and len(self.members) < self.maximum
+        if self.use_standby and self.standby is None and settled:
+            member = Member(self._start_worker(0, 0), self.next_id)
+            self.next_id += 1
+            self.standby = (member, member.actor.info.remote())
+            self.standby_started = time.perf_counter()
+        elif self.standby_started is not None and self.standby and ray.wait([self.standby[1]], timeout=0)[0]:
+            self.events.add(Event("standby", self.step, len(self.members), self.generation,
+                                  round(time.perf_counter() - self.standby_started, 4),
+                                  detail={"state": "ready", "message": "a warm worker is loaded (no CPU held)"}))
+            self.standby_started = None
 
     def _ready_pending(self, timeout: float) -> list[Member]:
         """Pending workers whose processes are up (waiting at most `timeout` for the first)."""
@@ -191,8 +256,15 @@ class ElasticController:
             try:
                 info = ray.get(ref)
             except GROUP_ERRORS:
+                self._kill(member)
                 continue   # died while starting; a replacement is started by the next _grow_to
+            if member.reservation is not None:   # a former standby's CPUs are reserved: it joins
+                joined.append(member)
+                continue
             member.pid, member.host, member.node_id = info["pid"], info["host"], info["node_id"]
+            if member.from_standby:
+                self._reserve(member)
+                continue
             joined.append(member)
         return joined
 
@@ -233,7 +305,7 @@ class ElasticController:
         """Release the workers beyond the desired count: members of the highest ranks, then pending ones."""
         self._release(self.members[self.desired:])
         for worker_id in list(self.pending)[: max(0, len(self.members) + len(self.pending) - self.desired)]:
-            ray.kill(self.pending.pop(worker_id)[0].actor)
+            self._kill(self.pending.pop(worker_id)[0])
 
     def _form(self, reason: str, lost: int = 0, detail: dict | None = None) -> None:
         """Re-form the collective among the members and give all of them the latest state.
@@ -297,6 +369,8 @@ class ElasticController:
         """End `member`'s process. An `unresponsive` one (stopped) does not act on Ray's kill
         request, so if it runs on this node it also gets SIGKILL."""
         ray.kill(member.actor)
+        if member.reservation is not None:
+            remove_placement_group(member.reservation)
         if unresponsive and member.pid and member.node_id == ray.get_runtime_context().get_node_id():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member.pid, signal.SIGKILL)
@@ -369,6 +443,7 @@ class ElasticController:
                 stalled_since = time.monotonic()
             if report is None:
                 continue
+            self._keep_standby()
             self._fire_chaos(report["step"])
             wanted = self.control.take_scale()
             if wanted is not None:
@@ -403,6 +478,15 @@ class ElasticController:
                                   round(report["last_step_at"] - self.kill_at, 4),
                                   detail={"from": "the last step completed before the loss to the next one"}))
             self.kill_at = None
+        if self.resized is not None and report.get("first_step_at"):
+            asked_at, paused_at, forming_s = self.resized
+            self.events.add(Event("resized", report["step"], len(self.members), self.generation,
+                                  round(report["first_step_at"] - asked_at, 4),
+                                  detail={"pause_s": round(report["first_step_at"] - paused_at, 4),
+                                          "forming_s": round(forming_s, 4), "asked_at": asked_at,
+                                          "first_step_at": report["first_step_at"],
+                                          "from": "the request to the first step of the resized group"}))
+            self.resized = None
         if report["step"] > self.step:
             self.last_step_at = report["last_step_at"]
         self.step = report["step"]
@@ -411,6 +495,7 @@ class ElasticController:
 
     def _membership_should_change(self) -> bool:
         self._grow_to(self.desired)
+        self._reserve_loaded_standbys()
         ready_to_join = len(self.members) < self.desired and any(
             ray.wait([ref], timeout=0)[0] for _, ref in self.pending.values())
         return ready_to_join or len(self.members) > self.desired
@@ -432,17 +517,30 @@ class ElasticController:
 
     def _set_desired(self, workers: int, source: str) -> None:
         self.desired = max(self.minimum, min(self.maximum, workers))
+        if self.resize_asked_at is None and self.desired != len(self.members):
+            self.resize_asked_at = time.time()
         self.events.add(Event("scale_request", self.step, len(self.members), self.generation,
                               detail={"asked": workers, "target": self.desired, "source": source}))
         self._grow_to(self.desired)
 
     def _resize(self) -> None:
-        """The group paused: let ready workers join or extra ones leave, then re-form."""
+        """The group paused: let ready workers join or extra ones leave, then re-form. Once the
+        size asked for is reached, the first step of the new group ends the resize (`resized`)."""
+        self.paused_at = time.time()   # the members' run() returned just after their last step
         before = len(self.members)
-        if len(self.members) < self.desired:
-            self.members += self._ready_pending(timeout=0)
+        joined = self._ready_pending(timeout=0) if len(self.members) < self.desired else []
+        self.members += joined
         self._trim_to_desired()
-        self._form(reason="scale_out" if len(self.members) > before else "scale_in")
+        if not joined and len(self.members) == before:
+            return   # nothing changed (a joiner died meanwhile): the group goes on as it was
+        began = time.perf_counter()
+        if len(self.members) > before:
+            self._form(reason="scale_out", detail={"from_standby": sum(m.from_standby for m in joined)})
+        else:
+            self._form(reason="scale_in")
+        if self.resize_asked_at is not None and len(self.members) == self.desired:
+            self.resized = (self.resize_asked_at, self.paused_at, time.perf_counter() - began)
+            self.resize_asked_at = None
 
     def _recover(self, watch: Watch) -> None:
         """A member died, hung or broke the collective: re-form among the survivors, in place.
@@ -498,6 +596,7 @@ class ElasticController:
                        traceback=result.get("traceback"))
 
     def _stop_all(self) -> None:
-        for member in [*self.members, *(m for m, _ in self.pending.values())]:
+        standby = [self.standby[0]] if self.standby else []
+        for member in [*self.members, *(m for m, _ in self.pending.values()), *standby]:
             self._kill(member)
-        self.members, self.pending = [], {}
+        self.members, self.pending, self.standby = [], {}, None

@@ -115,6 +115,7 @@ class Worker:
         self.samples_done = 0
         self.epochs: list[dict] = []
         self.timer = StepTimer(float(self.trainer.batch_size))
+        self.first_step_at: float | None = None   # wall time of the current formation's first step
         self.noise: tuple[float, float] | None = self.trainer.gradient_noise()
 
     def info(self) -> dict:
@@ -136,6 +137,7 @@ class Worker:
         with self.lock:
             self.timer.restart(nodes, world_size, self.trainer.batch_size / world_size)
             self.trainer.breakdown = StepBreakdown()
+            self.first_step_at = None
 
     def sync(self, source: int) -> int:
         """Make this replica equal to the one of rank `source`; returns the step it holds."""
@@ -186,6 +188,8 @@ class Worker:
     def _on_step(self, report: StepReport) -> None:
         with self.lock:
             self.last_loss, self.last_step_at = report.loss, time.time()
+            if self.first_step_at is None:
+                self.first_step_at = self.last_step_at
             self.samples_done += report.samples
             self.timer.step_done(report.epoch_done)
             self.noise = self.trainer.gradient_noise()
@@ -220,7 +224,8 @@ class Worker:
 
     def progress(self) -> dict:
         """Step, epoch, loss and samples so far; epoch metrics and checkpoints since the last call;
-        the mean step breakdown of the current formation (`step_ms`, see `StepBreakdown.as_ms`)."""
+        the mean step breakdown of the current formation (`step_ms`, see `StepBreakdown.as_ms`) and
+        the wall time of its first step (`first_step_at`, None before it)."""
         checkpoints = [vars(info) | {"path": str(info.path)} for info in self.store.drain_completed()] \
             if self.store else []
         with self.lock:
@@ -228,7 +233,7 @@ class Worker:
             return {"step": self.trainer.step, "epoch": self.trainer.epoch, "loss": self.last_loss,
                     "last_step_at": self.last_step_at, "samples": self.samples_done, "epochs": epochs,
                     "checkpoints": checkpoints, "step_times": self.timer.drain(), "grad_noise": self.noise,
-                    "step_ms": self.trainer.breakdown.as_ms()}
+                    "step_ms": self.trainer.breakdown.as_ms(), "first_step_at": self.first_step_at}
 
     def state(self) -> bytes:
         """The full training state, serialized with torch.save (load with weights_only=True)."""
