@@ -82,7 +82,8 @@ def print_events(console: Console, events: list[dict]) -> None:
         if event["kind"] == "checkpoint":   # summed up in the caption
             continue
         took = "" if event.get("duration_s") is None else f"{event['duration_s']:.3f} s"
-        detail = ", ".join(f"{k}={v}" for k, v in event.get("detail", {}).items())
+        # Wall-clock instants (`*_at`, epoch seconds) are for tools; the time column places the event.
+        detail = ", ".join(f"{k}={v}" for k, v in event.get("detail", {}).items() if not k.endswith("_at"))
         table.add_row(f"{event['t'] - began:7.2f} s", event["kind"], str(event["step"]), str(event["workers"]), took,
                       detail)
     checkpoints = [e for e in events if e["kind"] == "checkpoint"]
