@@ -218,14 +218,7 @@ class ElasticController:
         """Reserve CPUs for former standbys that have finished loading (without pausing the group)."""
         for worker_id, (member, ref) in list(self.pending.items()):
             if member.from_standby and member.reservation is None and ray.wait([ref], timeout=0)[0]:
-                del self.pending[worker_id]
-                try:
-                    info = ray.get(ref)
-                except GROUP_ERRORS:
-                    self._kill(member)
-                    continue
-                member.pid, member.host, member.node_id = info["pid"], info["host"], info["node_id"]
-                self._reserve(member)
+                self._settle(worker_id)
 
     def _keep_standby(self) -> None:
         """Start a warm standby if the job has none and may grow: once the group has formed and no
@@ -250,23 +243,26 @@ class ElasticController:
             return []
         refs = {ref: worker_id for worker_id, (_, ref) in self.pending.items()}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout, fetch_local=True)
-        joined = []
-        for ref in ready:
-            member, _ = self.pending.pop(refs[ref])
-            try:
-                info = ray.get(ref)
-            except GROUP_ERRORS:
-                self._kill(member)
-                continue   # died while starting; a replacement is started by the next _grow_to
-            if member.reservation is not None:   # a former standby's CPUs are reserved: it joins
-                joined.append(member)
-                continue
-            member.pid, member.host, member.node_id = info["pid"], info["host"], info["node_id"]
-            if member.from_standby:
-                self._reserve(member)
-                continue
-            joined.append(member)
-        return joined
+        joined = (self._settle(refs[ref]) for ref in ready)
+        return [member for member in joined if member is not None]
+
+    def _settle(self, worker_id: int) -> Member | None:
+        """Take pending worker `worker_id`, whose call is done: the member if it can join now;
+        None if it died (a replacement is started by the next _grow_to) or if it is a former
+        standby that has just loaded (its CPUs are now being reserved; it stays pending)."""
+        member, ref = self.pending.pop(worker_id)
+        try:
+            info = ray.get(ref)
+        except GROUP_ERRORS:
+            self._kill(member)
+            return None
+        if member.reservation is not None:   # a former standby's CPUs are reserved
+            return member
+        member.pid, member.host, member.node_id = info["pid"], info["host"], info["node_id"]
+        if member.from_standby:
+            self._reserve(member)
+            return None
+        return member
 
     def _admit(self, wait_for: int) -> None:
         """Move started workers into the membership, waiting until there are `wait_for` members."""
