@@ -73,6 +73,12 @@ def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_sampl
     assert max(sizes) == 3 and min(sizes) == 1
     recovered = next(e for e in events if e["kind"] == "recovered")
     assert recovered["duration_s"] is not None and recovered["duration_s"] > 0
+    # The group pauses after the step an action names; nothing was under way at steps 2 and 14.
+    chaos_steps = [e["step"] for e in events if e["detail"].get("source") == "chaos"]
+    assert chaos_steps[:2] == [2, 14] and chaos_steps[2] >= 40 and chaos_steps[3] >= 60
+    resized = [e for e in events if e["kind"] == "resized"]
+    assert [(e["detail"]["from_workers"], e["workers"]) for e in resized][:2] == [(3, 1), (1, 3)]
+    assert all(0 < e["detail"]["pause_s"] <= e["duration_s"] for e in resized)
 
     assert_exactly_once(tmp_path, steps=24 * epochs, epochs=epochs)
 
@@ -233,19 +239,29 @@ def test_a_job_grows_onto_its_warm_standby_which_holds_no_cpu_until_then(elastra
         wait_until(lambda: seen('"standby"'))
         # Ray's view of free resources lags its changes by up to about a second.
         wait_until(lambda: cpus() == total - 1, timeout=10)   # the one worker's: the standby holds none
+        resizes = lambda: events.read_text().count('"resized"')  # noqa: E731
         control.scale(2)
-        wait_until(lambda: seen('"resized"'))
+        wait_until(lambda: resizes() == 1)
         wait_until(lambda: cpus() == total - 2, timeout=10)   # and the reservation for the standby
+        # Shrinking gives the leaving worker's CPU back and keeps its process as the standby.
+        control.scale(1)
+        wait_until(lambda: resizes() == 2)
+        wait_until(lambda: cpus() == total - 1, timeout=10)
+        control.scale(2)
+        wait_until(lambda: resizes() == 3)
     finally:
         control.cancel()
         runner.join(timeout=120)
     assert outcome["result"].status == "cancelled"
     recorded = read_events(Path(outcome["result"].run_dir))
-    grown = next(e for e in recorded if e["kind"] == "scale_out")
-    assert grown["workers"] == 2 and grown["detail"]["from_standby"] == 1
-    resized = next(e for e in recorded if e["kind"] == "resized")
-    assert resized["detail"]["first_step_at"] > resized["detail"]["asked_at"]
-    assert 0 < resized["detail"]["pause_s"] <= resized["duration_s"]
+    grown = [e for e in recorded if e["kind"] == "scale_out"]
+    assert [(e["workers"], e["detail"]["from_standby"]) for e in grown] == [(2, 1), (2, 1)]
+    assert [e["kind"] for e in recorded].count("standby") == 1   # the second grow started no process
+    resized = [e for e in recorded if e["kind"] == "resized"]
+    assert [(e["detail"]["from_workers"], e["workers"]) for e in resized] == [(1, 2), (2, 1), (1, 2)]
+    for event in resized:
+        assert event["detail"]["first_step_at"] > event["detail"]["asked_at"]
+        assert 0 < event["detail"]["pause_s"] <= event["duration_s"]
 
 
 def test_chaos_strings_are_checked(cli):

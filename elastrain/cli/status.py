@@ -82,14 +82,32 @@ def print_events(console: Console, events: list[dict]) -> None:
         if event["kind"] == "checkpoint":   # summed up in the caption
             continue
         took = "" if event.get("duration_s") is None else f"{event['duration_s']:.3f} s"
-        # Wall-clock instants (`*_at`, epoch seconds) are for tools; the time column places the event.
-        detail = ", ".join(f"{k}={v}" for k, v in event.get("detail", {}).items() if not k.endswith("_at"))
+        # Wall-clock instants (`*_at`, epoch seconds) are for tools, the time column places the event;
+        # what a duration measures (`from`) is in docs/failure-handling.md.
+        detail = ", ".join(f"{k}={v}" for k, v in event.get("detail", {}).items()
+                           if not k.endswith("_at") and k != "from")
         table.add_row(f"{event['t'] - began:7.2f} s", event["kind"], str(event["step"]), str(event["workers"]), took,
                       detail)
     checkpoints = [e for e in events if e["kind"] == "checkpoint"]
     if checkpoints:
         mean = sum(e["duration_s"] or 0 for e in checkpoints) / len(checkpoints)
         table.caption = f"{len(checkpoints)} checkpoints, {mean * 1000:.0f} ms each on average (in the background)"
+    console.print(table)
+    _print_resizes(console, [e for e in events if e["kind"] == "resized"])
+
+
+def _print_resizes(console: Console, resized: list[dict]) -> None:
+    """Each resize: what was asked when, how long it took to the resized group's first step, and
+    how long the running workers paused."""
+    if not resized:
+        return
+    table = Table("asked at step", "workers", "first step", "waited", "paused", title="resizes", title_justify="left",
+                  caption="waited: from the request to the first step of the resized group; paused: the running "
+                          "workers' stop, within it")
+    for event in resized:
+        detail = event["detail"]
+        table.add_row(str(detail.get("asked_step", "")), f"{detail.get('from_workers', '?')} -> {event['workers']}",
+                      str(event["step"]), f"{event['duration_s']:.3f} s", f"{detail['pause_s']:.3f} s")
     console.print(table)
 
 

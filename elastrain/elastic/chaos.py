@@ -1,7 +1,9 @@
 """Fault injection for demos and tests: `--chaos "kill@step=40,scale=3@step=80,scale=1@step=120"`.
 
 Actions: `kill` SIGKILLs the highest-ranked worker's process (`kill:R` the worker of rank R);
-`scale=N` resizes the job to N workers. Each fires once, when the group has completed the step.
+`scale=N` resizes the job to N workers. Each fires once: the group pauses after the step it
+names and the action is carried out there, unless the previous resize has not yet taken effect
+or the group has not yet recovered from the previous kill (then it fires once they have).
 """
 
 from __future__ import annotations

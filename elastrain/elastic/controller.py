@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 import ray
 import torch
 from ray.exceptions import RayError
-from ray.util.placement_group import NODE_ID_LABEL_KEY, PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import (
+    NODE_ID_LABEL_KEY,
+    PlacementGroup,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.control import JobControl
@@ -54,13 +61,13 @@ GROUP_ERRORS = (RayError,)
 class Member:
     """A worker process of the job."""
 
-    actor: ray.actor.ActorHandle
+    actor: ray.actor.ActorHandle | None   # None until its CPUs are reserved (then it starts on their node)
     worker_id: int
     pid: int = 0
     host: str = ""
     node_id: str = ""   # the Ray node it runs on
-    from_standby: bool = False   # it was started as the warm standby, holding no CPU
-    reservation: PlacementGroup | None = None   # then this holds its CPUs, once it joins
+    from_standby: bool = False   # it joins from the warm standbys, where it held no CPU
+    reservation: PlacementGroup | None = None   # holds its CPUs when they are not the actor's own
 
 
 @dataclass
@@ -73,6 +80,15 @@ class Outcome:
     message: str | None = None
     last_good_state: dict | None = None
     traceback: str | None = None   # where the training code raised, when it did
+
+
+@dataclass(frozen=True)
+class ResizeRequest:
+    """A resize asked for and not yet seen through: when (wall time), at which step, from how many workers."""
+
+    asked_at: float
+    step: int
+    workers: int
 
 
 @dataclass
@@ -141,15 +157,17 @@ class ElasticController:
         self.member_steps: list[int] = []   # each member's step when the group last re-formed
         self.backend = "nccl" if spec.resources.on_gpu else "gloo"
         self.actor_class = ray.remote(max_concurrency=4)(Worker)
-        # A warm standby: a started and loaded worker that holds no CPU (see resources.warm_standby).
+        # Warm standbys: started and loaded workers that hold no CPU (see resources.warm_standby).
+        # Then every worker's CPUs are a placement group beside its process, which holds none, so
+        # that a worker leaving on a scale-in gives its CPUs back and stays loaded as a standby.
         # A GPU job has none: a process holds its GPU only if it was started with it.
         self.use_standby = spec.resources.warm_standby and not spec.resources.on_gpu and self.maximum > self.minimum
-        self.standby: tuple[Member, ray.ObjectRef] | None = None
-        self.standby_started: float | None = None   # perf_counter of the standby's start, until it is loaded
-        self.resize_asked_at: float | None = None   # wall time of the resize request not yet carried out
-        self.paused_at = 0.0                        # wall time the group last stopped to re-form
-        # (asked at, paused at, seconds re-forming) of a resize whose first step is not yet seen
-        self.resized: tuple[float, float, float] | None = None
+        self.standbys: list[tuple[Member, ray.ObjectRef]] = []
+        self.standby_loading: tuple[Member, float] | None = None   # a new standby and its start (perf_counter)
+        self.resize_asked: ResizeRequest | None = None   # the resize request not yet carried out
+        self.paused_at = 0.0                             # wall time the group last stopped to re-form
+        # (the request, paused at, seconds re-forming) of a resize whose first step is not yet seen
+        self.resized: tuple[ResizeRequest, float, float] | None = None
 
     def run(self) -> Outcome:
         """Train to the end.
@@ -181,38 +199,34 @@ class ElasticController:
     # membership ---------------------------------------------------------------------------
 
     def _grow_to(self, count: int) -> None:
-        """Add pending workers until members and pending ones number `count`: the warm standby if
-        it is loaded (its CPUs are reserved on its node now), else new worker processes."""
+        """Add pending workers until members and pending ones number `count`: warm standbys first
+        (their CPUs are reserved on their node once they are loaded), else new workers."""
         resources = self.spec.resources
         while len(self.members) + len(self.pending) < count:
-            if self._take_standby():
-                continue
-            actor = self._start_worker(resources.cpus_per_worker, resources.gpus_per_worker)
-            member = Member(actor, self.next_id)
-            self.pending[self.next_id] = (member, actor.info.remote())
-            self.next_id += 1
+            if self.standbys:
+                member, ref = self.standbys.pop(0)
+                member.from_standby = True
+            elif self.use_standby:   # reserve the CPUs first; the process starts on their node
+                member = Member(None, self.next_id, reservation=self._reservation())
+                ref = member.reservation.ready()
+            else:
+                member = Member(self._start_worker(resources.cpus_per_worker, resources.gpus_per_worker),
+                                self.next_id)
+                ref = member.actor.info.remote()
+            self.next_id = max(self.next_id, member.worker_id + 1)
+            self.pending[member.worker_id] = (member, ref)
 
-    def _start_worker(self, cpus: float, gpus: float) -> ray.actor.ActorHandle:
-        return self.actor_class.options(num_cpus=cpus, num_gpus=gpus).remote(
+    def _start_worker(self, cpus: float, gpus: float, node_id: str | None = None) -> ray.actor.ActorHandle:
+        """A new worker process holding `cpus` and `gpus`, on node `node_id` if given."""
+        strategy = NodeAffinitySchedulingStrategy(node_id, soft=False) if node_id else "DEFAULT"
+        return self.actor_class.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy).remote(
             self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url, self.trace_dir)
 
-    def _take_standby(self) -> bool:
-        """Make the warm standby (loaded or still loading) a pending member: once it is loaded,
-        the job's CPUs per worker are reserved on its node (a placement group: no process to
-        start), and it joins when they are."""
-        if self.standby is None:
-            return False
-        member, ref = self.standby
-        member.from_standby = True
-        self.standby = None
-        self.pending[member.worker_id] = (member, ref)
-        return True
-
-    def _reserve(self, member: Member) -> None:
-        """A former standby has loaded: reserve its CPUs on its node; it joins once they are held."""
-        member.reservation = placement_group([{"CPU": self.spec.resources.cpus_per_worker}], strategy="STRICT_PACK",
-                                             bundle_label_selector=[{NODE_ID_LABEL_KEY: member.node_id}])
-        self.pending[member.worker_id] = (member, member.reservation.ready())
+    def _reservation(self, node_id: str | None = None) -> PlacementGroup:
+        """A placement group holding one worker's CPUs, on node `node_id` if given."""
+        selector = [{NODE_ID_LABEL_KEY: node_id}] if node_id else None
+        return placement_group([{"CPU": self.spec.resources.cpus_per_worker}], strategy="STRICT_PACK",
+                               bundle_label_selector=selector)
 
     def _reserve_loaded_standbys(self) -> None:
         """Reserve CPUs for former standbys that have finished loading (without pausing the group)."""
@@ -224,18 +238,23 @@ class ElasticController:
         """Start a warm standby if the job has none and may grow: once the group has formed and no
         resize is under way (loading one takes seconds of CPU, which must not slow a start or a
         resize). Once loaded it is kept, also for replacing a lost worker."""
-        settled = self.generation >= 0 and self.resize_asked_at is None and self.resized is None \
+        settled = self.generation >= 0 and self.resize_asked is None and self.resized is None \
             and not self.pending and len(self.members) < self.maximum
-        if self.use_standby and self.standby is None and settled:
+        if self.use_standby and not self.standbys and settled:
             member = Member(self._start_worker(0, 0), self.next_id)
             self.next_id += 1
-            self.standby = (member, member.actor.info.remote())
-            self.standby_started = time.perf_counter()
-        elif self.standby_started is not None and self.standby and ray.wait([self.standby[1]], timeout=0)[0]:
-            self.events.add(Event("standby", self.step, len(self.members), self.generation,
-                                  round(time.perf_counter() - self.standby_started, 4),
-                                  detail={"state": "ready", "message": "a warm worker is loaded (no CPU held)"}))
-            self.standby_started = None
+            self.standbys.append((member, member.actor.info.remote()))
+            self.standby_loading = (member, time.perf_counter())
+        elif self.standby_loading is not None:
+            member, started = self.standby_loading
+            ref = next((ref for m, ref in self.standbys if m is member), None)
+            loaded = ref is not None and bool(ray.wait([ref], timeout=0)[0])
+            if loaded:
+                self.events.add(Event("standby", self.step, len(self.members), self.generation,
+                                      round(time.perf_counter() - started, 4),
+                                      detail={"state": "ready", "message": "a warm worker is loaded (no CPU held)"}))
+            if loaded or ref is None:   # loaded, or taken into the group before it was
+                self.standby_loading = None
 
     def _ready_pending(self, timeout: float) -> list[Member]:
         """Pending workers whose processes are up (waiting at most `timeout` for the first)."""
@@ -247,20 +266,26 @@ class ElasticController:
         return [member for member in joined if member is not None]
 
     def _settle(self, worker_id: int) -> Member | None:
-        """Take pending worker `worker_id`, whose call is done: the member if it can join now;
-        None if it died (a replacement is started by the next _grow_to) or if it is a former
-        standby that has just loaded (its CPUs are now being reserved; it stays pending)."""
+        """Take pending worker `worker_id`, whose call (its reservation, or its process loading)
+        is done: the member if it can join now, with its process loaded and its CPUs held; None if
+        it died (a replacement is started by the next _grow_to) or still waits for one of the two
+        (it stays pending)."""
         member, ref = self.pending.pop(worker_id)
         try:
-            info = ray.get(ref)
+            answer = ray.get(ref)
         except GROUP_ERRORS:
             self._kill(member)
             return None
-        if member.reservation is not None:   # a former standby's CPUs are reserved
-            return member
-        member.pid, member.host, member.node_id = info["pid"], info["host"], info["node_id"]
-        if member.from_standby:
-            self._reserve(member)
+        if member.actor is None:   # its CPUs are held: start its process, holding none, on their node
+            node_id = placement_group_table(member.reservation)["bundles_to_node_id"][0]
+            member.actor = self._start_worker(0, 0, node_id)
+            self.pending[worker_id] = (member, member.actor.info.remote())
+            return None
+        if isinstance(answer, dict):   # Worker.info: the process is loaded
+            member.pid, member.host, member.node_id = answer["pid"], answer["host"], answer["node_id"]
+        if self.use_standby and member.reservation is None:   # a standby: reserve its CPUs on its node
+            member.reservation = self._reservation(member.node_id)
+            self.pending[worker_id] = (member, member.reservation.ready())
             return None
         return member
 
@@ -299,9 +324,25 @@ class ElasticController:
 
     def _trim_to_desired(self) -> None:
         """Release the workers beyond the desired count: members of the highest ranks, then pending ones."""
-        self._release(self.members[self.desired:])
-        for worker_id in list(self.pending)[: max(0, len(self.members) + len(self.pending) - self.desired)]:
-            self._kill(self.pending.pop(worker_id)[0])
+        leaving = self.members[self.desired:]
+        self.members = self.members[:self.desired]
+        excess = max(0, len(self.members) + len(self.pending) - self.desired)
+        leaving += [self.pending.pop(worker_id)[0] for worker_id in list(self.pending)[:excess]]
+        for member in leaving:
+            self._retire(member)
+
+    def _retire(self, member: Member) -> None:
+        """A worker leaves the job: it gives its CPUs back and stays loaded as a warm standby, if
+        it has a process and the standbys are fewer than the workers the job could grow by; else
+        it is killed."""
+        if self.use_standby and member.actor is not None \
+                and len(self.members) + len(self.standbys) < self.maximum:
+            if member.reservation is not None:
+                remove_placement_group(member.reservation)
+                member.reservation = None
+            self.standbys.append((member, member.actor.info.remote()))
+        else:
+            self._kill(member)
 
     def _form(self, reason: str, lost: int = 0, detail: dict | None = None) -> None:
         """Re-form the collective among the members and give all of them the latest state.
@@ -364,7 +405,8 @@ class ElasticController:
     def _kill(self, member: Member, unresponsive: bool = False) -> None:
         """End `member`'s process. An `unresponsive` one (stopped) does not act on Ray's kill
         request, so if it runs on this node it also gets SIGKILL."""
-        ray.kill(member.actor)
+        if member.actor is not None:
+            ray.kill(member.actor)
         if member.reservation is not None:
             remove_placement_group(member.reservation)
         if unresponsive and member.pid and member.node_id == ray.get_runtime_context().get_node_id():
@@ -407,7 +449,8 @@ class ElasticController:
         returned `BROKEN_GRACE_S` after a peer's step broke, or, when the group has completed no
         step for `resources.hang_timeout_s`, one that does not answer a call.
         """
-        running = {m.actor.run.remote(): m for m in self.members}
+        armed = self._chaos_step()   # the group pauses after this step, where the action is carried out
+        running = {m.actor.run.remote(armed): m for m in self.members}
         watch = Watch()
         self.pause_asked = False
         hang_timeout = self.spec.resources.hang_timeout_s
@@ -418,7 +461,8 @@ class ElasticController:
             for ref in done:
                 member = running.pop(ref)
                 try:
-                    watch.results[member.worker_id] = ray.get(ref)
+                    watch.results[member.worker_id] = result = ray.get(ref)
+                    self.step = max(self.step, result["step"])   # where a paused group stopped
                 except GROUP_ERRORS:
                     watch.dead.add(member.worker_id)
             if any(r["status"] in ("diverged", "error") for r in watch.results.values()):
@@ -440,7 +484,10 @@ class ElasticController:
             if report is None:
                 continue
             self._keep_standby()
-            self._fire_chaos(report["step"])
+            due = self._chaos_step()
+            if due is not None and due != armed:
+                self.members[0].actor.request_pause.remote(after_step=due)
+                armed = due
             wanted = self.control.take_scale()
             if wanted is not None:
                 self._set_desired(wanted, source="request")
@@ -475,11 +522,12 @@ class ElasticController:
                                   detail={"from": "the last step completed before the loss to the next one"}))
             self.kill_at = None
         if self.resized is not None and report.get("first_step_at"):
-            asked_at, paused_at, forming_s = self.resized
-            self.events.add(Event("resized", report["step"], len(self.members), self.generation,
-                                  round(report["first_step_at"] - asked_at, 4),
+            asked, paused_at, forming_s = self.resized
+            self.events.add(Event("resized", self.step_at_formation + 1, len(self.members), self.generation,
+                                  round(report["first_step_at"] - asked.asked_at, 4),
                                   detail={"pause_s": round(report["first_step_at"] - paused_at, 4),
-                                          "forming_s": round(forming_s, 4), "asked_at": asked_at,
+                                          "forming_s": round(forming_s, 4), "asked_step": asked.step,
+                                          "from_workers": asked.workers, "asked_at": asked.asked_at,
                                           "first_step_at": report["first_step_at"],
                                           "from": "the request to the first step of the resized group"}))
             self.resized = None
@@ -496,33 +544,44 @@ class ElasticController:
             ray.wait([ref], timeout=0)[0] for _, ref in self.pending.values())
         return ready_to_join or len(self.members) > self.desired
 
-    def _fire_chaos(self, step: int) -> None:
-        """Carry out due actions; each waits until the previous resize has taken effect."""
-        while self.chaos and self.chaos[0].step <= step < self.total_steps and not self.pause_asked \
-                and len(self.members) == self.desired:
+    def _chaos_step(self) -> int | None:
+        """The step of the next chaos action if it may be carried out once the group reaches it:
+        each waits until the previous resize has taken effect and the previous loss is recovered."""
+        if self.chaos and self.chaos[0].step < self.total_steps and self.resize_asked is None \
+                and self.kill_at is None:
+            return self.chaos[0].step
+        return None
+
+    def _fire_chaos(self) -> None:
+        """The group has paused: carry out the chaos actions due by its step."""
+        while (due := self._chaos_step()) is not None and due <= self.step:
             action = self.chaos.pop(0)
             if action.kind == "scale":
-                self._set_desired(action.workers, source="chaos")
+                self._set_desired(action.workers, source="chaos", asked_at=self.paused_at)
                 continue
             rank = len(self.members) - 1 if action.rank is None else min(action.rank, len(self.members) - 1)
             victim = self.members[rank]
             self.kill_at, self.kill_generation = self.last_step_at, self.generation
             victim.actor.die.remote()
-            self.events.add(Event("kill", step, len(self.members), self.generation,
+            self.events.add(Event("kill", self.step, len(self.members), self.generation,
                                   detail={"rank": rank, "pid": victim.pid, "source": "chaos"}))
 
-    def _set_desired(self, workers: int, source: str) -> None:
+    def _set_desired(self, workers: int, source: str, asked_at: float | None = None) -> None:
+        """Resize to `workers` (within workers.min..max), asked at wall time `asked_at` (default now)."""
         self.desired = max(self.minimum, min(self.maximum, workers))
-        if self.resize_asked_at is None and self.desired != len(self.members):
-            self.resize_asked_at = time.time()
+        if self.resize_asked is None and self.desired != len(self.members):
+            self.resize_asked = ResizeRequest(asked_at or time.time(), self.step, len(self.members))
         self.events.add(Event("scale_request", self.step, len(self.members), self.generation,
                               detail={"asked": workers, "target": self.desired, "source": source}))
         self._grow_to(self.desired)
 
     def _resize(self) -> None:
         """The group paused: let ready workers join or extra ones leave, then re-form. Once the
-        size asked for is reached, the first step of the new group ends the resize (`resized`)."""
+        size asked for is reached, the first step of the new group ends the resize (`resized`).
+        Chaos actions due by now are carried out first."""
         self.paused_at = time.time()   # the members' run() returned just after their last step
+        self._progress()   # the events of the steps before the pause come before those of the resize
+        self._fire_chaos()
         before = len(self.members)
         joined = self._ready_pending(timeout=0) if len(self.members) < self.desired else []
         self.members += joined
@@ -534,9 +593,9 @@ class ElasticController:
             self._form(reason="scale_out", detail={"from_standby": sum(m.from_standby for m in joined)})
         else:
             self._form(reason="scale_in")
-        if self.resize_asked_at is not None and len(self.members) == self.desired:
-            self.resized = (self.resize_asked_at, self.paused_at, time.perf_counter() - began)
-            self.resize_asked_at = None
+        if self.resize_asked is not None and len(self.members) == self.desired:
+            self.resized = (self.resize_asked, self.paused_at, time.perf_counter() - began)
+            self.resize_asked = None
 
     def _recover(self, watch: Watch) -> None:
         """A member died, hung or broke the collective: re-form among the survivors, in place.
@@ -592,7 +651,6 @@ class ElasticController:
                        traceback=result.get("traceback"))
 
     def _stop_all(self) -> None:
-        standby = [self.standby[0]] if self.standby else []
-        for member in [*self.members, *(m for m, _ in self.pending.values()), *standby]:
+        for member in [*self.members, *(m for m, _ in [*self.pending.values(), *self.standbys])]:
             self._kill(member)
-        self.members, self.pending, self.standby = [], {}, None
+        self.members, self.pending, self.standbys = [], {}, []

@@ -109,6 +109,7 @@ class Worker:
         self.policy = CheckpointPolicy(self.spec.checkpoint.every_steps, self.spec.checkpoint.every_seconds)
         self.trace = Path(trace_dir) / f"worker-{os.getpid()}.jsonl" if trace_dir else None
         self.pause = threading.Event()
+        self.pause_after: int | None = None   # the group stops after this step (see request_pause)
         self.lock = threading.Lock()
         self.last_loss = float("nan")
         self.last_step_at = time.time()
@@ -159,8 +160,9 @@ class Worker:
             self.noise = self.trainer.gradient_noise()
         return {"step": self.trainer.step, "skipped": list(loaded.skipped)}
 
-    def run(self) -> dict:
-        """Train in lock step with the group until the job is done, the group pauses, or a peer is lost.
+    def run(self, pause_after: int | None = None) -> dict:
+        """Train in lock step with the group until the job is done, the group pauses (asked to, or
+        after step `pause_after`), or a peer is lost.
 
         Returns:
             {"status": "done", "metrics"}, {"status": "paused"}, {"status": "broken", "error"}
@@ -168,9 +170,10 @@ class Worker:
             or {"status": "error", "message", "traceback"} (the training code raised: the same
             inputs would raise again, so the job must fail rather than retry); with "step".
         """
+        self.pause_after = pause_after
         try:
             outcome = fit(self.trainer, on_step=self._on_step, on_epoch=self._on_epoch,
-                          pause_requested=self.pause.is_set)
+                          pause_requested=self._pause_due)
         except TrainingDiverged as exc:
             return {"status": "diverged", "message": exc.line(), "step": self.trainer.step}
         except PeerLost as exc:
@@ -180,6 +183,7 @@ class Worker:
                     "traceback": traceback.format_exc(), "step": self.trainer.step}
         if outcome.status == "paused":
             self.pause.clear()
+            self.pause_after = None
             return {"status": "paused", "step": self.trainer.step}
         if self.store:
             self.store.wait()
@@ -218,9 +222,17 @@ class Worker:
         with self.trace.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def request_pause(self) -> None:
-        """Ask the group to stop after its next step (every member stops after the same one)."""
-        self.pause.set()
+    def request_pause(self, after_step: int | None = None) -> None:
+        """Ask the group to stop after step `after_step`, or after its next step (every member
+        stops after the same one)."""
+        if after_step is None:
+            self.pause.set()
+        else:
+            self.pause_after = after_step
+
+    def _pause_due(self) -> bool:
+        after = self.pause_after
+        return self.pause.is_set() or (after is not None and self.trainer.step + 1 >= after)
 
     def progress(self) -> dict:
         """Step, epoch, loss and samples so far; epoch metrics and checkpoints since the last call;

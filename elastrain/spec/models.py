@@ -228,10 +228,11 @@ class ResourcesSpec(_Strict):
         3, ge=0, le=100,
         description="how often the group may lose workers and re-form without completing a step before the job fails")
     warm_standby: bool = Field(
-        True, description="keep one worker process started and loaded, holding no CPU, so that the job grows (or "
-                          "replaces a lost worker) in about a second instead of the seconds a new process takes; "
-                          "it costs the memory of one worker, and a few seconds of CPU while it loads (CPU jobs whose "
-                          "workers.max > workers.min, once they run below workers.max)")
+        True, description="keep worker processes started and loaded, holding no CPU (one started ahead, and the "
+                          "workers that left on a scale-in, up to workers.max in all), so that the job grows (or "
+                          "replaces a lost worker) in well under a second instead of the seconds a new process "
+                          "takes; each costs the memory of one worker, and a new one a few seconds of CPU while it "
+                          "loads (CPU jobs whose workers.max > workers.min, once they run below workers.max)")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where a worker trains: auto is the GPU when gpus_per_worker > 0, else the CPU; "
                             "cpu keeps the model on the CPU even on a GPU")
