@@ -116,7 +116,9 @@ def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home, tmp
     # Its mean step, measured on the two workers' group: the parts fit inside the whole.
     step_ms = uninterrupted.step_ms
     assert step_ms["compute"] > 0 and step_ms["all_reduce"] > 0 and step_ms["bookkeeping"] >= 0
-    assert step_ms["compute"] + step_ms["all_reduce"] + step_ms["bookkeeping"] == pytest.approx(step_ms["total"])
+    # Each figure is rounded to the microsecond on its own.
+    assert step_ms["compute"] + step_ms["all_reduce"] + step_ms["bookkeeping"] == pytest.approx(step_ms["total"],
+                                                                                                abs=0.002)
     result = run_job(job(epochs=8, max_workers=2, hidden=(256, 256)), elastrain_home,
                      options=RunOptions(chaos=parse_chaos("kill:0@step=30"), trace_dir=str(tmp_path)))
     assert result.status == "succeeded" and result.steps == uninterrupted.steps == 192

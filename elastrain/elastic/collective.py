@@ -33,18 +33,33 @@ class GroupCollective:
         self.world_size = 1
         self.generation = -1
         self.backend = "gloo"
+        self.rendezvous: dist.TCPStore | None = None   # the store of the group this member leads
+
+    def listen(self, host: str, timeout_s: float) -> int:
+        """Leave any previous group and open the rendezvous of the next one, which this member
+        will lead as rank 0; returns its port on `host`. Opening it before any member connects
+        spares them the client's connection retries (up to a second each on a fresh process)."""
+        self.leave()
+        self.rendezvous = dist.TCPStore(host, 0, is_master=True, wait_for_workers=False,
+                                        timeout=timedelta(seconds=timeout_s))
+        return self.rendezvous.port
 
     def form(self, generation: int, rank: int, world_size: int, master: str, port: int, backend: str,
              timeout_s: float) -> None:
-        """Leave any previous group and join generation `generation` (blocks until all members join).
+        """Leave any previous group and join generation `generation` (blocks until all members join)
+        through the rendezvous its rank 0 opened with :meth:`listen` at `master`:`port`.
 
         `timeout_s` bounds every later collective: a peer silent for that long (a stopped or wedged
         process) makes the operation raise :class:`PeerLost`; a SIGKILLed peer is noticed at once
         (its sockets close).
         """
-        self.leave()
-        dist.init_process_group(backend, init_method=f"tcp://{master}:{port}", rank=rank, world_size=world_size,
-                                timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        if rank == 0:
+            store = self.rendezvous
+        else:
+            self.leave()
+            store = dist.TCPStore(master, port, is_master=False, timeout=timeout)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
         self.rank, self.world_size, self.generation, self.backend = rank, world_size, generation, backend
 
     def leave(self) -> None:

@@ -373,7 +373,7 @@ class ElasticController:
         # the state broadcast are collectives, bounded by the hang timeout on the members' side).
         bound = self.spec.resources.hang_timeout_s + ANSWER_S
         leader = self.members[0]
-        port = ray.get(leader.actor.free_port.remote(), timeout=ANSWER_S)
+        port = ray.get(leader.actor.listen.remote(), timeout=ANSWER_S)
         world = len(self.members)
         nodes = len({m.node_id for m in self.members})
         ray.get([m.actor.form.remote(self.generation, rank, world, leader.host, port, self.backend, nodes)

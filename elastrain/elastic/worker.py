@@ -24,7 +24,7 @@ import torch
 from elastrain.data import prepare_dataset
 from elastrain.data.sampler import global_batch, shard
 from elastrain.elastic.checkpoints import CheckpointStore
-from elastrain.elastic.collective import GroupCollective, PeerLost, free_port
+from elastrain.elastic.collective import GroupCollective, PeerLost
 from elastrain.errors import TrainingDiverged, UserError
 from elastrain.spec import JobSpec
 from elastrain.train.breakdown import StepBreakdown
@@ -126,9 +126,11 @@ class Worker:
         return {"pid": os.getpid(), "host": ray.util.get_node_ip_address(), "step": self.trainer.step,
                 "gpus": torch.cuda.device_count(), "node_id": ray.get_runtime_context().get_node_id()}
 
-    def free_port(self) -> int:
-        """A free port on this worker's host, for a rendezvous it leads."""
-        return free_port()
+    def listen(self) -> int:
+        """Open the rendezvous of the next generation, which this worker will lead; returns its port."""
+        import ray
+
+        return self.collective.listen(ray.util.get_node_ip_address(), self.spec.resources.hang_timeout_s)
 
     def form(self, generation: int, rank: int, world_size: int, master: str, port: int, backend: str,
              nodes: int = 1) -> None:
