@@ -2,15 +2,20 @@
 the default in Ray 2.60) takes to grow an elastic job, ScalingConfig(num_workers=(1, 2)), from 1
 to 2 workers when a worker's CPUs become free.
 
-The job trains the benchmarks' workload (common.py) with DDP via `prepare_model`, reports every
-step with `ray.train.report` and attaches a checkpoint every CHECKPOINT_EVERY steps; rank 0 also
-appends each step's wall time, world size and number to a file, which this process reads while
-`fit()` runs in a thread. A blocker holds every CPU but one worker's while the job starts; once
-the job has trained and checkpointed at world size 1, the blocker is released and the clock
-starts. The figure is the wall time of the first step at world size 2 minus that start. Ray Train
-grows by stopping the group and starting a new one, which resumes from the latest checkpoint; each
-run also gives the time of the resize decision and of the new group's start (from Ray Train's
-controller log), the last step at world size 1, and the step the new group resumed from.
+The job trains the benchmarks' workload (common.py) with DDP via `prepare_model`. Rank 0 appends
+each step's wall time, world size and number to a file, which this process reads while `fit()`
+runs in a thread; every CHECKPOINT_EVERY steps the workers call `ray.train.report` with the
+metrics and a checkpoint. Not every step: a report waits in a queue of one that the controller
+empties once per poll (every 2 s), so reporting every step trains one step per poll, and the
+release below would then always come just after a poll, a full poll before Ray Train's decision.
+
+A blocker holds every CPU but one worker's while the job starts; once the job has checkpointed at
+world size 1, and after a random part of Ray Train's poll interval, the blocker is released and
+the clock starts. The figure is the wall time of the first step at world size 2 minus that start.
+Ray Train grows by stopping the group and starting a new one, which resumes from the latest
+checkpoint; each run also gives the times of the resize decision and of the new group's start
+(from Ray Train's controller log) and of the last step at world size 1, and the step the new group
+resumed from.
 
 Ray Train's elastic policy does not look at free CPUs: it asks Ray's AutoscalingCoordinator, which
 shares out the nodes' *total* resources among the requesters registered with it. A plain
@@ -28,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import random
 import tempfile
 import threading
 import time
@@ -44,6 +50,9 @@ GROWN_STEPS = 3
 # Failed starts of a worker group (60 s placement timeout each) before fit() gives up, so that a
 # job that cannot be placed ends within WAIT_S instead of retrying forever (Ray Train's default).
 CONTROLLER_FAILURES = 3
+# Ray Train's controller polls the workers, and so considers a resize, every 2 s
+# (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S).
+POLL_S = 2.0
 BLOCKER = "bench-raytrain-peer-blocker"
 NOTE = ("capacity: a placement group, registered with Ray's AutoscalingCoordinator, holds every CPU but one "
         "worker's; the clock starts at its release and stops at the first step at world size 2 (Ray Train stops "
@@ -104,7 +113,9 @@ def train_loop(config: dict) -> None:
         if rank == 0:
             with open(config["log"], "a") as log:
                 log.write(json.dumps(metrics) + "\n")
-        if step % CHECKPOINT_EVERY or rank != 0:
+        if step % CHECKPOINT_EVERY:
+            continue
+        if rank != 0:
             ray.train.report(metrics)
             continue
         with tempfile.TemporaryDirectory() as folder:
@@ -116,19 +127,21 @@ def train_loop(config: dict) -> None:
 def measure_grow(repetitions: int) -> dict:
     """Grow Ray Train's elastic job from 1 to 2 workers `repetitions` times, on the Ray this
     process is connected to (an embedded one, started and shut down here, when none is)."""
-    # 2.60 runs Train V2 by default; set it in case the environment turned it off.
-    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
     import ray
 
     started = not ray.is_initialized()
     if started:
         common.start_ray()
     try:
-        runs = [once() for _ in range(repetitions)]
+        return summary([once() for _ in range(repetitions)])
     finally:
         if started:
             ray.shutdown()
-    # A run that did not grow counts as endless: the median is null once half of them did not.
+
+
+def summary(runs: list[dict]) -> dict:
+    """The median of `runs` (results of :func:`once`), the runs and a note on what was measured.
+    A run that did not grow counts as endless: the median is null once half of them did not."""
     seconds = common.median([run["seconds"] if run["seconds"] is not None else math.inf for run in runs])
     failures = [run["note"] for run in runs if "note" in run]
     return {"peer_request_to_step_s": None if math.isinf(seconds) else seconds, "runs": runs,
@@ -138,6 +151,8 @@ def measure_grow(repetitions: int) -> dict:
 def once() -> dict:
     """One job: the seconds from the release to the first step at world size 2 and the phases
     before it; or None and a note saying why it did not grow."""
+    # 2.60 runs Train V2 by default; set it in case the environment turned it off.
+    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -156,21 +171,25 @@ def once() -> dict:
         outcome: dict = {}
         fit = threading.Thread(target=_fit, args=(trainer, outcome), daemon=True)
         fit.start()
-        released = grown = None
+        failure = None
         try:
             # Past the first checkpoint, so that the grown group has one to resume from.
-            if _wait(log, fit, world_size=1, after_step=CHECKPOINT_EVERY) is not None:
+            if _wait(log, fit, world_size=1, after_step=CHECKPOINT_EVERY) is None:
+                failure = _failed(name, "no checkpointed step at world size 1", outcome)
+            else:
+                # The job's startup time would otherwise fix where the release falls in the poll cycle.
+                time.sleep(random.uniform(0.0, POLL_S))
                 released = time.time()
                 blocker.release()
                 grown = _wait(log, fit, world_size=2)
+                if grown is None:
+                    failure = _failed(name, "no step at world size 2", outcome)
         finally:
             blocker.release()
             stop.touch()
             fit.join(WAIT_S)
-        if released is None:
-            return _failed(name, "no checkpointed step at world size 1", outcome)
-        if grown is None:
-            return _failed(name, "no step at world size 2", outcome)
+        if failure:
+            return failure
         single = [row for row in _rows(log) if row["world_size"] == 1]
         events = _controller_log(name)
 
@@ -226,7 +245,8 @@ def _fit(trainer, outcome: dict) -> None:
 
 
 def _rows(log: Path) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    """The steps rank 0 logged, without a line still being written."""
+    return [json.loads(line) for line in log.read_text().split("\n")[:-1]] if log.exists() else []
 
 
 def _wait(log: Path, fit: threading.Thread, world_size: int, after_step: int = 0) -> dict | None:
@@ -246,14 +266,16 @@ def _controller_log(name: str) -> list[dict]:
 
     events = []
     for path in Path(LoggingManager.get_log_directory()).glob("ray-train-sys-controller-*.log"):
-        events += [event for event in map(json.loads, path.read_text().splitlines()) if event.get("run_name") == name]
+        lines = path.read_text().split("\n")[:-1]   # without a line still being written
+        events += [event for event in map(json.loads, lines) if event.get("run_name") == name]
     return sorted(events, key=lambda event: event["timestamp_ns"])
 
 
 def _failed(name: str, what: str, outcome: dict) -> dict:
     """A run without a figure, with what Ray Train's controller logged last."""
-    messages = [event["message"].splitlines()[0] for event in _controller_log(name) if event["levelname"] != "DEBUG"]
-    last = list(dict.fromkeys(reversed(messages)))[:3][::-1]
+    messages = [event["message"].splitlines()[0][:160] for event in _controller_log(name)
+                if event["levelname"] != "DEBUG"]
+    last = list(dict.fromkeys(reversed(messages)))[:4][::-1]
     note = f"{what} within {WAIT_S:g} s; Ray Train's controller logged last: {' | '.join(last) or 'nothing'}"
     if "error" in outcome:
         note += f"; fit() raised {outcome['error']}"

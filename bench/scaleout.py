@@ -11,7 +11,9 @@ running worker pauses meanwhile. Targets: <= 2 s median from the request, pause 
 Each figure is measured from the benchmark's own clock (its request, its release) to the wall
 time of the grown group's first step, which the job's `resized` event records.
 
-Not yet measured: Ray Train's TorchTrainer growing 1 -> 2 (`peer_request_to_step_s` is null).
+- peer: Ray Train's TorchTrainer growing an elastic job, num_workers=(1, 2), when another
+  holder's CPUs are released (it has no scale request: new capacity is what makes it grow); see
+  bench/raytrain_peer.py. Its runs come interleaved with ours.
 
 Usage: python -m bench.scaleout [--repetitions 3] [--save]
 """
@@ -25,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import common
+from bench import common, raytrain_peer
 
 WAIT_S = 120.0
 
@@ -83,19 +85,22 @@ def _wait_for(events: Path, kind: str) -> dict:
 def main() -> None:
     args = common.arguments(__doc__, steps=0)
     common.start_ray()
-    request, pause, capacity, cold = [], [], [], []
+    request, pause, capacity, cold, peer = [], [], [], [], []
     for _ in range(args.repetitions):
         seconds, paused = once(standby=True, capacity=False)
         request.append(seconds)
         pause.append(paused)
         capacity.append(once(standby=True, capacity=True)[0])
         cold.append(once(standby=False, capacity=False)[0])
+        peer.append(raytrain_peer.once())
         print(f"request -> step {request[-1]:.2f} s (pause {pause[-1]:.2f} s), capacity -> step {capacity[-1]:.2f} s, "
-              f"no spares {cold[-1]:.2f} s", file=sys.stderr)
+              f"no spares {cold[-1]:.2f} s, Ray Train {peer[-1]['seconds']} s", file=sys.stderr)
+    ray_train = raytrain_peer.summary(peer)
     common.report("scaleout", {
         "request_to_step_s": common.median(request), "capacity_to_step_s": common.median(capacity),
         "pause_s": common.median(pause), "no_spares_request_to_step_s": common.median(cold),
-        "peer_request_to_step_s": None, "repetitions": args.repetitions, "workers": "1 -> 2",
+        "peer_request_to_step_s": ray_train["peer_request_to_step_s"], "peer_runs": ray_train["runs"],
+        "peer_note": ray_train["note"], "repetitions": args.repetitions, "workers": "1 -> 2",
         "model": f"mlp 64-{'-'.join(map(str, common.HIDDEN))}-10, adam",
     }, args.save)
 
