@@ -25,12 +25,12 @@ TARGET_PCT = 3.0
 
 def throughput(steps: int, every: int | None) -> tuple[float, float | None]:
     """(samples/s, mean seconds the training loop spent snapshotting per checkpoint) of one run."""
-    from elastrain.elastic import run_job
-    from elastrain.elastic.events import read_events
+    from elastrain.elastic import RunFolder, run_job
 
     with tempfile.TemporaryDirectory() as home:
         result = run_job(common.elastrain_spec(workers=2, max_steps=steps, every_steps=every), Path(home))
-        snapshots = [e["detail"]["snapshot_s"] for e in read_events(Path(result.run_dir)) if e["kind"] == "checkpoint"]
+        events = RunFolder(Path(result.run_dir)).read_events()
+        snapshots = [e["detail"]["snapshot_s"] for e in events if e["kind"] == "checkpoint"]
     return result.samples_per_s, statistics.mean(snapshots) if snapshots else None
 
 

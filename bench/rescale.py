@@ -15,13 +15,12 @@ from bench import common
 
 def once(steps: int) -> tuple[float, float]:
     """(join pause, leave pause) in seconds, from one job's scale_out and scale_in events."""
-    from elastrain.elastic import RunOptions, parse_chaos, run_job
-    from elastrain.elastic.events import read_events
+    from elastrain.elastic import RunFolder, RunOptions, parse_chaos, run_job
 
     spec = common.elastrain_spec(workers=2, max_steps=steps, min_workers=1)
     with tempfile.TemporaryDirectory() as home:
         result = run_job(spec, Path(home), options=RunOptions(chaos=parse_chaos("scale=1@step=20,scale=2@step=40")))
-        events = read_events(Path(result.run_dir))
+        events = RunFolder(Path(result.run_dir)).read_events()
     join = next(e for e in events if e["kind"] == "scale_out")
     leave = next(e for e in events if e["kind"] == "scale_in")
     return join["duration_s"], leave["duration_s"]

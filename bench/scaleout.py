@@ -20,14 +20,17 @@ Usage: python -m bench.scaleout [--repetitions 3] [--save]
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import common, raytrain_peer
+
+if TYPE_CHECKING:
+    from elastrain.elastic import RunFolder
 
 WAIT_S = 120.0
 
@@ -38,7 +41,7 @@ def once(standby: bool, capacity: bool) -> tuple[float, float]:
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from elastrain.elastic import RunOptions, run_job
+    from elastrain.elastic import RunFolder, RunOptions, run_job
     from elastrain.elastic.control import JobControl
 
     spec = common.elastrain_spec(workers=2, max_steps=10**7, min_workers=1)
@@ -46,12 +49,12 @@ def once(standby: bool, capacity: bool) -> tuple[float, float]:
     spec = spec.model_copy(update={"resources": resources})
     control = JobControl()
     with tempfile.TemporaryDirectory() as home:
-        events = Path(home) / "runs" / "scaleout" / "events.jsonl"
+        folder = RunFolder.of(Path(home), "scaleout")
         runner = threading.Thread(target=run_job, args=(spec, Path(home)),
                                   kwargs={"options": RunOptions(workers=1, control=control, job_id="scaleout")})
         runner.start()
         try:
-            _wait_for(events, "standby" if standby else "start")
+            _wait_for(folder, "standby" if standby else "start")
             time.sleep(1.0)   # a few steps on one worker
             blocker = None
             if capacity:
@@ -63,23 +66,21 @@ def once(standby: bool, capacity: bool) -> tuple[float, float]:
                 time.sleep(2.0)
                 asked = time.time()
                 remove_placement_group(blocker)
-            resized = _wait_for(events, "resized")
+            resized = _wait_for(folder, "resized")
         finally:
             control.cancel()
             runner.join()
     return resized["detail"]["first_step_at"] - asked, resized["detail"]["pause_s"]
 
 
-def _wait_for(events: Path, kind: str) -> dict:
+def _wait_for(folder: RunFolder, kind: str) -> dict:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        if events.exists():
-            for line in events.read_text().splitlines():
-                event = json.loads(line)
-                if event["kind"] == kind:
-                    return event
+        for event in folder.read_events():
+            if event["kind"] == kind:
+                return event
         time.sleep(0.05)
-    raise RuntimeError(f"no {kind} event in {WAIT_S:g} s ({events})")
+    raise RuntimeError(f"no {kind} event in {WAIT_S:g} s ({folder.path})")
 
 
 def main() -> None:

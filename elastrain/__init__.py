@@ -1,3 +1,31 @@
-"""elastrain: train machine-learning models on elastic compute."""
+"""elastrain: train machine-learning models on elastic compute.
+
+The public API (see the README's "Python API"): :class:`Job` declares and runs a job,
+:func:`load_model` loads what it saved, :class:`JobResult` is what a run returns, and
+:class:`UserError` is what bad input raises. They are imported on first use, so that commands
+which do not train start fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["Job", "JobResult", "SavedModel", "UserError", "load_model"]
+
+_HOMES = {"Job": "elastrain.sdk", "JobResult": "elastrain.elastic", "SavedModel": "elastrain.train.artifact",
+          "load_model": "elastrain.train.artifact", "UserError": "elastrain.errors"}
+
+if TYPE_CHECKING:
+    from elastrain.elastic import JobResult
+    from elastrain.errors import UserError
+    from elastrain.sdk import Job
+    from elastrain.train.artifact import SavedModel, load_model
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'elastrain' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_HOMES[name]), name)

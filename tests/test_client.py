@@ -1,6 +1,8 @@
 """The client commands against a real server (API over HTTP on 127.0.0.1 plus the job loop)."""
 
 import json
+import secrets
+import shutil
 import threading
 import time
 
@@ -77,3 +79,29 @@ def test_client_errors_are_one_line(cli, server, tmp_path):
     (tmp_path / "bad.yaml").write_text("train: {lr: 0}\n")
     code, _, err = cli("submit", tmp_path / "bad.yaml", "--server", url, "--token", tokens["ada"])
     assert code == 2 and "train.lr" in err
+
+
+def test_a_submitted_job_takes_its_code_and_data_with_it(cli, server, tmp_path):
+    """The spec's python: model and CSV lie beside it on the submitter's disk only: submit ships
+    them, and the job runs from the server's copy (a fresh module name: nothing imported before)."""
+    from sklearn.datasets import load_wine
+
+    url, tokens = server
+    ada = ["--server", url, "--token", tokens["ada"]]
+    client = tmp_path / "client"
+    client.mkdir()
+    module = f"shipped_model_{secrets.token_hex(4)}"
+    (client / f"{module}.py").write_text((REPO / "examples" / "my_model.py").read_text())
+    load_wine(as_frame=True).frame.to_csv(client / "wine.csv", index=False)
+    (client / "job.yaml").write_text(f"name: shipped\ndata: {{source: 'csv:wine.csv'}}\n"
+                                     f"model: {{kind: 'python:{module}:build', options: {{width: 16}}}}\n"
+                                     "train: {optimizer: adam, lr: 0.01, epochs: 3}\n")
+    code, out, _ = cli("submit", client / "job.yaml", *ada, "--json")
+    assert code == 0
+    job_id = last_json(out)["job_id"]
+    shutil.rmtree(client)   # from here on nothing on the submitter's disk can be read
+    code, out, _ = cli("logs", job_id, "--follow", *ada)
+    assert code == 0 and "succeeded at step" in out
+    code, out, _ = cli("status", job_id, *ada, "--json")
+    job = last_json(out)
+    assert job["status"] == "succeeded" and job["spec"]["data"]["source"] == "csv:data/wine.csv"

@@ -15,8 +15,7 @@ import torch
 
 from elastrain.data import prepare_dataset
 from elastrain.data.sampler import epoch_order
-from elastrain.elastic import RunOptions, parse_chaos, resume_job, run_job
-from elastrain.elastic.events import read_events
+from elastrain.elastic import RunFolder, RunOptions, parse_chaos, resume_job, run_job
 from elastrain.spec import parse_spec
 from tests.conftest import REPO, wait_until
 
@@ -43,7 +42,7 @@ def parameters(result) -> dict:
 
 
 def kinds(result) -> list[str]:
-    return [e["kind"] for e in read_events(Path(result.run_dir))]
+    return [e["kind"] for e in RunFolder(Path(result.run_dir)).read_events()]
 
 
 @pytest.mark.slow
@@ -65,7 +64,7 @@ def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_sampl
     for name, value in parameters(single).items():
         drift = float((parameters(elastic)[name] - value).norm() / value.norm())
         assert drift < 2e-3, (name, drift)
-    events = read_events(Path(elastic.run_dir))
+    events = RunFolder(Path(elastic.run_dir)).read_events()
     seen = [e["kind"] for e in events]
     assert {"scale_in", "scale_out", "kill", "worker_lost", "recovered"} <= set(seen)
     # A `waiting` event (workers slow to start on a loaded machine) counts the members before the first formation.
@@ -122,7 +121,7 @@ def test_a_sigkilled_worker_costs_at_most_the_step_in_flight(elastrain_home, tmp
     result = run_job(job(epochs=8, max_workers=2, hidden=(256, 256)), elastrain_home,
                      options=RunOptions(chaos=parse_chaos("kill:0@step=30"), trace_dir=str(tmp_path)))
     assert result.status == "succeeded" and result.steps == uninterrupted.steps == 192
-    events = read_events(Path(result.run_dir))
+    events = RunFolder(Path(result.run_dir)).read_events()
     kill = next(e for e in events if e["kind"] == "kill")
     lost = next(e for e in events if e["kind"] == "worker_lost")
     recovered = next(e for e in events if e["kind"] == "recovered")
@@ -160,7 +159,7 @@ def test_resume_after_the_driver_is_killed_skips_a_truncated_checkpoint(elastrai
     resumed = resume_job(run_dir.name, elastrain_home)
     uninterrupted = run_job(parse_spec(spec_file.read_text()), elastrain_home)
     assert resumed.status == "succeeded" and resumed.steps == uninterrupted.steps == 144
-    events = read_events(run_dir)
+    events = RunFolder(run_dir).read_events()
     skipped = [e for e in events if e["kind"] == "checkpoint_skipped"]
     assert skipped and newest.name in skipped[0]["detail"]["message"]
     start = next(e for e in events if e["kind"] == "resume")
@@ -189,7 +188,7 @@ def test_too_few_workers_waits_then_fails_with_a_clear_message(cli, tmp_path, el
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "of the 2 workers needed could be started in 3 s" in err and "resources.workers.min" in err
     run_dir = next(elastrain_home.glob("runs/*"))
-    assert "waiting" in [e["kind"] for e in read_events(run_dir)]
+    assert "waiting" in [e["kind"] for e in RunFolder(run_dir).read_events()]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
     assert (run_dir / "spec.yaml").is_file()
 
@@ -255,7 +254,7 @@ def test_a_job_grows_onto_its_warm_standby_which_holds_no_cpu_until_then(elastra
         control.cancel()
         runner.join(timeout=120)
     assert outcome["result"].status == "cancelled"
-    recorded = read_events(Path(outcome["result"].run_dir))
+    recorded = RunFolder(Path(outcome["result"].run_dir)).read_events()
     grown = [e for e in recorded if e["kind"] == "scale_out"]
     assert [(e["workers"], e["detail"]["from_standby"]) for e in grown] == [(2, 1), (2, 1)]
     assert [e["kind"] for e in recorded].count("standby") == 1   # the second grow started no process

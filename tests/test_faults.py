@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from elastrain.api.service import JobService
-from elastrain.elastic import RunOptions, run_job
+from elastrain.elastic import RunFolder, RunOptions, run_job
 from elastrain.elastic.control import JobControl
-from elastrain.elastic.events import read_events
 from elastrain.scheduler import FifoPacking
 from elastrain.spec import parse_spec
 from elastrain.store import Store, connect
@@ -98,7 +97,7 @@ def test_an_error_in_the_training_code_fails_the_job_at_once(cli, faulty_job, el
     assert code == 1 and one_error_line(err), err
     assert "ValueError: shapes (3, 5) and (7,) cannot be multiplied in step 6 (epoch 1)" in err
     run_dir = only_run_dir(elastrain_home)
-    kinds = [e["kind"] for e in read_events(run_dir)]
+    kinds = [e["kind"] for e in RunFolder(run_dir).read_events()]
     assert "worker_lost" not in kinds and kinds[-1] == "failed"
     assert (run_dir / "checkpoints" / "last-good-step-5.pt").is_file()
     log = (run_dir / "job.log").read_text()
@@ -139,7 +138,7 @@ def test_a_worker_that_dies_at_the_same_step_every_time_fails_the_job(cli, fault
     code, _, err = cli("run", faulty_job("die", 2, after=2))
     assert code == 1 and one_error_line(err), err
     assert "the worker group failed 2 times at step" in err and "retries_per_step (1)" in err
-    events = read_events(only_run_dir(elastrain_home))
+    events = RunFolder(only_run_dir(elastrain_home)).read_events()
     assert 1 <= [e["kind"] for e in events].count("worker_lost") <= 2
 
 
@@ -171,12 +170,12 @@ resources: {workers: {min: 1, max: 2}, cpus_per_worker: 1, wait_timeout_s: 60, h
         os.kill(victim, signal.SIGSTOP)
         stopped_at = time.time()
         run_dir = only_run_dir(elastrain_home)
-        wait_until(lambda: any(e["kind"] == "recovered" for e in read_events(run_dir)), timeout=60)
+        wait_until(lambda: any(e["kind"] == "recovered" for e in RunFolder(run_dir).read_events()), timeout=60)
     finally:
         control.cancel()
         runner.join(timeout=120)
     assert outcome["result"].status == "cancelled"
-    events = read_events(run_dir)
+    events = RunFolder(run_dir).read_events()
     lost = next(e for e in events if e["kind"] == "worker_lost")
     recovered = next(e for e in events if e["kind"] == "recovered")
     assert lost["detail"]["lost"] == 1 and lost["detail"]["hung"] == 1 and lost["workers"] == 1
@@ -321,7 +320,7 @@ def test_stopping_the_server_loop_stops_its_jobs_and_the_next_one_resumes_them(t
     thread = service.running["resumable"].thread
     assert not thread.is_alive()
     assert store.job("resumable").status == "running"
-    assert "interrupted" in [e["kind"] for e in read_events(elastrain_home / "runs" / "resumable")]
+    assert "interrupted" in [e["kind"] for e in RunFolder(elastrain_home / "runs" / "resumable").read_events()]
     again = JobService(store, elastrain_home, FifoPacking(), cpus=1, interval_s=0.05)
     again.start()
     try:

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from elastrain.api.service import JobService
-from elastrain.elastic import run_job
-from elastrain.elastic.events import STATUS_FILE, read_events, read_json, write_json_atomic
+from elastrain.elastic import RunFolder, run_job
 from elastrain.scheduler import GoodputPolicy, GradientNoise
 from elastrain.scheduler.throughput import step_time
 from elastrain.spec import parse_spec
@@ -24,7 +23,7 @@ resources: {{workers: {{min: {low}, max: {high}}}, cpus_per_worker: 1, wait_time
 
 
 def status_of(run_dir: str | Path) -> dict:
-    return read_json(Path(run_dir) / STATUS_FILE)
+    return RunFolder(Path(run_dir)).read_status()
 
 
 def test_a_single_worker_job_reports_its_step_time_and_no_gradient_noise(elastrain_home):
@@ -81,7 +80,7 @@ def test_the_goodput_policy_scales_a_job_up_once_it_has_measured_it(tmp_path, el
     first_up = next(d for d in service.decisions if d.workers.get("job", 0) > 1)
     measured_at = status_of(run_dir)["observations"]
     assert any(o["workers"] == 1 for o in measured_at)
-    formations = [e for e in read_events(run_dir) if e["kind"] in ("start", "scale_out", "scale_in")]
+    formations = [e for e in RunFolder(run_dir).read_events() if e["kind"] in ("start", "scale_out", "scale_in")]
     assert formations[0]["workers"] == 1 and formations[0]["t"] < first_up.t
     assert any(e["workers"] > 1 for e in formations)
     assert status_of(run_dir)["max_workers_seen"] > 1
@@ -92,12 +91,13 @@ def test_the_service_gives_the_policy_what_the_run_folder_holds_and_refits_only_
     ada, _ = store.create_user("ada")
     job = store.submit(ada, "job", parse_spec(JOB.format(epochs=10, low=1, high=4)).model_dump(mode="json"))
     service = JobService(store, tmp_path, GoodputPolicy(autoscale=False), cpus=4)
-    (tmp_path / "runs" / "job").mkdir(parents=True)
+    folder = RunFolder.of(tmp_path, "job")
+    folder.path.mkdir(parents=True)
     status = {"step": 40, "total_steps": 240, "batch_size": 60, "max_workers_seen": 2, "grad_sqr": 0.5,
               "grad_var": 2.0, "observations": [
                   {"nodes": 1, "workers": 1, "local_batch": 60.0, "step_time": 0.010, "steps": 100},
                   {"nodes": 1, "workers": 2, "local_batch": 30.0, "step_time": 0.007, "steps": 100}]}
-    write_json_atomic(tmp_path / "runs" / "job" / STATUS_FILE, status)
+    folder.write_status(status)
     assert service._demand(job, 0).speed is None   # a queued job has measured nothing yet
     demand = service._demand(job, 2)
     assert (demand.remaining, demand.batch_size, demand.max_workers_seen) == (200.0, 60, 2)
@@ -105,10 +105,10 @@ def test_the_service_gives_the_policy_what_the_run_folder_holds_and_refits_only_
     assert step_time(demand.speed, 1, 1, 60.0) == pytest.approx(0.010, rel=0.05)
     assert step_time(demand.speed, 1, 2, 30.0) == pytest.approx(0.007, rel=0.05)
     status["observations"][0]["step_time"] = 0.0102   # medians drift a little with every report
-    write_json_atomic(tmp_path / "runs" / "job" / STATUS_FILE, status)
+    folder.write_status(status)
     assert service._demand(job, 2).speed is demand.speed
     status["observations"][0]["step_time"] = 0.012
-    write_json_atomic(tmp_path / "runs" / "job" / STATUS_FILE, status)
+    folder.write_status(status)
     assert step_time(service._demand(job, 2).speed, 1, 1, 60.0) == pytest.approx(0.012, rel=0.05)
 
 

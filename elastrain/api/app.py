@@ -16,9 +16,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
 
-from elastrain.elastic.events import LOG_FILE
+from elastrain import bundle as bundles
+from elastrain.elastic import RunFolder
 from elastrain.elastic.job import new_job_id
 from elastrain.errors import UserError
 from elastrain.spec import validate_spec
@@ -118,23 +120,32 @@ class ModelOut(BaseModel):
     created_at: datetime
 
 
+class Bundled(BaseModel):
+    """An uploaded bundle of a job's local code and data, by content hash."""
+
+    bundle: str
+    bytes: int
+
+
 class BodyGuard(BaseHTTPMiddleware):
-    """Refuses, before any route parses it, a request body over `limit` bytes (413) and a JSON body
-    nested deeper than `MAX_DEPTH` (422: json.loads would recurse once per level)."""
+    """Refuses, before any route parses it, a request body over `limit` bytes (413; a bundle upload
+    may have up to `bundles.MAX_BUNDLE_BYTES`) and a JSON body nested deeper than `MAX_DEPTH` (422:
+    json.loads would recurse once per level)."""
 
     def __init__(self, app, limit: int) -> None:
         super().__init__(app)
         self.limit = limit
 
     async def dispatch(self, request: Request, call_next):
-        too_large = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+        limit = bundles.MAX_BUNDLE_BYTES if request.url.path == f"{API}/bundles" else self.limit
+        too_large = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             return too_large
         body = b""
         async for chunk in request.stream():
             body += chunk
-            if len(body) > self.limit:
+            if len(body) > limit:
                 return too_large
         content_type = request.headers.get("content-type", "")
         if body and (not content_type or "json" in content_type.lower()):   # what FastAPI parses as JSON
@@ -179,22 +190,48 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
                  openapi_extra={"requestBody": {"required": True, "content": {
                      "application/json": {"schema": {"type": "object"}},
                      "application/yaml": {"schema": {"type": "string"}}}}})
-    async def submit(request: Request, user: User) -> Submitted:
-        """Queue a job; the body is its spec as JSON or YAML (as `elastrain validate` checks it)."""
+    async def submit(request: Request, user: User,
+                     bundle: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$",
+                                                         description="a bundle POSTed to /bundles")] = None,
+                     ) -> Submitted:
+        """Queue a job; the body is its spec as JSON or YAML (as `elastrain validate` checks it),
+        with the bundle of local code and data it needs, if any."""
         raw = _parse_spec_body(await request.body(), request.headers.get("content-type", "").lower())
         try:
             spec = validate_spec(raw, "request body")
         except UserError as exc:
             raise HTTPException(422, {"message": exc.line(), "field": exc.field}) from None
+        if bundle is not None and (home is None or not (bundles_root() / bundle).is_dir()):
+            raise HTTPException(422, {"message": f"no bundle {bundle}: POST it to {API}/bundles first",
+                                      "field": "bundle"})
         for _ in range(3):   # a fresh id on the (rare) collision of two ids drawn in the same second
             try:
-                job = store.submit(user, new_job_id(spec.name), spec.model_dump(mode="json"))
+                job = store.submit(user, new_job_id(spec.name), spec.model_dump(mode="json"), bundle)
                 break
             except UserError:
                 continue
         else:
             raise HTTPException(503, "could not draw a free job id; submit again")
         return Submitted(job_id=job.job_id, seq=job.seq, status=job.status)
+
+    def bundles_root() -> Path:
+        assert home is not None
+        return home / "bundles"
+
+    @router.post("/bundles", status_code=201, response_model=Bundled,
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload_bundle(request: Request, user: User) -> Bundled:
+        """Store a zip of a job's local code and data (as `elastrain submit` packs it: code/ and
+        data/); returns its content hash, to pass as `bundle` when submitting the job."""
+        if home is None:
+            raise HTTPException(409, "this server keeps no files: submit specs that need none")
+        body = await request.body()
+        try:
+            digest = await run_in_threadpool(bundles.unpack, body, bundles_root())
+        except UserError as exc:
+            raise HTTPException(422, {"message": exc.line(), "field": None}) from None
+        return Bundled(bundle=digest, bytes=len(body))
 
     @router.get("/jobs", response_model=JobList)
     def list_jobs(user: User, status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
@@ -239,7 +276,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
     def logs(job_id: str, user: User, offset: Annotated[int, Query(ge=0)] = 0) -> LogChunk:
         """The job's log from byte `offset` on; pass the returned offset to follow it."""
         visible_job(job_id, user)
-        path = home / "runs" / job_id / LOG_FILE if home else None
+        path = RunFolder.of(home, job_id).log_file if home else None
         if path is None or not path.is_file():
             return LogChunk(text="", offset=offset)
         with path.open("rb") as handle:

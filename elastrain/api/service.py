@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from elastrain import bundle as bundles
 from elastrain.elastic import RunOptions, resume_job, run_job
 from elastrain.elastic.control import JobControl
-from elastrain.elastic.events import EVENTS_FILE, STATUS_FILE, read_json
+from elastrain.elastic.run_folder import RunFolder, read_new_lines
 from elastrain.errors import JobInterrupted, UserError
 from elastrain.scheduler import (
     Allocation,
@@ -58,7 +60,8 @@ class _Running:
     workers: int
     thread: threading.Thread | None = None
     control: JobControl = field(default_factory=JobControl)   # cancel and resize requests to the job
-    offsets: dict[str, int] = field(default_factory=lambda: {EVENTS_FILE: 0, "history.jsonl": 0})
+    events_read: int = 0    # bytes of the run folder's events and history copied to the store so far
+    history_read: int = 0
     # After a restart the run folder's files are read again from the top: only records newer
     # than what the store already holds are copied.
     copied_until: dict[str, float] = field(default_factory=lambda: {"events": 0.0, "metrics": 0.0})
@@ -117,7 +120,7 @@ class JobService:
     def start(self) -> None:
         """Resume jobs a previous server left running, then loop in a background thread."""
         for job in self.store.jobs(status="running", limit=10_000):
-            ended = read_json(self.home / "runs" / job.job_id / "result.json")
+            ended = RunFolder.of(self.home, job.job_id).read_result()
             if ended is not None:   # it finished just before the previous server died
                 run = _Running(workers=0, outcome={"status": ended["status"], "result": ended,
                                                    "message": ended.get("message")})
@@ -222,7 +225,7 @@ class JobService:
         if job.requested_workers:
             low = high = job.requested_workers
         demand = JobDemand(job.job_id, job.seq, low, high, resources["cpus_per_worker"], current)
-        status = read_json(self.home / "runs" / job.job_id / STATUS_FILE) if current > 0 else None
+        status = RunFolder.of(self.home, job.job_id).read_status() if current > 0 else None
         if not status or "batch_size" not in status:
             return demand
         observations = [StepObservation(o["nodes"], o["workers"], o["local_batch"], o["step_time"])
@@ -250,7 +253,7 @@ class JobService:
         run = _Running(workers=workers)
         if resume:
             self._catch_up(job.job_id, run)
-        resumable = resume and (self.home / "runs" / job.job_id / "spec.yaml").is_file()
+        resumable = resume and RunFolder.of(self.home, job.job_id).spec_file.is_file()
         run.thread = threading.Thread(target=self._run, args=(job, run, resumable), name=f"job-{job.job_id}",
                                       daemon=True)
         self.store.update_job(job.job_id, status="running", workers=workers,
@@ -265,12 +268,16 @@ class JobService:
                                             for p in series), default=0.0)}
 
     def _run(self, job: JobInfo, run: _Running, resume: bool) -> None:
-        options = RunOptions(job_id=job.job_id, workers=run.workers, control=run.control)
         try:
+            spec, code_paths = validate_spec(job.spec, job.job_id), []
+            if job.bundle:   # the code and data it was submitted with (the model is built here, too)
+                spec, code_paths = bundles.resolve(spec, self.home / "bundles" / job.bundle)
+                sys.path[:0] = [p for p in code_paths if p not in sys.path]
+            options = RunOptions(job_id=job.job_id, workers=run.workers, control=run.control, extra_paths=code_paths)
             if resume:
                 result = resume_job(job.job_id, self.home, options=options)
             else:
-                result = run_job(validate_spec(job.spec, job.job_id), self.home, options=options)
+                result = run_job(spec, self.home, options=options)
             run.outcome = {"status": result.status, "result": result.to_dict(), "message": result.message}
         except JobInterrupted:
             log.info("job %s stopped for the server's shutdown; the next server resumes it", job.job_id)
@@ -281,15 +288,15 @@ class JobService:
             run.outcome = {"status": "failed", "result": None, "message": f"internal error: {exc}"}
 
     def _copy_progress(self, job_id: str, run: _Running) -> None:
-        run_dir = self.home / "runs" / job_id
-        events = [e for e in _read_new(run_dir / EVENTS_FILE, run.offsets, EVENTS_FILE)
-                  if e["t"] > run.copied_until["events"]]
+        folder = RunFolder.of(self.home, job_id)
+        new_events, run.events_read = read_new_lines(folder.events_file, run.events_read)
+        events = [e for e in new_events if e["t"] > run.copied_until["events"]]
         if events:
             self.store.add_events(job_id, events)
         for event in (e for e in events if e["kind"] == "checkpoint"):
             detail = event["detail"]
             self.store.add_checkpoint(job_id, event["step"], detail["path"], detail["sha256"], detail["bytes"])
-        epochs = _read_new(run_dir / "history.jsonl", run.offsets, "history.jsonl")
+        epochs, run.history_read = read_new_lines(folder.history_file, run.history_read)
         points = [{"name": name, "step": record["step"], "epoch": record["epoch"], "value": value, "t": record["t"]}
                   for record in epochs if record["t"] > run.copied_until["metrics"]
                   for name, value in record.items() if name.startswith("val_") and isinstance(value, int | float)]
@@ -360,15 +367,3 @@ def _close(fitted: list[StepObservation], now: list[StepObservation]) -> bool:
     after = {(o.nodes, o.workers, o.local_batch): o.step_time for o in now}
     return before.keys() == after.keys() and all(
         abs(after[key] - seconds) <= REFIT_TOLERANCE * seconds for key, seconds in before.items())
-
-
-def _read_new(path: Path, offsets: dict[str, int], key: str) -> list[dict]:
-    """Complete JSON lines appended to `path` since the last call."""
-    if not path.is_file():
-        return []
-    with path.open("rb") as handle:
-        handle.seek(offsets[key])
-        chunk = handle.read()
-    complete = chunk[: chunk.rfind(b"\n") + 1]
-    offsets[key] += len(complete)
-    return [json.loads(line) for line in complete.splitlines() if line.strip()]

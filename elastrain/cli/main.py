@@ -175,11 +175,21 @@ def scale(
 def submit(spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML).", show_default=False)],
            overrides: SetOption = None, server: ServerOption = None, token: TokenOption = None,
            as_json: JsonOption = False) -> None:
-    """Queue a job on an elastrain server (the spec is checked here first, as `validate` does)."""
+    """Queue a job on an elastrain server (the spec is checked here first, as `validate` does).
+
+    What the job needs from this machine travels with it: a `python:module:function` model found
+    beside the spec, and a local data file or folder (up to 64 MiB zipped).
+    """
+    from elastrain.bundle import pack
     from elastrain.spec import load_spec
 
-    spec = load_spec(spec_file, overrides or [])
-    made = _remote(server, token).call("POST", "/jobs", json=spec.model_dump(mode="json"))
+    spec, remote = load_spec(spec_file, overrides or []), _remote(server, token)
+    archive, spec = pack(spec, spec_file.resolve().parent)
+    params = None
+    if archive is not None:
+        params = {"bundle": remote.call("POST", "/bundles", content=archive,
+                                        headers={"Content-Type": "application/zip"})["bundle"]}
+    made = remote.call("POST", "/jobs", json=spec.model_dump(mode="json"), params=params)
     _say(as_json, made, f"submitted {made['job_id']} (queued)")
 
 
@@ -299,9 +309,9 @@ def _print_result(result) -> None:
     table.add_row("wall time", f"{result.wall_s:.1f} s")
     out.print(table)
     from elastrain.cli.status import print_events
-    from elastrain.elastic.events import read_events
+    from elastrain.elastic.run_folder import RunFolder
 
-    events = read_events(Path(result.run_dir))
+    events = RunFolder(Path(result.run_dir)).read_events()
     if any(e["kind"] not in ("start", "succeeded", "failed", "checkpoint") for e in events):
         print_events(out, events)
     if result.model_path:
@@ -339,7 +349,7 @@ def predict(
     from elastrain.train import load_model
 
     saved = load_model(model_dir)
-    predicted = saved.predict(read_prediction_input(input_file, saved.preprocessor))
+    predicted = saved.predict_features(read_prediction_input(input_file, saved.preprocessor))
     if output:
         with output.open("w", newline="") as handle:
             writer = csv.writer(handle)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from elastrain.elastic import run_dir_of
-from elastrain.elastic.events import SCALE_REQUEST_FILE, STATUS_FILE, read_events, read_json, write_json_atomic
 from elastrain.elastic.job import FINAL_STATES
+from elastrain.elastic.run_folder import RunFolder
 from elastrain.errors import UserError
-from elastrain.spec import validate_spec
 
 
 def job_status(home: Path, job_id: str) -> dict:
@@ -22,11 +19,11 @@ def job_status(home: Path, job_id: str) -> dict:
     Raises:
         UserError: no such job.
     """
-    run_dir = run_dir_of(home, job_id)
-    snapshot = read_json(run_dir / STATUS_FILE) or {"job_id": job_id, "state": "unknown"}
+    folder = RunFolder.find(home, job_id)
+    snapshot = folder.read_status() or {"job_id": job_id, "state": "unknown"}
     if snapshot["state"] not in FINAL_STATES and not _driver_alive(snapshot.get("driver_pid")):
         snapshot["state"] = "lost (driver gone; `elastrain resume` continues it)"
-    return {**snapshot, "events": read_events(run_dir)}
+    return {**snapshot, "events": folder.read_events()}
 
 
 def request_scale(home: Path, job_id: str, workers: int) -> int:
@@ -35,19 +32,17 @@ def request_scale(home: Path, job_id: str, workers: int) -> int:
     Raises:
         UserError: no such job, the job is not running, or `workers` is outside its min..max.
     """
-    import yaml
-
-    run_dir = run_dir_of(home, job_id)
+    folder = RunFolder.find(home, job_id)
     snapshot = job_status(home, job_id)
     if snapshot["state"] in FINAL_STATES or snapshot["state"].startswith("lost"):
         raise UserError(f"job {job_id} is not running ({snapshot['state']})", where="elastrain scale",
                         fix="scale a job while it runs; see `elastrain status JOB_ID`")
-    spec = validate_spec(yaml.safe_load((run_dir / "spec.yaml").read_text()), str(run_dir / "spec.yaml"))
+    spec = folder.read_spec()
     low, high = spec.resources.workers.min, spec.resources.workers.max
     if not low <= workers <= high:
         raise UserError(f"{workers} workers is outside this job's resources.workers range {low}..{high}",
                         where="--workers", fix=f"choose a number from {low} to {high}")
-    write_json_atomic(run_dir / SCALE_REQUEST_FILE, {"workers": workers, "t": time.time()})
+    folder.request_scale(workers)
     return workers
 
 

@@ -91,10 +91,7 @@ def read_prediction_input(path: Path, preprocessor: Preprocessor) -> np.ndarray:
                 raise UserError(f"no array named 'X' (arrays: {', '.join(archive.files)})", where=where,
                                 fix="save the features as X, e.g. numpy.savez(path, X=features)")
             features = archive["X"]
-        if preprocessor.layout == "table":
-            return preprocessor.transform_frame(pd.DataFrame(features.reshape(len(features), -1),
-                                                             columns=preprocessor.columns), where)
-        return preprocessor.transform_array(features, where)
+        return preprocessor.transform_rows(features, where)
     frame, _ = read_table(path, CsvSpec.model_validate(preprocessor.csv))
     return preprocessor.transform_frame(frame, where, 2 if path.suffix != ".parquet" else None)
 

@@ -9,8 +9,10 @@ Class labels are encoded as ids 0..K-1 in sorted order and decoded back for pred
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,6 +71,32 @@ class Preprocessor:
             raise UserError(f"missing feature column(s) {', '.join(missing)}", where=where,
                             fix=f"give the columns the model was trained on: {', '.join(self.columns)}")
         return self._scaled(_encode(frame, self.columns, self.categories, where, line_offset))
+
+    def transform_rows(self, rows: Any, where: str = "input") -> np.ndarray:
+        """Model input (N, F) float32 from raw samples, as the training data held them: a DataFrame;
+        records (mappings from column to value, as csv.DictReader gives them); rows of values in
+        the training columns' order; or an array shaped like the training samples.
+
+        Raises:
+            UserError: the samples do not match the training data's columns or shape, or hold a
+                value that is not a number or a category the training data did not have.
+        """
+        if isinstance(rows, pd.DataFrame):
+            return self.transform_frame(rows, where)
+        if self.layout != "table":
+            return self.transform_array(np.asarray(rows), where)
+        if isinstance(rows, np.ndarray):
+            rows = rows.reshape(len(rows), -1)
+        records = list(rows)
+        if records and isinstance(records[0], Mapping):
+            return self.transform_frame(pd.DataFrame.from_records(records), where)
+        widths = {len(row) for row in records}
+        if widths - {len(self.columns)}:
+            raise UserError(f"a row has {max(widths - {len(self.columns)})} values, the model takes "
+                            f"{len(self.columns)}", where=where,
+                            fix=f"give each row the columns {', '.join(self.columns)} in this order, or pass records "
+                                "or a DataFrame with these columns")
+        return self.transform_frame(pd.DataFrame(records, columns=self.columns), where)
 
     def transform_array(self, features: np.ndarray, where: str = "input") -> np.ndarray:
         """Model input (N, F) float32 from an array of samples shaped like the training data.

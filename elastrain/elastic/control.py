@@ -10,24 +10,23 @@ so they are safe in a signal handler.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
-from elastrain.elastic.events import CANCEL_REQUEST_FILE, SCALE_REQUEST_FILE, read_json
+from elastrain.elastic.run_folder import RunFolder
 
 
 class JobControl:
     """The pending requests of one job; thread-safe."""
 
     def __init__(self) -> None:
-        self.run_dir: Path | None = None
+        self.folder: RunFolder | None = None
         self._lock = threading.Lock()
         self._cancel = False
         self._interrupt = False
         self._workers: int | None = None
 
-    def follow(self, run_dir: Path) -> None:
-        """Count the request files other processes drop into the job's run folder as requests too."""
-        self.run_dir = run_dir
+    def follow(self, folder: RunFolder) -> None:
+        """Count the requests other processes drop into the job's run folder as requests too."""
+        self.folder = folder
 
     def cancel(self) -> None:
         """Ask the job to stop after its current step and end as cancelled."""
@@ -55,16 +54,12 @@ class JobControl:
         with self._lock:
             if self._cancel:
                 return True
-        return self.run_dir is not None and (self.run_dir / CANCEL_REQUEST_FILE).exists()
+        return self.folder is not None and self.folder.cancel_requested()
 
     def take_scale(self) -> int | None:
         """The worker count asked for since the last call, if any (the request is consumed)."""
         with self._lock:
             workers, self._workers = self._workers, None
-        if self.run_dir is not None:
-            path = self.run_dir / SCALE_REQUEST_FILE
-            request = read_json(path) if path.exists() else None
-            if request is not None:
-                path.unlink(missing_ok=True)
-                workers = int(request["workers"])
+        if self.folder is not None:
+            workers = self.folder.take_scale_request() or workers
         return workers

@@ -31,7 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.control import JobControl
-from elastrain.elastic.events import Event, EventLog, append_log
+from elastrain.elastic.events import Event, EventLog
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
 from elastrain.spec import JobSpec
@@ -507,7 +507,7 @@ class ElasticController:
             self._kill(member, unresponsive=True)
             watch.dead.add(member.worker_id)
             watch.hung.add(member.worker_id)
-        append_log(self.events.run_dir, f"killed {len(members)} worker(s) that stopped answering: pid "
+        self.events.folder.log(f"killed {len(members)} worker(s) that stopped answering: pid "
                    + ", ".join(str(m.pid) for m in members))
 
     def _progress(self) -> dict | None:

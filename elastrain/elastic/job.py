@@ -2,16 +2,12 @@
 
 A job whose `resources.workers.max` is 1 (and that injects no faults) runs its one worker in
 this process; any other runs on an elastic group of Ray actors. Both run the same `Worker`.
-
-Layout of a run directory (`$ELASTRAIN_HOME/runs/JOB_ID`): `spec.yaml` (normalized),
-`history.jsonl` (validation metrics per epoch), `events.jsonl`, `status.json`, `model/`
-(see `train.artifact`), `checkpoints/` and `result.json`.
+Everything a job records goes to its run folder (`RunFolder`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import statistics
@@ -24,25 +20,17 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-import yaml
 
 from elastrain.data import prepare_dataset
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
-from elastrain.elastic.events import (
-    LOG_FILE,
-    STATUS_FILE,
-    Event,
-    EventLog,
-    append_log,
-    read_json,
-    write_json_atomic,
-)
+from elastrain.elastic.events import Event, EventLog
+from elastrain.elastic.run_folder import RunFolder
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError
-from elastrain.spec import JobSpec, validate_spec
+from elastrain.spec import JobSpec
 from elastrain.train.artifact import save_model
 from elastrain.train.trainer import Trainer
 
@@ -102,20 +90,6 @@ def new_job_id(name: str) -> str:
     return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
-def run_dir_of(home: Path, job_id: str) -> Path:
-    """The run directory of `job_id`.
-
-    Raises:
-        UserError: there is no such job.
-    """
-    run_dir = home / "runs" / job_id
-    if not (run_dir / "spec.yaml").is_file():
-        known = sorted(p.parent.name for p in (home / "runs").glob("*/spec.yaml"))
-        raise UserError(f"no job '{job_id}'", where=str(home / "runs"),
-                        fix=f"use one of: {', '.join(known[-5:])}" if known else "run a job first")
-    return run_dir
-
-
 def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
             options: RunOptions | None = None) -> JobResult:
     """Train `spec`, save the model, and record the result under `home/runs`.
@@ -131,11 +105,9 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
     trainer = Trainer(spec, prepare_dataset(spec))   # checks data and spec before anything is written
     trainer.check_model()
     options = options or RunOptions()
-    job_id = options.job_id or new_job_id(spec.name)
-    run_dir = home / "runs" / job_id
-    run_dir.mkdir(parents=True)
-    (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    return _execute(spec, trainer, job_id, run_dir, progress, options, started, resume=False)
+    folder = RunFolder.of(home, options.job_id or new_job_id(spec.name))
+    folder.create(spec)
+    return _execute(spec, trainer, folder, progress, options, started, resume=False)
 
 
 def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
@@ -146,14 +118,14 @@ def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
         UserError: the job does not exist or has already ended.
     """
     started = time.perf_counter()
-    run_dir = run_dir_of(home, job_id)
-    ended = read_json(run_dir / "result.json")
+    folder = RunFolder.find(home, job_id)
+    ended = folder.read_result()
     if ended is not None:
-        raise UserError(f"job {job_id} already ended ({ended['status']})", where=str(run_dir),
+        raise UserError(f"job {job_id} already ended ({ended['status']})", where=str(folder.path),
                         fix="start a new job with `elastrain run`")
-    spec = validate_spec(yaml.safe_load((run_dir / "spec.yaml").read_text()), str(run_dir / "spec.yaml"))
+    spec = folder.read_spec()
     trainer = Trainer(spec, prepare_dataset(spec))
-    return _execute(spec, trainer, job_id, run_dir, progress, options or RunOptions(), started, resume=True)
+    return _execute(spec, trainer, folder, progress, options or RunOptions(), started, resume=True)
 
 
 class _StepTimes:
@@ -185,20 +157,18 @@ class _Reporter:
     previous driver measured.
     """
 
-    def __init__(self, job_id: str, run_dir: Path, trainer: Trainer, progress: ProgressSink | None,
-                 events: EventLog) -> None:
+    def __init__(self, folder: RunFolder, trainer: Trainer, progress: ProgressSink | None, events: EventLog) -> None:
         self.events = events
-        self.path = run_dir / STATUS_FILE
-        before = read_json(self.path) or {}
+        self.folder = folder
+        before = folder.read_status() or {}
         self.step_times = {(o["nodes"], o["workers"], o["local_batch"]): _StepTimes(o)
                            for o in before.get("observations", [])}
-        self.snapshot = {"job_id": job_id, "state": "starting", "workers": 0, "generation": 0, "step": 0,
+        self.snapshot = {"job_id": folder.job_id, "state": "starting", "workers": 0, "generation": 0, "step": 0,
                          "epoch": 0, "total_steps": int(trainer.total_steps), "samples_per_s": None,
-                         "driver_pid": os.getpid(), "run_dir": str(run_dir), "batch_size": trainer.batch_size,
+                         "driver_pid": os.getpid(), "run_dir": str(folder.path), "batch_size": trainer.batch_size,
                          "observations": [], "max_workers_seen": 0,
                          "grad_sqr": before.get("grad_sqr"), "grad_var": before.get("grad_var")}
         self._observed()
-        self.history = run_dir / "history.jsonl"
         self.progress = progress
         self.window: tuple[float, int] | None = None
         self.batch_size = trainer.batch_size
@@ -253,11 +223,10 @@ class _Reporter:
         if self.progress:
             self.progress.advance(report["step"], report["loss"], self.snapshot["workers"])
         for record in report["epochs"]:
-            with self.history.open("a") as handle:
-                handle.write(json.dumps({"epoch": record["epoch"], "step": record["step"], "t": now,
-                                         **scalar_metrics(record["metrics"])}) + "\n")
+            self.folder.append_history({"epoch": record["epoch"], "step": record["step"], "t": now,
+                                        **scalar_metrics(record["metrics"])})
             shown = "  ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(record["metrics"]).items())
-            append_log(self.history.parent, f"epoch {record['epoch']} (step {record['step']}): {shown}")
+            self.folder.log(f"epoch {record['epoch']} (step {record['step']}): {shown}")
             if self.progress:
                 self.progress.epoch(record["epoch"], record["metrics"])
         if now - self.last_written >= 0.5:
@@ -275,16 +244,17 @@ class _Reporter:
 
     def write(self) -> None:
         self.last_written = time.time()
-        write_json_atomic(self.path, {**self.snapshot, "updated": self.last_written})
+        self.folder.write_status({**self.snapshot, "updated": self.last_written})
 
 
-def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progress: ProgressSink | None,
+def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: ProgressSink | None,
              options: RunOptions, started: float, resume: bool) -> JobResult:
-    events = EventLog(run_dir)
-    reporter = _Reporter(job_id, run_dir, trainer, progress, events)
-    checkpoint_url = spec.checkpoint.dir or str(run_dir / "checkpoints")
+    job_id = folder.job_id
+    events = EventLog(folder)
+    reporter = _Reporter(folder, trainer, progress, events)
+    checkpoint_url = spec.checkpoint.dir or str(folder.checkpoints)
     control = options.control or JobControl()
-    control.follow(run_dir)
+    control.follow(folder)
     if progress:
         progress.start(int(trainer.total_steps), trainer.steps_per_epoch)
     try:
@@ -305,20 +275,20 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
     trainer.load_state_dict(outcome.state)
     model_path, message = None, None
     if outcome.status == "done":
-        model_path = str(save_model(run_dir / "model", trainer.model, spec.model, trainer.data.input_shape,
+        model_path = str(save_model(folder.model_dir, trainer.model, spec.model, trainer.data.input_shape,
                                     trainer.n_outputs, trainer.data.task, trainer.loss_name,
                                     trainer.data.preprocessor))
     elif outcome.status == "cancelled":
         message = f"cancelled at step {trainer.step}"
     else:
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        kept = run_dir / "checkpoints" / f"last-good-step-{trainer.step}.pt"
+        folder.checkpoints.mkdir(exist_ok=True)
+        kept = folder.checkpoints / f"last-good-step-{trainer.step}.pt"
         torch.save(outcome.state, kept)
         message = outcome.message
         if outcome.traceback:
-            append_log(run_dir, outcome.traceback.rstrip())
+            folder.log(outcome.traceback.rstrip())
             message = f"{message}; the state of step {trainer.step} is kept in {kept}, the traceback in " \
-                      f"{run_dir / LOG_FILE}"
+                      f"{folder.log_file}"
     metrics = outcome.metrics or {}
     status = {"done": "succeeded", "cancelled": "cancelled"}.get(outcome.status, "failed")
     events.add(Event(status, trainer.step, reporter.snapshot["workers"], reporter.snapshot["generation"],
@@ -327,11 +297,11 @@ def _execute(spec: JobSpec, trainer: Trainer, job_id: str, run_dir: Path, progre
     result = JobResult(job_id=job_id, status=status, epochs=trainer.epoch, steps=trainer.step,
                        data_fingerprint=hashlib.sha256(data.x_train.tobytes() + data.y_train.tobytes()).hexdigest(),
                        metrics=scalar_metrics(metrics), model_path=model_path,
-                       wall_s=round(time.perf_counter() - started, 3), run_dir=str(run_dir), message=message,
+                       wall_s=round(time.perf_counter() - started, 3), run_dir=str(folder.path), message=message,
                        details={k: v for k, v in metrics.items() if isinstance(v, list)},
                        events=len(events.events), samples_per_s=reporter.samples_per_s(),
                        step_ms=reporter.snapshot.get("step_ms"))
-    (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    folder.write_result(result.to_dict())
     reporter.status({"state": status, "step": trainer.step, "epoch": trainer.epoch})
     return result
 

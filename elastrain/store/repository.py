@@ -47,6 +47,7 @@ class JobInfo:
     finished_at: datetime | None
     result: dict | None
     message: str | None
+    bundle: str | None = None   # the sha256 of the code and data submitted with it (elastrain.bundle)
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,12 @@ class Store:
 
     # jobs -----------------------------------------------------------------------------------
 
-    def submit(self, owner: UserInfo, job_id: str, spec: dict) -> JobInfo:
-        """Record a queued job; submissions are ordered by the sequence number they get here."""
+    def submit(self, owner: UserInfo, job_id: str, spec: dict, bundle: str | None = None) -> JobInfo:
+        """Record a queued job (with the hash of the bundle it needs, if any); submissions are
+        ordered by the sequence number they get here."""
         with self.session.begin() as session:
             job = Job(job_id=job_id, owner_id=owner.id, name=spec.get("name", "job"), spec=spec, status="queued",
-                      workers=0, cancel_requested=False, submitted_at=_now())
+                      workers=0, cancel_requested=False, bundle=bundle, submitted_at=_now())
             session.add(job)
             try:
                 session.flush()
@@ -215,7 +217,7 @@ class Store:
     def _job_info(job: Job, owner: str) -> JobInfo:
         return JobInfo(job.seq, job.job_id, owner, job.name, job.spec, job.status, job.workers,
                        job.requested_workers, bool(job.cancel_requested), job.submitted_at, job.started_at,
-                       job.finished_at, job.result, job.message)
+                       job.finished_at, job.result, job.message, job.bundle)
 
     # events, metrics, checkpoints ----------------------------------------------------------------
 

@@ -64,6 +64,7 @@ class Job(Base):
     workers: Mapped[int] = mapped_column(Integer, default=0)      # current allocation
     requested_workers: Mapped[int | None] = mapped_column(Integer)   # a user's resize request
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    bundle: Mapped[str | None] = mapped_column(String(64))   # sha256 of its code and data (elastrain.bundle)
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -10,6 +10,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -25,20 +26,62 @@ from elastrain.train.losses import predictions
 
 @dataclass
 class SavedModel:
-    """A model loaded for inference."""
+    """A model loaded for inference, with the preprocessing it was trained behind.
+
+    Attributes:
+        model: the network (in eval mode once used).
+        preprocessor: turns raw samples into model input, class ids into labels.
+        task: "classification" or "regression".
+        loss: the loss it was trained with (it decides what probabilities mean).
+    """
 
     model: nn.Module
     preprocessor: Preprocessor
     task: str
+    loss: str
 
-    @torch.no_grad()
-    def predict(self, features: np.ndarray) -> list:
-        """Predictions for preprocessed features: values, or the original class labels."""
-        self.model.eval()
-        predicted = predictions(self.model(torch.from_numpy(features)), self.task).numpy()
+    def predict(self, rows: Any) -> list:
+        """Predictions for raw samples, as the training data held them (a DataFrame, records
+        keyed by column, rows of values in column order, or an array of samples): values, or
+        the original class labels. The saved preprocessing is applied.
+
+        Raises:
+            UserError: the samples do not match the training data (see Preprocessor.transform_rows).
+        """
+        return self.predict_features(self.preprocessor.transform_rows(rows))
+
+    def predict_proba(self, rows: Any) -> np.ndarray:
+        """Class probabilities (N, classes), columns in the order of `classes`, for raw samples.
+
+        Raises:
+            UserError: the model is a regression, or was trained with a hinge loss (its scores
+                are margins, not probabilities).
+        """
+        if self.task != "classification" or self.loss not in ("cross_entropy", "bce"):
+            raise UserError(f"a {self.task} model trained with loss {self.loss} gives no probabilities",
+                            where="predict_proba", fix="use predict; probabilities need loss cross_entropy or bce")
+        scores = self._scores(self.preprocessor.transform_rows(rows))
+        if scores.shape[1] == 1:   # bce: one logit for the second class
+            positive = torch.sigmoid(scores[:, 0])
+            return torch.stack([1 - positive, positive], dim=1).numpy()
+        return torch.softmax(scores, dim=1).numpy()
+
+    @property
+    def classes(self) -> list | None:
+        """The class labels, in the order of predict_proba's columns (None for a regression)."""
+        return self.preprocessor.classes
+
+    def predict_features(self, features: np.ndarray) -> list:
+        """Predictions for already preprocessed model input (N, F) float32."""
+        predicted = predictions(self._scores(features), self.task).numpy()
         if self.task == "classification":
             return self.preprocessor.decode(predicted)
         return [float(v) for v in predicted]
+
+    @torch.no_grad()
+    def _scores(self, features: np.ndarray) -> torch.Tensor:
+        self.model.eval()
+        return self.model(torch.from_numpy(features))
 
 
 def save_model(directory: Path, model: nn.Module, model_spec: ModelSpec, input_shape: tuple[int, ...],
@@ -88,4 +131,4 @@ def load_model(directory: str | Path) -> SavedModel:
     model = build_model(ModelSpec.model_validate(meta["model"]), tuple(meta["input_shape"]), meta["n_outputs"])
     model.load_state_dict(torch.load(needed[0], weights_only=True))
     preprocessor = Preprocessor.from_dict(json.loads(needed[2].read_text()))
-    return SavedModel(model, preprocessor, meta["task"])
+    return SavedModel(model, preprocessor, meta["task"], meta["loss"])

@@ -1,0 +1,212 @@
+"""A job's run folder, `$ELASTRAIN_HOME/runs/JOB_ID`: the one place that knows its layout.
+
+- `spec.yaml`: the normalized spec the job runs.
+- `status.json`: its live status, replaced atomically (readers never see half a file).
+- `events.jsonl`: membership changes, recoveries, checkpoints; one JSON object per line.
+- `history.jsonl`: validation metrics per epoch.
+- `job.log`: what happened, for people (`elastrain logs`).
+- `scale-request.json`, `cancel-request.json`: requests other processes drop for the driver.
+- `checkpoints/`, `model/` (see `train.artifact`) and `result.json` (the JobResult, once it ended).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from elastrain.errors import UserError
+from elastrain.spec import JobSpec, validate_spec
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The run folder at `path` (its name is the job id)."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, home: Path, job_id: str) -> RunFolder:
+        """Job `job_id`'s run folder under `home`, whether or not it exists yet."""
+        return cls(Path(home) / "runs" / job_id)
+
+    @classmethod
+    def find(cls, home: Path, job_id: str) -> RunFolder:
+        """Job `job_id`'s existing run folder.
+
+        Raises:
+            UserError: there is no such job (the message names the most recent ones).
+        """
+        folder = cls.of(home, job_id)
+        if not folder.spec_file.is_file():
+            known = [f.job_id for f in cls.all(home)]
+            raise UserError(f"no job '{job_id}'", where=str(Path(home) / "runs"),
+                            fix=f"use one of: {', '.join(known[-5:])}" if known else "run a job first")
+        return folder
+
+    @classmethod
+    def all(cls, home: Path) -> list[RunFolder]:
+        """Every job's run folder under `home`, oldest first."""
+        specs = sorted(Path(home).glob("runs/*/spec.yaml"), key=lambda spec: spec.stat().st_mtime)
+        return [cls(spec.parent) for spec in specs]
+
+    @property
+    def job_id(self) -> str:
+        return self.path.name
+
+    # files -----------------------------------------------------------------------------------
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "spec.yaml"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def events_file(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / "history.jsonl"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "job.log"
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def _scale_request(self) -> Path:
+        return self.path / "scale-request.json"
+
+    @property
+    def _cancel_request(self) -> Path:
+        return self.path / "cancel-request.json"
+
+    # reading and writing -------------------------------------------------------------------------
+
+    def create(self, spec: JobSpec) -> None:
+        """Make the folder (it must not exist) and write the normalized spec into it."""
+        self.path.mkdir(parents=True)
+        self.spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+
+    def read_spec(self) -> JobSpec:
+        """The spec the job runs.
+
+        Raises:
+            UserError: it is no longer a valid spec (written by an older elastrain).
+        """
+        return validate_spec(yaml.safe_load(self.spec_file.read_text()), str(self.spec_file))
+
+    def read_status(self) -> dict | None:
+        """The live status the driver last wrote, or None before it wrote one."""
+        return _read_json(self.status_file)
+
+    def write_status(self, status: dict) -> None:
+        _write_json_atomic(self.status_file, status)
+
+    def read_result(self) -> dict | None:
+        """The JobResult (as a dict) of a job that ended, else None."""
+        return _read_json(self.result_file)
+
+    def write_result(self, result: dict) -> None:
+        self.result_file.write_text(json.dumps(result, indent=2))
+
+    def append_event(self, event: dict) -> None:
+        """Add an event (durably: one flushed line)."""
+        _append_line(self.events_file, json.dumps(event))
+
+    def read_events(self) -> list[dict]:
+        """The events recorded, oldest first (a torn last line is ignored)."""
+        return list(_json_lines(self.events_file))
+
+    def append_history(self, record: dict) -> None:
+        """Add one epoch's validation metrics."""
+        _append_line(self.history_file, json.dumps(record))
+
+    def log(self, line: str) -> None:
+        """Add a timestamped line to the job's human-readable log."""
+        _append_line(self.log_file, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
+
+    def request_scale(self, workers: int) -> None:
+        """Ask the job's driver, from another process, to run on `workers` workers."""
+        _write_json_atomic(self._scale_request, {"workers": workers, "t": time.time()})
+
+    def take_scale_request(self) -> int | None:
+        """The worker count another process asked for since the last call, if any (consumed)."""
+        request = _read_json(self._scale_request) if self._scale_request.exists() else None
+        if request is None:
+            return None
+        self._scale_request.unlink(missing_ok=True)
+        return int(request["workers"])
+
+    def request_cancel(self) -> None:
+        """Ask the job's driver, from another process, to cancel the job."""
+        _write_json_atomic(self._cancel_request, {"t": time.time()})
+
+    def cancel_requested(self) -> bool:
+        return self._cancel_request.exists()
+
+
+def read_new_lines(path: Path, offset: int) -> tuple[list[dict], int]:
+    """The complete JSON lines of `path` past byte `offset`, and the offset after them (a line
+    still being written is left for the next call)."""
+    if not path.is_file():
+        return [], offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    records = []
+    for line in complete.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records, offset + len(complete)
+
+
+def _json_lines(path: Path) -> Iterator[dict]:
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
+
+
+def _append_line(path: Path, line: str) -> None:
+    with path.open("a") as handle:
+        handle.write(line + "\n")
+
+
+def _write_json_atomic(path: Path, value: dict) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(value))
+    os.replace(temporary, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

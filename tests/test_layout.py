@@ -1,0 +1,16 @@
+"""Structure rules the code keeps: only RunFolder knows the run folder's layout."""
+
+import re
+
+from tests.conftest import REPO
+
+RUN_FOLDER_FILES = ("spec.yaml", "status.json", "events.jsonl", "history.jsonl", "job.log", "scale-request.json",
+                    "cancel-request.json", "result.json")
+
+
+def test_no_module_but_run_folder_names_a_run_folder_file():
+    pattern = re.compile("|".join(re.escape(f'"{name}"') for name in RUN_FOLDER_FILES) + r'|/ "runs"')
+    offenders = [f"{path.relative_to(REPO)}:{number}"
+                 for path in sorted((REPO / "elastrain").rglob("*.py")) if path.name != "run_folder.py"
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []

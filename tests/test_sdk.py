@@ -1,0 +1,97 @@
+"""The Python API: elastrain.Job, elastrain.load_model on raw rows, and the README's example."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import elastrain
+from tests.conftest import REPO
+
+
+def readme_example() -> str:
+    section = (REPO / "README.md").read_text().split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+def test_the_readme_example_runs(tmp_path):
+    env = {**os.environ, "ELASTRAIN_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", readme_example()], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("succeeded val_accuracy 0.9") and str(tmp_path / "home") in lines[0]
+    assert "train.lr" in lines[-1] and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def colors(tmp_path, elastrain_home):
+    """A model trained on a CSV with a numeric and a categorical column, and new raw rows as a CSV."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"size": rng.normal(10, 3, 300).round(2), "color": rng.choice(["red", "blue"], 300)})
+    frame["target"] = np.where(frame["size"] + 4 * (frame["color"] == "red") > 12, "big", "small")
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "job.yaml").write_text("data: {source: 'csv:train.csv'}\nmodel: {kind: logistic}\n"
+                                       "train: {optimizer: adam, lr: 0.05, epochs: 40}\n")
+    result = elastrain.Job.from_yaml(tmp_path / "job.yaml").run()
+    frame.drop(columns="target").head(40).to_csv(tmp_path / "new.csv", index=False)
+    return result, tmp_path / "new.csv"
+
+
+def test_load_model_predicts_raw_rows_as_the_predict_command_does(colors, cli):
+    result, new = colors
+    assert result.status == "succeeded" and result.metrics["val_accuracy"] >= 0.9
+    code, out, _ = cli("predict", result.model_path, "--input", new, "--json")
+    expected = json.loads(out.strip().splitlines()[-1])["predictions"]
+    model = elastrain.load_model(result.model_path)
+    with new.open() as handle:
+        records = list(csv.DictReader(handle))   # every value a string, as a CSV holds it
+    frame = pd.read_csv(new)
+    assert code == 0 and set(expected) == {"big", "small"}
+    assert model.predict(records) == expected
+    assert model.predict(frame) == expected
+    assert model.predict(frame[["color", "size"]].to_dict("records")) == expected   # by name, any order
+    assert model.predict(frame.values.tolist()) == expected                         # by position
+    probabilities = model.predict_proba(records)
+    assert probabilities.shape == (40, 2) and np.allclose(probabilities.sum(axis=1), 1)
+    assert [model.classes[i] for i in probabilities.argmax(axis=1)] == expected
+
+
+def test_bad_rows_and_impossible_probabilities_are_one_clear_error(colors):
+    result, _ = colors
+    model = elastrain.load_model(result.model_path)
+    with pytest.raises(elastrain.UserError, match="a row has 3 values, the model takes 2"):
+        model.predict([[1.0, "red", 3]])
+    with pytest.raises(elastrain.UserError, match=r"missing feature column.*color"):
+        model.predict([{"size": 1.0}])
+    with pytest.raises(elastrain.UserError, match="green"):
+        model.predict([{"size": 1.0, "color": "green"}])
+    regression = elastrain.Job.from_yaml(REPO / "examples" / "linear_diabetes.yaml",
+                                         overrides=["train.epochs=2"]).run()
+    with pytest.raises(elastrain.UserError, match=r"regression model .* gives no probabilities"):
+        elastrain.load_model(regression.model_path).predict_proba(np.zeros((1, 10)))
+
+
+def test_a_job_from_a_dict_takes_overrides_and_checks_them():
+    spec = {"name": "iris", "data": {"source": "builtin:iris"}, "model": {"kind": "softmax"}}
+    job = elastrain.Job(spec, overrides={"train.epochs": 3, "train.schedule": {"kind": "cosine"}})
+    assert job.spec.train.epochs == 3 and job.spec.train.schedule.kind == "cosine"
+    assert spec == {"name": "iris", "data": {"source": "builtin:iris"}, "model": {"kind": "softmax"}}
+    assert elastrain.Job(job.spec, overrides=["train.lr=0.5"]).spec.train.lr == 0.5
+    with pytest.raises(elastrain.UserError, match=r"train\.epochs"):
+        elastrain.Job(spec, overrides={"train.epochs": 0})
+
+
+def test_importing_elastrain_loads_no_training_library():
+    code = "import sys, elastrain; print(sorted({'torch', 'ray', 'pandas', 'sklearn'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert all(getattr(elastrain, name) for name in elastrain.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Trainer'"):
+        elastrain.Trainer  # noqa: B018
