@@ -7,6 +7,7 @@ import pytest
 
 from elastrain.api.service import JobService
 from elastrain.elastic import RunFolder, run_job
+from elastrain.elastic.status import JobStatus
 from elastrain.scheduler import GoodputPolicy, GradientNoise
 from elastrain.scheduler.throughput import step_time
 from elastrain.spec import parse_spec
@@ -22,8 +23,9 @@ resources: {{workers: {{min: {low}, max: {high}}}, cpus_per_worker: 1, wait_time
 """
 
 
-def status_of(run_dir: str | Path) -> dict:
-    return RunFolder(Path(run_dir)).read_status()
+def status_of(run_dir: str | Path) -> dict | None:
+    status = RunFolder(Path(run_dir)).read_status()
+    return status.to_dict() if status else None
 
 
 def test_a_single_worker_job_reports_its_step_time_and_no_gradient_noise(elastrain_home):
@@ -97,7 +99,7 @@ def test_the_service_gives_the_policy_what_the_run_folder_holds_and_refits_only_
               "grad_var": 2.0, "observations": [
                   {"nodes": 1, "workers": 1, "local_batch": 60.0, "step_time": 0.010, "steps": 100},
                   {"nodes": 1, "workers": 2, "local_batch": 30.0, "step_time": 0.007, "steps": 100}]}
-    folder.write_status(status)
+    folder.write_status(JobStatus.from_dict({"job_id": "job", "state": "running", **status}))
     assert service._demand(job, 0).speed is None   # a queued job has measured nothing yet
     demand = service._demand(job, 2)
     assert (demand.remaining, demand.batch_size, demand.max_workers_seen) == (200.0, 60, 2)
@@ -105,10 +107,10 @@ def test_the_service_gives_the_policy_what_the_run_folder_holds_and_refits_only_
     assert step_time(demand.speed, 1, 1, 60.0) == pytest.approx(0.010, rel=0.05)
     assert step_time(demand.speed, 1, 2, 30.0) == pytest.approx(0.007, rel=0.05)
     status["observations"][0]["step_time"] = 0.0102   # medians drift a little with every report
-    folder.write_status(status)
+    folder.write_status(JobStatus.from_dict({"job_id": "job", "state": "running", **status}))
     assert service._demand(job, 2).speed is demand.speed
     status["observations"][0]["step_time"] = 0.012
-    folder.write_status(status)
+    folder.write_status(JobStatus.from_dict({"job_id": "job", "state": "running", **status}))
     assert step_time(service._demand(job, 2).speed, 1, 1, 60.0) == pytest.approx(0.012, rel=0.05)
 
 

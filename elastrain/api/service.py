@@ -226,16 +226,16 @@ class JobService:
             low = high = job.requested_workers
         demand = JobDemand(job.job_id, job.seq, low, high, resources["cpus_per_worker"], current)
         status = RunFolder.of(self.home, job.job_id).read_status() if current > 0 else None
-        if not status or "batch_size" not in status:
+        if status is None or status.batch_size is None:
             return demand
-        observations = [StepObservation(o["nodes"], o["workers"], o["local_batch"], o["step_time"])
-                        for o in status.get("observations", []) if o["step_time"] and o["step_time"] > 0]
+        observations = [StepObservation(o.nodes, o.workers, o.local_batch, o.step_time)
+                        for o in status.observations if o.step_time and o.step_time > 0]
         noise = None
-        if status.get("grad_sqr") is not None and status.get("grad_var") is not None:
-            noise = GradientNoise(float(status["grad_sqr"]), float(status["grad_var"]))
-        return replace(demand, batch_size=int(status["batch_size"]), speed=self._speed(job.job_id, observations),
-                       max_workers_seen=int(status.get("max_workers_seen", 0)), noise=noise,
-                       remaining=max(float(status["total_steps"]) - float(status["step"]), 0.0))
+        if status.grad_sqr is not None and status.grad_var is not None:
+            noise = GradientNoise(status.grad_sqr, status.grad_var)
+        return replace(demand, batch_size=status.batch_size, speed=self._speed(job.job_id, observations),
+                       max_workers_seen=status.max_workers_seen, noise=noise,
+                       remaining=max(float(status.total_steps - status.step), 0.0))
 
     def _speed(self, job_id: str, observations: list[StepObservation]) -> ThroughputParams | None:
         """The job's fitted step-time model; the previous fit while the observations have not

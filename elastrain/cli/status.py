@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from elastrain.elastic.job import FINAL_STATES
 from elastrain.elastic.run_folder import RunFolder
+from elastrain.elastic.status import JobStatus
 from elastrain.errors import UserError
 
 
@@ -20,10 +22,10 @@ def job_status(home: Path, job_id: str) -> dict:
         UserError: no such job.
     """
     folder = RunFolder.find(home, job_id)
-    snapshot = folder.read_status() or {"job_id": job_id, "state": "unknown"}
-    if snapshot["state"] not in FINAL_STATES and not _driver_alive(snapshot.get("driver_pid")):
-        snapshot["state"] = "lost (driver gone; `elastrain resume` continues it)"
-    return {**snapshot, "events": folder.read_events()}
+    status = folder.read_status() or JobStatus(job_id, "unknown")
+    if status.state not in FINAL_STATES and not _driver_alive(status.driver_pid):
+        status = replace(status, state="lost (driver gone; `elastrain resume` continues it)")
+    return {**status.to_dict(), "events": folder.read_events()}
 
 
 def request_scale(home: Path, job_id: str, workers: int) -> int:

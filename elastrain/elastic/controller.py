@@ -111,7 +111,8 @@ class ElasticController:
         resume: load the newest valid checkpoint before the first step.
         chaos: injected kills and resizes.
         on_progress: called with the rank-0 worker's progress report while the job runs.
-        on_status: called with a status snapshot (state, workers, generation) on every change.
+        on_status: called with the changed fields of the job's status (`JobStatus`: state,
+            workers, generation) as keyword arguments on every change.
         on_warning: called with a line the user should see (a broken checkpoint skipped).
         control: where cancel and resize requests come from.
         extra_paths: folders the workers import user models from.
@@ -122,7 +123,7 @@ class ElasticController:
     def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, total_steps: int, *,
                  resume: bool = False,
                  chaos: list[ChaosAction] | None = None, on_progress: Callable[[dict], None] | None = None,
-                 on_status: Callable[[dict], None] | None = None,
+                 on_status: Callable[..., None] | None = None,
                  on_warning: Callable[[str], None] | None = None, control: JobControl | None = None,
                  extra_paths: list[str] | None = None, trace_dir: str | None = None,
                  workers: int | None = None) -> None:
@@ -132,7 +133,7 @@ class ElasticController:
         self.resume = resume
         self.chaos = list(chaos or [])
         self.on_progress = on_progress or (lambda report: None)
-        self.on_status = on_status or (lambda snapshot: None)
+        self.on_status = on_status or (lambda **change: None)
         self.on_warning = on_warning or (lambda message: None)
         self.control = control or JobControl()
         self.extra_paths = extra_paths or []
@@ -305,7 +306,7 @@ class ElasticController:
                 break
             if not reported and time.monotonic() - began > min(WAITING_AFTER_S, (deadline - began) / 2):
                 reported = True
-                self.on_status({"state": "waiting for resources", "workers": len(self.members)})
+                self.on_status(state="waiting for resources", workers=len(self.members))
                 self.events.add(Event("waiting", self.step, len(self.members), self.generation,
                                       detail={"need": wait_for, "message": "waiting for resources"}))
             self._grow_to(max(self.desired, wait_for))
@@ -366,7 +367,7 @@ class ElasticController:
             detail = {"lost": lost, "member_steps": self.member_steps, **(detail or {})}
         self.events.add(Event(reason, self.step, len(self.members), self.generation, round(duration, 4),
                               detail=detail or {}))
-        self.on_status({"state": "running", "workers": len(self.members), "generation": self.generation})
+        self.on_status(state="running", workers=len(self.members), generation=self.generation)
 
     def _form_once(self) -> None:
         # Every call is bounded: a member that hangs must not hang the controller (forming and

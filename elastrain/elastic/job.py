@@ -14,7 +14,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +28,7 @@ from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
 from elastrain.elastic.events import Event, EventLog
 from elastrain.elastic.run_folder import RunFolder
+from elastrain.elastic.status import JobStatus, Observation
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError
 from elastrain.spec import JobSpec
@@ -131,10 +132,10 @@ def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
 class _StepTimes:
     """The step times measured on one configuration: the latest intervals and how many in all."""
 
-    def __init__(self, carried: dict | None = None) -> None:
+    def __init__(self, carried: Observation | None = None) -> None:
         self.window: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
-        self.steps = int(carried["steps"]) if carried else 0
-        self.carried = float(carried["step_time"]) if carried else None   # from a previous driver
+        self.steps = carried.steps if carried else 0
+        self.carried = carried.step_time if carried else None   # from a previous driver
 
     def add(self, intervals: list[float]) -> None:
         self.window.extend(intervals)
@@ -145,29 +146,24 @@ class _StepTimes:
 
 
 class _Reporter:
-    """Turns workers' progress reports into the progress bar, history.jsonl, checkpoint events
-    and status.json.
+    """Turns workers' progress reports into the progress bar, the epoch history, checkpoint
+    events and the job's status (`JobStatus`).
 
-    Besides progress, status.json holds what a scheduler needs to model the job: "observations"
-    (per configuration run on: nodes, workers, local_batch, the median seconds per step and the
-    steps measured), "max_workers_seen" (the most workers among them: a configuration counts once
-    its step time is measured, so that a model fitted to them is not trusted on a size it has not
-    yet seen), "batch_size", and the gradient noise ("grad_sqr", "grad_var" at the job's batch
-    size; null until the job has run on two or more workers). A resumed job keeps what its
-    previous driver measured.
+    Besides progress, the status holds what a scheduler needs to model the job: the step time
+    per configuration run on (`observations`; `max_workers_seen` counts a configuration once its
+    step time is measured, so that a model fitted to them is not trusted on a size it has not yet
+    seen), the batch size and the gradient noise. A resumed job keeps what its previous driver
+    measured.
     """
 
     def __init__(self, folder: RunFolder, trainer: Trainer, progress: ProgressSink | None, events: EventLog) -> None:
         self.events = events
         self.folder = folder
-        before = folder.read_status() or {}
-        self.step_times = {(o["nodes"], o["workers"], o["local_batch"]): _StepTimes(o)
-                           for o in before.get("observations", [])}
-        self.snapshot = {"job_id": folder.job_id, "state": "starting", "workers": 0, "generation": 0, "step": 0,
-                         "epoch": 0, "total_steps": int(trainer.total_steps), "samples_per_s": None,
-                         "driver_pid": os.getpid(), "run_dir": str(folder.path), "batch_size": trainer.batch_size,
-                         "observations": [], "max_workers_seen": 0,
-                         "grad_sqr": before.get("grad_sqr"), "grad_var": before.get("grad_var")}
+        before = folder.read_status() or JobStatus(folder.job_id, "starting")
+        self.step_times = {(o.nodes, o.workers, o.local_batch): _StepTimes(o) for o in before.observations}
+        self.snapshot = JobStatus(folder.job_id, "starting", total_steps=int(trainer.total_steps),
+                                  driver_pid=os.getpid(), run_dir=str(folder.path), batch_size=trainer.batch_size,
+                                  grad_sqr=before.grad_sqr, grad_var=before.grad_var)
         self._observed()
         self.progress = progress
         self.window: tuple[float, int] | None = None
@@ -177,16 +173,16 @@ class _Reporter:
         self.last_written = 0.0
         self.write()
 
-    def status(self, change: dict) -> None:
-        self.snapshot.update(change)
+    def status(self, **change: object) -> None:
+        """Change fields of the job's status (see `JobStatus`) and write it."""
+        self.snapshot = replace(self.snapshot, **change)
         self.write()
 
     def _observed(self) -> None:
-        self.snapshot["observations"] = [
-            {"nodes": nodes, "workers": workers, "local_batch": local_batch,
-             "step_time": float(f"{times.median():.6g}"), "steps": times.steps}
-            for (nodes, workers, local_batch), times in sorted(self.step_times.items())]
-        self.snapshot["max_workers_seen"] = max((workers for _, workers, _ in self.step_times), default=0)
+        observations = tuple(Observation(nodes, workers, local_batch, float(f"{times.median():.6g}"), times.steps)
+                             for (nodes, workers, local_batch), times in sorted(self.step_times.items()))
+        self.snapshot = replace(self.snapshot, observations=observations,
+                                max_workers_seen=max((workers for _, workers, _ in self.step_times), default=0))
 
     def _measurements(self, report: dict) -> None:
         measured = [entry for entry in report.get("step_times", []) if entry["intervals"]]
@@ -196,22 +192,23 @@ class _Reporter:
         if measured:
             self._observed()
         if report.get("grad_noise") is not None:
-            self.snapshot["grad_sqr"], self.snapshot["grad_var"] = report["grad_noise"]
+            grad_sqr, grad_var = report["grad_noise"]
+            self.snapshot = replace(self.snapshot, grad_sqr=grad_sqr, grad_var=grad_var)
 
     def report(self, report: dict) -> None:
         now = time.time()
         if self.window is None or report["samples"] < self.window[1]:
             self.window = (now, report["samples"])
         elif now - self.window[0] >= 1.0:
-            self.snapshot["samples_per_s"] = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
+            rate = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
+            self.snapshot = replace(self.snapshot, samples_per_s=rate)
             self.window = (now, report["samples"])
-        self.snapshot.update(step=report["step"], epoch=report["epoch"])
-        if report.get("step_ms"):
-            self.snapshot["step_ms"] = report["step_ms"]
+        self.snapshot = replace(self.snapshot, step=report["step"], epoch=report["epoch"],
+                                step_ms=report.get("step_ms") or self.snapshot.step_ms)
         self._measurements(report)
         for checkpoint in report["checkpoints"]:
-            self.events.add(Event("checkpoint", checkpoint["step"], self.snapshot["workers"],
-                                  self.snapshot["generation"],
+            self.events.add(Event("checkpoint", checkpoint["step"], self.snapshot.workers,
+                                  self.snapshot.generation,
                                   round(checkpoint["snapshot_s"] + checkpoint["write_s"], 4),
                                   detail={"bytes": checkpoint["bytes"], "path": checkpoint["path"],
                                           "sha256": checkpoint["sha256"],
@@ -221,7 +218,7 @@ class _Reporter:
             if self.first is None or report["step"] < self.first[1]:
                 self.first = self.last
         if self.progress:
-            self.progress.advance(report["step"], report["loss"], self.snapshot["workers"])
+            self.progress.advance(report["step"], report["loss"], self.snapshot.workers)
         for record in report["epochs"]:
             self.folder.append_history({"epoch": record["epoch"], "step": record["step"], "t": now,
                                         **scalar_metrics(record["metrics"])})
@@ -244,7 +241,7 @@ class _Reporter:
 
     def write(self) -> None:
         self.last_written = time.time()
-        self.folder.write_status({**self.snapshot, "updated": self.last_written})
+        self.folder.write_status(replace(self.snapshot, updated=self.last_written))
 
 
 def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: ProgressSink | None,
@@ -263,14 +260,14 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
         else:
             outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume)
     except UserError as exc:
-        reporter.status({"state": "failed", "message": exc.line()})
+        reporter.status(state="failed", message=exc.line())
         raise
     except (KeyboardInterrupt, JobInterrupted):
-        step = reporter.snapshot["step"]
+        step = reporter.snapshot.step
         message = f"job {job_id} interrupted at step {step}; `elastrain resume {job_id}` continues it from its " \
                   "last checkpoint"
-        events.add(Event("interrupted", step, reporter.snapshot["workers"], reporter.snapshot["generation"]))
-        reporter.status({"state": "interrupted", "message": message})
+        events.add(Event("interrupted", step, reporter.snapshot.workers, reporter.snapshot.generation))
+        reporter.status(state="interrupted", message=message)
         raise JobInterrupted(message) from None
     trainer.load_state_dict(outcome.state)
     model_path, message = None, None
@@ -291,7 +288,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
                       f"{folder.log_file}"
     metrics = outcome.metrics or {}
     status = {"done": "succeeded", "cancelled": "cancelled"}.get(outcome.status, "failed")
-    events.add(Event(status, trainer.step, reporter.snapshot["workers"], reporter.snapshot["generation"],
+    events.add(Event(status, trainer.step, reporter.snapshot.workers, reporter.snapshot.generation,
                      round(time.perf_counter() - started, 3)))
     data = trainer.data
     result = JobResult(job_id=job_id, status=status, epochs=trainer.epoch, steps=trainer.step,
@@ -300,9 +297,9 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
                        wall_s=round(time.perf_counter() - started, 3), run_dir=str(folder.path), message=message,
                        details={k: v for k, v in metrics.items() if isinstance(v, list)},
                        events=len(events.events), samples_per_s=reporter.samples_per_s(),
-                       step_ms=reporter.snapshot.get("step_ms"))
+                       step_ms=reporter.snapshot.step_ms)
     folder.write_result(result.to_dict())
-    reporter.status({"state": status, "step": trainer.step, "epoch": trainer.epoch})
+    reporter.status(state=status, step=trainer.step, epoch=trainer.epoch)
     return result
 
 
@@ -321,7 +318,7 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
             reporter.warn(message)
         events.add(Event("resume", loaded["step"] or 0, 1, 0, detail={"from_checkpoint": loaded["step"]}))
     events.add(Event("start", worker.trainer.step, 1, 0))
-    reporter.status({"state": "running", "workers": 1})
+    reporter.status(state="running", workers=1)
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(worker.run()), daemon=True)
     thread.start()
@@ -354,7 +351,7 @@ def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Rep
 
     started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
     try:
-        controller = ElasticController(spec, events, checkpoint_url, reporter.snapshot["total_steps"],
+        controller = ElasticController(spec, events, checkpoint_url, reporter.snapshot.total_steps,
                                        resume=resume, chaos=options.chaos,
                                        on_progress=reporter.report, on_status=reporter.status,
                                        on_warning=reporter.warn,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from elastrain.elastic.status import JobStatus
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, validate_spec
 
@@ -116,12 +117,13 @@ class RunFolder:
         """
         return validate_spec(yaml.safe_load(self.spec_file.read_text()), str(self.spec_file))
 
-    def read_status(self) -> dict | None:
+    def read_status(self) -> JobStatus | None:
         """The live status the driver last wrote, or None before it wrote one."""
-        return _read_json(self.status_file)
+        raw = _read_json(self.status_file)
+        return JobStatus.from_dict(raw) if raw is not None else None
 
-    def write_status(self, status: dict) -> None:
-        _write_json_atomic(self.status_file, status)
+    def write_status(self, status: JobStatus) -> None:
+        _write_json_atomic(self.status_file, status.to_dict())
 
     def read_result(self) -> dict | None:
         """The JobResult (as a dict) of a job that ended, else None."""

@@ -1,0 +1,79 @@
+"""A job's live status: one typed definition, written by its driver and read by `elastrain
+status`, the server and its scheduler (`RunFolder.read_status` / `write_status`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The step time measured on one configuration of the job.
+
+    Attributes:
+        nodes, workers: where it ran.
+        local_batch: samples per worker per step.
+        step_time: the median seconds per step over the latest steps measured there.
+        steps: how many steps were measured there in all.
+    """
+
+    nodes: int
+    workers: int
+    local_batch: float
+    step_time: float
+    steps: int
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Where a job stands, as its driver last wrote it.
+
+    Attributes:
+        job_id, state: the job and its state (starting, running, waiting for resources,
+            succeeded, failed, cancelled, interrupted).
+        workers, generation: the group's size and membership generation.
+        step, epoch, total_steps: progress.
+        samples_per_s: training throughput over the last second or so (None before it is known).
+        driver_pid: the driver's process (a job whose driver is gone is lost).
+        run_dir: the run folder.
+        batch_size: the global batch.
+        observations: step times per configuration run on (what a scheduler fits its model to).
+        max_workers_seen: the most workers among the observations.
+        grad_sqr, grad_var: the gradient noise at the job's batch size (None until measured on
+            two or more workers).
+        step_ms: the last formation's mean step: compute, all_reduce, bookkeeping, total (ms).
+        message: why the job failed or how to continue it.
+        updated: when this was written (epoch seconds).
+    """
+
+    job_id: str
+    state: str
+    workers: int = 0
+    generation: int = 0
+    step: int = 0
+    epoch: int = 0
+    total_steps: int = 0
+    samples_per_s: float | None = None
+    driver_pid: int | None = None
+    run_dir: str = ""
+    batch_size: int | None = None
+    observations: tuple[Observation, ...] = ()
+    max_workers_seen: int = 0
+    grad_sqr: float | None = None
+    grad_var: float | None = None
+    step_ms: dict[str, float] | None = None
+    message: str | None = None
+    updated: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> JobStatus:
+        """The status `to_dict` wrote (keys it does not know, from another version, are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["observations"] = tuple(Observation(**o) for o in raw.get("observations", ()))
+        return cls(**values)
