@@ -1,8 +1,9 @@
 """elastrain: train machine-learning models on elastic compute.
 
 The public API (see the README's "Python API"): :class:`Job` declares and runs a job,
-:func:`load_model` loads what it saved, :class:`JobResult` is what a run returns, and
-:class:`UserError` is what bad input raises. They are imported on first use, so that commands
+:class:`JobHandle` follows and steers a started one (:class:`JobStatus`), :func:`load_model`
+loads what it saved, :class:`JobResult` is what a run returns, and :class:`UserError` is what
+bad input raises. They are imported on first use, so that commands
 which do not train start fast.
 """
 
@@ -11,15 +12,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Job", "JobResult", "SavedModel", "UserError", "load_model"]
+__all__ = ["Job", "JobHandle", "JobResult", "JobStatus", "SavedModel", "UserError", "load_model"]
 
-_HOMES = {"Job": "elastrain.sdk", "JobResult": "elastrain.elastic", "SavedModel": "elastrain.train.artifact",
+_HOMES = {"Job": "elastrain.sdk", "JobHandle": "elastrain.sdk", "JobResult": "elastrain.elastic",
+          "JobStatus": "elastrain.elastic.status", "SavedModel": "elastrain.train.artifact",
           "load_model": "elastrain.train.artifact", "UserError": "elastrain.errors"}
 
 if TYPE_CHECKING:
     from elastrain.elastic import JobResult
+    from elastrain.elastic.status import JobStatus
     from elastrain.errors import UserError
-    from elastrain.sdk import Job
+    from elastrain.sdk import Job, JobHandle
     from elastrain.train.artifact import SavedModel, load_model
 
 

@@ -6,6 +6,9 @@
     result = job.run()                        # blocks; an elastrain.JobResult
     model = elastrain.load_model(result.model_path)
     model.predict([{"a": 1.0, "b": "red"}])   # raw rows: the saved preprocessing is applied
+
+    handle = job.start()                      # trains in the background: an elastrain.JobHandle
+    handle.scale(2); handle.status().workers; handle.cancel(); handle.result()
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from elastrain import paths
-from elastrain.elastic import JobResult, RunOptions, parse_chaos, run_job
+from elastrain.elastic import JobResult, RunFolder, RunOptions, parse_chaos, run_job
+from elastrain.elastic.control import JobControl
+from elastrain.elastic.events import Event
+from elastrain.elastic.job import FINAL_STATES, new_job_id
+from elastrain.elastic.status import JobStatus
+from elastrain.errors import UserError
 from elastrain.spec import JobSpec, apply_overrides, load_spec, validate_spec
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -71,6 +80,78 @@ class Job:
         sys.path[:0] = [p for p in self.code_paths if p not in sys.path]
         options = RunOptions(chaos=parse_chaos(chaos), extra_paths=self.code_paths)
         return run_job(self.spec, Path(home) if home else paths.home(), options=options)
+
+    def start(self, home: str | Path | None = None) -> JobHandle:
+        """Start training in a background thread of this process (on Ray workers when
+        `resources.workers.max` > 1) and return its handle at once; see :meth:`run`."""
+        sys.path[:0] = [p for p in self.code_paths if p not in sys.path]
+        return JobHandle(self.spec, Path(home) if home else paths.home(), self.code_paths)
+
+
+class JobHandle:
+    """A job started with :meth:`Job.start`: ask where it stands, resize or cancel it, wait for
+    its result. Safe to call from any thread."""
+
+    def __init__(self, spec: JobSpec, home: Path, code_paths: list[str]) -> None:
+        self.spec = spec
+        self.job_id = new_job_id(spec.name)
+        self.folder = RunFolder.of(home, self.job_id)
+        self._control = JobControl()
+        self._outcome: dict[str, Any] = {}
+        options = RunOptions(extra_paths=code_paths, job_id=self.job_id, control=self._control)
+        self._thread = threading.Thread(target=self._train, args=(home, options), name=f"job-{self.job_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _train(self, home: Path, options: RunOptions) -> None:
+        try:
+            self._outcome["result"] = run_job(self.spec, home, options=options)
+        except BaseException as exc:   # handed to the caller of result()
+            self._outcome["error"] = exc
+
+    def status(self) -> JobStatus:
+        """Where the job stands (state "starting" until its driver first reports)."""
+        return self.folder.read_status() or JobStatus(self.job_id, "starting")
+
+    def events(self, since: float = 0.0) -> list[Event]:
+        """The job's events after wall time `since` (epoch seconds), oldest first."""
+        return [Event(**e) for e in self.folder.read_events() if e["t"] > since]
+
+    def scale(self, workers: int) -> None:
+        """Ask the job to run on `workers` workers (it resizes at a step boundary, in place).
+
+        Raises:
+            UserError: `workers` is outside the job's resources.workers range, or the job has ended.
+        """
+        low, high = self.spec.resources.workers.min, self.spec.resources.workers.max
+        if not low <= workers <= high:
+            raise UserError(f"{workers} workers is outside this job's resources.workers range {low}..{high}",
+                            where="JobHandle.scale", fix=f"choose a number from {low} to {high}")
+        if not self._thread.is_alive() or self.status().state in FINAL_STATES:
+            raise UserError(f"job {self.job_id} has ended", where="JobHandle.scale", fix="start a new job")
+        self._control.scale(workers)
+
+    def cancel(self) -> None:
+        """Ask the job to stop after its current step; it ends as cancelled, its model unsaved."""
+        self._control.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds (None: until it ends); whether the job has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """The job's result, once it has ended (waiting up to `timeout` seconds).
+
+        Raises:
+            TimeoutError: it has not ended within `timeout`.
+            UserError: the job could not run (bad data, too few workers), as Job.run raises it.
+        """
+        if not self.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} is still running after {timeout:g} s")
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["result"]
 
 
 def _override_strings(overrides: Overrides) -> list[str]:

@@ -6,13 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import elastrain
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 
 def readme_example() -> str:
@@ -95,3 +96,27 @@ def test_importing_elastrain_loads_no_training_library():
     assert all(getattr(elastrain, name) for name in elastrain.__all__)
     with pytest.raises(AttributeError, match="no attribute 'Trainer'"):
         elastrain.Trainer  # noqa: B018
+
+
+@pytest.mark.usefixtures("ray_address")
+def test_a_started_job_is_followed_resized_and_cancelled_through_its_handle(elastrain_home):
+    spec = {"name": "handled", "data": {"source": "builtin:digits"}, "model": {"kind": "mlp", "hidden": [64]},
+            "train": {"optimizer": "adam", "batch_size": 60, "epochs": 10_000},
+            "resources": {"workers": {"min": 1, "max": 2}, "cpus_per_worker": 1, "wait_timeout_s": 60}}
+    handle = elastrain.Job(spec).start(home=elastrain_home)
+    try:
+        # It starts on workers.max (2), one of them perhaps joining at a later step.
+        wait_until(lambda: handle.status().workers == 2 and handle.status().step > 0)
+        assert handle.status().job_id == handle.job_id and not handle.wait(timeout=0)
+        with pytest.raises(elastrain.UserError, match=r"outside this job's resources\.workers range 1\.\.2"):
+            handle.scale(3)
+        began = time.time()
+        handle.scale(1)
+        wait_until(lambda: any(e.kind == "resized" for e in handle.events(since=began)))
+    finally:
+        handle.cancel()
+    result = handle.result(timeout=120)
+    assert result.status == "cancelled" and result.job_id == handle.job_id and result.model_path is None
+    assert handle.status().state == "cancelled" and handle.events()[-1].kind == "cancelled"
+    with pytest.raises(elastrain.UserError, match="has ended"):
+        handle.scale(1)
