@@ -56,7 +56,11 @@ def test_submit_follow_and_inspect_a_job(cli, server):
     code, out, _ = cli("jobs", *ada, "--json")
     assert [j["job_id"] for j in last_json(out)["jobs"]] == [job_id]
     code, out, _ = cli("metrics", job_id, *ada, "--json")
-    assert [p["epoch"] for p in last_json(out)["series"]["val_accuracy"]] == [1, 2, 3, 4, 5]
+    series = last_json(out)["series"]
+    assert [p["epoch"] for p in series["val_accuracy"]] == [1, 2, 3, 4, 5]
+    # The training loss of every step (a short job: one point per step).
+    assert [p["step"] for p in series["train_loss"]] == list(range(1, series["val_accuracy"][-1]["step"] + 1))
+    assert {p["epoch"] for p in series["train_loss"]} == {1, 2, 3, 4, 5}
     code, out, _ = cli("models", *ada, "--json")
     assert [(m["name"], m["version"]) for m in last_json(out)["models"]] == [("svm-iris", 1)]
     code, out, _ = cli("jobs", *ada)

@@ -4,8 +4,8 @@ import re
 
 from tests.conftest import REPO
 
-RUN_FOLDER_FILES = ("spec.yaml", "status.json", "events.jsonl", "history.jsonl", "job.log", "scale-request.json",
-                    "cancel-request.json", "result.json")
+RUN_FOLDER_FILES = ("spec.yaml", "status.json", "events.jsonl", "history.jsonl", "loss.jsonl", "job.log",
+                    "scale-request.json", "cancel-request.json", "result.json")
 
 
 def test_no_module_but_run_folder_names_a_run_folder_file():

@@ -7,12 +7,14 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import elastrain
+from elastrain.elastic import RunFolder
 from tests.conftest import REPO, wait_until
 
 
@@ -120,3 +122,23 @@ def test_a_started_job_is_followed_resized_and_cancelled_through_its_handle(elas
     assert handle.status().state == "cancelled" and handle.events()[-1].kind == "cancelled"
     with pytest.raises(elastrain.UserError, match="has ended"):
         handle.scale(1)
+
+
+def test_a_job_records_its_training_loss_per_step_or_per_block(elastrain_home, monkeypatch):
+    spec = {"name": "losses", "data": {"source": "builtin:iris"}, "model": {"kind": "softmax"},
+            "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 10, "epochs": 3}}
+    result = elastrain.Job(spec).run()
+    points = RunFolder(Path(result.run_dir)).read_losses()
+    assert [p["step"] for p in points] == list(range(1, result.steps + 1))
+    assert {p["epoch"] for p in points} == {1, 2, 3} and all(p["steps"] == 1 for p in points)
+    assert points[-1]["loss"] < points[0]["loss"]
+    # A longer job averages blocks of steps, closing a block at each epoch's end.
+    monkeypatch.setattr("elastrain.elastic.job.MAX_LOSS_POINTS", 10)
+    result = elastrain.Job(spec).run()
+    blocks = RunFolder(Path(result.run_dir)).read_losses()
+    per_epoch = result.steps // 3
+    block = -(-result.steps // 10)
+    assert sum(p["steps"] for p in blocks) == result.steps and max(p["steps"] for p in blocks) == block
+    assert [p["step"] for p in blocks if p["step"] % per_epoch == 0] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    first = [p for p in points if p["step"] <= blocks[0]["step"]]
+    assert blocks[0]["loss"] == pytest.approx(sum(p["loss"] for p in first) / len(first))

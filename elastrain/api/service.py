@@ -60,8 +60,9 @@ class _Running:
     workers: int
     thread: threading.Thread | None = None
     control: JobControl = field(default_factory=JobControl)   # cancel and resize requests to the job
-    events_read: int = 0    # bytes of the run folder's events and history copied to the store so far
+    events_read: int = 0    # bytes of the run folder's events, history and losses copied to the store so far
     history_read: int = 0
+    losses_read: int = 0
     # After a restart the run folder's files are read again from the top: only records newer
     # than what the store already holds are copied.
     copied_until: dict[str, float] = field(default_factory=lambda: {"events": 0.0, "metrics": 0.0})
@@ -300,6 +301,9 @@ class JobService:
         points = [{"name": name, "step": record["step"], "epoch": record["epoch"], "value": value, "t": record["t"]}
                   for record in epochs if record["t"] > run.copied_until["metrics"]
                   for name, value in record.items() if name.startswith("val_") and isinstance(value, int | float)]
+        losses, run.losses_read = read_new_lines(folder.loss_file, run.losses_read)
+        points += [{"name": "train_loss", "step": record["step"], "epoch": record["epoch"], "value": record["loss"],
+                    "t": record["t"]} for record in losses if record["t"] > run.copied_until["metrics"]]
         if points:
             self.store.add_metrics(job_id, points)
 

@@ -67,20 +67,24 @@ def print_logs(remote: Remote, job_id: str, follow: bool) -> None:
 
 
 def show_metrics(console: Console, remote: Remote, job_id: str, as_json: bool) -> None:
-    """The job's metric series, one row per epoch."""
+    """The job's metric series, one row per epoch (a series with several points in an epoch, as
+    the training loss has, shows their mean); --json gives every point."""
     series = remote.call("GET", f"/jobs/{job_id}/metrics")
     if as_json:
         print(json.dumps({"job_id": job_id, "series": series}))
         return
     names = sorted(series)
     table = Table("epoch", "step", *names, title=job_id, title_justify="left")
-    rows: dict[int, dict] = {}
+    values: dict[int, dict[str, list[float]]] = {}
+    steps: dict[int, int] = {}
     for name in names:
         for point in series[name]:
-            rows.setdefault(point["epoch"], {"step": point["step"]})[name] = point["value"]
-    for epoch in sorted(rows):
-        table.add_row(str(epoch), str(rows[epoch]["step"]),
-                      *(f"{rows[epoch][n]:.4f}" if n in rows[epoch] else "" for n in names))
+            values.setdefault(point["epoch"], {}).setdefault(name, []).append(point["value"])
+            steps[point["epoch"]] = max(steps.get(point["epoch"], 0), point["step"])
+    for epoch in sorted(values):
+        row = values[epoch]
+        table.add_row(str(epoch), str(steps[epoch]),
+                      *(f"{sum(row[n]) / len(row[n]):.4f}" if n in row else "" for n in names))
     console.print(table)
 
 

@@ -8,6 +8,7 @@ Everything a job records goes to its run folder (`RunFolder`).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 import statistics
@@ -36,6 +37,9 @@ from elastrain.train.artifact import save_model
 from elastrain.train.trainer import Trainer
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+# A job records at most about this many training-loss points: one per step, or the mean over
+# blocks of steps for longer jobs.
+MAX_LOSS_POINTS = 2000
 # Step intervals kept per configuration: its step time is their median (recent steps count, and
 # a long job's status stays small).
 STEP_TIME_WINDOW = 256
@@ -171,6 +175,8 @@ class _Reporter:
         self.first: tuple[float, int] | None = None   # (time, step) of the first step seen done
         self.last: tuple[float, int] | None = None
         self.last_written = 0.0
+        self.loss_block = max(1, math.ceil(int(trainer.total_steps) / MAX_LOSS_POINTS))   # steps per point
+        self.pending_losses: list[tuple[int, int, float]] = []
         self.write()
 
     def status(self, **change: object) -> None:
@@ -219,6 +225,7 @@ class _Reporter:
                 self.first = self.last
         if self.progress:
             self.progress.advance(report["step"], report["loss"], self.snapshot.workers)
+        self._record_losses(report.get("losses", []), now)
         for record in report["epochs"]:
             self.folder.append_history({"epoch": record["epoch"], "step": record["step"], "t": now,
                                         **scalar_metrics(record["metrics"])})
@@ -228,6 +235,29 @@ class _Reporter:
                 self.progress.epoch(record["epoch"], record["metrics"])
         if now - self.last_written >= 0.5:
             self.write()
+
+    def _record_losses(self, losses: list, now: float, final: bool = False) -> None:
+        """Write the training loss: a point per `loss_block` steps (their mean), closing a block
+        early at an epoch's end and when the job ends (`final`)."""
+        for step, epoch, loss in losses:
+            if self.pending_losses and self.pending_losses[-1][1] != epoch:
+                self._write_losses(now)
+            self.pending_losses.append((step, epoch, loss))
+            if len(self.pending_losses) >= self.loss_block:
+                self._write_losses(now)
+        if final and self.pending_losses:
+            self._write_losses(now)
+
+    def _write_losses(self, now: float) -> None:
+        step, epoch, _ = self.pending_losses[-1]
+        mean = sum(loss for _, _, loss in self.pending_losses) / len(self.pending_losses)
+        self.folder.append_loss({"step": step, "epoch": epoch, "loss": mean, "steps": len(self.pending_losses),
+                                 "t": now})
+        self.pending_losses = []
+
+    def finish(self) -> None:
+        """The job ended: write the training loss still held back."""
+        self._record_losses([], time.time(), final=True)
 
     def warn(self, message: str) -> None:
         if self.progress:
@@ -269,6 +299,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
         events.add(Event("interrupted", step, reporter.snapshot.workers, reporter.snapshot.generation))
         reporter.status(state="interrupted", message=message)
         raise JobInterrupted(message) from None
+    reporter.finish()
     trainer.load_state_dict(outcome.state)
     model_path, message = None, None
     if outcome.status == "done":

@@ -4,6 +4,7 @@
 - `status.json`: its live status, replaced atomically (readers never see half a file).
 - `events.jsonl`: membership changes, recoveries, checkpoints; one JSON object per line.
 - `history.jsonl`: validation metrics per epoch.
+- `loss.jsonl`: the training loss, per step or averaged over blocks of steps (`TrainingLoss`).
 - `job.log`: what happened, for people (`elastrain logs`).
 - `scale-request.json`, `cancel-request.json`: requests other processes drop for the driver.
 - `checkpoints/`, `model/` (see `train.artifact`) and `result.json` (the JobResult, once it ended).
@@ -79,6 +80,10 @@ class RunFolder:
         return self.path / "history.jsonl"
 
     @property
+    def loss_file(self) -> Path:
+        return self.path / "loss.jsonl"
+
+    @property
     def log_file(self) -> Path:
         return self.path / "job.log"
 
@@ -143,6 +148,14 @@ class RunFolder:
     def append_history(self, record: dict) -> None:
         """Add one epoch's validation metrics."""
         _append_line(self.history_file, json.dumps(record))
+
+    def append_loss(self, record: dict) -> None:
+        """Add one training-loss point ({step, epoch, loss, steps, t})."""
+        _append_line(self.loss_file, json.dumps(record))
+
+    def read_losses(self) -> list[dict]:
+        """The training-loss points recorded, oldest first."""
+        return list(_json_lines(self.loss_file))
 
     def log(self, line: str) -> None:
         """Add a timestamped line to the job's human-readable log."""

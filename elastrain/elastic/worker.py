@@ -115,6 +115,7 @@ class Worker:
         self.last_step_at = time.time()
         self.samples_done = 0
         self.epochs: list[dict] = []
+        self.losses: list[tuple[int, int, float]] = []   # (step, epoch from 1, training loss) since the last report
         self.timer = StepTimer(float(self.trainer.batch_size))
         self.first_step_at: float | None = None   # wall time of the current formation's first step
         self.noise: tuple[float, float] | None = self.trainer.gradient_noise()
@@ -194,6 +195,8 @@ class Worker:
     def _on_step(self, report: StepReport) -> None:
         with self.lock:
             self.last_loss, self.last_step_at = report.loss, time.time()
+            if self.collective.rank == 0:   # the controller reads progress from rank 0 only
+                self.losses.append((report.step, report.epoch + 1, report.loss))
             if self.first_step_at is None:
                 self.first_step_at = self.last_step_at
             self.samples_done += report.samples
@@ -239,12 +242,14 @@ class Worker:
     def progress(self) -> dict:
         """Step, epoch, loss and samples so far; epoch metrics and checkpoints since the last call;
         the mean step breakdown of the current formation (`step_ms`, see `StepBreakdown.as_ms`) and
-        the wall time of its first step (`first_step_at`, None before it)."""
+        the wall time of its first step (`first_step_at`, None before it); each step's training
+        loss since the last call (`losses`: (step, epoch from 1, loss))."""
         checkpoints = [vars(info) | {"path": str(info.path)} for info in self.store.drain_completed()] \
             if self.store else []
         with self.lock:
             epochs, self.epochs = self.epochs, []
-            return {"step": self.trainer.step, "epoch": self.trainer.epoch, "loss": self.last_loss,
+            losses, self.losses = self.losses, []
+            return {"losses": losses, "step": self.trainer.step, "epoch": self.trainer.epoch, "loss": self.last_loss,
                     "last_step_at": self.last_step_at, "samples": self.samples_done, "epochs": epochs,
                     "checkpoints": checkpoints, "step_times": self.timer.drain(), "grad_noise": self.noise,
                     "step_ms": self.trainer.breakdown.as_ms(), "first_step_at": self.first_step_at}
