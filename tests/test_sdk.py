@@ -142,3 +142,23 @@ def test_a_job_records_its_training_loss_per_step_or_per_block(elastrain_home, m
     assert [p["step"] for p in blocks if p["step"] % per_epoch == 0] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
     first = [p for p in points if p["step"] <= blocks[0]["step"]]
     assert blocks[0]["loss"] == pytest.approx(sum(p["loss"] for p in first) / len(first))
+
+
+def test_two_dropout_jobs_at_once_in_one_process_each_equal_their_solo_run(elastrain_home):
+    """Nothing in a training step draws from the process's random generator, so jobs that share
+    a process (the server's) do not change each other's dropout masks."""
+    import torch
+
+    def spec(seed):
+        return {"name": f"dropout-{seed}", "data": {"source": "builtin:digits"},
+                "model": {"kind": "mlp", "hidden": [128, 64], "dropout": 0.4},
+                "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 32, "epochs": 2, "seed": seed}}
+
+    def weights(result):
+        return torch.load(Path(result.model_path) / "model.pt", weights_only=True)
+
+    solo = [elastrain.Job(spec(seed)).run() for seed in (1, 2)]
+    handles = [elastrain.Job(spec(seed)).start() for seed in (1, 2)]
+    together = [handle.result(timeout=300) for handle in handles]
+    for alone, shared in zip(solo, together, strict=True):
+        assert all(torch.equal(weights(alone)[k], v) for k, v in weights(shared).items())

@@ -9,6 +9,7 @@ import math
 from torch import nn
 
 from elastrain.errors import UserError
+from elastrain.models.dropout import SampleDropout
 from elastrain.spec import ModelSpec
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -42,10 +43,10 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int) -
 
 def _mlp(n_in: int, hidden: list[int], n_out: int, activation: str, dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for width in hidden:
+    for index, width in enumerate(hidden):
         layers += [nn.Linear(n_in, width), ACTIVATIONS[activation]()]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+        if dropout > 0:   # masks per sample: the same on any number of workers (models.dropout)
+            layers.append(SampleDropout(dropout, layer=index))
         n_in = width
     layers.append(nn.Linear(n_in, n_out))
     return nn.Sequential(*layers)

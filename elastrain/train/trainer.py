@@ -25,6 +25,7 @@ from elastrain.data import Dataset
 from elastrain.data.sampler import global_batch, shard
 from elastrain.errors import TrainingDiverged, UserError, first_line
 from elastrain.models import build_model
+from elastrain.models.dropout import sample_masks
 from elastrain.spec import JobSpec
 from elastrain.train import metrics as metric_fns
 from elastrain.train.breakdown import StepBreakdown
@@ -207,7 +208,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=False)
         local_loss = torch.zeros((), device=self.device)
         if len(mine):
-            local_loss = loss_sum(self.loss_name, self.model(self.x_train[mine]), self.y_train[mine])
+            with sample_masks(self.model, self.spec.train.seed, self.epoch, mine):
+                local_loss = loss_sum(self.loss_name, self.model(self.x_train[mine]), self.y_train[mine])
             local_loss.backward()
         computed = time.perf_counter()
         grouped = self.collective.world_size > 1
