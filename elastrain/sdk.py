@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import threading
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elastrain import paths
 from elastrain.elastic import JobResult, RunFolder, RunOptions, parse_chaos, run_job
@@ -29,6 +32,9 @@ from elastrain.elastic.job import FINAL_STATES, new_job_id
 from elastrain.elastic.status import JobStatus
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, apply_overrides, load_spec, validate_spec
+
+if TYPE_CHECKING:
+    from elastrain.cli.remote import Remote
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -85,12 +91,66 @@ class Job:
         """Start training in a background thread of this process (on Ray workers when
         `resources.workers.max` > 1) and return its handle at once; see :meth:`run`."""
         sys.path[:0] = [p for p in self.code_paths if p not in sys.path]
-        return JobHandle(self.spec, Path(home) if home else paths.home(), self.code_paths)
+        return LocalJobHandle(self.spec, Path(home) if home else paths.home(), self.code_paths)
+
+    def submit(self, server: str | None = None, token: str | None = None) -> JobHandle:
+        """Queue the job on an elastrain server (default $ELASTRAIN_SERVER, else
+        http://127.0.0.1:8080, as user $ELASTRAIN_TOKEN) with what it needs from this machine
+        (see `elastrain submit`); its handle.
+
+        Raises:
+            UserError: no token, the server cannot be reached, or it refuses the job.
+        """
+        from elastrain.cli.remote import DEFAULT_SERVER, Remote, submit_job
+
+        remote = Remote(server or os.environ.get("ELASTRAIN_SERVER") or DEFAULT_SERVER,
+                        token or os.environ.get("ELASTRAIN_TOKEN"))
+        made = submit_job(remote, self.spec, Path(self.code_paths[0]) if self.code_paths else Path.cwd())
+        return ServerJobHandle(remote, made["job_id"])
 
 
-class JobHandle:
-    """A job started with :meth:`Job.start`: ask where it stands, resize or cancel it, wait for
-    its result. Safe to call from any thread."""
+class JobHandle(ABC):
+    """A running or finished job: ask where it stands, resize or cancel it, wait for its result.
+    `Job.start` gives one for a job training in this process, `Job.submit` for a job on a server."""
+
+    job_id: str
+
+    @abstractmethod
+    def status(self) -> JobStatus:
+        """Where the job stands (workers, step, samples/s, ...; state "starting" or "queued" before it runs)."""
+
+    @abstractmethod
+    def events(self, since: float = 0.0) -> list[Event]:
+        """The job's events after wall time `since` (epoch seconds), oldest first."""
+
+    @abstractmethod
+    def scale(self, workers: int) -> None:
+        """Ask the job to run on `workers` workers (it resizes at a step boundary, in place).
+
+        Raises:
+            UserError: `workers` is outside the job's resources.workers range, or the job has ended.
+        """
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Ask the job to stop (a running one after its current step); it ends as cancelled."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds (None: until it ends); whether the job has ended."""
+
+    @abstractmethod
+    def result(self, timeout: float | None = None) -> JobResult:
+        """The job's result once it has ended, waiting up to `timeout` seconds.
+
+        Raises:
+            TimeoutError: it has not ended within `timeout`.
+            UserError: the job could not run (bad data, too few workers), as Job.run raises it.
+        """
+
+
+class LocalJobHandle(JobHandle):
+    """A job training in a background thread of this process (see :meth:`Job.start`)."""
 
     def __init__(self, spec: JobSpec, home: Path, code_paths: list[str]) -> None:
         self.spec = spec
@@ -110,19 +170,12 @@ class JobHandle:
             self._outcome["error"] = exc
 
     def status(self) -> JobStatus:
-        """Where the job stands (state "starting" until its driver first reports)."""
         return self.folder.read_status() or JobStatus(self.job_id, "starting")
 
     def events(self, since: float = 0.0) -> list[Event]:
-        """The job's events after wall time `since` (epoch seconds), oldest first."""
         return [Event(**e) for e in self.folder.read_events() if e["t"] > since]
 
     def scale(self, workers: int) -> None:
-        """Ask the job to run on `workers` workers (it resizes at a step boundary, in place).
-
-        Raises:
-            UserError: `workers` is outside the job's resources.workers range, or the job has ended.
-        """
         low, high = self.spec.resources.workers.min, self.spec.resources.workers.max
         if not low <= workers <= high:
             raise UserError(f"{workers} workers is outside this job's resources.workers range {low}..{high}",
@@ -132,26 +185,58 @@ class JobHandle:
         self._control.scale(workers)
 
     def cancel(self) -> None:
-        """Ask the job to stop after its current step; it ends as cancelled, its model unsaved."""
         self._control.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to `timeout` seconds (None: until it ends); whether the job has ended."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def result(self, timeout: float | None = None) -> JobResult:
-        """The job's result, once it has ended (waiting up to `timeout` seconds).
-
-        Raises:
-            TimeoutError: it has not ended within `timeout`.
-            UserError: the job could not run (bad data, too few workers), as Job.run raises it.
-        """
         if not self.wait(timeout):
             raise TimeoutError(f"job {self.job_id} is still running after {timeout:g} s")
         if "error" in self._outcome:
             raise self._outcome["error"]
         return self._outcome["result"]
+
+
+class ServerJobHandle(JobHandle):
+    """A job queued on an elastrain server (see :meth:`Job.submit`), reached over its REST API."""
+
+    POLL_S = 0.5   # how often wait() asks whether the job has ended
+
+    def __init__(self, remote: Remote, job_id: str) -> None:
+        self.remote = remote
+        self.job_id = job_id
+
+    def status(self) -> JobStatus:
+        return JobStatus.from_dict(self.remote.call("GET", f"/jobs/{self.job_id}/status"))
+
+    def events(self, since: float = 0.0) -> list[Event]:
+        return [Event(**e) for e in self.remote.call("GET", f"/jobs/{self.job_id}/events", params={"since": since})]
+
+    def scale(self, workers: int) -> None:
+        self.remote.call("POST", f"/jobs/{self.job_id}/scale", json={"workers": workers})
+
+    def cancel(self) -> None:
+        self.remote.call("POST", f"/jobs/{self.job_id}/cancel")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.remote.call("GET", f"/jobs/{self.job_id}")["status"] not in FINAL_STATES:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(self.POLL_S)
+        return True
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        if not self.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} is still running after {timeout:g} s")
+        try:
+            return JobResult(**self.remote.call("GET", f"/jobs/{self.job_id}/result"))
+        except UserError:   # it ended without training (cancelled while queued, or refused by its data)
+            job = self.remote.call("GET", f"/jobs/{self.job_id}")
+            raise UserError(f"job {self.job_id} {job['status']} without a result: {job['message']}",
+                            where=self.remote.server, fix=f"see `elastrain logs {self.job_id}`", exit_code=1) from None
 
 
 def _override_strings(overrides: Overrides) -> list[str]:

@@ -11,8 +11,10 @@ import uvicorn
 
 from elastrain.api import create_app
 from elastrain.api.service import JobService
+from elastrain.cli.remote import Remote
 from elastrain.elastic.collective import free_port
 from elastrain.scheduler import FifoPacking
+from elastrain.sdk import ServerJobHandle
 from elastrain.store import Store, connect
 from tests.conftest import REPO
 
@@ -109,3 +111,24 @@ def test_a_submitted_job_takes_its_code_and_data_with_it(cli, server, tmp_path):
     code, out, _ = cli("status", job_id, *ada, "--json")
     job = last_json(out)
     assert job["status"] == "succeeded" and job["spec"]["data"]["source"] == "csv:data/wine.csv"
+
+
+def test_a_job_submitted_from_python_is_followed_through_its_handle(server):
+    import elastrain
+
+    url, tokens = server
+    job = elastrain.Job.from_yaml(REPO / "examples" / "svm_iris.yaml", overrides={"train.epochs": 4})
+    handle = job.submit(server=url, token=tokens["ada"])
+    assert handle.status().job_id == handle.job_id
+    result = handle.result(timeout=120)
+    assert result.status == "succeeded" and result.epochs == 4 and result.metrics["val_accuracy"] > 0.5
+    status = handle.status()
+    assert isinstance(status, elastrain.JobStatus) and status.state == "succeeded" and status.step == result.steps
+    kinds = [event.kind for event in handle.events()]
+    assert kinds[0] == "start" and kinds[-1] == "succeeded"
+    with pytest.raises(elastrain.UserError, match=r"range 1\.\.1"):
+        handle.scale(2)
+    with pytest.raises(elastrain.UserError, match="already ended"):
+        handle.cancel()
+    with pytest.raises(elastrain.UserError, match="not yours"):   # bob's view of ada's job
+        ServerJobHandle(Remote(url, tokens["bob"]), handle.job_id).status()

@@ -9,6 +9,7 @@ all and manages users.
 
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,8 +21,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from elastrain import bundle as bundles
-from elastrain.elastic import RunFolder
+from elastrain.elastic import JobResult, RunFolder
 from elastrain.elastic.job import new_job_id
+from elastrain.elastic.status import JobStatus
 from elastrain.errors import UserError
 from elastrain.spec import validate_spec
 from elastrain.spec.limits import check_json_depth
@@ -283,6 +285,25 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             handle.seek(offset)
             chunk = handle.read(LOG_CHUNK_BYTES)
         return LogChunk(text=chunk.decode(errors="replace"), offset=offset + len(chunk))
+
+    @router.get("/jobs/{job_id}/status", response_model=JobStatus)
+    def job_status(job_id: str, user: User) -> JobStatus:
+        """Where the job stands: its driver's status (workers, step, samples/s, step times, ...);
+        the state is the store's once the job has ended or while it is queued."""
+        job = visible_job(job_id, user)
+        status = (RunFolder.of(home, job_id).read_status() if home else None) or JobStatus(job_id, job.status)
+        if job.status != "running":
+            status = replace(status, state=job.status, message=job.message or status.message)
+        return status
+
+    @router.get("/jobs/{job_id}/result", response_model=JobResult)
+    def job_result(job_id: str, user: User) -> JobResult:
+        """The result of a job that ran to its end (409 while it is queued or running, or if it
+        ended without one: cancelled while queued, or failed before training)."""
+        job = visible_job(job_id, user)
+        if not job.result:
+            raise HTTPException(409, f"job '{job_id}' has no result ({job.status})")
+        return JobResult(**job.result)
 
     @router.get("/jobs/{job_id}/events")
     def events(job_id: str, user: User, since: float = 0.0) -> list[dict[str, Any]]:

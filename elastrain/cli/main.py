@@ -39,7 +39,6 @@ SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="FIELD=VALUE",
     help="Override a spec field, e.g. --set train.lr=0.01 (repeatable; values are YAML).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
 ChaosOption = Annotated[str | None, typer.Option(
@@ -129,7 +128,7 @@ JobArgument = Annotated[str, typer.Argument(help="The job id.", show_default=Fal
 
 
 def _remote(server: str | None, token: str | None):
-    from elastrain.cli.remote import Remote
+    from elastrain.cli.remote import DEFAULT_SERVER, Remote
 
     return Remote(server or DEFAULT_SERVER, token)
 
@@ -180,16 +179,10 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML)."
     What the job needs from this machine travels with it: a `python:module:function` model found
     beside the spec, and a local data file or folder (up to 64 MiB zipped).
     """
-    from elastrain.bundle import pack
+    from elastrain.cli.remote import submit_job
     from elastrain.spec import load_spec
 
-    spec, remote = load_spec(spec_file, overrides or []), _remote(server, token)
-    archive, spec = pack(spec, spec_file.resolve().parent)
-    params = None
-    if archive is not None:
-        params = {"bundle": remote.call("POST", "/bundles", content=archive,
-                                        headers={"Content-Type": "application/zip"})["bundle"]}
-    made = remote.call("POST", "/jobs", json=spec.model_dump(mode="json"), params=params)
+    made = submit_job(_remote(server, token), load_spec(spec_file, overrides or []), spec_file.resolve().parent)
     _say(as_json, made, f"submitted {made['job_id']} (queued)")
 
 

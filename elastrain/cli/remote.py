@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from elastrain.errors import UserError
+
+if TYPE_CHECKING:
+    from elastrain.spec import JobSpec
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
 class Remote:
@@ -57,3 +63,21 @@ def _detail(response: httpx.Response) -> str:
         first = detail[0]
         return f"{'.'.join(str(p) for p in first.get('loc', [])[1:])}: {first.get('msg')}"
     return str(detail)
+
+
+def submit_job(remote: Remote, spec: JobSpec, spec_dir: Path) -> dict:
+    """Queue `spec` on the server, with what it needs from this machine (`elastrain.bundle`: a
+    `python:` model beside the spec in `spec_dir`, a local data file or folder); the server's answer.
+
+    Raises:
+        UserError: the bundle is too big, or the server refuses the job.
+    """
+    from elastrain.bundle import pack
+
+    archive, spec = pack(spec, spec_dir)
+    params = None
+    if archive is not None:
+        params = {"bundle": remote.call("POST", "/bundles", content=archive,
+                                        headers={"Content-Type": "application/zip"})["bundle"]}
+    return remote.call("POST", "/jobs", json=spec.model_dump(mode="json"), params=params)
+
