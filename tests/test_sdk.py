@@ -162,3 +162,16 @@ def test_two_dropout_jobs_at_once_in_one_process_each_equal_their_solo_run(elast
     together = [handle.result(timeout=300) for handle in handles]
     for alone, shared in zip(solo, together, strict=True):
         assert all(torch.equal(weights(alone)[k], v) for k, v in weights(shared).items())
+
+
+def test_jobs_without_a_server_lists_this_machines_runs(cli):
+    first = elastrain.Job.from_yaml(REPO / "examples" / "svm_iris.yaml", overrides={"train.epochs": 2}).run()
+    second = elastrain.Job.from_yaml(REPO / "examples" / "linear_diabetes.yaml", overrides={"train.epochs": 2}).run()
+    code, out, _ = cli("jobs", "--json")
+    page = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and page["total"] == 2
+    assert [(j["job_id"], j["status"]) for j in page["jobs"]] == [(first.job_id, "succeeded"),
+                                                                   (second.job_id, "succeeded")]
+    assert page["jobs"][0]["metrics"]["val_accuracy"] == first.metrics["val_accuracy"]
+    code, out, _ = cli("jobs", "--limit", "1", "--json")
+    assert [j["job_id"] for j in json.loads(out.strip().splitlines()[-1])["jobs"]] == [second.job_id]

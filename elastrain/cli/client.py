@@ -34,9 +34,14 @@ def show_job(console: Console, remote: Remote, job_id: str, as_json: bool) -> No
 
 
 def list_jobs(console: Console, remote: Remote, status: str | None, limit: int, as_json: bool) -> None:
-    """A page of jobs."""
+    """A page of a server's jobs."""
     params = {"limit": limit, **({"status": status} if status else {})}
-    page = remote.call("GET", "/jobs", params=params)
+    print_jobs(console, remote.call("GET", "/jobs", params=params), as_json)
+
+
+def print_jobs(console: Console, page: dict, as_json: bool) -> None:
+    """A page of jobs ({jobs: [{job_id, status, workers, submitted_at, metrics}], total}) as a
+    table, or as one JSON line."""
     if as_json:
         print(json.dumps(page))
         return

@@ -191,10 +191,15 @@ def jobs(server: ServerOption = None, token: TokenOption = None,
          state: Annotated[str | None, typer.Option("--status", help="Only jobs in this state.")] = None,
          limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
          as_json: JsonOption = False) -> None:
-    """List your jobs on a server, oldest first."""
+    """List your jobs on a server (--server), or this machine's runs, oldest first."""
     from elastrain.cli import client
 
-    client.list_jobs(out, _remote(server, token), state, limit, as_json)
+    if server:
+        client.list_jobs(out, _remote(server, token), state, limit, as_json)
+        return
+    from elastrain.cli.status import local_jobs
+
+    client.print_jobs(out, local_jobs(paths.home(), state, limit), as_json)
 
 
 @app.command()

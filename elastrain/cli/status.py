@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -26,6 +27,21 @@ def job_status(home: Path, job_id: str) -> dict:
     if status.state not in FINAL_STATES and not _driver_alive(status.driver_pid):
         status = replace(status, state="lost (driver gone; `elastrain resume` continues it)")
     return {**status.to_dict(), "events": folder.read_events()}
+
+
+def local_jobs(home: Path, state: str | None, limit: int) -> dict:
+    """This machine's runs, oldest first, as a page like the server's `GET /jobs` (the last
+    `limit` of them, of one state if `state` is given)."""
+    jobs = []
+    for folder in RunFolder.all(home):
+        snapshot = job_status(home, folder.job_id)
+        if state and not snapshot["state"].startswith(state):
+            continue
+        result = folder.read_result() or {}
+        started = datetime.fromtimestamp(folder.spec_file.stat().st_mtime, UTC).isoformat()
+        jobs.append({"job_id": folder.job_id, "status": snapshot["state"], "workers": snapshot["workers"],
+                     "submitted_at": started, "metrics": result.get("metrics") or {}})
+    return {"jobs": jobs[-limit:], "total": len(jobs), "limit": limit, "offset": max(0, len(jobs) - limit)}
 
 
 def request_scale(home: Path, job_id: str, workers: int) -> int:
