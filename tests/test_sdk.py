@@ -175,3 +175,14 @@ def test_jobs_without_a_server_lists_this_machines_runs(cli):
     assert page["jobs"][0]["metrics"]["val_accuracy"] == first.metrics["val_accuracy"]
     code, out, _ = cli("jobs", "--limit", "1", "--json")
     assert [j["job_id"] for j in json.loads(out.strip().splitlines()[-1])["jobs"]] == [second.job_id]
+
+
+def test_metrics_without_a_server_shows_a_local_runs_loss_and_validation(cli):
+    result = elastrain.Job.from_yaml(REPO / "examples" / "svm_iris.yaml", overrides={"train.epochs": 3}).run()
+    code, out, _ = cli("metrics", result.job_id, "--json")
+    series = json.loads(out.strip().splitlines()[-1])["series"]
+    assert code == 0 and [p["epoch"] for p in series["val_accuracy"]] == [1, 2, 3]
+    assert series["val_accuracy"][-1]["value"] == result.metrics["val_accuracy"]
+    assert [p["step"] for p in series["train_loss"]] == list(range(1, result.steps + 1))
+    code, _, err = cli("metrics", "no-such-job")
+    assert code == 2 and "no job 'no-such-job'" in err

@@ -72,9 +72,13 @@ def print_logs(remote: Remote, job_id: str, follow: bool) -> None:
 
 
 def show_metrics(console: Console, remote: Remote, job_id: str, as_json: bool) -> None:
-    """The job's metric series, one row per epoch (a series with several points in an epoch, as
-    the training loss has, shows their mean); --json gives every point."""
-    series = remote.call("GET", f"/jobs/{job_id}/metrics")
+    """A server job's metric series; see :func:`print_metrics`."""
+    print_metrics(console, job_id, remote.call("GET", f"/jobs/{job_id}/metrics"), as_json)
+
+
+def print_metrics(console: Console, job_id: str, series: dict[str, list[dict]], as_json: bool) -> None:
+    """Metric series ({name: [{step, epoch, value, t}]}), one row per epoch (a series with several
+    points in an epoch, as the training loss has, shows their mean); --json gives every point."""
     if as_json:
         print(json.dumps({"job_id": job_id, "series": series}))
         return

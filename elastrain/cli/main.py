@@ -215,10 +215,15 @@ def logs(job_id: JobArgument, server: ServerOption = None, token: TokenOption = 
 @app.command()
 def metrics(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
             as_json: JsonOption = False) -> None:
-    """A server job's validation metrics per epoch."""
+    """A job's training loss and validation metrics per epoch (of a server's job with --server)."""
     from elastrain.cli import client
 
-    client.show_metrics(out, _remote(server, token), job_id, as_json)
+    if server:
+        client.show_metrics(out, _remote(server, token), job_id, as_json)
+        return
+    from elastrain.cli.status import local_metrics
+
+    client.print_metrics(out, job_id, local_metrics(paths.home(), job_id), as_json)
 
 
 @app.command()

@@ -44,6 +44,24 @@ def local_jobs(home: Path, state: str | None, limit: int) -> dict:
     return {"jobs": jobs[-limit:], "total": len(jobs), "limit": limit, "offset": max(0, len(jobs) - limit)}
 
 
+def local_metrics(home: Path, job_id: str) -> dict[str, list[dict]]:
+    """A local run's metric series, shaped as the server's `GET /jobs/JOB/metrics`: each
+    validation metric per epoch and `train_loss` per step (or block of steps).
+
+    Raises:
+        UserError: no such job.
+    """
+    folder = RunFolder.find(home, job_id)
+    series: dict[str, list[dict]] = {}
+    for record in folder.read_history():
+        for name, value in record.items():
+            if name.startswith("val_"):
+                series.setdefault(name, []).append({"step": record["step"], "epoch": record["epoch"],
+                                                    "value": value, "t": record["t"]})
+    losses = [{"step": p["step"], "epoch": p["epoch"], "value": p["loss"], "t": p["t"]} for p in folder.read_losses()]
+    return {**series, **({"train_loss": losses} if losses else {})}
+
+
 def request_scale(home: Path, job_id: str, workers: int) -> int:
     """Ask a running job to run on `workers` workers; returns the count it will aim for.
 

@@ -149,6 +149,10 @@ class RunFolder:
         """Add one epoch's validation metrics."""
         _append_line(self.history_file, json.dumps(record))
 
+    def read_history(self) -> list[dict]:
+        """Each epoch's validation metrics ({epoch, step, t, val_...}), oldest first."""
+        return list(_json_lines(self.history_file))
+
     def append_loss(self, record: dict) -> None:
         """Add one training-loss point ({step, epoch, loss, steps, t})."""
         _append_line(self.loss_file, json.dumps(record))
