@@ -31,6 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.control import JobControl
+from elastrain.elastic.decide import Cancel, Fail, Finish, Interrupt, Recover, Resize, Returned, decide
 from elastrain.elastic.events import Event, EventLog
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
@@ -183,17 +184,22 @@ class ElasticController:
             self._form(reason="start")
             while True:
                 watch = self._watch()
-                for worker_id, result in watch.results.items():
-                    if result["status"] in ("diverged", "error"):
-                        return self._failed(worker_id, result)
-                broken = watch.dead or any(r["status"] == "broken" for r in watch.results.values())
-                if not broken and all(r["status"] == "done" for r in watch.results.values()):
-                    return self._finish(watch)
-                if not broken and self.control.interrupt_requested():
-                    raise JobInterrupted(f"stopped at step {self.step} for the driver's shutdown")
-                if not broken and self.cancel_requested:
-                    return self._cancelled()
-                self._recover(watch) if broken else self._resize()
+                returned = Returned({worker_id: result["status"] for worker_id, result in watch.results.items()},
+                                    dead=bool(watch.dead), interrupt=self.control.interrupt_requested(),
+                                    cancel=self.cancel_requested)
+                match decide(returned):
+                    case Fail(worker_id):
+                        return self._failed(worker_id, watch.results[worker_id])
+                    case Finish():
+                        return self._finish(watch)
+                    case Interrupt():
+                        raise JobInterrupted(f"stopped at step {self.step} for the driver's shutdown")
+                    case Cancel():
+                        return self._cancelled()
+                    case Recover():
+                        self._recover(watch)
+                    case Resize():
+                        self._resize()
         finally:
             self._stop_all()
 
