@@ -37,8 +37,9 @@ def test_run_prints_a_json_result_and_saves_a_model(cli, tmp_path):
 
 
 def test_run_without_json_prints_a_table(cli):
-    code, out, _ = cli("run", REPO / "examples" / "linear_diabetes.yaml", "--set", "train.epochs=50")
+    code, out, err = cli("run", REPO / "examples" / "linear_diabetes.yaml", "--set", "train.epochs=50")
     assert code == 0 and "val_r2" in out and "val_mse" in out and "model saved to" in out
+    assert "epoch 50" in err and "progress.py" not in err   # epoch lines carry no source path
 
 
 def test_validate_prints_the_normalized_spec(cli):

@@ -33,7 +33,7 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, log_path=False)   # epoch lines: no source path
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="FIELD=VALUE",
