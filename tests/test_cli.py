@@ -40,6 +40,9 @@ def test_run_without_json_prints_a_table(cli):
     code, out, err = cli("run", REPO / "examples" / "linear_diabetes.yaml", "--set", "train.epochs=50")
     assert code == 0 and "val_r2" in out and "val_mse" in out and "model saved to" in out
     assert "epoch 50" in err and "progress.py" not in err   # epoch lines carry no source path
+    # The job id is announced before the first epoch, for `status` / `scale` from another terminal.
+    job_id = out.split(" succeeded")[0].split()[-1]
+    assert err.index(f"job {job_id} (from another terminal: elastrain status {job_id})") < err.index("epoch 1 ")
 
 
 def test_validate_prints_the_normalized_spec(cli):

@@ -64,16 +64,17 @@ def run(
     from elastrain.cli.progress import RichProgress
     from elastrain.elastic import RunOptions, parse_chaos, run_job
     from elastrain.elastic.control import JobControl
+    from elastrain.elastic.job import new_job_id
     from elastrain.spec import load_spec
 
     actions = parse_chaos(chaos)
     spec = load_spec(spec_file, overrides or [])
     spec_dir = str(spec_file.resolve().parent)
     sys.path.insert(0, spec_dir)   # python:module:function models beside the spec
-    control = JobControl()
-    with _signals_interrupt(control), RichProgress(err, spec.name) as progress:
+    control, job_id = JobControl(), new_job_id(spec.name)
+    with _signals_interrupt(control), RichProgress(err, spec.name, job_id) as progress:
         result = run_job(spec, paths.home(), progress,
-                         RunOptions(chaos=actions, extra_paths=[spec_dir], control=control))
+                         RunOptions(chaos=actions, extra_paths=[spec_dir], control=control, job_id=job_id))
     _report(result, as_json)
 
 

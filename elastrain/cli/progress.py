@@ -11,8 +11,9 @@ HEADLINE_METRICS = ("accuracy", "f1_macro", "mse", "r2")
 class RichProgress:
     """Shows steps done, time left, the loss, and a line of validation metrics per epoch."""
 
-    def __init__(self, console: Console, name: str) -> None:
+    def __init__(self, console: Console, name: str, job_id: str | None = None) -> None:
         self.name = name
+        self.job_id = job_id   # announced when the job starts, for `status` / `scale` from another terminal
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[workers]} worker(s)"),
@@ -31,6 +32,9 @@ class RichProgress:
     def start(self, total_steps: int, steps_per_epoch: int) -> None:
         """Open the bar for a job of `total_steps` steps (drawn only once the job has started,
         so a job that fails on bad input prints nothing but its error)."""
+        if self.job_id:
+            self.bar.console.print(f"job {self.job_id} (from another terminal: elastrain status {self.job_id})",
+                                   soft_wrap=True, highlight=False)
         self.bar.start()
         self.task = self.bar.add_task(self.name, total=total_steps, loss=float("nan"), workers=0)
 
