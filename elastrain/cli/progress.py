@@ -32,14 +32,16 @@ class RichProgress:
     def start(self, total_steps: int, steps_per_epoch: int) -> None:
         """Open the bar for a job of `total_steps` steps (drawn only once the job has started,
         so a job that fails on bad input prints nothing but its error)."""
-        if self.job_id:
-            self.bar.console.print(f"job {self.job_id} (from another terminal: elastrain status {self.job_id})",
-                                   soft_wrap=True, highlight=False)
         self.bar.start()
         self.task = self.bar.add_task(self.name, total=total_steps, loss=float("nan"), workers=0)
 
     def advance(self, step: int, loss: float, workers: int) -> None:
-        """Show the steps completed so far, the latest loss and the worker count."""
+        """Show the steps completed so far, the latest loss and the worker count; the job id once,
+        with the first report (a job that never starts prints only its error)."""
+        if self.job_id:
+            self.bar.console.print(f"job {self.job_id} (from another terminal: elastrain status {self.job_id})",
+                                   soft_wrap=True, highlight=False)
+            self.job_id = None
         self.bar.update(self.task, completed=step, loss=loss, workers=workers)
 
     def epoch(self, epoch: int, metrics: dict) -> None:
