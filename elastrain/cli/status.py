@@ -23,10 +23,15 @@ def job_status(home: Path, job_id: str) -> dict:
         UserError: no such job.
     """
     folder = RunFolder.find(home, job_id)
-    status = folder.read_status() or JobStatus(job_id, "unknown")
+    return {**_live_status(folder).to_dict(), "events": folder.read_events()}
+
+
+def _live_status(folder: RunFolder) -> JobStatus:
+    """The run's status as its driver last wrote it, `lost` if that driver is gone."""
+    status = folder.read_status() or JobStatus(folder.job_id, "unknown")
     if status.state not in FINAL_STATES and not _driver_alive(status.driver_pid):
         status = replace(status, state="lost (driver gone; `elastrain resume` continues it)")
-    return {**status.to_dict(), "events": folder.read_events()}
+    return status
 
 
 def local_jobs(home: Path, state: str | None, limit: int) -> dict:
@@ -34,12 +39,12 @@ def local_jobs(home: Path, state: str | None, limit: int) -> dict:
     `limit` of them, of one state if `state` is given)."""
     jobs = []
     for folder in RunFolder.all(home):
-        snapshot = job_status(home, folder.job_id)
-        if state and not snapshot["state"].startswith(state):
+        status = _live_status(folder)
+        if state and not status.state.startswith(state):
             continue
         result = folder.read_result() or {}
         started = datetime.fromtimestamp(folder.spec_file.stat().st_mtime, UTC).isoformat()
-        jobs.append({"job_id": folder.job_id, "status": snapshot["state"], "workers": snapshot["workers"],
+        jobs.append({"job_id": folder.job_id, "status": status.state, "workers": status.workers,
                      "submitted_at": started, "metrics": result.get("metrics") or {}})
     return {"jobs": jobs[-limit:], "total": len(jobs), "limit": limit, "offset": max(0, len(jobs) - limit)}
 
