@@ -26,11 +26,12 @@ PEER_TIMEOUT_S = 120   # a peer that has not recovered by then is counted at thi
 
 def elastrain_once(steps: int) -> tuple[float, int]:
     """(seconds from SIGKILL to the next completed step, completed steps lost) for elastrain."""
-    from elastrain.elastic import RunFolder, RunOptions, parse_chaos, run_job
+    from elastrain.elastic import RunFolder, RunOptions, parse_chaos, run_here
 
     spec = common.elastrain_spec(workers=2, max_steps=steps, every_steps=CHECKPOINT_EVERY, min_workers=1)
     with tempfile.TemporaryDirectory() as home:
-        result = run_job(spec, Path(home), options=RunOptions(chaos=parse_chaos(f"kill:1@step={KILL_AT}")))
+        # As `elastrain run` runs it: under a driver actor.
+        result = run_here(spec, Path(home), None, RunOptions(chaos=parse_chaos(f"kill:1@step={KILL_AT}")))
         events = RunFolder(Path(result.run_dir)).read_events()
     kill = next(e for e in events if e["kind"] == "kill")
     lost = next(e for e in events if e["kind"] == "worker_lost")

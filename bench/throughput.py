@@ -21,13 +21,14 @@ from bench import common, peer
 def main() -> None:
     args = common.arguments(__doc__, steps=600, repetitions=5)
     steps = args.steps
-    from elastrain.elastic import run_job
+    from elastrain.elastic import RunOptions, run_here
 
     common.start_ray()
     ours, theirs, fused, breakdowns = [], [], [], []
     for _ in range(args.repetitions):
         with tempfile.TemporaryDirectory() as home:
-            result = run_job(common.elastrain_spec(workers=2, max_steps=steps), Path(home))
+            # As `elastrain run` runs it: under a driver actor.
+            result = run_here(common.elastrain_spec(workers=2, max_steps=steps), Path(home), None, RunOptions())
         ours.append(result.samples_per_s)
         breakdowns.append(result.step_ms)
         theirs.append(ddp_samples_per_s(steps))

@@ -31,12 +31,22 @@ class UserError(Exception):
             self.exit_code = exit_code
         super().__init__(self.line())
 
+    def __reduce__(self) -> tuple:
+        """Pickled whole (where, fix, exit code, field), so the error crosses to another process
+        (a job's driver actor to the CLI) as it was raised."""
+        return (_restore, (type(self), self.what, self.where, self.fix, self.exit_code, self.field))
+
     def line(self) -> str:
         """The one-line message shown to the user."""
         text = f"{self.where}: {self.what}" if self.where else self.what
         if self.fix:
             text = f"{text} — {self.fix}"
         return " ".join(text.split())
+
+
+def _restore(kind: type[UserError], what: str, where: str | None, fix: str | None, exit_code: int,
+             field: str | None) -> UserError:
+    return kind(what, where=where, fix=fix, exit_code=exit_code, field=field)
 
 
 class JobInterrupted(Exception):

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from elastrain import paths
-from elastrain.elastic import JobResult, RunFolder, RunOptions, parse_chaos, run_job
+from elastrain.elastic import JobResult, RunFolder, RunOptions, parse_chaos
 from elastrain.elastic.control import JobControl
+from elastrain.elastic.driver import run_here
 from elastrain.elastic.events import Event
 from elastrain.elastic.job import FINAL_STATES, new_job_id
 from elastrain.elastic.status import JobStatus
@@ -70,7 +71,8 @@ class Job:
         return job
 
     def run(self, chaos: str | None = None, home: str | Path | None = None) -> JobResult:
-        """Train to the end in this process (on Ray workers when `resources.workers.max` > 1),
+        """Train to the end from this process (under a driver actor on Ray when
+        `resources.workers.max` > 1),
         save the model and record the run under `home` (default $ELASTRAIN_HOME or ~/.elastrain).
 
         Args:
@@ -85,7 +87,7 @@ class Job:
         """
         sys.path[:0] = [p for p in self.code_paths if p not in sys.path]
         options = RunOptions(chaos=parse_chaos(chaos), extra_paths=self.code_paths)
-        return run_job(self.spec, Path(home) if home else paths.home(), options=options)
+        return run_here(self.spec, Path(home) if home else paths.home(), None, options)
 
     def start(self, home: str | Path | None = None) -> JobHandle:
         """Start training in a background thread of this process (on Ray workers when
@@ -165,7 +167,7 @@ class LocalJobHandle(JobHandle):
 
     def _train(self, home: Path, options: RunOptions) -> None:
         try:
-            self._outcome["result"] = run_job(self.spec, home, options=options)
+            self._outcome["result"] = run_here(self.spec, home, None, options)
         except BaseException as exc:   # handed to the caller of result()
             self._outcome["error"] = exc
 

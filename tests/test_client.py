@@ -20,8 +20,8 @@ from tests.conftest import REPO
 
 
 @pytest.fixture
-def server(tmp_path, elastrain_home):
-    """A running server's URL and the tokens of ada and bob."""
+def server(tmp_path, elastrain_home, ray_address):
+    """A running server's URL and the tokens of ada and bob (its jobs' drivers on the test Ray)."""
     store = Store(connect(f"sqlite:///{tmp_path / 'server.db'}"))
     tokens = {name: store.create_user(name)[1] for name in ("ada", "bob")}
     service = JobService(store, elastrain_home, FifoPacking(), cpus=2, interval_s=0.05)

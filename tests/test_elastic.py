@@ -231,6 +231,37 @@ def test_scale_and_status_from_another_terminal(cli, elastrain_home):
     assert code == 2 and "no job 'no-such-job'" in err
 
 
+def test_a_local_ray_job_is_scaled_and_cancelled_from_another_terminal_through_its_driver(elastrain_home,
+                                                                                         ray_address):
+    """`elastrain status|scale|cancel` in other processes reach a local Ray job's driver actor over
+    Ray: no request file is ever written into the run folder."""
+    import elastrain
+
+    handle = elastrain.Job(job(epochs=1000, max_workers=2, every=1000)).start(home=elastrain_home)
+    env = {**os.environ, "ELASTRAIN_HOME": str(elastrain_home)}
+    env.pop("RAY_ADDRESS", None)   # the job's status names its cluster
+
+    def terminal(*args):
+        done = subprocess.run([sys.executable, "-m", "elastrain", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    requests = lambda: [p.name for p in Path(handle.status().run_dir).iterdir() if "request" in p.name]  # noqa: E731
+    try:
+        wait_until(lambda: handle.status().workers == 2)
+        status = handle.status()
+        assert status.ray_address == ray_address and status.driver_pid != os.getpid()
+        terminal("scale", handle.job_id, "--workers", "1")
+        wait_until(lambda: handle.status().workers == 1)
+        assert json.loads(terminal("status", handle.job_id, "--json").splitlines()[-1])["workers"] == 1
+        terminal("cancel", handle.job_id)
+        result = handle.result(timeout=120)
+        assert result.status == "cancelled" and not requests()
+    finally:
+        handle.cancel()
+
+
 def test_a_job_grows_onto_its_warm_standby_which_holds_no_cpu_until_then(elastrain_home):
     """The standby is a loaded worker process that holds no CPU; a scale request makes it a
     member once the job's CPUs are reserved on its node, and a `resized` event reports the

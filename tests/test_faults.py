@@ -281,7 +281,7 @@ def test_ctrl_c_and_sigterm_end_a_run_cleanly(tmp_path, sig, workers, request):
 QUICK = "data: {source: 'builtin:iris'}\nmodel: {kind: softmax}\ntrain: {epochs: %d, optimizer: adam, lr: 0.05}"
 
 
-def test_a_request_to_a_server_job_does_not_depend_on_how_far_it_has_got(tmp_path, elastrain_home):
+def test_a_request_to_a_server_job_does_not_depend_on_how_far_it_has_got(tmp_path, elastrain_home, ray_address):
     """Fault kind: a request to a job that depends on the job having reached some point (it
     turned the suite red: a cancel written into a run folder not yet created). A cancel right
     after the launch, before the job has made its run folder, is kept and the job ends cancelled."""
@@ -292,7 +292,7 @@ def test_a_request_to_a_server_job_does_not_depend_on_how_far_it_has_got(tmp_pat
     try:
         service.tick()
         store.update_job("long", cancel_requested=True)
-        service.tick()   # at once: the job's thread is still preparing its data
+        service.tick()   # at once: the job's driver is still starting
 
         def cancelled() -> bool:
             service.tick()
@@ -303,10 +303,14 @@ def test_a_request_to_a_server_job_does_not_depend_on_how_far_it_has_got(tmp_pat
         service.stop()
 
 
-def test_stopping_the_server_loop_stops_its_jobs_and_the_next_one_resumes_them(tmp_path, elastrain_home):
-    """Fault kind: a job thread that outlives its server (at exit it aborted the process). Stopping
-    the loop stops the running jobs after their step; they stay running in the store, and the next
-    loop resumes them from their checkpoints."""
+def test_stopping_the_server_loop_stops_its_jobs_and_the_next_one_resumes_them(tmp_path, elastrain_home,
+                                                                               ray_address):
+    """Fault kind: a job that outlives a server whose Ray ends with it (a job thread did, and at
+    exit it aborted the process). Stopping the loop stops the running jobs after their step and
+    ends their drivers; they stay running in the store, and the next loop resumes them from their
+    checkpoints."""
+    from elastrain.elastic.driver import find_driver
+
     store = Store(connect(f"sqlite:///{tmp_path / 'jobs.db'}"))
     ada, _ = store.create_user("ada")
     spec = parse_spec(QUICK % 400 + "\ncheckpoint: {every_steps: 10}").model_dump(mode="json")
@@ -317,8 +321,7 @@ def test_stopping_the_server_loop_stops_its_jobs_and_the_next_one_resumes_them(t
         wait_until(lambda: any(e["kind"] == "checkpoint" for e in store.events("resumable")))
     finally:
         service.stop()
-    thread = service.running["resumable"].thread
-    assert not thread.is_alive()
+    wait_until(lambda: find_driver("resumable") is None)
     assert store.job("resumable").status == "running"
     assert "interrupted" in [e["kind"] for e in RunFolder(elastrain_home / "runs" / "resumable").read_events()]
     again = JobService(store, elastrain_home, FifoPacking(), cpus=1, interval_s=0.05)

@@ -68,7 +68,8 @@ checkpoint: {{every_steps: 10, keep: 10, dir: '{bucket}/job'}}
     assert resumed.status == "succeeded" and resumed.metrics == full.metrics and resumed.steps == full.steps
 
 
-def test_the_server_publishes_models_to_s3_and_predict_reads_them_there(bucket, elastrain_home, tmp_path, cli):
+def test_the_server_publishes_models_to_s3_and_predict_reads_them_there(bucket, elastrain_home, tmp_path, cli,
+                                                                        ray_address):
     from elastrain.api.service import JobService
     from elastrain.scheduler import FifoPacking
     from elastrain.store import Store, connect

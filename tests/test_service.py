@@ -3,11 +3,15 @@ policy gives them, and their events, metrics and results reach the store."""
 
 import itertools
 
+import pytest
+
 from elastrain.api.service import JobService
 from elastrain.scheduler import Allocation, FifoPacking
 from elastrain.spec import parse_spec
 from elastrain.store import Store, connect
 from tests.conftest import wait_until
+
+pytestmark = pytest.mark.usefixtures("ray_address")   # every job's driver is an actor
 
 QUICK = ("data: {{source: 'builtin:iris'}}\nmodel: {{kind: softmax}}\n"
          "train: {{epochs: {epochs}, optimizer: adam, lr: 0.05}}")

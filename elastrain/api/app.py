@@ -21,9 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from elastrain import bundle as bundles
-from elastrain.elastic import JobResult, RunFolder
-from elastrain.elastic.job import new_job_id
-from elastrain.elastic.status import JobStatus
+from elastrain.elastic import JobResult, JobStatus, RunFolder, new_job_id
 from elastrain.errors import UserError
 from elastrain.spec import validate_spec
 from elastrain.spec.limits import check_json_depth

@@ -9,7 +9,7 @@ import uvicorn
 from elastrain import paths
 from elastrain.api.app import create_app
 from elastrain.api.service import JobService
-from elastrain.elastic.connect import connect_ray
+from elastrain.elastic import connect_ray
 from elastrain.errors import UserError
 from elastrain.scheduler import FifoPacking, GoodputPolicy, Policy
 from elastrain.store import Store, connect
@@ -34,13 +34,19 @@ def make_policy(name: str) -> Policy:
 def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, policy: Policy | None = None) -> None:
     """Run the API and the jobs until interrupted (127.0.0.1 by default: nothing outside this
     machine reaches it), the jobs scheduled by `policy` (default: first come, first served).
-    Jobs a previous server left running are resumed from their checkpoints."""
+
+    Each job runs under a detached driver actor. On the Ray cluster at RAY_ADDRESS the jobs go on
+    when this server stops or dies, and the next server re-attaches to them; on an embedded Ray
+    they stop with it and the next server resumes them from their checkpoints."""
     import ray
 
     store = Store(connect(db_url))
-    connect_ray(os.environ.get("RAY_ADDRESS"))   # here, in the main thread, not in a job's thread
+    address = os.environ.get("RAY_ADDRESS")
+    connect_ray(address)   # here, in the main thread, not in a job's thread
+    # On a Ray cluster of its own (RAY_ADDRESS) the jobs outlive this server; an embedded Ray ends
+    # with it, so its jobs stop at a step boundary first.
     service = JobService(store, paths.home(), policy or FifoPacking(), cpus=ray.cluster_resources().get("CPU", 1.0),
-                         artifacts=os.environ.get("ELASTRAIN_ARTIFACTS"))
+                         artifacts=os.environ.get("ELASTRAIN_ARTIFACTS"), keep_jobs_running=bool(address))
     service.start()
     try:
         uvicorn.run(create_app(store, home=paths.home()), host=host, port=port, log_level="warning")

@@ -1,9 +1,11 @@
 """The server's job loop: start queued jobs as the policy allocates workers, resize running ones,
 copy their events and metrics into the store, record how they end, and pick up after a restart.
 
-Each job runs in a thread of the server process with the same runner `elastrain run` uses; its
-run folder (`ELASTRAIN_HOME/runs/JOB_ID`) holds its checkpoints, so a job whose server died is
-resumed from its last durable checkpoint when the server starts again.
+Each job runs under its own driver, a named, detached Ray actor (`elastic.driver`) running the
+same runner `elastrain run` uses; this process trains nothing. A server that restarts finds its
+running jobs' drivers by name and re-attaches to them: the jobs lose nothing. A job whose driver
+is gone (its node died, or it was killed) is resumed from its last durable checkpoint in its run
+folder (`ELASTRAIN_HOME/runs/JOB_ID`).
 
 On an autoscaling Ray cluster the loop reads the nodes Ray holds each pass, and the policy's node
 request goes to Ray's autoscaler, so the node count follows the policy.
@@ -14,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -22,12 +23,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from elastrain import bundle as bundles
-from elastrain.elastic import RunOptions, resume_job, run_job
-from elastrain.elastic.control import JobControl
-from elastrain.elastic.run_folder import RunFolder, read_new_lines
-from elastrain.errors import JobInterrupted, UserError
+from elastrain.elastic import (
+    DriverLaunch,
+    DriverOutcome,
+    JobResult,
+    RunFolder,
+    find_driver,
+    launch_driver,
+    read_new_lines,
+)
+from elastrain.errors import UserError, first_line
 from elastrain.scheduler import (
     Allocation,
     Cluster,
@@ -55,18 +63,20 @@ REFIT_TOLERANCE = 0.05
 
 @dataclass
 class _Running:
-    """A job this server process is running."""
+    """A job this server runs: its driver actor, and `ended`, the driver's `wait` call that
+    returns the job's outcome."""
 
     workers: int
-    thread: threading.Thread | None = None
-    control: JobControl = field(default_factory=JobControl)   # cancel and resize requests to the job
+    driver: Any = None
+    ended: Any = None
+    cancelling: bool = False
     events_read: int = 0    # bytes of the run folder's events, history and losses copied to the store so far
     history_read: int = 0
     losses_read: int = 0
     # After a restart the run folder's files are read again from the top: only records newer
     # than what the store already holds are copied.
     copied_until: dict[str, float] = field(default_factory=lambda: {"events": 0.0, "metrics": 0.0})
-    outcome: dict = field(default_factory=dict)
+    outcome: DriverOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,8 @@ class JobService:
             Ray cluster this process is connected to, the head's type first (policies rent equally
             priced pools in this order); their `nodes` are ignored (counted from Ray each pass).
             With them the policy's node request goes to Ray's autoscaler.
+        keep_jobs_running: `stop` leaves the jobs running under their drivers (right when the Ray
+            cluster outlives this process); otherwise it stops them at a step boundary.
 
     Attributes:
         decisions: the policy's allocations, each kept when it differs from the one before (the
@@ -101,10 +113,11 @@ class JobService:
 
     def __init__(self, store: Store, home: Path, policy: Policy, cpus: float | None = None,
                  interval_s: float = 0.5, artifacts: str | None = None,
-                 node_pools: Sequence[NodePool] | None = None) -> None:
+                 node_pools: Sequence[NodePool] | None = None, keep_jobs_running: bool = False) -> None:
         if cpus is None and node_pools is None:
             raise ValueError("JobService needs cpus or node_pools")
         self.artifacts = artifacts
+        self.keep_jobs_running = keep_jobs_running
         self.store = store
         self.home = home
         self.policy = policy
@@ -119,12 +132,28 @@ class JobService:
         self.loop: threading.Thread | None = None
 
     def start(self) -> None:
-        """Resume jobs a previous server left running, then loop in a background thread."""
+        """Re-attach to the drivers of the jobs a previous server left running, resume those whose
+        driver is gone from their checkpoints, then loop in a background thread.
+
+        Raises:
+            RuntimeError: this process is not connected to Ray.
+        """
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("JobService runs its jobs on Ray: connect this process first (connect_ray)")
         for job in self.store.jobs(status="running", limit=10_000):
+            driver = find_driver(job.job_id)
+            if driver is not None:
+                run = _Running(workers=job.workers or 0, driver=driver, ended=driver.wait.remote())
+                self._catch_up(job.job_id, run)
+                self.running[job.job_id] = run
+                log.info("re-attached to job %s", job.job_id)
+                continue
             ended = RunFolder.of(self.home, job.job_id).read_result()
             if ended is not None:   # it finished just before the previous server died
-                run = _Running(workers=0, outcome={"status": ended["status"], "result": ended,
-                                                   "message": ended.get("message")})
+                run = _Running(workers=0, outcome=DriverOutcome(ended["status"], JobResult(**ended),
+                                                                ended.get("message")))
                 self._catch_up(job.job_id, run)
                 self._finish(job.job_id, run)
                 continue
@@ -133,21 +162,28 @@ class JobService:
         self.loop.start()
 
     def stop(self, timeout_s: float = 120.0) -> None:
-        """Stop looking at the queue and stop the running jobs after their current step, waiting
-        up to `timeout_s` for them. They stay `running` in the store: the next server resumes them
-        from their last checkpoints. (No job thread outlives this: a training thread still
-        running when the interpreter exits can abort the process.)"""
+        """Stop looking at the queue. With `keep_jobs_running` the jobs go on under their drivers
+        (the next server re-attaches); otherwise each stops after its current step, waiting up to
+        `timeout_s` for them, and stays `running` in the store: the next server resumes it from
+        its last checkpoint."""
+        import ray
+
         self.stopping.set()
         if self.loop:
             self.loop.join()
+        if self.keep_jobs_running:
+            return
         for run in self.running.values():
-            run.control.interrupt()
-        deadline = time.monotonic() + timeout_s
-        for job_id, run in self.running.items():
-            if run.thread is not None:
-                run.thread.join(max(0.0, deadline - time.monotonic()))
-                if run.thread.is_alive():
-                    log.warning("job %s did not stop within %g s", job_id, timeout_s)
+            if run.driver is not None:
+                run.driver.interrupt.remote()
+        pending = [run.ended for run in self.running.values() if run.ended is not None]
+        if pending:
+            _, late = ray.wait(pending, num_returns=len(pending), timeout=timeout_s)
+            if late:
+                log.warning("%d job(s) did not stop within %g s", len(late), timeout_s)
+        for run in self.running.values():
+            if run.driver is not None:
+                ray.kill(run.driver)
 
     def _loop(self) -> None:
         while not self.stopping.wait(self.interval_s):
@@ -162,13 +198,17 @@ class JobService:
         resized but never stopped; a queued job starts only on capacity they leave free."""
         for job_id, run in list(self.running.items()):
             self._copy_progress(job_id, run)
-            if not run.thread.is_alive():
+            if self._ended(job_id, run):
                 self._finish(job_id, run)
         queued = self.store.jobs(status="queued", limit=1000)
         running = [job for job in self.store.jobs(status="running", limit=10_000) if job.job_id in self.running]
         for job in running:
-            if job.cancel_requested:
-                self.running[job.job_id].control.cancel()
+            run = self.running[job.job_id]
+            if run.driver is None:   # its driver is starting again (see _ended)
+                self._start_driver(job, run, resume=True)
+            elif job.cancel_requested and not run.cancelling:
+                run.driver.cancel.remote()
+                run.cancelling = True
         demands = [self._demand(job, self.running[job.job_id].workers) for job in running]
         demands += [self._demand(job, 0) for job in queued]
         cluster = self.fixed or ray_cluster(self.node_pools)
@@ -194,8 +234,8 @@ class JobService:
                 free -= need
         for job_id, run in self.running.items():
             wanted = allocation.get(job_id, run.workers)
-            if wanted != run.workers and wanted > 0:
-                run.control.scale(wanted)
+            if wanted != run.workers and wanted > 0 and run.driver is not None:
+                run.driver.scale.remote(wanted)
                 run.workers = wanted
                 self.store.update_job(job_id, workers=wanted)
 
@@ -254,39 +294,61 @@ class JobService:
         run = _Running(workers=workers)
         if resume:
             self._catch_up(job.job_id, run)
-        resumable = resume and RunFolder.of(self.home, job.job_id).spec_file.is_file()
-        run.thread = threading.Thread(target=self._run, args=(job, run, resumable), name=f"job-{job.job_id}",
-                                      daemon=True)
         self.store.update_job(job.job_id, status="running", workers=workers,
                               started_at=job.started_at or datetime.now(UTC))
         self.running[job.job_id] = run
-        run.thread.start()
+        self._start_driver(job, run, resume)
+
+    def _start_driver(self, job: JobInfo, run: _Running, resume: bool) -> None:
+        """Start the job's driver actor; a spec or bundle that cannot be used fails the job at once.
+        A name still held by a driver that is going away is tried again on the next pass."""
+        try:
+            spec, code_paths = validate_spec(job.spec, job.job_id), []
+            if job.bundle:   # the code and data it was submitted with (the driver imports the model)
+                spec, code_paths = bundles.resolve(spec, self.home / "bundles" / job.bundle)
+        except UserError as exc:
+            run.outcome = DriverOutcome("failed", message=exc.line())
+            return
+        resumable = resume and RunFolder.of(self.home, job.job_id).spec_file.is_file()
+        launch = DriverLaunch(job.job_id, str(self.home), None if resumable else spec, run.workers, tuple(code_paths))
+        try:
+            run.driver = launch_driver(launch, detached=True)
+        except ValueError:   # the name is still taken
+            log.info("the previous driver of job %s still holds its name; trying again", job.job_id)
+            return
+        run.ended = run.driver.wait.remote()
+
+    def _ended(self, job_id: str, run: _Running) -> bool:
+        """Whether the job has ended (its outcome is in `run.outcome`). A driver that died, or
+        stopped without ending the job, is replaced by one that resumes the job from its last
+        durable checkpoint."""
+        import ray
+
+        if run.outcome is not None:
+            return True
+        if run.ended is None or not ray.wait([run.ended], timeout=0)[0]:
+            return False
+        try:
+            run.outcome = ray.get(run.ended)
+        except ray.exceptions.RayActorError as exc:
+            ended = RunFolder.of(self.home, job_id).read_result()
+            if ended is not None:   # it wrote its result, then died
+                run.outcome = DriverOutcome(ended["status"], JobResult(**ended), ended.get("message"))
+                return True
+            log.warning("the driver of job %s died (%s); resuming the job from its last checkpoint", job_id,
+                        first_line(exc))
+        if run.outcome is not None and run.outcome.status != "interrupted":
+            return True
+        run.outcome = None
+        ray.kill(run.driver)
+        run.driver = run.ended = None   # the next pass starts another
+        return False
 
     def _catch_up(self, job_id: str, run: _Running) -> None:
         """Copy only what the store does not hold yet of a run folder's records."""
         run.copied_until = {"events": max((e["t"] for e in self.store.events(job_id)), default=0.0),
                             "metrics": max((p["t"] for series in self.store.metrics(job_id).values()
                                             for p in series), default=0.0)}
-
-    def _run(self, job: JobInfo, run: _Running, resume: bool) -> None:
-        try:
-            spec, code_paths = validate_spec(job.spec, job.job_id), []
-            if job.bundle:   # the code and data it was submitted with (the model is built here, too)
-                spec, code_paths = bundles.resolve(spec, self.home / "bundles" / job.bundle)
-                sys.path[:0] = [p for p in code_paths if p not in sys.path]
-            options = RunOptions(job_id=job.job_id, workers=run.workers, control=run.control, extra_paths=code_paths)
-            if resume:
-                result = resume_job(job.job_id, self.home, options=options)
-            else:
-                result = run_job(spec, self.home, options=options)
-            run.outcome = {"status": result.status, "result": result.to_dict(), "message": result.message}
-        except JobInterrupted:
-            log.info("job %s stopped for the server's shutdown; the next server resumes it", job.job_id)
-        except UserError as exc:
-            run.outcome = {"status": "failed", "result": None, "message": exc.line()}
-        except Exception as exc:   # an unexpected error ends this job, not the server
-            log.exception("job %s crashed", job.job_id)
-            run.outcome = {"status": "failed", "result": None, "message": f"internal error: {exc}"}
 
     def _copy_progress(self, job_id: str, run: _Running) -> None:
         folder = RunFolder.of(self.home, job_id)
@@ -309,13 +371,17 @@ class JobService:
 
     def _finish(self, job_id: str, run: _Running) -> None:
         self._copy_progress(job_id, run)
-        outcome = run.outcome or {"status": "failed", "result": None, "message": "the job thread ended silently"}
-        self.store.update_job(job_id, status=outcome["status"], result=outcome["result"], message=outcome["message"],
+        import ray
+
+        outcome = run.outcome
+        result = outcome.result.to_dict() if outcome.result is not None else None
+        self.store.update_job(job_id, status=outcome.status, result=result, message=outcome.message,
                               finished_at=datetime.now(UTC), workers=0)
+        if run.driver is not None:   # a detached actor ends only when told
+            ray.kill(run.driver)
         del self.running[job_id]
         self.fits.pop(job_id, None)
-        result = outcome["result"]
-        if outcome["status"] == "succeeded" and result and result.get("model_path"):
+        if outcome.status == "succeeded" and result and result.get("model_path"):
             job = self.store.job(job_id)
             owner = self.store.user(job.owner)
             spec_hash = hashlib.sha256(json.dumps(job.spec, sort_keys=True).encode()).hexdigest()

@@ -62,8 +62,9 @@ def run(
     2 when the spec or the data is wrong.
     """
     from elastrain.cli.progress import RichProgress
-    from elastrain.elastic import RunOptions, parse_chaos, run_job
+    from elastrain.elastic import RunOptions, parse_chaos
     from elastrain.elastic.control import JobControl
+    from elastrain.elastic.driver import run_here
     from elastrain.elastic.job import new_job_id
     from elastrain.spec import load_spec
 
@@ -73,8 +74,8 @@ def run(
     sys.path.insert(0, spec_dir)   # python:module:function models beside the spec
     control, job_id = JobControl(), new_job_id(spec.name)
     with _signals_interrupt(control), RichProgress(err, spec.name, job_id) as progress:
-        result = run_job(spec, paths.home(), progress,
-                         RunOptions(chaos=actions, extra_paths=[spec_dir], control=control, job_id=job_id))
+        result = run_here(spec, paths.home(), progress,
+                          RunOptions(chaos=actions, extra_paths=[spec_dir], control=control, job_id=job_id))
     _report(result, as_json)
 
 
@@ -85,12 +86,13 @@ def resume(
 ) -> None:
     """Continue a job whose driver died, from its newest valid durable checkpoint."""
     from elastrain.cli.progress import RichProgress
-    from elastrain.elastic import RunOptions, resume_job
+    from elastrain.elastic import RunOptions
     from elastrain.elastic.control import JobControl
+    from elastrain.elastic.driver import run_here
 
     control = JobControl()
     with _signals_interrupt(control), RichProgress(err, job_id) as progress:
-        result = resume_job(job_id, paths.home(), progress, RunOptions(control=control))
+        result = run_here(None, paths.home(), progress, RunOptions(control=control, job_id=job_id))
     _report(result, as_json)
 
 
@@ -230,7 +232,14 @@ def metrics(job_id: JobArgument, server: ServerOption = None, token: TokenOption
 @app.command()
 def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
            as_json: JsonOption = False) -> None:
-    """Cancel a server job (a queued one at once, a running one at its next step boundary)."""
+    """Cancel a job (of a server with --server: a queued one at once); a running job stops at its
+    next step boundary."""
+    if not server:
+        from elastrain.cli.status import request_cancel
+
+        request_cancel(paths.home(), job_id)
+        _say(as_json, {"job_id": job_id, "status": "cancelling"}, f"{job_id}: cancelling")
+        return
     job = _remote(server, token).call("POST", f"/jobs/{job_id}/cancel")
     _say(as_json, job, f"{job_id}: {'cancelled' if job['status'] == 'cancelled' else 'cancelling'}")
 

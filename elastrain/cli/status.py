@@ -1,4 +1,9 @@
-"""`elastrain status` and `elastrain scale`: read a job's live status, ask it to resize."""
+"""`elastrain status`, `scale` and `cancel` on this machine's runs: read a job's live status, ask
+it to resize or stop.
+
+A job driven by a Ray actor (`JobStatus.ray_address`) is reached through its driver on that
+cluster; a job training inside a local process, through request files in its run folder.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +32,33 @@ def job_status(home: Path, job_id: str) -> dict:
 
 
 def _live_status(folder: RunFolder) -> JobStatus:
-    """The run's status as its driver last wrote it, `lost` if that driver is gone."""
+    """The run's status, from its driver actor while it has one, else as its driver last wrote
+    it; `lost` if that driver is gone."""
     status = folder.read_status() or JobStatus(folder.job_id, "unknown")
-    if status.state not in FINAL_STATES and not _driver_alive(status.driver_pid):
-        status = replace(status, state="lost (driver gone; `elastrain resume` continues it)")
-    return status
+    if status.state in FINAL_STATES:
+        return status
+    if status.ray_address:
+        driver = _driver(status)
+        if driver is not None:
+            import ray
+
+            return ray.get(driver.status.remote())
+    elif _driver_alive(status.driver_pid):
+        return status
+    return replace(status, state="lost (driver gone; `elastrain resume` continues it)")
+
+
+def _driver(status: JobStatus) -> object | None:
+    """The job's driver actor on the Ray cluster its status names; None when that cluster or
+    that actor is gone."""
+    from elastrain.elastic.connect import connect_ray
+    from elastrain.elastic.driver import find_driver
+
+    try:
+        connect_ray(status.ray_address)
+    except UserError:   # nothing answers there any more
+        return None
+    return find_driver(status.job_id)
 
 
 def local_jobs(home: Path, state: str | None, limit: int) -> dict:
@@ -74,17 +101,43 @@ def request_scale(home: Path, job_id: str, workers: int) -> int:
         UserError: no such job, the job is not running, or `workers` is outside its min..max.
     """
     folder = RunFolder.find(home, job_id)
-    snapshot = job_status(home, job_id)
-    if snapshot["state"] in FINAL_STATES or snapshot["state"].startswith("lost"):
-        raise UserError(f"job {job_id} is not running ({snapshot['state']})", where="elastrain scale",
-                        fix="scale a job while it runs; see `elastrain status JOB_ID`")
     spec = folder.read_spec()
     low, high = spec.resources.workers.min, spec.resources.workers.max
     if not low <= workers <= high:
         raise UserError(f"{workers} workers is outside this job's resources.workers range {low}..{high}",
                         where="--workers", fix=f"choose a number from {low} to {high}")
-    folder.request_scale(workers)
+    _ask(folder, "scale", workers)
     return workers
+
+
+def request_cancel(home: Path, job_id: str) -> None:
+    """Ask a running job to stop after its current step and end as cancelled.
+
+    Raises:
+        UserError: no such job, or it is not running.
+    """
+    _ask(RunFolder.find(home, job_id), "cancel")
+
+
+def _ask(folder: RunFolder, request: str, *args: int) -> None:
+    """Pass `request` (scale, cancel) to the job's driver: through Ray to a driver actor, through
+    the run folder to a job in a local process.
+
+    Raises:
+        UserError: the job is not running.
+    """
+    status = _live_status(folder)
+    if status.state in FINAL_STATES or status.state.startswith("lost"):
+        raise UserError(f"job {folder.job_id} is not running ({status.state})", where=f"elastrain {request}",
+                        fix="see `elastrain status JOB_ID`")
+    if status.ray_address:
+        from elastrain.elastic.driver import ask
+
+        ask(folder.job_id, request, *args)
+    elif request == "scale":
+        folder.request_scale(*args)
+    else:
+        folder.request_cancel()
 
 
 def print_status(console: Console, snapshot: dict) -> None:

@@ -88,11 +88,18 @@ class RunOptions:
     job_id: str | None = None                               # given by the server; default: a new one
     workers: int | None = None                              # workers to start with (default workers.max)
     control: JobControl | None = None   # where cancel and resize requests come from (default: the run folder)
+    ray_address: str | None = None      # set by a driver actor: the Ray cluster it is reached on
 
 
 def new_job_id(name: str) -> str:
     """A unique, sortable, readable job id."""
     return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+def runs_in_process(spec: JobSpec, chaos: list[ChaosAction] | tuple[ChaosAction, ...] = ()) -> bool:
+    """Whether the job trains its one worker in its driver's process (no Ray workers): it can
+    never grow past one worker and injects no faults."""
+    return spec.resources.workers.max == 1 and not chaos
 
 
 def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
@@ -160,14 +167,15 @@ class _Reporter:
     measured.
     """
 
-    def __init__(self, folder: RunFolder, trainer: Trainer, progress: ProgressSink | None, events: EventLog) -> None:
+    def __init__(self, folder: RunFolder, trainer: Trainer, progress: ProgressSink | None, events: EventLog,
+                 ray_address: str | None) -> None:
         self.events = events
         self.folder = folder
         before = folder.read_status() or JobStatus(folder.job_id, "starting")
         self.step_times = {(o.nodes, o.workers, o.local_batch): _StepTimes(o) for o in before.observations}
         self.snapshot = JobStatus(folder.job_id, "starting", total_steps=int(trainer.total_steps),
-                                  driver_pid=os.getpid(), run_dir=str(folder.path), batch_size=trainer.batch_size,
-                                  grad_sqr=before.grad_sqr, grad_var=before.grad_var)
+                                  driver_pid=os.getpid(), ray_address=ray_address, run_dir=str(folder.path),
+                                  batch_size=trainer.batch_size, grad_sqr=before.grad_sqr, grad_var=before.grad_var)
         self._observed()
         self.progress = progress
         self.window: tuple[float, int] | None = None
@@ -278,14 +286,15 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
              options: RunOptions, started: float, resume: bool) -> JobResult:
     job_id = folder.job_id
     events = EventLog(folder)
-    reporter = _Reporter(folder, trainer, progress, events)
+    reporter = _Reporter(folder, trainer, progress, events, options.ray_address)
     checkpoint_url = spec.checkpoint.dir or str(folder.checkpoints)
     control = options.control or JobControl()
-    control.follow(folder)
+    if options.ray_address is None:   # a driver actor is reached through Ray, never through files
+        control.follow(folder)
     if progress:
         progress.start(int(trainer.total_steps), trainer.steps_per_epoch)
     try:
-        if spec.resources.workers.max > 1 or options.chaos:
+        if not runs_in_process(spec, options.chaos):
             outcome = _on_ray(spec, events, checkpoint_url, reporter, options, control, resume)
         else:
             outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume)

@@ -36,6 +36,8 @@ class JobStatus:
         step, epoch, total_steps: progress.
         samples_per_s: training throughput over the last second or so (None before it is known).
         driver_pid: the driver's process (a job whose driver is gone is lost).
+        ray_address: the Ray cluster (GCS address) where the job's driver is a named actor
+            (`elastic.driver`); None for a job driven inside a local process.
         run_dir: the run folder.
         batch_size: the global batch.
         observations: step times per configuration run on (what a scheduler fits its model to).
@@ -56,6 +58,7 @@ class JobStatus:
     total_steps: int = 0
     samples_per_s: float | None = None
     driver_pid: int | None = None
+    ray_address: str | None = None
     run_dir: str = ""
     batch_size: int | None = None
     observations: tuple[Observation, ...] = ()

@@ -1,0 +1,320 @@
+"""A job's driver as a named Ray actor, and the calls that reach it from any process.
+
+The driver runs the job (`run_job` or `resume_job`) in a thread of its own process and takes
+cancel, scale and interrupt requests. Every job the server runs has one, detached, so that the
+job outlives the server; every local job on Ray has one too, owned by the `elastrain run` that
+started it. Any process connected to the same Ray cluster finds a job's driver by the job id
+(`find_driver`): that is how `elastrain scale|cancel|status` reach a Ray job from another
+terminal, and how a restarted server re-attaches to its jobs.
+
+A job that trains its one worker in a local process (`runs_in_process`) is driven where it runs
+and is reached through its run folder instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elastrain.elastic.chaos import ChaosAction
+from elastrain.elastic.connect import connect_ray
+from elastrain.elastic.control import JobControl
+from elastrain.elastic.job import JobResult, RunOptions, new_job_id, resume_job, run_job, runs_in_process
+from elastrain.elastic.run_folder import RunFolder
+from elastrain.elastic.status import JobStatus
+from elastrain.errors import JobInterrupted, UserError, first_line
+from elastrain.spec import JobSpec
+
+log = logging.getLogger("elastrain.driver")
+
+NAMESPACE = "elastrain"   # the Ray namespace every driver actor is named in
+# How often a client following a driver asks for its progress, and how long a server's loop
+# waits for one driver's answer before counting it as unreachable this pass.
+POLL_S = 0.1
+# Concurrent calls one driver serves (its `wait` blocks one of them for the job's whole life).
+DRIVER_CONCURRENCY = 8
+
+
+def actor_name(job_id: str) -> str:
+    """The name the driver of `job_id` has in `NAMESPACE`."""
+    return f"job:{job_id}"
+
+
+@dataclass(frozen=True)
+class DriverLaunch:
+    """What a driver needs to run one job.
+
+    Attributes:
+        job_id: the job (its run folder is `home/runs/job_id`).
+        home: ELASTRAIN_HOME as the driver's node sees it.
+        spec: the job's spec; None to resume the job from its run folder's spec and checkpoints.
+        workers: the workers to start with (default: the spec's maximum).
+        extra_paths: folders user models are imported from (put on the driver's `sys.path`).
+        chaos: faults to inject.
+    """
+
+    job_id: str
+    home: str
+    spec: JobSpec | None
+    workers: int | None = None
+    extra_paths: tuple[str, ...] = ()
+    chaos: tuple[ChaosAction, ...] = ()
+
+
+@dataclass(frozen=True)
+class DriverOutcome:
+    """How a driver's run of its job ended.
+
+    Attributes:
+        status: succeeded, failed or cancelled (the job ended), or interrupted (the driver was
+            asked to stop; the job stays resumable from its checkpoints).
+        result: the job's result (None when it ended before training: bad data, too few workers).
+        message: why it failed, or how it was stopped.
+        error: the expected error that ended it before training, as raised.
+    """
+
+    status: str
+    result: JobResult | None = None
+    message: str | None = None
+    error: UserError | None = None
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """What a driver's progress sink received since a client's last call (see `ProgressLog`)."""
+
+    calls: tuple[tuple[Any, ...], ...]            # ("start" | "epoch" | "warn", *args), in order
+    advance: tuple[int, float, int] | None        # the latest (step, loss, workers)
+    next: int                                     # the `since` of the next call
+
+
+@dataclass
+class ProgressLog:
+    """A progress sink that keeps what it receives for a client in another process to replay
+    (`ProgressSink` is called in the driver; the bar is drawn in the CLI). Thread-safe."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    latest: tuple[int, float, int] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, total_steps: int, steps_per_epoch: int) -> None:
+        with self.lock:
+            self.calls.append(("start", total_steps, steps_per_epoch))
+
+    def advance(self, step: int, loss: float, workers: int) -> None:
+        with self.lock:
+            self.latest = (step, loss, workers)
+
+    def epoch(self, epoch: int, metrics: dict) -> None:
+        with self.lock:
+            self.calls.append(("epoch", epoch, metrics))
+
+    def warn(self, message: str) -> None:
+        with self.lock:
+            self.calls.append(("warn", message))
+
+    def since(self, index: int) -> ProgressUpdate:
+        with self.lock:
+            return ProgressUpdate(tuple(self.calls[index:]), self.latest, len(self.calls))
+
+
+class JobDriver:
+    """The body of a driver actor (see the module docstring); built by `launch_driver`."""
+
+    def __init__(self, launch: DriverLaunch) -> None:
+        import ray
+
+        sys.path[:0] = [p for p in launch.extra_paths if p not in sys.path]
+        self.launch = launch
+        self.control = JobControl()
+        self.progress_log = ProgressLog()
+        self.outcome: DriverOutcome | None = None
+        self.ended = threading.Event()
+        self.ray_address = ray.get_runtime_context().gcs_address
+        threading.Thread(target=self._drive, name=f"driver-{launch.job_id}", daemon=True).start()
+
+    def _drive(self) -> None:
+        launch, home = self.launch, Path(self.launch.home)
+        options = RunOptions(chaos=list(launch.chaos), extra_paths=list(launch.extra_paths), job_id=launch.job_id,
+                             workers=launch.workers, control=self.control, ray_address=self.ray_address)
+        try:
+            if launch.spec is None:
+                result = resume_job(launch.job_id, home, self.progress_log, options)
+            else:
+                result = run_job(launch.spec, home, self.progress_log, options)
+            self.outcome = DriverOutcome(result.status, result, result.message)
+        except JobInterrupted as exc:
+            self.outcome = DriverOutcome("interrupted", message=str(exc))
+        except UserError as exc:
+            self.outcome = DriverOutcome("failed", message=exc.line(), error=exc)
+        except Exception as exc:   # an unexpected error ends this job, not its driver
+            log.exception("job %s crashed", launch.job_id)
+            self.outcome = DriverOutcome("failed", message=f"internal error: {first_line(exc)}")
+        self.ended.set()
+
+    def wait(self, timeout: float | None = None) -> DriverOutcome | None:
+        """The outcome once the job's run has ended, or None after `timeout` seconds."""
+        self.ended.wait(timeout)
+        return self.outcome
+
+    def status(self) -> JobStatus:
+        """The job's status as its runner last recorded it."""
+        folder = RunFolder.of(Path(self.launch.home), self.launch.job_id)
+        return folder.read_status() or JobStatus(self.launch.job_id, "starting", ray_address=self.ray_address)
+
+    def progress(self, since: int = 0) -> ProgressUpdate:
+        """The progress reported since the call that returned `since` as `next`."""
+        return self.progress_log.since(since)
+
+    def scale(self, workers: int) -> None:
+        """Ask the job to run on `workers` workers (at its next step boundary)."""
+        self.control.scale(workers)
+
+    def cancel(self) -> None:
+        """Ask the job to stop after its current step and end as cancelled."""
+        self.control.cancel()
+
+    def interrupt(self) -> None:
+        """Ask the job to stop after its current step without ending (it stays resumable)."""
+        self.control.interrupt()
+
+
+def launch_driver(launch: DriverLaunch, detached: bool) -> Any:
+    """Start the driver actor of `launch.job_id` on the Ray cluster this process is connected to.
+
+    A job whose one worker trains in the driver (`runs_in_process`) reserves that worker's CPUs
+    and GPUs for the driver; any other job's driver holds none (its workers hold their own).
+
+    Args:
+        detached: the driver outlives this process (the server's jobs); otherwise it ends with it.
+
+    Returns:
+        The actor's handle.
+    """
+    import ray
+
+    spec = launch.spec
+    if spec is None:
+        spec = RunFolder.find(Path(launch.home), launch.job_id).read_spec()
+    own = runs_in_process(spec, launch.chaos)
+    resources = spec.resources
+    actor = ray.remote(JobDriver).options(
+        name=actor_name(launch.job_id), namespace=NAMESPACE, lifetime="detached" if detached else None,
+        num_cpus=resources.cpus_per_worker if own else 0, num_gpus=resources.gpus_per_worker if own else 0,
+        max_concurrency=DRIVER_CONCURRENCY, max_restarts=0)
+    return actor.remote(launch)
+
+
+def find_driver(job_id: str) -> Any | None:
+    """The handle of `job_id`'s driver actor on the Ray cluster this process is connected to,
+    or None if it has none (it ended, or it never ran on this cluster)."""
+    import ray
+
+    try:
+        return ray.get_actor(actor_name(job_id), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def run_here(spec: JobSpec | None, home: Path, progress: Any | None, options: RunOptions) -> JobResult:
+    """Run a job to its end from this process: in it when the job trains one worker here
+    (`runs_in_process`), otherwise on a driver actor this process owns (`drive`).
+
+    Args:
+        spec: the job's spec; None to resume `options.job_id` from its run folder.
+
+    Raises:
+        UserError: the job could not run, or cannot be resumed.
+        JobInterrupted: `options.control` was interrupted.
+    """
+    if spec is None:
+        resumed = RunFolder.find(home, options.job_id).read_spec()
+        if runs_in_process(resumed, options.chaos):
+            return resume_job(options.job_id, home, progress, options)
+    elif runs_in_process(spec, options.chaos):
+        return run_job(spec, home, progress, options)
+    launch = DriverLaunch(options.job_id or new_job_id(spec.name), str(home), spec, options.workers,
+                          tuple(options.extra_paths), tuple(options.chaos))
+    return drive(launch, progress, options.control or JobControl())
+
+
+def drive(launch: DriverLaunch, progress: Any | None, control: JobControl) -> JobResult:
+    """Run a job to its end on a driver actor owned by this process, replaying its progress to
+    `progress` and passing on what `control` is asked (Ctrl-C interrupts the job).
+
+    Connects to the Ray cluster at RAY_ADDRESS, or starts an embedded one, for the run.
+
+    Raises:
+        UserError: the job could not run (as `run_job` raises it).
+        JobInterrupted: `control` was interrupted; the job stopped after its step in flight.
+    """
+    import os
+
+    import ray
+
+    started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
+    try:
+        driver = launch_driver(launch, detached=False)
+    except ValueError:   # the name is taken: a driver of this job is alive
+        raise UserError(f"job {launch.job_id} is running under another driver", where="Ray",
+                        fix=f"see `elastrain status {launch.job_id}`; cancel it first to start it again") from None
+    try:
+        outcome = _follow(driver, progress, control)
+    except ray.exceptions.RayActorError as exc:
+        raise UserError(f"the driver of job {launch.job_id} died ({first_line(exc)})", where="Ray",
+                        fix=f"`elastrain resume {launch.job_id}` continues it from its last checkpoint",
+                        exit_code=1) from None
+    finally:
+        ray.kill(driver)
+        if started_here:
+            ray.shutdown()
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.status == "interrupted":
+        raise JobInterrupted(outcome.message)
+    return outcome.result
+
+
+def _follow(driver: Any, progress: Any | None, control: JobControl) -> DriverOutcome:
+    import ray
+
+    ended = driver.wait.remote()
+    since, asked = 0, set()
+    while True:
+        done, _ = ray.wait([ended], timeout=POLL_S)
+        if progress is not None:
+            update = ray.get(driver.progress.remote(since))
+            for name, *args in update.calls:
+                getattr(progress, name)(*args)
+            if update.advance is not None:   # reported only after "start", which is replayed first
+                progress.advance(*update.advance)
+            since = update.next
+        if done:
+            return ray.get(ended)
+        for request, wanted in (("interrupt", control.interrupt_requested()), ("cancel", control.cancel_requested())):
+            if wanted and request not in asked:
+                getattr(driver, request).remote()
+                asked.add(request)
+        workers = control.take_scale()
+        if workers is not None:
+            driver.scale.remote(workers)
+
+
+def ask(job_id: str, request: str, *args: Any, timeout: float = 10.0) -> bool:
+    """Send `request` (scale, cancel, interrupt) to `job_id`'s driver on the Ray cluster this
+    process is connected to, and wait up to `timeout` seconds until the driver has recorded it.
+
+    Returns:
+        Whether the job has a driver there.
+    """
+    import ray
+
+    driver = find_driver(job_id)
+    if driver is None:
+        return False
+    ray.get(getattr(driver, request).remote(*args), timeout=timeout)
+    return True
