@@ -226,8 +226,7 @@ def test_a_ray_address_where_no_ray_answers_fails_at_once(tmp_path, listener):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "RAY_ADDRESS" in lines[0] and f"127.0.0.1:{port}" in lines[0], done.stderr
     assert took < 30
-    [run_dir] = list((tmp_path / "home" / "runs").iterdir())
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    assert not (tmp_path / "home" / "runs").exists()   # the job never started: nothing is written
 
 
 NICENESS_PROBE = """

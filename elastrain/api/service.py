@@ -1,5 +1,6 @@
 """The server's job loop: start queued jobs as the policy allocates workers, resize running ones,
-copy their events and metrics into the store, record how they end, and pick up after a restart.
+record how they end, and pick up after a restart. Each job's driver writes its events and
+metrics into the store itself (`store.StoreSink`).
 
 Each job runs under its own driver, a named, detached Ray actor (`elastic.driver`) running the
 same runner `elastrain run` uses; this process trains nothing. A server that restarts finds its
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ from elastrain.elastic import (
     RunFolder,
     find_driver,
     launch_driver,
-    read_new_lines,
 )
 from elastrain.errors import UserError, first_line
 from elastrain.scheduler import (
@@ -50,6 +50,7 @@ from elastrain.scheduler import (
 from elastrain.scheduler.nodes import node_bundles
 from elastrain.spec import validate_spec
 from elastrain.store import JobInfo, Store
+from elastrain.store.sink import StoreSink
 from elastrain.train.artifact import publish_model
 
 log = logging.getLogger("elastrain.server")
@@ -70,12 +71,6 @@ class _Running:
     driver: Any = None
     ended: Any = None
     cancelling: bool = False
-    events_read: int = 0    # bytes of the run folder's events, history and losses copied to the store so far
-    history_read: int = 0
-    losses_read: int = 0
-    # After a restart the run folder's files are read again from the top: only records newer
-    # than what the store already holds are copied.
-    copied_until: dict[str, float] = field(default_factory=lambda: {"events": 0.0, "metrics": 0.0})
     outcome: DriverOutcome | None = None
 
 
@@ -146,7 +141,6 @@ class JobService:
             driver = find_driver(job.job_id)
             if driver is not None:
                 run = _Running(workers=job.workers or 0, driver=driver, ended=driver.wait.remote())
-                self._catch_up(job.job_id, run)
                 self.running[job.job_id] = run
                 log.info("re-attached to job %s", job.job_id)
                 continue
@@ -154,7 +148,6 @@ class JobService:
             if ended is not None:   # it finished just before the previous server died
                 run = _Running(workers=0, outcome=DriverOutcome(ended["status"], JobResult(**ended),
                                                                 ended.get("message")))
-                self._catch_up(job.job_id, run)
                 self._finish(job.job_id, run)
                 continue
             self._launch(job, job.workers or job.spec["resources"]["workers"]["min"], resume=True)
@@ -197,7 +190,6 @@ class JobService:
         Ray cluster, send its node request to the autoscaler when it changed). Running jobs are
         resized but never stopped; a queued job starts only on capacity they leave free."""
         for job_id, run in list(self.running.items()):
-            self._copy_progress(job_id, run)
             if self._ended(job_id, run):
                 self._finish(job_id, run)
         queued = self.store.jobs(status="queued", limit=1000)
@@ -292,8 +284,6 @@ class JobService:
 
     def _launch(self, job: JobInfo, workers: int, resume: bool) -> None:
         run = _Running(workers=workers)
-        if resume:
-            self._catch_up(job.job_id, run)
         self.store.update_job(job.job_id, status="running", workers=workers,
                               started_at=job.started_at or datetime.now(UTC))
         self.running[job.job_id] = run
@@ -310,7 +300,9 @@ class JobService:
             run.outcome = DriverOutcome("failed", message=exc.line())
             return
         resumable = resume and RunFolder.of(self.home, job.job_id).spec_file.is_file()
-        launch = DriverLaunch(job.job_id, str(self.home), None if resumable else spec, run.workers, tuple(code_paths))
+        sink = StoreSink(self.store.engine.url.render_as_string(hide_password=False), job.job_id)
+        launch = DriverLaunch(job.job_id, str(self.home), None if resumable else spec, run.workers, tuple(code_paths),
+                              sink=sink)
         try:
             run.driver = launch_driver(launch, detached=True)
         except ValueError:   # the name is still taken
@@ -344,33 +336,7 @@ class JobService:
         run.driver = run.ended = None   # the next pass starts another
         return False
 
-    def _catch_up(self, job_id: str, run: _Running) -> None:
-        """Copy only what the store does not hold yet of a run folder's records."""
-        run.copied_until = {"events": max((e["t"] for e in self.store.events(job_id)), default=0.0),
-                            "metrics": max((p["t"] for series in self.store.metrics(job_id).values()
-                                            for p in series), default=0.0)}
-
-    def _copy_progress(self, job_id: str, run: _Running) -> None:
-        folder = RunFolder.of(self.home, job_id)
-        new_events, run.events_read = read_new_lines(folder.events_file, run.events_read)
-        events = [e for e in new_events if e["t"] > run.copied_until["events"]]
-        if events:
-            self.store.add_events(job_id, events)
-        for event in (e for e in events if e["kind"] == "checkpoint"):
-            detail = event["detail"]
-            self.store.add_checkpoint(job_id, event["step"], detail["path"], detail["sha256"], detail["bytes"])
-        epochs, run.history_read = read_new_lines(folder.history_file, run.history_read)
-        points = [{"name": name, "step": record["step"], "epoch": record["epoch"], "value": value, "t": record["t"]}
-                  for record in epochs if record["t"] > run.copied_until["metrics"]
-                  for name, value in record.items() if name.startswith("val_") and isinstance(value, int | float)]
-        losses, run.losses_read = read_new_lines(folder.loss_file, run.losses_read)
-        points += [{"name": "train_loss", "step": record["step"], "epoch": record["epoch"], "value": record["loss"],
-                    "t": record["t"]} for record in losses if record["t"] > run.copied_until["metrics"]]
-        if points:
-            self.store.add_metrics(job_id, points)
-
     def _finish(self, job_id: str, run: _Running) -> None:
-        self._copy_progress(job_id, run)
         import ray
 
         outcome = run.outcome

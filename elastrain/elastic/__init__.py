@@ -8,9 +8,9 @@ from elastrain.elastic.chaos import ChaosAction, parse_chaos
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.driver import DriverLaunch, DriverOutcome, find_driver, launch_driver, run_here
 from elastrain.elastic.job import FINAL_STATES, JobResult, RunOptions, new_job_id, resume_job, run_job
-from elastrain.elastic.run_folder import RunFolder, read_new_lines
+from elastrain.elastic.run_folder import RunFolder
 from elastrain.elastic.status import JobStatus
 
 __all__ = ["FINAL_STATES", "ChaosAction", "DriverLaunch", "DriverOutcome", "JobResult", "JobStatus", "RunFolder",
            "RunOptions", "connect_ray", "find_driver", "launch_driver", "new_job_id", "parse_chaos",
-           "read_new_lines", "resume_job", "run_here", "run_job"]
+           "resume_job", "run_here", "run_job"]

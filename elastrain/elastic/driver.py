@@ -23,6 +23,7 @@ from typing import Any
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
+from elastrain.elastic.events import RecordSink
 from elastrain.elastic.job import JobResult, RunOptions, new_job_id, resume_job, run_job, runs_in_process
 from elastrain.elastic.run_folder import RunFolder
 from elastrain.elastic.status import JobStatus
@@ -55,6 +56,8 @@ class DriverLaunch:
         workers: the workers to start with (default: the spec's maximum).
         extra_paths: folders user models are imported from (put on the driver's `sys.path`).
         chaos: faults to inject.
+        sink: where the job's events and metrics go besides its run folder (a picklable
+            `RecordSink`, used in the driver's process).
     """
 
     job_id: str
@@ -63,6 +66,7 @@ class DriverLaunch:
     workers: int | None = None
     extra_paths: tuple[str, ...] = ()
     chaos: tuple[ChaosAction, ...] = ()
+    sink: RecordSink | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,8 @@ class JobDriver:
     def _drive(self) -> None:
         launch, home = self.launch, Path(self.launch.home)
         options = RunOptions(chaos=list(launch.chaos), extra_paths=list(launch.extra_paths), job_id=launch.job_id,
-                             workers=launch.workers, control=self.control, ray_address=self.ray_address)
+                             workers=launch.workers, control=self.control, ray_address=self.ray_address,
+                             sink=launch.sink)
         try:
             if launch.spec is None:
                 result = resume_job(launch.job_id, home, self.progress_log, options)

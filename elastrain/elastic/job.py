@@ -27,7 +27,7 @@ from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
-from elastrain.elastic.events import Event, EventLog
+from elastrain.elastic.events import Event, EventLog, RecordSink
 from elastrain.elastic.run_folder import RunFolder
 from elastrain.elastic.status import JobStatus, Observation
 from elastrain.elastic.worker import Worker
@@ -89,6 +89,7 @@ class RunOptions:
     workers: int | None = None                              # workers to start with (default workers.max)
     control: JobControl | None = None   # where cancel and resize requests come from (default: the run folder)
     ray_address: str | None = None      # set by a driver actor: the Ray cluster it is reached on
+    sink: RecordSink | None = None      # where events and metrics go besides the run folder
 
 
 def new_job_id(name: str) -> str:
@@ -235,8 +236,11 @@ class _Reporter:
             self.progress.advance(report["step"], report["loss"], self.snapshot.workers)
         self._record_losses(report.get("losses", []), now)
         for record in report["epochs"]:
-            self.folder.append_history({"epoch": record["epoch"], "step": record["step"], "t": now,
-                                        **scalar_metrics(record["metrics"])})
+            scalars = scalar_metrics(record["metrics"])
+            self.folder.append_history({"epoch": record["epoch"], "step": record["step"], "t": now, **scalars})
+            if self.events.sink is not None:
+                self.events.sink.metrics([{"name": name, "step": record["step"], "epoch": record["epoch"],
+                                           "value": value, "t": now} for name, value in scalars.items()])
             shown = "  ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(record["metrics"]).items())
             self.folder.log(f"epoch {record['epoch']} (step {record['step']}): {shown}")
             if self.progress:
@@ -261,6 +265,8 @@ class _Reporter:
         mean = sum(loss for _, _, loss in self.pending_losses) / len(self.pending_losses)
         self.folder.append_loss({"step": step, "epoch": epoch, "loss": mean, "steps": len(self.pending_losses),
                                  "t": now})
+        if self.events.sink is not None:
+            self.events.sink.metrics([{"name": "train_loss", "step": step, "epoch": epoch, "value": mean, "t": now}])
         self.pending_losses = []
 
     def finish(self) -> None:
@@ -285,7 +291,7 @@ class _Reporter:
 def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: ProgressSink | None,
              options: RunOptions, started: float, resume: bool) -> JobResult:
     job_id = folder.job_id
-    events = EventLog(folder)
+    events = EventLog(folder, options.sink)
     reporter = _Reporter(folder, trainer, progress, events, options.ray_address)
     checkpoint_url = spec.checkpoint.dir or str(folder.checkpoints)
     control = options.control or JobControl()

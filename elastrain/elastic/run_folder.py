@@ -185,24 +185,6 @@ class RunFolder:
         return self._cancel_request.exists()
 
 
-def read_new_lines(path: Path, offset: int) -> tuple[list[dict], int]:
-    """The complete JSON lines of `path` past byte `offset`, and the offset after them (a line
-    still being written is left for the next call)."""
-    if not path.is_file():
-        return [], offset
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    complete = data[: data.rfind(b"\n") + 1]
-    records = []
-    for line in complete.splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records, offset + len(complete)
-
-
 def _json_lines(path: Path) -> Iterator[dict]:
     if not path.is_file():
         return
