@@ -91,7 +91,7 @@ class DriverOutcome:
 class ProgressUpdate:
     """What a driver's progress sink received since a client's last call (see `ProgressLog`)."""
 
-    calls: tuple[tuple[Any, ...], ...]            # ("start" | "epoch" | "warn", *args), in order
+    calls: tuple[tuple[Any, ...], ...]            # ("phase" | "start" | "epoch" | "warn", *args), in order
     advance: tuple[int, float, int] | None        # the latest (step, loss, workers)
     next: int                                     # the `since` of the next call
 
@@ -104,6 +104,10 @@ class ProgressLog:
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     latest: tuple[int, float, int] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def phase(self, text: str) -> None:
+        with self.lock:
+            self.calls.append(("phase", text))
 
     def start(self, total_steps: int, steps_per_epoch: int) -> None:
         with self.lock:
@@ -261,7 +265,11 @@ def drive(launch: DriverLaunch, progress: Any | None, control: JobControl) -> Jo
 
     import ray
 
+    if progress is not None and not ray.is_initialized():
+        progress.phase("starting Ray" if not os.environ.get("RAY_ADDRESS") else "joining the Ray cluster")
     started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
+    if progress is not None:
+        progress.phase("starting the job's driver")
     try:
         driver = launch_driver(launch, detached=False)
     except ValueError:   # the name is taken: a driver of this job is alive

@@ -48,6 +48,7 @@ STEP_TIME_WINDOW = 256
 class ProgressSink(Protocol):
     """Receives a job's progress (the CLI draws it as a progress bar)."""
 
+    def phase(self, text: str) -> None: ...   # what the job is doing before it trains
     def start(self, total_steps: int, steps_per_epoch: int) -> None: ...
     def advance(self, step: int, loss: float, workers: int) -> None: ...
     def epoch(self, epoch: int, metrics: dict) -> None: ...
@@ -115,6 +116,8 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
             workers could be started.
     """
     started = time.perf_counter()
+    if progress:
+        progress.phase("loading data")
     trainer = Trainer(spec, prepare_dataset(spec))   # checks data and spec before anything is written
     trainer.check_model()
     options = options or RunOptions()
@@ -189,9 +192,17 @@ class _Reporter:
         self.write()
 
     def status(self, **change: object) -> None:
-        """Change fields of the job's status (see `JobStatus`) and write it."""
+        """Change fields of the job's status (see `JobStatus`) and write it; a job not yet
+        training shows its new state on the progress bar (e.g. waiting for resources)."""
         self.snapshot = replace(self.snapshot, **change)
+        if self.progress and change.get("state") not in (None, "running", *FINAL_STATES, "interrupted"):
+            self.progress.phase(str(change["state"]))
         self.write()
+
+    def phase(self, text: str) -> None:
+        """Show what the job is doing before it trains."""
+        if self.progress:
+            self.progress.phase(text)
 
     def _observed(self) -> None:
         observations = tuple(Observation(nodes, workers, local_batch, float(f"{times.median():.6g}"), times.steps)
@@ -396,6 +407,8 @@ def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Rep
     import ray
 
     started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
+    workers = options.workers or spec.resources.workers.max
+    reporter.phase(f"starting {workers} worker{'s' if workers > 1 else ''}")
     try:
         controller = ElasticController(spec, events, checkpoint_url, reporter.snapshot.total_steps,
                                        resume=resume, chaos=options.chaos,
