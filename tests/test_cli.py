@@ -163,3 +163,25 @@ def test_error_lines_keep_square_brackets(cli, tmp_path):
     code, _, err = cli("validate", tmp_path / "job[1].yaml")
     assert code == 2
     assert "job[1].yaml" in err
+
+
+IMPORTS_PROBE = """
+import sys
+from elastrain.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(sorted(m for m in ("torch", "ray", "sklearn", "pandas", "pyarrow") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("command", [["--help"], ["jobs"], ["status", "nope"], ["metrics", "nope"],
+                                     ["scale", "nope", "-w", "2"], ["cancel", "nope"],
+                                     ["validate", "examples/demo.yaml"]])
+def test_commands_that_do_not_train_import_none_of_the_training_stack(command, elastrain_home):
+    """They start in a fraction of a second (the figure is in docs/benchmarks.md): none of them
+    loads torch, Ray, scikit-learn, pandas or pyarrow."""
+    done = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, *command], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr

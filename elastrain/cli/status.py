@@ -15,9 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from elastrain.elastic.job import FINAL_STATES
 from elastrain.elastic.run_folder import RunFolder
-from elastrain.elastic.status import JobStatus
+from elastrain.elastic.status import FINAL_STATES, JobStatus
 from elastrain.errors import UserError
 
 

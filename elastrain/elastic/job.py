@@ -29,14 +29,13 @@ from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
 from elastrain.elastic.events import Event, EventLog, RecordSink
 from elastrain.elastic.run_folder import RunFolder
-from elastrain.elastic.status import JobStatus, Observation
+from elastrain.elastic.status import FINAL_STATES, JobStatus, Observation
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError
 from elastrain.spec import JobSpec
 from elastrain.train.artifact import save_model
 from elastrain.train.trainer import Trainer
 
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 # A job records at most about this many training-loss points: one per step, or the mean over
 # blocks of steps for longer jobs.
 MAX_LOSS_POINTS = 2000

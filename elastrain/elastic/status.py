@@ -25,6 +25,9 @@ class Observation:
     steps: int
 
 
+FINAL_STATES = ("succeeded", "failed", "cancelled")   # a job in one of these has ended
+
+
 @dataclass(frozen=True)
 class JobStatus:
     """Where a job stands, as its driver last wrote it.
