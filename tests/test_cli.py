@@ -1,6 +1,7 @@
 """The `elastrain` command: run / validate / predict, and bad input as one line with exit code 2."""
 
 import gzip
+import io
 import json
 import struct
 import subprocess
@@ -185,3 +186,21 @@ def test_commands_that_do_not_train_import_none_of_the_training_stack(command, e
     done = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, *command], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_tables_keep_ids_whole_at_80_columns_and_are_tab_separated_in_a_pipe():
+    from rich.console import Console
+
+    from elastrain.cli.tables import print_table
+
+    job_id = "a-rather-long-job-name-20261130-103843-f434dd66"
+    rows = [[job_id, "succeeded", "3", "5m", "0.9471", "/home/ada/.elastrain/runs/" + job_id + "/model"]]
+    headers = ["job", "status", "workers", "age", "acc / r2", "path"]
+    terminal = Console(force_terminal=True, width=80, record=True)
+    print_table(terminal, headers, rows, keep=[0])
+    lines = terminal.export_text().splitlines()
+    assert any(job_id in line for line in lines)            # never wrapped or cut
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    pipe = Console(force_terminal=False, file=io.StringIO())
+    print_table(pipe, headers, rows, keep=[0])
+    assert pipe.file.getvalue().splitlines() == ["\t".join(headers), "\t".join(rows[0])]

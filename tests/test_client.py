@@ -65,8 +65,10 @@ def test_submit_follow_and_inspect_a_job(cli, server):
     assert {p["epoch"] for p in series["train_loss"]} == {1, 2, 3, 4, 5}
     code, out, _ = cli("models", *ada, "--json")
     assert [(m["name"], m["version"]) for m in last_json(out)["models"]] == [("svm-iris", 1)]
-    code, out, _ = cli("jobs", *ada)
-    assert code == 0 and "1 of 1 jobs" in out and "svm-iris-" in out and "succeeded" in out
+    code, out, _ = cli("jobs", *ada)   # into a pipe: tab-separated, the header first
+    header, row = out.strip().splitlines()
+    assert code == 0 and header.split("\t") == ["job", "status", "workers", "age", "acc / r2"]
+    assert row.split("\t")[:2] == [job_id, "succeeded"]
 
 
 def test_client_errors_are_one_line(cli, server, tmp_path):

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.table import Table
 
 from elastrain.cli.remote import Remote
+from elastrain.cli.tables import print_table
 
 ENDED = ("succeeded", "failed", "cancelled")
+# The series `metrics` shows at a terminal (all of them go to a pipe and to --json).
+TERMINAL_SERIES = ("train_loss", "val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro",
+                   "val_mse", "val_r2")
 FOLLOW_POLL_S = 1.0
 
 
@@ -45,15 +50,25 @@ def print_jobs(console: Console, page: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(page))
         return
-    table = Table(title=f"{len(page['jobs'])} of {page['total']} jobs", title_justify="left")
-    table.add_column("job", overflow="fold")   # ids are long; never cut them
-    for heading in ("status", "workers", "submitted", "val_accuracy / val_r2"):
-        table.add_column(heading)
+    rows = []
     for job in page["jobs"]:
         headline = job["metrics"].get("val_accuracy", job["metrics"].get("val_r2"))
-        table.add_row(job["job_id"], job["status"], str(job["workers"]), job["submitted_at"][:19],
-                      "" if headline is None else f"{headline:.4f}")
-    console.print(table)
+        rows.append([job["job_id"], job["status"], str(job["workers"]), age(job["submitted_at"]),
+                     "" if headline is None else f"{headline:.4f}"])
+    print_table(console, ["job", "status", "workers", "age", "acc / r2"], rows, keep=[0],
+                title=f"{len(page['jobs'])} of {page['total']} jobs")
+
+
+def age(timestamp: str) -> str:
+    """How long ago an ISO 8601 instant was, as kubectl shows it: 45s, 12m, 3h, 5d."""
+    instant = datetime.fromisoformat(timestamp)
+    if instant.tzinfo is None:   # the store's timestamps are UTC
+        instant = instant.replace(tzinfo=UTC)
+    seconds = max(0, int((datetime.now(UTC) - instant).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def print_logs(remote: Remote, job_id: str, follow: bool) -> None:
@@ -78,23 +93,27 @@ def show_metrics(console: Console, remote: Remote, job_id: str, as_json: bool) -
 
 def print_metrics(console: Console, job_id: str, series: dict[str, list[dict]], as_json: bool) -> None:
     """Metric series ({name: [{step, epoch, value, t}]}), one row per epoch (a series with several
-    points in an epoch, as the training loss has, shows their mean); --json gives every point."""
+    points in an epoch, as the training loss has, shows their mean); --json gives every point.
+    A terminal shows the training loss and the macro-averaged validation metrics (`TERMINAL_SERIES`),
+    a pipe every series."""
     if as_json:
         print(json.dumps({"job_id": job_id, "series": series}))
         return
     names = sorted(series)
-    table = Table("epoch", "step", *names, title=job_id, title_justify="left")
+    if console.is_terminal:
+        names = [name for name in TERMINAL_SERIES if name in series]
     values: dict[int, dict[str, list[float]]] = {}
     steps: dict[int, int] = {}
     for name in names:
         for point in series[name]:
             values.setdefault(point["epoch"], {}).setdefault(name, []).append(point["value"])
             steps[point["epoch"]] = max(steps.get(point["epoch"], 0), point["step"])
-    for epoch in sorted(values):
-        row = values[epoch]
-        table.add_row(str(epoch), str(steps[epoch]),
-                      *(f"{sum(row[n]) / len(row[n]):.4f}" if n in row else "" for n in names))
-    console.print(table)
+    rows = [[str(epoch), str(steps[epoch]),
+             *(f"{sum(values[epoch][n]) / len(values[epoch][n]):.4f}" if n in values[epoch] else "" for n in names)]
+            for epoch in sorted(values)]
+    headers = [name.removeprefix("val_") for name in names] if console.is_terminal else names
+    print_table(console, ["epoch", "step", *headers], rows,
+                title=f"{job_id}: validation metrics per epoch (every series: --json)")
 
 
 def list_models(console: Console, remote: Remote, as_json: bool) -> None:
@@ -103,9 +122,10 @@ def list_models(console: Console, remote: Remote, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"models": models}))
         return
-    table = Table("name", "version", "job", "val_accuracy / val_r2", "data fingerprint", "path")
+    rows = []
     for model in models:
         headline = model["metrics"].get("val_accuracy", model["metrics"].get("val_r2"))
-        table.add_row(model["name"], str(model["version"]), model["job_id"] or "",
-                      "" if headline is None else f"{headline:.4f}", model["data_fingerprint"][:12], model["url"])
-    console.print(table)
+        rows.append([model["name"], str(model["version"]), model["job_id"] or "",
+                     "" if headline is None else f"{headline:.4f}", model["data_fingerprint"][:12], model["url"]])
+    print_table(console, ["name", "version", "job", "val_accuracy / val_r2", "data fingerprint", "path"], rows,
+                keep=[5])
