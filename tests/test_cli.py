@@ -160,6 +160,21 @@ def test_resume_and_status_of_a_finished_job(cli):
     assert code == 2 and "no job 'nope'" in err
 
 
+def test_a_job_is_found_by_a_unique_prefix_of_its_id_or_by_its_name(cli):
+    ids = [last_json(cli("run", REPO / "examples" / "svm_iris.yaml", *QUICK, "--json")[1])["job_id"]
+           for _ in range(2)]
+    name = ids[0].rsplit("-", 3)[0]
+    code, out, _ = cli("status", name, "--json")          # the name: its most recent run
+    assert code == 0 and last_json(out)["job_id"] == ids[1]
+    unique = next(ids[0][:n] for n in range(len(name), len(ids[0])) if not ids[1].startswith(ids[0][:n]))
+    code, out, _ = cli("status", unique, "--json")
+    assert code == 0 and last_json(out)["job_id"] == ids[0]
+    code, _, err = cli("metrics", name + "-2", "--json")  # a prefix of both ids
+    assert code == 2 and "starts 2 job ids" in err and ids[1] in err
+    code, _, err = cli("resume", unique)
+    assert code == 2 and f"job {ids[0]} already ended" in err
+
+
 def test_error_lines_keep_square_brackets(cli, tmp_path):
     code, _, err = cli("validate", tmp_path / "job[1].yaml")
     assert code == 2

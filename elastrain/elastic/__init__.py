@@ -14,8 +14,8 @@ _HOMES = {
     "ChaosAction": "chaos", "parse_chaos": "chaos", "connect_ray": "connect",
     "DriverLaunch": "driver", "DriverOutcome": "driver", "find_driver": "driver", "launch_driver": "driver",
     "run_here": "driver",
-    "JobResult": "job", "RunOptions": "job", "new_job_id": "job", "resume_job": "job", "run_job": "job",
-    "RunFolder": "run_folder", "FINAL_STATES": "status", "JobStatus": "status",
+    "JobResult": "job", "RunOptions": "job", "resume_job": "job", "run_job": "job",
+    "RunFolder": "run_folder", "new_job_id": "run_folder", "FINAL_STATES": "status", "JobStatus": "status",
 }
 __all__ = ["FINAL_STATES", "ChaosAction", "DriverLaunch", "DriverOutcome", "JobResult", "JobStatus", "RunFolder",
            "RunOptions", "connect_ray", "find_driver", "launch_driver", "new_job_id", "parse_chaos", "resume_job",
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from elastrain.elastic.chaos import ChaosAction, parse_chaos
     from elastrain.elastic.connect import connect_ray
     from elastrain.elastic.driver import DriverLaunch, DriverOutcome, find_driver, launch_driver, run_here
-    from elastrain.elastic.job import JobResult, RunOptions, new_job_id, resume_job, run_job
-    from elastrain.elastic.run_folder import RunFolder
+    from elastrain.elastic.job import JobResult, RunOptions, resume_job, run_job
+    from elastrain.elastic.run_folder import RunFolder, new_job_id
     from elastrain.elastic.status import FINAL_STATES, JobStatus
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +241,9 @@ def run_here(spec: JobSpec | None, home: Path, progress: Any | None, options: Ru
         JobInterrupted: `options.control` was interrupted.
     """
     if spec is None:
-        resumed = RunFolder.find(home, options.job_id).read_spec()
+        folder = RunFolder.find(home, options.job_id)   # an id, a prefix of one, or a job name
+        options = replace(options, job_id=folder.job_id)
+        resumed = folder.read_spec()
         if runs_in_process(resumed, options.chaos):
             return resume_job(options.job_id, home, progress, options)
     elif runs_in_process(spec, options.chaos):

@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import secrets
 import statistics
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -28,7 +26,7 @@ from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
 from elastrain.elastic.events import Event, EventLog, RecordSink
-from elastrain.elastic.run_folder import RunFolder
+from elastrain.elastic.run_folder import RunFolder, new_job_id
 from elastrain.elastic.status import FINAL_STATES, JobStatus, Observation
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError
@@ -90,11 +88,6 @@ class RunOptions:
     control: JobControl | None = None   # where cancel and resize requests come from (default: the run folder)
     ray_address: str | None = None      # set by a driver actor: the Ray cluster it is reached on
     sink: RecordSink | None = None      # where events and metrics go besides the run folder
-
-
-def new_job_id(name: str) -> str:
-    """A unique, sortable, readable job id."""
-    return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 def runs_in_process(spec: JobSpec, chaos: list[ChaosAction] | tuple[ChaosAction, ...] = ()) -> bool:

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -24,6 +27,14 @@ import yaml
 from elastrain.elastic.status import JobStatus
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, validate_spec
+
+# A job id: the job's name, when it was made (UTC, to the second) and 8 random hex digits.
+_JOB_ID = re.compile(r"(?P<name>.+)-\d{8}-\d{6}-[0-9a-f]{8}")
+
+
+def new_job_id(name: str) -> str:
+    """A unique, sortable, readable job id for a job named `name`."""
+    return f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -39,17 +50,30 @@ class RunFolder:
 
     @classmethod
     def find(cls, home: Path, job_id: str) -> RunFolder:
-        """Job `job_id`'s existing run folder.
+        """The existing run folder of the job `job_id` names: its id, a prefix of one id only,
+        or a job name (its most recent run), as `git` and `docker` take references.
 
         Raises:
-            UserError: there is no such job (the message names the most recent ones).
+            UserError: there is no such job, or the prefix fits several (the message names
+                the most recent candidates).
         """
         folder = cls.of(home, job_id)
-        if not folder.spec_file.is_file():
-            known = [f.job_id for f in cls.all(home)]
-            raise UserError(f"no job '{job_id}'", where=str(Path(home) / "runs"),
-                            fix=f"use one of: {', '.join(known[-5:])}" if known else "run a job first")
-        return folder
+        if folder.spec_file.is_file():
+            return folder
+        runs = cls.all(home)
+        named = [f for f in runs if _JOB_ID.fullmatch(f.job_id) and _JOB_ID.fullmatch(f.job_id)["name"] == job_id]
+        if named:
+            return named[-1]
+        started = [f for f in runs if f.job_id.startswith(job_id)] if job_id else []
+        if len(started) == 1:
+            return started[0]
+        where = str(Path(home) / "runs")
+        if started:
+            raise UserError(f"'{job_id}' starts {len(started)} job ids", where=where,
+                            fix=f"give more of the id, e.g. one of: {', '.join(f.job_id for f in started[-5:])}")
+        known = [f.job_id for f in runs]
+        raise UserError(f"no job '{job_id}'", where=where,
+                        fix=f"use one of: {', '.join(known[-5:])}" if known else "run a job first")
 
     @classmethod
     def all(cls, home: Path) -> list[RunFolder]:
