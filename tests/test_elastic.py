@@ -315,3 +315,37 @@ def test_chaos_strings_are_checked(cli):
     code, _, err = cli("run", REPO / "examples" / "demo.yaml", "--chaos", "explode@step=3")
     assert code == 2 and "--chaos" in err and "kill@step=40" in err
 
+
+
+class Warnings:
+    """A progress sink that keeps the warnings."""
+
+    def __init__(self):
+        self.seen = []
+
+    def phase(self, text):
+        pass
+
+    def start(self, total_steps, steps_per_epoch):
+        pass
+
+    def advance(self, step, loss, workers):
+        pass
+
+    def epoch(self, epoch, metrics):
+        pass
+
+    def warn(self, message):
+        self.seen.append(message)
+
+
+def test_more_workers_than_cores_on_one_machine_is_warned_about(elastrain_home):
+    cores = os.cpu_count()
+    crowded = parse_spec(JOB.format(epochs=1, max_workers=cores + 1, every=1000, hidden=[8], dropout=0.0)
+                         .replace("cpus_per_worker: 1", "cpus_per_worker: 0.25"))
+    sink = Warnings()
+    assert run_job(crowded, elastrain_home, sink).status == "succeeded"
+    assert [w for w in sink.seen if f"up to {cores + 1} workers on this machine's {cores} cores" in w]
+    fitting = Warnings()
+    run_job(job(epochs=1, max_workers=cores, hidden=[8]), elastrain_home, fitting)
+    assert not [w for w in fitting.seen if "cores" in w]
