@@ -219,3 +219,28 @@ def test_tables_keep_ids_whole_at_80_columns_and_are_tab_separated_in_a_pipe():
     pipe = Console(force_terminal=False, file=io.StringIO())
     print_table(pipe, headers, rows, keep=[0])
     assert pipe.file.getvalue().splitlines() == ["\t".join(headers), "\t".join(rows[0])]
+
+
+def test_version_logs_as_json_and_admin_commands(cli, elastrain_home):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip().startswith("elastrain ")
+    job_id = last_json(cli("run", REPO / "examples" / "svm_iris.yaml", *QUICK, "--json")[1])["job_id"]
+    code, out, _ = cli("logs", job_id, "--json")
+    logged = last_json(out)
+    assert code == 0 and logged["job_id"] == job_id and "epoch 2" in logged["text"] and "succeeded" in logged["text"]
+    cli("admin", "create-user", "ada", "--admin")
+    code, out, _ = cli("admin", "list-users", "--json")
+    assert last_json(out)["users"] == [{"name": "ada", "admin": True}]
+    code, out, _ = cli("admin", "tokens", "ada", "--new")
+    token = out.strip().splitlines()[-1]
+    code, out, _ = cli("admin", "tokens", "ada", "--json")
+    prefixes = [t["prefix"] for t in last_json(out)["tokens"]]
+    assert len(prefixes) == 2 and token.startswith(prefixes[1])
+    code, out, _ = cli("admin", "revoke", prefixes[1], "--json")
+    assert code == 0 and last_json(out) == {"revoked": prefixes[1]}
+    code, out, _ = cli("admin", "tokens", "ada", "--json")
+    assert [t["revoked"] for t in last_json(out)["tokens"]] == [False, True]
+    code, _, err = cli("admin", "revoke", prefixes[1])
+    assert code == 2 and "no live token" in err
+    code, _, err = cli("admin", "tokens", "bob")
+    assert code == 2 and "no user 'bob'" in err

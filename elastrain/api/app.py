@@ -276,13 +276,10 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
     def logs(job_id: str, user: User, offset: Annotated[int, Query(ge=0)] = 0) -> LogChunk:
         """The job's log from byte `offset` on; pass the returned offset to follow it."""
         visible_job(job_id, user)
-        path = RunFolder.of(home, job_id).log_file if home else None
-        if path is None or not path.is_file():
+        if home is None:
             return LogChunk(text="", offset=offset)
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            chunk = handle.read(LOG_CHUNK_BYTES)
-        return LogChunk(text=chunk.decode(errors="replace"), offset=offset + len(chunk))
+        text, after = RunFolder.of(home, job_id).read_log(offset, LOG_CHUNK_BYTES)
+        return LogChunk(text=text, offset=after)
 
     @router.get("/jobs/{job_id}/status", response_model=JobStatus)
     def job_status(job_id: str, user: User) -> JobStatus:

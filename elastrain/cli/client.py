@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rich.console import Console
@@ -71,19 +72,34 @@ def age(timestamp: str) -> str:
     return f"{seconds}s"
 
 
-def print_logs(remote: Remote, job_id: str, follow: bool) -> None:
-    """The job's log; with `follow`, keep printing until the job ends."""
-    offset = 0
-    while True:
+def print_logs(remote: Remote, job_id: str, follow: bool, as_json: bool) -> None:
+    """A server job's log; see :func:`follow_log`."""
+    def read(offset: int) -> tuple[str, int]:
         chunk = remote.call("GET", f"/jobs/{job_id}/logs", params={"offset": offset})
-        sys.stdout.write(chunk["text"])
-        sys.stdout.flush()
-        offset = chunk["offset"]
-        if chunk["text"]:
+        return chunk["text"], chunk["offset"]
+
+    follow_log(job_id, read, lambda: remote.call("GET", f"/jobs/{job_id}")["status"] in ENDED, follow, as_json)
+
+
+def follow_log(job_id: str, read: Callable[[int], tuple[str, int]], ended: Callable[[], bool], follow: bool,
+               as_json: bool) -> None:
+    """Print a job's log as `read(offset) -> (text, next offset)` gives it; with `follow`, keep
+    printing until `ended()`; with `as_json`, one JSON object ({job_id, text}) once it is read."""
+    offset, text = 0, []
+    while True:
+        chunk, offset = read(offset)
+        if as_json:
+            text.append(chunk)
+        else:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        if chunk:
             continue
-        if not follow or remote.call("GET", f"/jobs/{job_id}")["status"] in ENDED:
-            return
+        if not follow or ended():
+            break
         time.sleep(FOLLOW_POLL_S)
+    if as_json:
+        print(json.dumps({"job_id": job_id, "text": "".join(text)}))
 
 
 def show_metrics(console: Console, remote: Remote, job_id: str, as_json: bool) -> None:

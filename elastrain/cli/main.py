@@ -30,10 +30,24 @@ app = typer.Typer(
          "Declare a job in YAML (see examples/), then `elastrain run job.yaml`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode="markdown",   # a docstring's lines join into paragraphs (no breaks mid-sentence)
 )
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, log_path=False)   # epoch lines: no source path
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from elastrain import __version__
+
+        print(f"elastrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    pass
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="FIELD=VALUE",
@@ -208,11 +222,16 @@ def jobs(server: ServerOption = None, token: TokenOption = None,
 @app.command()
 def logs(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
-         ) -> None:
-    """Print a server job's log."""
+         as_json: JsonOption = False) -> None:
+    """Print a job's log (of a server's job with --server): events, epochs, warnings, errors."""
     from elastrain.cli import client
 
-    client.print_logs(_remote(server, token), job_id, follow)
+    if server:
+        client.print_logs(_remote(server, token), job_id, follow, as_json)
+        return
+    from elastrain.cli.status import local_log_reader
+
+    client.follow_log(job_id, *local_log_reader(paths.home(), job_id), follow, as_json)
 
 
 @app.command()
@@ -298,6 +317,60 @@ def create_user(
     err.print(f"created {'admin ' if user.is_admin else ''}user {user.name}; their token (keep it, it is not "
               "stored in readable form):")
     print(token)
+
+
+@admin_app.command("list-users")
+def list_users(as_json: JsonOption = False) -> None:
+    """Every user, and whether they are an admin."""
+    from elastrain.cli.tables import print_table
+    from elastrain.store import Store, connect
+
+    users = [{"name": u.name, "admin": u.is_admin} for u in Store(connect()).users()]
+    if as_json:
+        print(json.dumps({"users": users}))
+        return
+    print_table(out, ["user", "admin"], [[u["name"], "yes" if u["admin"] else ""] for u in users], keep=[0])
+
+
+@admin_app.command("tokens")
+def tokens(
+    name: Annotated[str, typer.Argument(help="The user.", show_default=False)],
+    new: Annotated[bool, typer.Option("--new", help="Issue a further token and print it on the last line.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """A user's tokens, by prefix (the tokens themselves are stored only as hashes); --new issues one."""
+    from elastrain.cli.tables import print_table
+    from elastrain.store import Store, connect
+
+    store = Store(connect())
+    if new:
+        token = store.issue_token(name)
+        err.print(f"a new token for {name} (keep it, it is not stored in readable form):")
+        print(token)
+        return
+    if store.user(name) is None:
+        raise UserError(f"no user '{name}'", where="elastrain admin tokens",
+                        fix="see `elastrain admin list-users`")
+    listed = [{**t, "created_at": t["created_at"].isoformat()} for t in store.tokens(name)]
+    if as_json:
+        print(json.dumps({"user": name, "tokens": listed}))
+        return
+    print_table(out, ["prefix", "created", "revoked"],
+                [[t["prefix"], t["created_at"][:16].replace("T", " "), "yes" if t["revoked"] else ""]
+                 for t in listed], keep=[0])
+
+
+@admin_app.command("revoke")
+def revoke(prefix: Annotated[str, typer.Argument(help="The token's prefix (see `admin tokens`).",
+                                                 show_default=False)],
+           as_json: JsonOption = False) -> None:
+    """Revoke a token: requests bearing it get 401 from then on."""
+    from elastrain.store import Store, connect
+
+    if not Store(connect()).revoke_token(prefix):
+        raise UserError(f"no live token starts with '{prefix}'", where="elastrain admin revoke",
+                        fix="see `elastrain admin tokens NAME` for the prefixes")
+    _say(as_json, {"revoked": prefix}, f"revoked token {prefix}")
 
 
 def _report(result, as_json: bool) -> None:

@@ -25,10 +25,11 @@ err = Console(stderr=True, highlight=False)
 def simulate(
     workload: Annotated[Path, typer.Option(
         help="The workload: a CSV of job submissions, name,time,application,num_replicas,batch_size "
-             "(the Pollux artifact's workloads/*.csv).", show_default=False)],
+             "(the Pollux artifact's workloads/ folder).", show_default=False)],
     apps: Annotated[Path, typer.Option(
-        help="The folder of per-application measurements, one <app>/ folder each with placements.csv, "
-             "scalability.csv and validation-<batch>.csv (the Pollux artifact's traces/).", show_default=False)],
+        help="The folder of per-application measurements, one folder per application (APP/) with "
+             "placements.csv, scalability.csv and validation-BATCH.csv (the Pollux artifact's traces/).",
+        show_default=False)],
     out_dir: Annotated[Path, typer.Option(
         "--out", help="Folder to write summary.json and the plots into (created if needed).", show_default=False)],
     policy: Annotated[list[str] | None, typer.Option(

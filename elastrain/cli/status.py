@@ -8,6 +8,7 @@ cluster; a job training inside a local process, through request files in its run
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,22 @@ def local_metrics(home: Path, job_id: str) -> dict[str, list[dict]]:
                                                     "value": value, "t": record["t"]})
     losses = [{"step": p["step"], "epoch": p["epoch"], "value": p["loss"], "t": p["t"]} for p in folder.read_losses()]
     return {**series, **({"train_loss": losses} if losses else {})}
+
+
+def local_log_reader(home: Path, job_id: str) -> tuple[Callable[[int], tuple[str, int]], Callable[[], bool]]:
+    """How to read a local run's log from an offset, and whether the run has stopped (ended, or
+    its driver is gone), for `client.follow_log`.
+
+    Raises:
+        UserError: no such job.
+    """
+    folder = RunFolder.find(home, job_id)
+
+    def stopped() -> bool:
+        state = _live_status(folder).state
+        return state in FINAL_STATES or state.startswith(("lost", "interrupted"))
+
+    return folder.read_log, stopped
 
 
 def request_scale(home: Path, job_id: str, workers: int) -> int:

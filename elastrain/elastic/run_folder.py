@@ -189,6 +189,15 @@ class RunFolder:
         """Add a timestamped line to the job's human-readable log."""
         _append_line(self.log_file, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
 
+    def read_log(self, offset: int = 0, limit: int | None = None) -> tuple[str, int]:
+        """The job's log from byte `offset` on (at most `limit` bytes), and the offset after it."""
+        if not self.log_file.is_file():
+            return "", offset
+        with self.log_file.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read(-1 if limit is None else limit)
+        return chunk.decode(errors="replace"), offset + len(chunk)
+
     def request_scale(self, workers: int) -> None:
         """Ask the job's driver, from another process, to run on `workers` workers."""
         _write_json_atomic(self._scale_request, {"workers": workers, "t": time.time()})
