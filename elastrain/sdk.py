@@ -126,6 +126,11 @@ class JobHandle(ABC):
         """The job's events after wall time `since` (epoch seconds), oldest first."""
 
     @abstractmethod
+    def metrics(self, since: float = 0.0) -> dict[str, list[dict]]:
+        """The job's metric series recorded after wall time `since`: each validation metric per
+        epoch and `train_loss` per step (or block of steps), {name: [{step, epoch, value, t}]}."""
+
+    @abstractmethod
     def scale(self, workers: int) -> None:
         """Ask the job to run on `workers` workers (it resizes at a step boundary, in place).
 
@@ -177,6 +182,9 @@ class LocalJobHandle(JobHandle):
     def events(self, since: float = 0.0) -> list[Event]:
         return [Event(**e) for e in self.folder.read_events() if e["t"] > since]
 
+    def metrics(self, since: float = 0.0) -> dict[str, list[dict]]:
+        return self.folder.read_metrics(since)
+
     def scale(self, workers: int) -> None:
         low, high = self.spec.resources.workers.min, self.spec.resources.workers.max
         if not low <= workers <= high:
@@ -215,6 +223,9 @@ class ServerJobHandle(JobHandle):
 
     def events(self, since: float = 0.0) -> list[Event]:
         return [Event(**e) for e in self.remote.call("GET", f"/jobs/{self.job_id}/events", params={"since": since})]
+
+    def metrics(self, since: float = 0.0) -> dict[str, list[dict]]:
+        return self.remote.call("GET", f"/jobs/{self.job_id}/metrics", params={"since": since})
 
     def scale(self, workers: int) -> None:
         self.remote.call("POST", f"/jobs/{self.job_id}/scale", json={"workers": workers})

@@ -53,12 +53,13 @@ def cli(capsys):
 
 @pytest.fixture(scope="session")
 def ray_address():
-    """One local Ray instance for the whole test session (starting Ray takes seconds); its address."""
+    """One local Ray instance for the whole test session (starting Ray takes seconds); its address.
+    Always a new one: Ray would otherwise join a cluster started on this machine by `ray start`."""
     import ray
 
     from elastrain.elastic.connect import EMBEDDED_SYSTEM_CONFIG
 
-    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              configure_logging=False, _system_config=EMBEDDED_SYSTEM_CONFIG)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

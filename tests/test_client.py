@@ -128,6 +128,9 @@ def test_a_job_submitted_from_python_is_followed_through_its_handle(server):
     assert isinstance(status, elastrain.JobStatus) and status.state == "succeeded" and status.step == result.steps
     kinds = [event.kind for event in handle.events()]
     assert kinds[0] == "start" and kinds[-1] == "succeeded"
+    series = handle.metrics()
+    assert [p["epoch"] for p in series["val_accuracy"]] == [1, 2, 3, 4] and series["train_loss"]
+    assert list(handle.metrics(since=series["val_accuracy"][-1]["t"])) == []
     with pytest.raises(elastrain.UserError, match=r"range 1\.\.1"):
         handle.scale(2)
     with pytest.raises(elastrain.UserError, match="already ended"):

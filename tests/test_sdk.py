@@ -120,6 +120,9 @@ def test_a_started_job_is_followed_resized_and_cancelled_through_its_handle(elas
     result = handle.result(timeout=120)
     assert result.status == "cancelled" and result.job_id == handle.job_id and result.model_path is None
     assert handle.status().state == "cancelled" and handle.events()[-1].kind == "cancelled"
+    losses = handle.metrics()["train_loss"]
+    assert losses and losses[-1]["step"] <= result.steps
+    assert handle.metrics(since=losses[-1]["t"]).get("train_loss", []) == []
     with pytest.raises(elastrain.UserError, match="has ended"):
         handle.scale(1)
 

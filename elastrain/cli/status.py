@@ -83,15 +83,7 @@ def local_metrics(home: Path, job_id: str) -> dict[str, list[dict]]:
     Raises:
         UserError: no such job.
     """
-    folder = RunFolder.find(home, job_id)
-    series: dict[str, list[dict]] = {}
-    for record in folder.read_history():
-        for name, value in record.items():
-            if name.startswith("val_"):
-                series.setdefault(name, []).append({"step": record["step"], "epoch": record["epoch"],
-                                                    "value": value, "t": record["t"]})
-    losses = [{"step": p["step"], "epoch": p["epoch"], "value": p["loss"], "t": p["t"]} for p in folder.read_losses()]
-    return {**series, **({"train_loss": losses} if losses else {})}
+    return RunFolder.find(home, job_id).read_metrics()
 
 
 def local_log_reader(home: Path, job_id: str) -> tuple[Callable[[int], tuple[str, int]], Callable[[], bool]]:

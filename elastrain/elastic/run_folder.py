@@ -185,6 +185,20 @@ class RunFolder:
         """The training-loss points recorded, oldest first."""
         return list(_json_lines(self.loss_file))
 
+    def read_metrics(self, since: float = 0.0) -> dict[str, list[dict]]:
+        """The job's metric series recorded after wall time `since`, shaped as the store's
+        (`Store.metrics`): each validation metric per epoch and `train_loss` per step (or block
+        of steps): {name: [{step, epoch, value, t}]}."""
+        series: dict[str, list[dict]] = {}
+        for record in self.read_history():
+            for name, value in record.items():
+                if name.startswith("val_") and record["t"] > since:
+                    series.setdefault(name, []).append({"step": record["step"], "epoch": record["epoch"],
+                                                        "value": value, "t": record["t"]})
+        losses = [{"step": p["step"], "epoch": p["epoch"], "value": p["loss"], "t": p["t"]}
+                  for p in self.read_losses() if p["t"] > since]
+        return {**series, **({"train_loss": losses} if losses else {})}
+
     def log(self, line: str) -> None:
         """Add a timestamped line to the job's human-readable log."""
         _append_line(self.log_file, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
