@@ -244,3 +244,18 @@ def test_version_logs_as_json_and_admin_commands(cli, elastrain_home):
     assert code == 2 and "no live token" in err
     code, _, err = cli("admin", "tokens", "bob")
     assert code == 2 and "no user 'bob'" in err
+
+
+def test_event_times_count_from_when_the_run_was_asked_for():
+    """One clock: the final event's duration is the whole wall time (Ray's start included), so the
+    table's times count from the same instant."""
+    from rich.console import Console
+
+    from elastrain.cli.status import print_events
+
+    events = [{"kind": "start", "t": 100.0, "step": 0, "workers": 2, "duration_s": 0.05, "detail": {}},
+              {"kind": "succeeded", "t": 110.0, "step": 40, "workers": 2, "duration_s": 15.0, "detail": {}}]
+    console = Console(force_terminal=False, width=120, record=True)
+    print_events(console, events)
+    shown = console.export_text()
+    assert "2 @ 5.0 s (step 0)" in shown and "5.00 s" in shown and "15.00 s" in shown

@@ -167,7 +167,10 @@ def print_events(console: Console, events: list[dict]) -> None:
     """The worker count over time, then every event with its duration."""
     if not events:
         return
-    began = events[0]["t"]
+    # One clock with the job's wall time: the final event's duration counts from when the run was
+    # asked for (before Ray and the workers started).
+    final = next((e for e in reversed(events) if e["kind"] in FINAL_STATES and e.get("duration_s")), None)
+    began = min(events[0]["t"], final["t"] - final["duration_s"]) if final else events[0]["t"]
     timeline, last = [], None
     for event in events:
         if event["workers"] != last and event["kind"] not in ("kill", "scale_request", "waiting"):

@@ -33,7 +33,8 @@ _FIX = "start the cluster (`ray start --head`), correct RAY_ADDRESS, or unset it
 
 def connect_ray(address: str | None) -> bool:
     """Connect this process to Ray unless it already is: to the cluster at `address`
-    (`host:port`, `auto`, `local`), or to a new embedded instance when it is None.
+    (`host:port`, or `auto`: the one `ray start` started on this machine), or to a new embedded
+    instance when it is None or `local`.
 
     Returns:
         Whether this call connected (the caller then calls `ray.shutdown()` when done).
@@ -53,9 +54,12 @@ def connect_ray(address: str | None) -> bool:
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         embedded = not address or address == "local"
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 configure_logging=False, _system_config=EMBEDDED_SYSTEM_CONFIG if embedded else None)
-    except (ConnectionError, RuntimeError) as exc:   # a head that refuses us (e.g. its auth token is not ours)
+        # "local" always starts an instance: with no address Ray would join any cluster that
+        # `ray start` left on this machine (and refuse the embedded settings).
+        ray.init(address="local" if embedded else address, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=False,
+                 _system_config=EMBEDDED_SYSTEM_CONFIG if embedded else None)
+    except (ConnectionError, RuntimeError, ValueError) as exc:   # a head that refuses us (e.g. another auth token)
         raise UserError(f"Ray did not accept the connection ({first_line(exc)})",
                         where=f"RAY_ADDRESS={address}" if address else "the embedded Ray",
                         fix="check the cluster with `ray status` on its head, and its auth token (RAY_AUTH_TOKEN); "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class DriverLaunch:
         chaos: faults to inject.
         sink: where the job's events and metrics go besides its run folder (a picklable
             `RecordSink`, used in the driver's process).
+        started_at: when the run was asked for (epoch seconds; default: when the driver starts it).
     """
 
     job_id: str
@@ -67,6 +69,7 @@ class DriverLaunch:
     extra_paths: tuple[str, ...] = ()
     chaos: tuple[ChaosAction, ...] = ()
     sink: RecordSink | None = None
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class JobDriver:
         launch, home = self.launch, Path(self.launch.home)
         options = RunOptions(chaos=list(launch.chaos), extra_paths=list(launch.extra_paths), job_id=launch.job_id,
                              workers=launch.workers, control=self.control, ray_address=self.ray_address,
-                             sink=launch.sink)
+                             sink=launch.sink, started_at=launch.started_at)
         try:
             if launch.spec is None:
                 result = resume_job(launch.job_id, home, self.progress_log, options)
@@ -240,6 +243,7 @@ def run_here(spec: JobSpec | None, home: Path, progress: Any | None, options: Ru
         UserError: the job could not run, or cannot be resumed.
         JobInterrupted: `options.control` was interrupted.
     """
+    options = replace(options, started_at=options.started_at or time.time())   # before Ray starts: one clock
     if spec is None:
         folder = RunFolder.find(home, options.job_id)   # an id, a prefix of one, or a job name
         options = replace(options, job_id=folder.job_id)
@@ -249,7 +253,7 @@ def run_here(spec: JobSpec | None, home: Path, progress: Any | None, options: Ru
     elif runs_in_process(spec, options.chaos):
         return run_job(spec, home, progress, options)
     launch = DriverLaunch(options.job_id or new_job_id(spec.name), str(home), spec, options.workers,
-                          tuple(options.extra_paths), tuple(options.chaos))
+                          tuple(options.extra_paths), tuple(options.chaos), started_at=options.started_at)
     return drive(launch, progress, options.control or JobControl())
 
 

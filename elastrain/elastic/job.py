@@ -88,6 +88,7 @@ class RunOptions:
     control: JobControl | None = None   # where cancel and resize requests come from (default: the run folder)
     ray_address: str | None = None      # set by a driver actor: the Ray cluster it is reached on
     sink: RecordSink | None = None      # where events and metrics go besides the run folder
+    started_at: float | None = None     # when the run was asked for (epoch seconds; default: run_job's call)
 
 
 def runs_in_process(spec: JobSpec, chaos: list[ChaosAction] | tuple[ChaosAction, ...] = ()) -> bool:
@@ -107,7 +108,7 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
         UserError: the data or the spec cannot be used (nothing is written then), or too few
             workers could be started.
     """
-    started = time.perf_counter()
+    started = (options.started_at if options and options.started_at else None) or time.time()
     if progress:
         progress.phase("loading data")
     trainer = Trainer(spec, prepare_dataset(spec))   # checks data and spec before anything is written
@@ -125,7 +126,7 @@ def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
     Raises:
         UserError: the job does not exist or has already ended.
     """
-    started = time.perf_counter()
+    started = (options.started_at if options and options.started_at else None) or time.time()
     folder = RunFolder.find(home, job_id)
     ended = folder.read_result()
     if ended is not None:
@@ -293,6 +294,8 @@ class _Reporter:
 
 def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: ProgressSink | None,
              options: RunOptions, started: float, resume: bool) -> JobResult:
+    """Run the job whose run folder is `folder`; `started` is when it was asked for (wall clock,
+    epoch seconds): its final event's duration and the result's wall time count from then."""
     job_id = folder.job_id
     events = EventLog(folder, options.sink)
     reporter = _Reporter(folder, trainer, progress, events, options.ray_address)
@@ -338,12 +341,12 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
     metrics = outcome.metrics or {}
     status = {"done": "succeeded", "cancelled": "cancelled"}.get(outcome.status, "failed")
     events.add(Event(status, trainer.step, reporter.snapshot.workers, reporter.snapshot.generation,
-                     round(time.perf_counter() - started, 3)))
+                     round(time.time() - started, 3)))
     data = trainer.data
     result = JobResult(job_id=job_id, status=status, epochs=trainer.epoch, steps=trainer.step,
                        data_fingerprint=hashlib.sha256(data.x_train.tobytes() + data.y_train.tobytes()).hexdigest(),
                        metrics=scalar_metrics(metrics), model_path=model_path,
-                       wall_s=round(time.perf_counter() - started, 3), run_dir=str(folder.path), message=message,
+                       wall_s=round(time.time() - started, 3), run_dir=str(folder.path), message=message,
                        details={k: v for k, v in metrics.items() if isinstance(v, list)},
                        events=len(events.events), samples_per_s=reporter.samples_per_s(),
                        step_ms=reporter.snapshot.step_ms)
