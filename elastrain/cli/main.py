@@ -46,8 +46,11 @@ def _version(shown: bool) -> None:
 
 @app.callback()
 def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                   help="Print the version and exit.")] = False) -> None:
-    pass
+                                                   help="Print the version and exit.")] = False,
+             verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own messages as well "
+                                                   "(otherwise they go to ELASTRAIN_HOME/ray.log).")] = False) -> None:
+    if verbose:
+        os.environ[paths.VERBOSE] = "1"
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="FIELD=VALUE",

@@ -8,10 +8,16 @@ head's GCS is a gRPC server, which answers the HTTP/2 connection preface with a 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
+import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
+from elastrain import paths
 from elastrain.errors import UserError, first_line
 
 # A Ray head answers in milliseconds; this bounds a host that drops packets or a server that stays silent.
@@ -56,9 +62,10 @@ def connect_ray(address: str | None) -> bool:
         embedded = not address or address == "local"
         # "local" always starts an instance: with no address Ray would join any cluster that
         # `ray start` left on this machine (and refuse the embedded settings).
-        ray.init(address="local" if embedded else address, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=False,
-                 _system_config=EMBEDDED_SYSTEM_CONFIG if embedded else None)
+        with _stderr_to(paths.ray_log()):
+            ray.init(address="local" if embedded else address, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR", configure_logging=False,
+                     _system_config=EMBEDDED_SYSTEM_CONFIG if embedded else None)
     except (ConnectionError, RuntimeError, ValueError) as exc:   # a head that refuses us (e.g. another auth token)
         raise UserError(f"Ray did not accept the connection ({first_line(exc)})",
                         where=f"RAY_ADDRESS={address}" if address else "the embedded Ray",
@@ -67,6 +74,27 @@ def connect_ray(address: str | None) -> bool:
     if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
         signal.signal(signal.SIGTERM, on_sigterm)
     return True
+
+
+@contextlib.contextmanager
+def _stderr_to(log: Path | None) -> Iterator[None]:
+    """Send what this process writes to its standard error (file descriptor 2: Ray's C++ core
+    writes there directly, e.g. its token-authentication notice) to the file `log` meanwhile;
+    with None, leave it on the terminal."""
+    if log is None:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with log.open("ab") as target:
+            os.dup2(target.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def check_ray_address(address: str) -> None:
