@@ -259,3 +259,14 @@ def test_event_times_count_from_when_the_run_was_asked_for():
     print_events(console, events)
     shown = console.export_text()
     assert "2 @ 5.0 s (step 0)" in shown and "5.00 s" in shown and "15.00 s" in shown
+
+
+def test_with_elastrain_server_exported_a_local_run_is_still_found_here(cli, monkeypatch):
+    job_id = last_json(cli("run", REPO / "examples" / "svm_iris.yaml", *QUICK, "--json")[1])["job_id"]
+    monkeypatch.setenv("ELASTRAIN_SERVER", "http://127.0.0.1:9")   # nothing listens there
+    code, out, err = cli("status", job_id, "--json")
+    assert code == 0 and last_json(out)["job_id"] == job_id
+    assert f"{job_id}: a run on this machine" in err
+    monkeypatch.setenv("ELASTRAIN_TOKEN", "et_not-a-token")
+    code, _, err = cli("status", "not-a-local-run")   # then the server is asked
+    assert code != 0 and "127.0.0.1:9" in err

@@ -55,6 +55,10 @@ def test_submit_follow_and_inspect_a_job(cli, server):
     job = last_json(out)
     assert code == 0 and job["status"] == "succeeded" and job["metrics"]["val_accuracy"] > 0.5
     assert {"job_id", "status", "workers", "metrics"} <= set(job)
+    assert job["progress"]["step"] == job["progress"]["total_steps"] > 0
+    assert job["progress"]["events"][-1]["kind"] == "succeeded"
+    code, out, _ = cli("status", job_id, *ada)   # as a local run's: figures, then events
+    assert code == 0 and "time left" in out and "succeeded" in out and "events" in out and "owner" in out
     code, out, _ = cli("jobs", *ada, "--json")
     assert [j["job_id"] for j in last_json(out)["jobs"]] == [job_id]
     code, out, _ = cli("metrics", job_id, *ada, "--json")

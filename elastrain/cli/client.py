@@ -22,16 +22,21 @@ FOLLOW_POLL_S = 1.0
 
 
 def show_job(console: Console, remote: Remote, job_id: str, as_json: bool) -> None:
-    """One job: state, workers, metrics."""
+    """A server's job as `status` shows a local run (workers, step, epoch, throughput, time
+    left, events), then its owner, message and validation metrics. --json: the job's record
+    with `progress`, the status and events shown."""
+    from elastrain.cli.status import print_status
+
     job = remote.call("GET", f"/jobs/{job_id}")
+    snapshot = {**remote.call("GET", f"/jobs/{job_id}/status"), "events": remote.call("GET", f"/jobs/{job_id}/events")}
     if as_json:
-        print(json.dumps(job))
+        print(json.dumps({**job, "progress": snapshot}))
         return
-    console.print(f"[bold]{job['job_id']}[/bold] {job['status']}  (owner {job['owner']})", soft_wrap=True)
+    print_status(console, snapshot)
     table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("workers", str(job["workers"]))
+    table.add_row("owner", job["owner"])
     for name, value in job["metrics"].items():
         table.add_row(name, f"{value:.4f}")
     if job["message"]:

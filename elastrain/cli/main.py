@@ -140,17 +140,37 @@ def _signals_interrupt(control: JobControl) -> Iterator[None]:
 
 
 ServerOption = Annotated[str | None, typer.Option(
-    "--server", envvar="ELASTRAIN_SERVER", help="An elastrain server's URL, e.g. http://127.0.0.1:8080 "
-    "(env ELASTRAIN_SERVER). Without it, status and scale act on this machine's runs.")]
+    "--server", help="An elastrain server's URL, e.g. http://127.0.0.1:8080 (default: $ELASTRAIN_SERVER; "
+    "from there, a job id that names a run on this machine is taken as that run).", show_default=False)]
 TokenOption = Annotated[str | None, typer.Option("--token", envvar="ELASTRAIN_TOKEN",
                                                  help="Your API token (env ELASTRAIN_TOKEN).", show_default=False)]
 JobArgument = Annotated[str, typer.Argument(help="The job id.", show_default=False)]
 
 
+def _on_server(server: str | None, job_id: str) -> bool:
+    """Whether a command about `job_id` goes to a server: always with --server; with only
+    ELASTRAIN_SERVER, when the id names none of this machine's runs (a local run taken although
+    the variable is set is said on stderr)."""
+    from elastrain.elastic.run_folder import RunFolder
+
+    if server:
+        return True
+    exported = os.environ.get("ELASTRAIN_SERVER")
+    if not exported:
+        return False
+    try:
+        folder = RunFolder.find(paths.home(), job_id)
+    except UserError:
+        return True
+    err.print(f"[dim]{folder.job_id}: a run on this machine (ELASTRAIN_HOME), not a job of {exported}[/dim]",
+              soft_wrap=True)
+    return False
+
+
 def _remote(server: str | None, token: str | None):
     from elastrain.cli.remote import DEFAULT_SERVER, Remote
 
-    return Remote(server or DEFAULT_SERVER, token)
+    return Remote(server or os.environ.get("ELASTRAIN_SERVER") or DEFAULT_SERVER, token)
 
 
 @app.command()
@@ -160,7 +180,7 @@ def status(job_id: JobArgument, server: ServerOption = None, token: TokenOption 
     from elastrain.cli import client
     from elastrain.cli.status import job_status, print_status
 
-    if server:
+    if _on_server(server, job_id):
         client.show_job(out, _remote(server, token), job_id, as_json)
         return
     snapshot = job_status(paths.home(), job_id)
@@ -182,7 +202,7 @@ def scale(
     """Resize a running job; it takes effect at the next step boundary once new workers are up."""
     from elastrain.cli.status import request_scale
 
-    if server:
+    if _on_server(server, job_id):
         job = _remote(server, token).call("POST", f"/jobs/{job_id}/scale", json={"workers": workers})
         _say(as_json, job, f"asked {job_id} to run on {workers} worker(s)")
         return
@@ -214,7 +234,7 @@ def jobs(server: ServerOption = None, token: TokenOption = None,
     """List your jobs on a server (--server), or this machine's runs, oldest first."""
     from elastrain.cli import client
 
-    if server:
+    if server or os.environ.get("ELASTRAIN_SERVER"):
         client.list_jobs(out, _remote(server, token), state, limit, as_json)
         return
     from elastrain.cli.status import local_jobs
@@ -229,7 +249,7 @@ def logs(job_id: JobArgument, server: ServerOption = None, token: TokenOption = 
     """Print a job's log (of a server's job with --server): events, epochs, warnings, errors."""
     from elastrain.cli import client
 
-    if server:
+    if _on_server(server, job_id):
         client.print_logs(_remote(server, token), job_id, follow, as_json)
         return
     from elastrain.cli.status import local_log_reader
@@ -243,7 +263,7 @@ def metrics(job_id: JobArgument, server: ServerOption = None, token: TokenOption
     """A job's training loss and validation metrics per epoch (of a server's job with --server)."""
     from elastrain.cli import client
 
-    if server:
+    if _on_server(server, job_id):
         client.show_metrics(out, _remote(server, token), job_id, as_json)
         return
     from elastrain.cli.status import local_metrics
@@ -256,7 +276,7 @@ def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption 
            as_json: JsonOption = False) -> None:
     """Cancel a job (of a server with --server: a queued one at once); a running job stops at its
     next step boundary."""
-    if not server:
+    if not _on_server(server, job_id):
         from elastrain.cli.status import request_cancel
 
         request_cancel(paths.home(), job_id)

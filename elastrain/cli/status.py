@@ -157,10 +157,20 @@ def print_status(console: Console, snapshot: dict) -> None:
     rate = snapshot.get("samples_per_s")
     for name, value in [("workers", snapshot.get("workers")), ("generation", snapshot.get("generation")),
                         ("step", f"{snapshot.get('step')} / {snapshot.get('total_steps')}"),
-                        ("epoch", snapshot.get("epoch")), ("samples/s", "-" if rate is None else f"{rate:,.0f}")]:
+                        ("epoch", snapshot.get("epoch")), ("samples/s", "-" if rate is None else f"{rate:,.0f}"),
+                        ("time left", _time_left(snapshot))]:
         figures.add_row(name, str(value))
     console.print(figures)
     print_events(console, snapshot["events"])
+
+
+def _time_left(snapshot: dict) -> str:
+    """The steps left at the current throughput, as h:mm:ss; "-" when unknown or ended."""
+    rate, batch = snapshot.get("samples_per_s"), snapshot.get("batch_size")
+    if snapshot.get("state") in FINAL_STATES or not rate or not batch:
+        return "-"
+    seconds = int(max(0, snapshot.get("total_steps", 0) - snapshot.get("step", 0)) * batch / rate)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def print_events(console: Console, events: list[dict]) -> None:
