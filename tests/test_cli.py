@@ -270,3 +270,19 @@ def test_with_elastrain_server_exported_a_local_run_is_still_found_here(cli, mon
     monkeypatch.setenv("ELASTRAIN_TOKEN", "et_not-a-token")
     code, _, err = cli("status", "not-a-local-run")   # then the server is asked
     assert code != 0 and "127.0.0.1:9" in err
+
+
+def test_validate_checks_the_data_as_far_as_it_can_without_training(cli, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("a;b;label\n1;2;x\n")
+    spec = tmp_path / "job.yaml"
+    spec.write_text("data: {source: 'csv:t.csv', target: label}\n")
+    code, _, err = cli("validate", spec)
+    assert code == 0 and "has 3 columns, the target 'label' among them" in err
+    code, _, err = cli("validate", spec, "--set", "data.target=lable")
+    assert code == 2 and "no target column 'lable'" in err and "set data.target to 'label'" in err
+    code, _, err = cli("validate", spec, "--set", "data.source=csv:missing.csv")
+    assert code == 2 and "data file not found" in err and "missing.csv" in err
+    np.savez(tmp_path / "d.npz", X=np.zeros((2, 3)), y=np.zeros(2))
+    code, _, err = cli("validate", spec, "--set", "data.source=npz:d.npz", "--set", "data.npz_keys=[X, labels]")
+    assert code == 2 and "no array 'labels'" in err and "X, y" in err

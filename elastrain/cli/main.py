@@ -433,10 +433,18 @@ def validate(
     overrides: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check a spec and print it normalized, with every default filled in."""
+    """Check a spec and print it normalized, with every default filled in.
+
+    The data is checked as far as it can be without training: the file or folder exists and can
+    be read, a table's header holds the target column, an .npz archive holds its keys (what was
+    checked is said on stderr).
+    """
+    from elastrain.data.check import check_source
     from elastrain.spec import load_spec
 
-    normalized = load_spec(spec_file, overrides or []).model_dump(mode="json")
+    spec = load_spec(spec_file, overrides or [])
+    err.print(check_source(spec.data), soft_wrap=True, highlight=False)
+    normalized = spec.model_dump(mode="json")
     if as_json:
         print(json.dumps(normalized))
     else:

@@ -1,6 +1,24 @@
-"""Data: reading sources, the seeded split, preprocessing saved with the model, the elastic sampler."""
+"""Data: reading sources, the seeded split, preprocessing saved with the model, the elastic sampler.
 
-from elastrain.data.dataset import Dataset, prepare_dataset, read_prediction_input
-from elastrain.data.preprocess import Preprocessor
+Names are imported on first use, so that `elastrain.data.check` (what `validate` runs) loads
+neither pandas nor NumPy.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOMES = {"Dataset": "dataset", "prepare_dataset": "dataset", "read_prediction_input": "dataset",
+          "Preprocessor": "preprocess"}
 __all__ = ["Dataset", "Preprocessor", "prepare_dataset", "read_prediction_input"]
+
+if TYPE_CHECKING:
+    from elastrain.data.dataset import Dataset, prepare_dataset, read_prediction_input
+    from elastrain.data.preprocess import Preprocessor
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'elastrain.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"elastrain.data.{_HOMES[name]}"), name)

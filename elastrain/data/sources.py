@@ -8,7 +8,6 @@ that preprocessing can name columns and rows in its errors; image and array sour
 from __future__ import annotations
 
 import csv
-import difflib
 import itertools
 import math
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from elastrain.data.check import missing_target
 from elastrain.data.idx import read_idx_folder
 from elastrain.errors import UserError
 from elastrain.spec import CsvSpec, DataSpec
@@ -133,14 +133,7 @@ def _detect_separator(lines: list[str]) -> str:
 
 def _pop_target(frame: pd.DataFrame, target: str, path: Path, how: str) -> np.ndarray:
     if target not in frame.columns:
-        columns = [str(c) for c in frame.columns]
-        close = difflib.get_close_matches(target, columns, n=1, cutoff=0.3)
-        if len(columns) == 1 and how:
-            hint = "the header was read as one column: set data.csv.sep to the file's separator"
-        else:
-            hint = f"set data.target to '{close[0]}'" if close else "set data.target to the label column"
-        raise UserError(f"no target column '{target}' (columns: {', '.join(columns[:20])}){how}", where=str(path),
-                        fix=hint)
+        raise missing_target(target, [str(c) for c in frame.columns], path, how)
     return frame.pop(target).to_numpy()
 
 

@@ -1,0 +1,96 @@
+"""What can be checked of a job's data without reading it: the file or folder exists and can be
+read, a table's header holds the target column, an .npz archive holds its two keys.
+
+Standard library only, so that `elastrain validate` stays fast (no pandas, NumPy or pyarrow;
+a Parquet file's schema is read with pyarrow only when the source is Parquet).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import zipfile
+from pathlib import Path
+
+from elastrain.errors import UserError
+from elastrain.spec import DataSpec
+
+
+def check_source(data: DataSpec) -> str:
+    """Check `data.source` as far as it can be without loading it.
+
+    Returns:
+        One line saying what was checked.
+
+    Raises:
+        UserError: the file or folder is missing or unreadable, or its header or keys lack what
+            the spec names.
+    """
+    kind, arg = data.source_kind, data.source_arg
+    if kind in ("builtin", "synthetic"):
+        return f"data: {kind} '{arg}' (nothing to read before training)"
+    path = Path(arg)
+    if kind == "idx":
+        if not path.is_dir() or not any("images-idx3-ubyte" in p.name for p in path.iterdir()):
+            raise UserError("no folder of *images-idx3-ubyte[.gz] files here", where=str(path),
+                            fix="point data.source at a folder holding MNIST-style IDX files")
+        return f"data: IDX folder {path} found"
+    if not path.is_file():
+        raise UserError("data file not found", where=str(path),
+                        fix="check data.source (relative paths are resolved against the spec file's folder)")
+    if kind == "npz":
+        names = {name.removesuffix(".npy") for name in _archive_names(path)}
+        missing = [key for key in data.npz_keys if key not in names]
+        if missing:
+            raise UserError(f"the archive has no array {', '.join(repr(k) for k in missing)} "
+                            f"(arrays: {', '.join(sorted(names))})", where=str(path),
+                            fix="set data.npz_keys to [features key, target key]")
+        return f"data: {path} holds arrays {data.npz_keys[0]!r} and {data.npz_keys[1]!r}"
+    columns = _parquet_columns(path) if path.suffix == ".parquet" else _csv_header(path, data.csv.sep)
+    if data.target not in columns:
+        raise missing_target(data.target, columns, path, how="")
+    return f"data: {path} has {len(columns)} columns, the target '{data.target}' among them"
+
+
+def missing_target(target: str, columns: list[str], path: Path, how: str) -> UserError:
+    """The error for a table without the target column `target` (`how`: how a CSV was read)."""
+    close = difflib.get_close_matches(target, columns, n=1, cutoff=0.3)
+    if len(columns) == 1 and how:
+        hint = "the header was read as one column: set data.csv.sep to the file's separator"
+    else:
+        hint = f"set data.target to '{close[0]}'" if close else "set data.target to the label column"
+    return UserError(f"no target column '{target}' (columns: {', '.join(columns[:20])}){how}", where=str(path),
+                     fix=hint)
+
+
+def _archive_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"cannot read the .npz file: {exc}", where=str(path),
+                        fix="give a file written by numpy.savez") from None
+
+
+def _csv_header(path: Path, sep: str | None) -> list[str]:
+    """The header's column names, split by `sep` or by the separator that gives the most."""
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+            first = handle.readline()
+    except OSError as exc:
+        raise UserError(f"cannot read the file: {exc.strerror}", where=str(path),
+                        fix="check the file's permissions") from None
+    if not first.strip():
+        raise UserError("the file is empty", where=str(path), fix="give a file with a header row and data")
+    candidates = [sep] if sep else [",", ";", "\t", "|"]
+    return max((next(csv.reader([first], delimiter=s)) for s in candidates), key=len)
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet
+
+    try:
+        return list(pyarrow.parquet.read_schema(path).names)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the Parquet file: {exc}", where=str(path),
+                        fix="give a valid Parquet file") from None
