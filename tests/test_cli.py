@@ -286,3 +286,12 @@ def test_validate_checks_the_data_as_far_as_it_can_without_training(cli, tmp_pat
     np.savez(tmp_path / "d.npz", X=np.zeros((2, 3)), y=np.zeros(2))
     code, _, err = cli("validate", spec, "--set", "data.source=npz:d.npz", "--set", "data.npz_keys=[X, labels]")
     assert code == 2 and "no array 'labels'" in err and "X, y" in err
+
+
+def test_run_draws_its_curves_and_plot_draws_them_again(cli, tmp_path, elastrain_home):
+    job_id = last_json(cli("run", REPO / "examples" / "svm_iris.yaml", *QUICK, "--json")[1])["job_id"]
+    drawn = elastrain_home / "runs" / job_id / "curves.png"
+    assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, _ = cli("plot", job_id, "--out", tmp_path / "c.png", "--json")
+    assert code == 0 and last_json(out)["png"] == str(tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

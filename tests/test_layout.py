@@ -7,7 +7,7 @@ import re
 from tests.conftest import REPO
 
 RUN_FOLDER_FILES = ("spec.yaml", "status.json", "events.jsonl", "history.jsonl", "loss.jsonl", "job.log",
-                    "scale-request.json", "cancel-request.json", "result.json")
+                    "scale-request.json", "cancel-request.json", "result.json", "curves.png")
 
 
 def test_no_module_but_run_folder_names_a_run_folder_file():

@@ -396,7 +396,33 @@ def revoke(prefix: Annotated[str, typer.Argument(help="The token's prefix (see `
     _say(as_json, {"revoked": prefix}, f"revoked token {prefix}")
 
 
+@app.command()
+def plot(job_id: JobArgument,
+         output: Annotated[Path | None, typer.Option("--out", "-o", help="The PNG to write (default: curves.png in "
+                                                     "the run folder; JOB_ID.png here for a server's job).")] = None,
+         server: ServerOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
+    """Draw a job's training loss and validation metrics against the step, with its worker count
+    beneath and every resize, lost worker and recovery marked, as a PNG (`elastrain run` writes
+    one into the run folder at the end)."""
+    from elastrain.report.curves import draw_curves
+
+    if _on_server(server, job_id):
+        remote = _remote(server, token)
+        series = remote.call("GET", f"/jobs/{job_id}/metrics")
+        events = remote.call("GET", f"/jobs/{job_id}/events")
+        target = output or Path(f"{job_id}.png")
+    else:
+        from elastrain.elastic.run_folder import RunFolder
+
+        folder = RunFolder.find(paths.home(), job_id)
+        job_id, series, events = folder.job_id, folder.read_metrics(), folder.read_events()
+        target = output or folder.curves_file
+    draw_curves(series, events, job_id, target)
+    _say(as_json, {"job_id": job_id, "png": str(target)}, f"wrote {target}")
+
+
 def _report(result, as_json: bool) -> None:
+    _draw_curves(result)
     if result.status != "succeeded":
         err.print(f"[red]error:[/red] {result.message}", soft_wrap=True)
     if as_json:
@@ -405,6 +431,15 @@ def _report(result, as_json: bool) -> None:
         _print_result(result)
     if result.status != "succeeded":
         raise typer.Exit(1)
+
+
+def _draw_curves(result) -> None:
+    """The run's curves into its run folder, as `elastrain plot` draws them."""
+    from elastrain.elastic.run_folder import RunFolder
+    from elastrain.report.curves import draw_curves
+
+    folder = RunFolder(Path(result.run_dir))
+    draw_curves(folder.read_metrics(), folder.read_events(), result.job_id, folder.curves_file)
 
 
 def _print_result(result) -> None:
@@ -425,6 +460,7 @@ def _print_result(result) -> None:
         print_events(out, events)
     if result.model_path:
         out.print(f"model saved to {result.model_path}", soft_wrap=True)
+    out.print(f"curves: {RunFolder(Path(result.run_dir)).curves_file}", soft_wrap=True)
 
 
 @app.command()

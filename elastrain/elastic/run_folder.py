@@ -112,6 +112,11 @@ class RunFolder:
         return self.path / "job.log"
 
     @property
+    def curves_file(self) -> Path:
+        """The picture of the job's curves (`elastrain plot`)."""
+        return self.path / "curves.png"
+
+    @property
     def result_file(self) -> Path:
         return self.path / "result.json"
 
