@@ -83,7 +83,7 @@ def simulate(
     from elastrain.scheduler import FifoPacking, GoodputPolicy, Tiresias
     from elastrain.scheduler.nodes import FixedSize
     from elastrain.sim.apps import AppModel
-    from elastrain.sim.report import plot, summarize
+    from elastrain.sim.report import nodes_change, plot, summarize
     from elastrain.sim.simulator import PoolConfig, SimConfig, Simulator
     from elastrain.sim.spot import load_availability, load_prices
     from elastrain.sim.traces import load_apps, load_workload
@@ -158,6 +158,9 @@ def simulate(
         return
     out.print(_table(summary))
     out.print(f"wrote {out_dir / 'summary.json'} and {len(plots)} plots", soft_wrap=True)
+    if not nodes_change(results):
+        out.print("nodes.png and cost.png left out: no policy changed its node count (a fixed cluster; "
+                  "--spot gives one that changes)", soft_wrap=True)
 
 
 def _policies(given: list[str] | None) -> list[str]:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from elastrain.sim.simulator import SimResult
 
-PLOTS = ("jct_cdf.png", "allocation.png", "nodes.png", "cost.png")
+PLOTS = ("jct_cdf.png", "allocation.png", "nodes.png", "cost.png")   # nodes and cost: see `plot`
 
 
 def policy_summary(result: SimResult) -> dict:
@@ -41,23 +41,44 @@ def summarize(results: Mapping[str, SimResult], config: dict) -> dict:
 
 
 def plot(results: Mapping[str, SimResult], folder: Path) -> list[Path]:
-    """Write the comparison plots (`PLOTS`) into `folder` (which must exist); their paths.
+    """Write the comparison plots (of `PLOTS`) into `folder` (which must exist); their paths.
 
     jct_cdf.png: fraction of all jobs finished within a completion time (a curve that stays
-    below 1 has unfinished jobs); allocation.png: GPUs in use over time; nodes.png: nodes held
-    over time (dashed: the spot ones, when there is a spot pool); cost.png: cumulative cost.
+    below 1 has unfinished jobs); allocation.png: GPUs in use over time, one panel per policy on
+    one time axis; nodes.png: nodes held over time (dashed: the spot ones, when there is a spot
+    pool); cost.png: cumulative cost. The last two only when some policy's node count changes:
+    on a fixed cluster they would be a flat line and one cost line per policy, all alike.
     """
-    written = []
-    for name, draw in zip(PLOTS, (_jct_cdf, _allocation, _nodes, _cost), strict=True):
-        figure = Figure(figsize=(7, 4.5), layout="constrained")
-        axes = figure.add_subplot()
-        draw(axes, results)
+    written = [_save(folder / "jct_cdf.png", _jct_cdf, results)]
+    figure = Figure(figsize=(7, 1.2 + 1.6 * len(results)), layout="constrained")
+    panels = figure.subplots(len(results), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    for axes, (name, result) in zip(panels, results.items(), strict=True):
+        axes.step(_hours(result), [row["gpus_used"] for row in result.timeline], where="post")
+        axes.set_ylabel(f"{name}\nGPUs in use")
         axes.grid(True, alpha=0.3)
-        axes.legend()
-        path = folder / name
-        FigureCanvasAgg(figure).print_png(path)
-        written.append(path)
+    panels[0].set_title("Allocation")
+    panels[-1].set_xlabel("time (h)")
+    FigureCanvasAgg(figure).print_png(folder / "allocation.png")
+    written.append(folder / "allocation.png")
+    if nodes_change(results):
+        written += [_save(folder / "nodes.png", _nodes, results), _save(folder / "cost.png", _cost, results)]
     return written
+
+
+def nodes_change(results: Mapping[str, SimResult]) -> bool:
+    """Whether any policy's run held different numbers of nodes over time."""
+    return any(len({tuple(sorted(row["nodes"].items())) for row in result.timeline}) > 1
+               for result in results.values())
+
+
+def _save(path: Path, draw, results: Mapping[str, SimResult]) -> Path:
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    draw(axes, results)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    FigureCanvasAgg(figure).print_png(path)
+    return path
 
 
 def _jct_cdf(axes, results: Mapping[str, SimResult]) -> None:
@@ -72,12 +93,6 @@ def _jct_cdf(axes, results: Mapping[str, SimResult]) -> None:
 
 def _hours(result: SimResult) -> np.ndarray:
     return np.array([row["t"] for row in result.timeline]) / 3600
-
-
-def _allocation(axes, results: Mapping[str, SimResult]) -> None:
-    for name, result in results.items():
-        axes.step(_hours(result), [row["gpus_used"] for row in result.timeline], where="post", label=name)
-    axes.set(xlabel="time (h)", ylabel="GPUs in use", title="Allocation")
 
 
 def _nodes(axes, results: Mapping[str, SimResult]) -> None:
