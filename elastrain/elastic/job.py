@@ -182,6 +182,7 @@ class _Reporter:
         self.last_written = 0.0
         self.loss_block = max(1, math.ceil(int(trainer.total_steps) / MAX_LOSS_POINTS))   # steps per point
         self.pending_losses: list[tuple[int, int, float]] = []
+        self.points: list[dict] = []   # metric points for the sink, sent once per report (one transaction)
         self.write()
 
     def status(self, **change: object) -> None:
@@ -242,15 +243,20 @@ class _Reporter:
         for record in report["epochs"]:
             scalars = scalar_metrics(record["metrics"])
             self.folder.append_history({"epoch": record["epoch"], "step": record["step"], "t": now, **scalars})
-            if self.events.sink is not None:
-                self.events.sink.metrics([{"name": name, "step": record["step"], "epoch": record["epoch"],
-                                           "value": value, "t": now} for name, value in scalars.items()])
+            self.points += [{"name": name, "step": record["step"], "epoch": record["epoch"], "value": value,
+                             "t": now} for name, value in scalars.items()]
             shown = "  ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(record["metrics"]).items())
             self.folder.log(f"epoch {record['epoch']} (step {record['step']}): {shown}")
             if self.progress:
                 self.progress.epoch(record["epoch"], record["metrics"])
+        self._send_points()
         if now - self.last_written >= 0.5:
             self.write()
+
+    def _send_points(self) -> None:
+        if self.points and self.events.sink is not None:
+            self.events.sink.metrics(self.points)
+        self.points = []
 
     def _record_losses(self, losses: list, now: float, final: bool = False) -> None:
         """Write the training loss: a point per `loss_block` steps (their mean), closing a block
@@ -269,13 +275,13 @@ class _Reporter:
         mean = sum(loss for _, _, loss in self.pending_losses) / len(self.pending_losses)
         self.folder.append_loss({"step": step, "epoch": epoch, "loss": mean, "steps": len(self.pending_losses),
                                  "t": now})
-        if self.events.sink is not None:
-            self.events.sink.metrics([{"name": "train_loss", "step": step, "epoch": epoch, "value": mean, "t": now}])
+        self.points.append({"name": "train_loss", "step": step, "epoch": epoch, "value": mean, "t": now})
         self.pending_losses = []
 
     def finish(self) -> None:
         """The job ended: write the training loss still held back."""
         self._record_losses([], time.time(), final=True)
+        self._send_points()
 
     def warn(self, message: str) -> None:
         if self.progress:
