@@ -2,6 +2,7 @@
 policy gives them, and their events, metrics and results reach the store."""
 
 import itertools
+import logging
 
 import pytest
 
@@ -27,7 +28,8 @@ def run_all(store, home, cpus=1):
         service.stop()
 
 
-def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_home):
+def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_home, caplog):
+    caplog.set_level(logging.INFO, logger="elastrain.server")
     store = Store(connect(f"sqlite:///{tmp_path / 'jobs.db'}"))
     ada, _ = store.create_user("ada")
     for i in range(3):
@@ -44,6 +46,9 @@ def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_ho
     assert [e["kind"] for e in store.events("job-0")] == ["start", "succeeded"]
     series = store.metrics("job-0")
     assert len(series["val_accuracy"]) == 30 and series["val_accuracy"][-1]["epoch"] == 30
+    said = [r.getMessage() for r in caplog.records if r.name == "elastrain.server"]   # the server's own log
+    for i in range(3):
+        assert f"starting job job-{i} (ada) on 1 worker(s)" in said and f"job job-{i} succeeded" in said
 
 
 def test_a_job_whose_data_is_missing_fails_without_stopping_the_loop(tmp_path, elastrain_home):

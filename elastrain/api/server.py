@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import uvicorn
@@ -40,6 +41,10 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, 
     they stop with it and the next server resumes them from their checkpoints."""
     import ray
 
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("elastrain").addHandler(handler)   # jobs starting, resizing, ending
+    logging.getLogger("elastrain").setLevel(logging.INFO)
     store = Store(connect(db_url))
     address = os.environ.get("RAY_ADDRESS")
     connect_ray(address)   # here, in the main thread, not in a job's thread

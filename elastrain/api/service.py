@@ -227,6 +227,7 @@ class JobService:
         for job_id, run in self.running.items():
             wanted = allocation.get(job_id, run.workers)
             if wanted != run.workers and wanted > 0 and run.driver is not None:
+                log.info("job %s: %d -> %d workers", job_id, run.workers, wanted)
                 run.driver.scale.remote(wanted)
                 run.workers = wanted
                 self.store.update_job(job_id, workers=wanted)
@@ -287,6 +288,8 @@ class JobService:
         self.store.update_job(job.job_id, status="running", workers=workers,
                               started_at=job.started_at or datetime.now(UTC))
         self.running[job.job_id] = run
+        log.info("%s job %s (%s) on %d worker(s)", "resuming" if resume else "starting", job.job_id, job.owner,
+                 workers)
         self._start_driver(job, run, resume)
 
     def _start_driver(self, job: JobInfo, run: _Running, resume: bool) -> None:
@@ -341,6 +344,7 @@ class JobService:
 
         outcome = run.outcome
         result = outcome.result.to_dict() if outcome.result is not None else None
+        log.info("job %s %s%s", job_id, outcome.status, f": {outcome.message}" if outcome.message else "")
         self.store.update_job(job_id, status=outcome.status, result=result, message=outcome.message,
                               finished_at=datetime.now(UTC), workers=0)
         if run.driver is not None:   # a detached actor ends only when told
