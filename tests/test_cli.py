@@ -71,6 +71,19 @@ def test_predict_applies_the_saved_preprocessing_and_label_encoding(cli, tmp_pat
     assert np.mean(np.array(predicted) == frame["target"].head(50).to_numpy()) >= 0.9
     code, out, _ = cli("predict", result["model_path"], "-i", tmp_path / "new.csv", "-o", tmp_path / "p.csv")
     assert code == 0 and pd.read_csv(tmp_path / "p.csv")["prediction"].tolist() == predicted
+    # Probabilities per class, and input columns copied beside the predictions.
+    code, out, _ = cli("predict", result["model_path"], "-i", tmp_path / "new.csv", "--proba", "--keep", "color",
+                       "-o", tmp_path / "pp.csv")
+    written = pd.read_csv(tmp_path / "pp.csv")
+    assert code == 0 and list(written.columns) == ["color", "prediction", "proba_big", "proba_small"]
+    assert written["color"].tolist() == frame["color"].head(50).tolist()
+    assert np.allclose(written["proba_big"] + written["proba_small"], 1.0, atol=1e-5)
+    assert ((written["proba_big"] > 0.5) == (written["prediction"] == "big")).all()
+    code, out, _ = cli("predict", result["model_path"], "-i", tmp_path / "new.csv", "--proba", "--json")
+    shown = last_json(out)
+    assert shown["classes"] == ["big", "small"] and len(shown["probabilities"]) == 50
+    code, _, err = cli("predict", result["model_path"], "-i", tmp_path / "new.csv", "--keep", "id")
+    assert code == 2 and "no column 'id' in the input" in err
 
 
 def _idx(path, magic, dims, values):

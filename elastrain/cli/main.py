@@ -495,26 +495,47 @@ def predict(
                                              show_default=False)],
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Write predictions to this CSV instead of printing.")] = None,
+    proba: Annotated[bool, typer.Option("--proba", help="Add each class's probability (a classifier trained "
+                                        "with cross_entropy or bce).")] = False,
+    keep: Annotated[list[str] | None, typer.Option("--keep", "-k", metavar="COLUMN", help="Copy this input "
+                                                   "column to the output, e.g. an id (repeatable; CSV and "
+                                                   "Parquet input).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Predict with a saved model; the model's own preprocessing is applied to the input."""
     from elastrain.data import read_prediction_input
+    from elastrain.data.dataset import read_kept_columns
     from elastrain.train import load_model
 
     saved = load_model(model_dir)
-    predicted = saved.predict_features(read_prediction_input(input_file, saved.preprocessor))
+    features = read_prediction_input(input_file, saved.preprocessor)
+    predicted = saved.predict_features(features)
+    kept = read_kept_columns(input_file, saved.preprocessor, keep or [])
+    header = [*kept, "prediction"]
+    columns = [*kept.values(), predicted]
+    probabilities = None
+    if proba:
+        probabilities = saved.proba_features(features)
+        header += [f"proba_{label}" for label in saved.classes]
+        columns += [[round(float(p), 6) for p in probabilities[:, k]] for k in range(probabilities.shape[1])]
+    rows = list(zip(*columns, strict=True))
     if output:
         with output.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["prediction"])
-            writer.writerows([value] for value in predicted)
+            writer.writerow(header)
+            writer.writerows(rows)
     if as_json:
+        extra = {"classes": saved.classes, "probabilities": probabilities.round(6).tolist()} if proba else {}
         print(json.dumps({"n": len(predicted), "output": str(output) if output else None,
-                          "predictions": None if output else predicted}))
+                          "predictions": None if output else predicted,
+                          **({"kept": {k: list(v) for k, v in kept.items()}} if kept else {}),
+                          **({} if output else extra)}))
     elif output:
         out.print(f"{len(predicted)} predictions written to {output}")
-    else:
+    elif len(header) == 1:
         print("\n".join(str(value) for value in predicted))
+    else:
+        print("\n".join("\t".join(str(v) for v in line) for line in [header, *rows]))
 
 
 app.command()(simulate)

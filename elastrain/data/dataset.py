@@ -96,6 +96,27 @@ def read_prediction_input(path: Path, preprocessor: Preprocessor) -> np.ndarray:
     return preprocessor.transform_frame(frame, where, 2 if path.suffix != ".parquet" else None)
 
 
+def read_kept_columns(path: Path, preprocessor: Preprocessor, names: list[str]) -> dict[str, list]:
+    """The input columns `names` of a .csv or .parquet file of new samples, to copy beside the
+    predictions (an id, say): {name: values}, in the order given.
+
+    Raises:
+        UserError: a column is not in the file, or the file is an .npz (it has no named columns).
+    """
+    if not names:
+        return {}
+    if path.suffix == ".npz":
+        raise UserError("an .npz input has no named columns to keep", where="--keep",
+                        fix="give the input as CSV or Parquet, or leave out --keep")
+    frame, _ = read_table(path, CsvSpec.model_validate(preprocessor.csv))
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise UserError(f"no column {', '.join(repr(n) for n in missing)} in the input "
+                        f"(columns: {', '.join(str(c) for c in frame.columns[:20])})", where=str(path),
+                        fix="name columns of the input file with --keep")
+    return {name: frame[name].tolist() for name in names}
+
+
 def infer_task(target: np.ndarray) -> str:
     """`regression` for a numeric target with a non-integer value or with many distinct values (more
     than MANY_VALUES and more than MANY_VALUES_SHARE of the rows), else `classification`."""

@@ -57,10 +57,18 @@ class SavedModel:
             UserError: the model is a regression, or was trained with a hinge loss (its scores
                 are margins, not probabilities).
         """
+        return self.proba_features(self.preprocessor.transform_rows(rows))
+
+    def proba_features(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) for already preprocessed model input (N, F) float32.
+
+        Raises:
+            UserError: as :meth:`predict_proba`.
+        """
         if self.task != "classification" or self.loss not in ("cross_entropy", "bce"):
             raise UserError(f"a {self.task} model trained with loss {self.loss} gives no probabilities",
                             where="predict_proba", fix="use predict; probabilities need loss cross_entropy or bce")
-        scores = self._scores(self.preprocessor.transform_rows(rows))
+        scores = self._scores(features)
         if scores.shape[1] == 1:   # bce: one logit for the second class
             positive = torch.sigmoid(scores[:, 0])
             return torch.stack([1 - positive, positive], dim=1).numpy()
