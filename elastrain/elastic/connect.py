@@ -73,7 +73,28 @@ def connect_ray(address: str | None) -> bool:
                             "or unset RAY_ADDRESS to run on an embedded Ray", exit_code=1) from None
     if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
         signal.signal(signal.SIGTERM, on_sigterm)
+    log = paths.ray_log()
+    if log is not None:
+        _route_error_messages(log)
     return True
+
+
+def _route_error_messages(log: Path) -> None:
+    """Send the error messages Ray's driver prints as they arrive (a worker process that died: 14
+    lines about the out-of-memory killer, also when elastrain killed it on purpose) to `log`;
+    elastrain's own events say what happened. Ray prints them through a private function of its
+    worker module, looked up at each message; if a Ray release renames it, they reach the
+    terminal as before."""
+    import ray._private.worker as driver
+
+    if not hasattr(driver, "print_to_stdstream"):
+        return
+
+    def to_log(data: dict, ignore_prefix: bool = False) -> None:
+        with log.open("a") as handle:
+            handle.write("".join(f"({data.get('pid', 'ray')}) {line}\n" for line in data.get("lines", [])))
+
+    driver.print_to_stdstream = to_log
 
 
 @contextlib.contextmanager
