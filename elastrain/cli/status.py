@@ -32,19 +32,19 @@ def job_status(home: Path, job_id: str) -> dict:
 
 
 def _live_status(folder: RunFolder) -> JobStatus:
-    """The run's status, from its driver actor while it has one, else as its driver last wrote
-    it; `lost` if that driver is gone."""
+    """The run's status as its driver last wrote it while that driver runs on this machine, from
+    its driver actor on its Ray cluster otherwise; `lost` if the driver is gone."""
     status = folder.read_status() or JobStatus(folder.job_id, "unknown")
     if status.state in FINAL_STATES:
         return status
-    if status.ray_address:
+    if _driver_alive(status.driver_pid):   # on this machine: its status file is current
+        return status
+    if status.ray_address:   # perhaps on another node of its cluster: ask it there
         driver = _driver(status)
         if driver is not None:
             import ray
 
             return ray.get(driver.status.remote())
-    elif _driver_alive(status.driver_pid):
-        return status
     return replace(status, state="lost (driver gone; `elastrain resume` continues it)")
 
 
@@ -52,12 +52,13 @@ def _driver(status: JobStatus) -> object | None:
     """The job's driver actor on the Ray cluster its status names; None when that cluster or
     that actor is gone."""
     from elastrain.elastic.connect import connect_ray
-    from elastrain.elastic.driver import find_driver
 
     try:
-        connect_ray(status.ray_address)
+        connect_ray(status.ray_address)   # before anything imports Ray (see connect_ray)
     except UserError:   # nothing answers there any more
         return None
+    from elastrain.elastic.driver import find_driver
+
     return find_driver(status.job_id)
 
 
@@ -139,13 +140,19 @@ def _ask(folder: RunFolder, request: str, *args: int) -> None:
         raise UserError(f"job {folder.job_id} is not running ({status.state})", where=f"elastrain {request}",
                         fix="see `elastrain status JOB_ID`")
     if status.ray_address:
-        from elastrain.elastic.driver import ask
-
-        ask(folder.job_id, request, *args)
+        if _driver(status) is None or not _driver_ask(folder.job_id, request, *args):
+            raise UserError(f"job {folder.job_id}'s driver is not on its Ray cluster ({status.ray_address})",
+                            where=f"elastrain {request}", fix=f"see `elastrain status {folder.job_id}`")
     elif request == "scale":
         folder.request_scale(*args)
     else:
         folder.request_cancel()
+
+
+def _driver_ask(job_id: str, request: str, *args: int) -> bool:
+    from elastrain.elastic.driver import ask
+
+    return ask(job_id, request, *args)
 
 
 def print_status(console: Console, snapshot: dict) -> None:

@@ -34,6 +34,7 @@ _SETTINGS = 4
 # Applied to the instances elastrain starts; a cluster started with `ray start` takes the same
 # setting from RAY_worker_niceness=0 in the environment of `ray start`.
 EMBEDDED_SYSTEM_CONFIG = {"worker_niceness": 0}
+AUTH_MODE = "RAY_AUTH_MODE"   # Ray's switch for token authentication (token | disabled)
 _FIX = "start the cluster (`ray start --head`), correct RAY_ADDRESS, or unset it to run on an embedded Ray"
 
 
@@ -49,6 +50,12 @@ def connect_ray(address: str | None) -> bool:
         UserError: nothing that speaks Ray's protocol answers at `address`, or Ray refuses the
             connection (exit code 1).
     """
+    embedded = not address or address == "local"
+    if not embedded and AUTH_MODE not in os.environ and _token_available() and "ray" not in sys.modules:
+        # A cluster that `ray.init()` started (another `elastrain run`) enables token auth with the
+        # token in Ray's default place; a process joining it by address does not unless told, and
+        # Ray reads the switch once, when it is imported.
+        os.environ[AUTH_MODE] = "token"
     import ray
 
     if ray.is_initialized():
@@ -59,7 +66,6 @@ def connect_ray(address: str | None) -> bool:
     # after its step) is put back.
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        embedded = not address or address == "local"
         # "local" always starts an instance: with no address Ray would join any cluster that
         # `ray start` left on this machine (and refuse the embedded settings).
         with _stderr_to(paths.ray_log()):
@@ -116,6 +122,13 @@ def _stderr_to(log: Path | None) -> Iterator[None]:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _token_available() -> bool:
+    """Whether Ray would find an auth token: in RAY_AUTH_TOKEN, at RAY_AUTH_TOKEN_PATH, or in its
+    default file ~/.ray/auth_token."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path or Path.home() / ".ray" / "auth_token").is_file()
 
 
 def check_ray_address(address: str) -> None:
