@@ -29,7 +29,7 @@ from elastrain.elastic import JobResult, RunFolder, RunOptions, parse_chaos
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.driver import run_here
 from elastrain.elastic.events import Event
-from elastrain.elastic.job import new_job_id
+from elastrain.elastic.run_folder import new_job_id
 from elastrain.elastic.status import FINAL_STATES, JobStatus
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, apply_overrides, load_spec, validate_spec

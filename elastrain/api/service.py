@@ -51,7 +51,6 @@ from elastrain.scheduler.nodes import node_bundles
 from elastrain.spec import validate_spec
 from elastrain.store import JobInfo, Store
 from elastrain.store.sink import StoreSink
-from elastrain.train.artifact import publish_model
 
 log = logging.getLogger("elastrain.server")
 
@@ -357,6 +356,8 @@ class JobService:
             spec_hash = hashlib.sha256(json.dumps(job.spec, sort_keys=True).encode()).hexdigest()
             url = result["model_path"]
             if self.artifacts:
+                from elastrain.train.artifact import publish_model
+
                 url = publish_model(Path(url), f"{self.artifacts.rstrip('/')}/models/{owner.name}/{job.name}/{job_id}")
             self.store.register_model(owner, job.name, url, result["metrics"], spec_hash,
                                       result.get("data_fingerprint") or "", job_id)

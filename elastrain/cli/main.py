@@ -82,7 +82,7 @@ def run(
     from elastrain.elastic import RunOptions, parse_chaos
     from elastrain.elastic.control import JobControl
     from elastrain.elastic.driver import run_here
-    from elastrain.elastic.job import new_job_id
+    from elastrain.elastic.run_folder import new_job_id
     from elastrain.spec import load_spec
 
     actions = parse_chaos(chaos)

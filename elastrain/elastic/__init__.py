@@ -14,8 +14,9 @@ _HOMES = {
     "ChaosAction": "chaos", "parse_chaos": "chaos", "connect_ray": "connect",
     "DriverLaunch": "driver", "DriverOutcome": "driver", "find_driver": "driver", "launch_driver": "driver",
     "run_here": "driver",
-    "JobResult": "job", "RunOptions": "job", "resume_job": "job", "run_job": "job",
-    "RunFolder": "run_folder", "new_job_id": "run_folder", "FINAL_STATES": "status", "JobStatus": "status",
+    "RunOptions": "job", "resume_job": "job", "run_job": "job",
+    "RunFolder": "run_folder", "new_job_id": "run_folder",
+    "FINAL_STATES": "status", "JobResult": "status", "JobStatus": "status",
 }
 __all__ = ["FINAL_STATES", "ChaosAction", "DriverLaunch", "DriverOutcome", "JobResult", "JobStatus", "RunFolder",
            "RunOptions", "connect_ray", "find_driver", "launch_driver", "new_job_id", "parse_chaos", "resume_job",
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
     from elastrain.elastic.chaos import ChaosAction, parse_chaos
     from elastrain.elastic.connect import connect_ray
     from elastrain.elastic.driver import DriverLaunch, DriverOutcome, find_driver, launch_driver, run_here
-    from elastrain.elastic.job import JobResult, RunOptions, resume_job, run_job
+    from elastrain.elastic.job import RunOptions, resume_job, run_job
     from elastrain.elastic.run_folder import RunFolder, new_job_id
-    from elastrain.elastic.status import FINAL_STATES, JobStatus
+    from elastrain.elastic.status import FINAL_STATES, JobResult, JobStatus
 
 
 def __getattr__(name: str) -> Any:

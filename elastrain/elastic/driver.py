@@ -19,17 +19,19 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.events import RecordSink
-from elastrain.elastic.job import JobResult, RunOptions, new_job_id, resume_job, run_job, runs_in_process
-from elastrain.elastic.run_folder import RunFolder
-from elastrain.elastic.status import JobStatus
+from elastrain.elastic.run_folder import RunFolder, new_job_id
+from elastrain.elastic.status import JobResult, JobStatus
 from elastrain.errors import JobInterrupted, UserError, first_line
 from elastrain.spec import JobSpec
+
+if TYPE_CHECKING:   # the runner (torch, the data stack) is imported where a job runs, not by the server
+    from elastrain.elastic.job import RunOptions
 
 log = logging.getLogger("elastrain.driver")
 
@@ -44,6 +46,12 @@ DRIVER_CONCURRENCY = 8
 def actor_name(job_id: str) -> str:
     """The name the driver of `job_id` has in `NAMESPACE`."""
     return f"job:{job_id}"
+
+
+def runs_in_process(spec: JobSpec, chaos: list[ChaosAction] | tuple[ChaosAction, ...] = ()) -> bool:
+    """Whether the job trains its one worker in its driver's process (no Ray workers): it can
+    never grow past one worker and injects no faults."""
+    return spec.resources.workers.max == 1 and not chaos
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,8 @@ class JobDriver:
         threading.Thread(target=self._drive, name=f"driver-{launch.job_id}", daemon=True).start()
 
     def _drive(self) -> None:
+        from elastrain.elastic.job import RunOptions, resume_job, run_job
+
         launch, home = self.launch, Path(self.launch.home)
         options = RunOptions(chaos=list(launch.chaos), extra_paths=list(launch.extra_paths), job_id=launch.job_id,
                              workers=launch.workers, control=self.control, ray_address=self.ray_address,
@@ -243,6 +253,8 @@ def run_here(spec: JobSpec | None, home: Path, progress: Any | None, options: Ru
         UserError: the job could not run, or cannot be resumed.
         JobInterrupted: `options.control` was interrupted.
     """
+    from elastrain.elastic.job import resume_job, run_job
+
     options = replace(options, started_at=options.started_at or time.time())   # before Ray starts: one clock
     if spec is None:
         folder = RunFolder.find(home, options.job_id)   # an id, a prefix of one, or a job name

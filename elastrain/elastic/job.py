@@ -14,7 +14,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -25,9 +25,10 @@ from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
+from elastrain.elastic.driver import runs_in_process
 from elastrain.elastic.events import Event, EventLog, RecordSink
 from elastrain.elastic.run_folder import RunFolder, new_job_id
-from elastrain.elastic.status import FINAL_STATES, JobStatus, Observation
+from elastrain.elastic.status import FINAL_STATES, JobResult, JobStatus, Observation
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError
 from elastrain.spec import JobSpec
@@ -53,30 +54,6 @@ class ProgressSink(Protocol):
 
 
 @dataclass
-class JobResult:
-    """The outcome of a job, as `elastrain run --json` prints it."""
-
-    job_id: str
-    status: str                      # "succeeded" | "failed" | "cancelled"
-    epochs: int                      # full epochs completed
-    steps: int
-    metrics: dict                    # scalar validation metrics, "val_" + name
-    model_path: str | None
-    wall_s: float
-    run_dir: str
-    message: str | None = None
-    details: dict = field(default_factory=dict)   # per-class metrics and the confusion matrix
-    events: int = 0                  # events recorded (see events.jsonl)
-    samples_per_s: float | None = None   # training throughput from the first completed step to the last
-    step_ms: dict | None = None          # the last formation's mean step: compute, all_reduce, bookkeeping, total
-    data_fingerprint: str | None = None  # sha256 of the preprocessed training arrays (model lineage)
-
-    def to_dict(self) -> dict:
-        """A JSON-serializable copy."""
-        return asdict(self)
-
-
-@dataclass
 class RunOptions:
     """How to run a job beyond its spec."""
 
@@ -89,12 +66,6 @@ class RunOptions:
     ray_address: str | None = None      # set by a driver actor: the Ray cluster it is reached on
     sink: RecordSink | None = None      # where events and metrics go besides the run folder
     started_at: float | None = None     # when the run was asked for (epoch seconds; default: run_job's call)
-
-
-def runs_in_process(spec: JobSpec, chaos: list[ChaosAction] | tuple[ChaosAction, ...] = ()) -> bool:
-    """Whether the job trains its one worker in its driver's process (no Ray workers): it can
-    never grow past one worker and injects no faults."""
-    return spec.resources.workers.max == 1 and not chaos
 
 
 def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,

@@ -3,7 +3,7 @@ status`, the server and its scheduler (`RunFolder.read_status` / `write_status`)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -83,3 +83,27 @@ class JobStatus:
         values = {k: v for k, v in raw.items() if k in known}
         values["observations"] = tuple(Observation(**o) for o in raw.get("observations", ()))
         return cls(**values)
+
+
+@dataclass
+class JobResult:
+    """The outcome of a job, as `elastrain run --json` prints it."""
+
+    job_id: str
+    status: str                      # "succeeded" | "failed" | "cancelled"
+    epochs: int                      # full epochs completed
+    steps: int
+    metrics: dict                    # scalar validation metrics, "val_" + name
+    model_path: str | None
+    wall_s: float
+    run_dir: str
+    message: str | None = None
+    details: dict = field(default_factory=dict)   # per-class metrics and the confusion matrix
+    events: int = 0                  # events recorded (see events.jsonl)
+    samples_per_s: float | None = None   # training throughput from the first completed step to the last
+    step_ms: dict | None = None          # the last formation's mean step: compute, all_reduce, bookkeeping, total
+    data_fingerprint: str | None = None  # sha256 of the preprocessed training arrays (model lineage)
+
+    def to_dict(self) -> dict:
+        """A JSON-serializable copy."""
+        return asdict(self)
