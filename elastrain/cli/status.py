@@ -140,19 +140,16 @@ def _ask(folder: RunFolder, request: str, *args: int) -> None:
         raise UserError(f"job {folder.job_id} is not running ({status.state})", where=f"elastrain {request}",
                         fix="see `elastrain status JOB_ID`")
     if status.ray_address:
-        if _driver(status) is None or not _driver_ask(folder.job_id, request, *args):
+        if _driver(status) is None:   # connects first: nothing may import Ray before (see connect_ray)
             raise UserError(f"job {folder.job_id}'s driver is not on its Ray cluster ({status.ray_address})",
                             where=f"elastrain {request}", fix=f"see `elastrain status {folder.job_id}`")
+        from elastrain.elastic.driver import ask
+
+        ask(folder.job_id, request, *args)
     elif request == "scale":
         folder.request_scale(*args)
     else:
         folder.request_cancel()
-
-
-def _driver_ask(job_id: str, request: str, *args: int) -> bool:
-    from elastrain.elastic.driver import ask
-
-    return ask(job_id, request, *args)
 
 
 def print_status(console: Console, snapshot: dict) -> None:
