@@ -301,6 +301,8 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
     trainer.load_state_dict(outcome.state)
     model_path, message = None, None
     if outcome.status == "done":
+        for event in selection_events(trainer, reporter.snapshot.workers, reporter.snapshot.generation):
+            events.add(event)
         model_path = str(save_model(folder.model_dir, trainer.model, spec.model, trainer.data.input_shape,
                                     trainer.n_outputs, trainer.data.task, trainer.loss_name,
                                     trainer.data.preprocessor))
@@ -396,6 +398,23 @@ def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Rep
     finally:
         if started_here:
             ray.shutdown()
+
+
+def selection_events(trainer: Trainer, workers: int, generation: int) -> list[Event]:
+    """What early stopping and train.keep_best decided in a finished job, as events: `early_stopped`
+    (the metric, its best value and epoch, the patience) and `best_kept` (the epoch, step and
+    value of the model saved)."""
+    found = []
+    stopping = trainer.spec.train.early_stopping
+    if trainer.stopped_early and trainer.watch is not None and stopping is not None:
+        found.append(Event("early_stopped", trainer.step, workers, generation,
+                           detail={"metric": trainer.stop_metric, "best": round(trainer.watch.value, 6),
+                                   "best_epoch": trainer.watch.epoch, "patience": stopping.patience}))
+    if trainer.best is not None:
+        found.append(Event("best_kept", trainer.best.step, workers, generation,
+                           detail={"metric": trainer.best_metric, "value": round(trainer.best.value, 6),
+                                   "epoch": trainer.best.epoch}))
+    return found
 
 
 def oversubscribed(max_workers: int, nodes: list[dict]) -> str | None:

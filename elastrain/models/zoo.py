@@ -10,6 +10,7 @@ from torch import nn
 
 from elastrain.errors import UserError
 from elastrain.models.dropout import SampleDropout
+from elastrain.models.kernels import RandomFourierFeatures
 from elastrain.spec import ModelSpec
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -17,13 +18,16 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int,
+                feature_variance: float = 1.0) -> nn.Module:
     """Build the model a spec asks for, with fresh parameters drawn from torch's current RNG.
 
     Args:
         spec: the `model` section of a job spec.
         input_shape: the shape of one sample, (n_features,) or (C, H, W).
         n_outputs: how many scores per sample the loss expects.
+        feature_variance: the variance of the training features (all values together), which
+            `gamma: scale` of an RBF kernel divides by (a loaded model's kernel is in its weights).
 
     Returns:
         A module taking float32 (N, prod(input_shape)) and returning (N, n_outputs).
@@ -32,6 +36,11 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int) -
         UserError: a `python:` model cannot be imported or returns the wrong shape.
     """
     n_features = math.prod(input_shape)
+    if spec.kernel == "rbf":
+        # scikit-learn's SVC gamma="scale"; a constant input (variance 0) counts as variance 1.
+        gamma = spec.gamma if spec.gamma != "scale" else 1.0 / (n_features * (feature_variance or 1.0))
+        return nn.Sequential(RandomFourierFeatures(n_features, spec.n_components, gamma),
+                             nn.Linear(spec.n_components, n_outputs))
     if spec.kind in ("linear", "logistic", "softmax", "svm"):
         return nn.Linear(n_features, n_outputs)
     if spec.kind == "mlp":

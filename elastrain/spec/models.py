@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from elastrain.spec.metrics import metric_name
+
 SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "idx", "synthetic")
 FILE_SOURCES = ("csv", "parquet", "npz", "idx")
 # Each built-in data set's task: the one `model.task: auto` takes when model and loss leave it open.
@@ -119,6 +121,14 @@ class ModelSpec(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     channels: list[int] = Field(default_factory=lambda: [16, 32])
     kernel_size: int = Field(3, ge=1)
+    kernel: Literal["linear", "rbf"] = Field(
+        "linear", description="svm only: rbf trains an RBF-kernel SVM by gradient descent on random Fourier features")
+    gamma: float | Literal["scale"] = Field(
+        "scale", description="the RBF kernel's width: exp(-gamma |x - y|^2); scale is 1 / (features x variance of "
+                             "the training features), scikit-learn's default")
+    n_components: int = Field(
+        1000, ge=1, le=100_000, description="random Fourier features of kernel rbf (more: closer to the exact "
+                                           "kernel, slower)")
     options: dict = Field(default_factory=dict)
 
     @field_validator("hidden", "channels")
@@ -140,6 +150,20 @@ class ModelSpec(_Strict):
             raise ValueError(f"'{value}' must look like python:package.module:function")
         raise ValueError(f"unknown model '{value}'; choose one of {', '.join(MODEL_KINDS)} or python:module:function")
 
+    @field_validator("gamma")
+    @classmethod
+    def _positive_gamma(cls, value: float | str) -> float | str:
+        if value != "scale" and not 0 < value < FLOAT32_MAX:
+            raise ValueError("gamma must be a positive number or scale")
+        return value
+
+    @model_validator(mode="after")
+    def _kernel_needs_svm(self) -> ModelSpec:
+        if self.kernel != "linear" and self.kind != "svm":
+            raise FieldError(("model", "kernel"), f"kernel {self.kernel} applies to model svm, not {self.kind}; "
+                             "set model.kind: svm or remove model.kernel")
+        return self
+
 
 class ScheduleSpec(_Strict):
     """Learning-rate schedule: a factor of `train.lr` as a function of the step."""
@@ -151,8 +175,22 @@ class ScheduleSpec(_Strict):
     min_factor: float = Field(0.0, ge=0, le=1, description="floor of the cosine decay")
 
 
+class EarlyStoppingSpec(_Strict):
+    """Stop when a validation metric has not improved for `patience` evaluations (one per epoch)."""
+
+    metric: str = Field("auto", description="a validation metric, e.g. val_f1_macro; auto is train.keep_best's, "
+                                            "else val_accuracy (classification) or val_mse (regression)")
+    patience: int = Field(5, ge=1, description="epochs without improvement before training stops")
+    min_delta: float = Field(0.0, ge=0, description="an improvement must exceed this to count")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return value if value == "auto" else metric_name(value)
+
+
 class TrainSpec(_Strict):
-    """How to train: optimizer, loss, batch, length, seed."""
+    """How to train: optimizer, loss, batch, length, seed, and the options that shape them."""
 
     optimizer: Literal["gd", "sgd", "momentum", "nesterov", "adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -165,6 +203,28 @@ class TrainSpec(_Strict):
     max_steps: int | None = Field(None, ge=1)
     schedule: ScheduleSpec = ScheduleSpec()
     seed: int = 0
+    keep_best: str | None = Field(None, description="a validation metric (e.g. val_f1_macro): the saved model is "
+                                                    "the epoch's that scored best on it, not the last")
+    early_stopping: EarlyStoppingSpec | None = None
+    clip_grad_norm: float | None = Field(None, gt=0, description="scale the global batch's mean gradient down to "
+                                                                 "this L2 norm when it is longer")
+    class_weights: Literal["balanced"] | dict[str | int, float] | None = Field(
+        None, description="weigh each sample's loss by its class: balanced (n_samples / (n_classes x class count), "
+                          "scikit-learn's) or a mapping from class label to weight (others 1)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross_entropy and bce: mix this much of the "
+                                                               "uniform distribution into the targets")
+
+    @field_validator("keep_best")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        return None if value is None else metric_name(value)
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, value: str | dict | None) -> str | dict | None:
+        if isinstance(value, dict) and not all(0 <= w < FLOAT32_MAX for w in value.values()):
+            raise ValueError("class weights must be finite numbers >= 0")
+        return value
 
     @field_validator("loss")
     @classmethod
@@ -285,6 +345,8 @@ class JobSpec(_Strict):
                 + ("" if self.model.task == "auto" else f" for task {self.model.task}")
                 + f"; use one of {', '.join(allowed)}"
             )
+        if not self.task_from_target:   # otherwise the data decides, and the trainer checks (train.losses)
+            check_loss_options(self.train, self.loss)
         return self
 
     @property
@@ -310,6 +372,21 @@ class JobSpec(_Strict):
         """Whether neither model, loss nor data source decides the task, so the target's values must."""
         return (self.model.task == "auto" and self.train.loss == "auto" and self.model.kind not in LOSSES_BY_MODEL
                 and self.data.task is None)
+
+
+def check_loss_options(train: TrainSpec, loss: str) -> None:
+    """Check that the loss can take train.class_weights and train.label_smoothing.
+
+    Raises:
+        FieldError: class weights with a regression loss, or label smoothing with a loss that has
+            no probabilities to smooth.
+    """
+    if train.class_weights is not None and loss in REGRESSION_LOSSES:
+        raise FieldError(("train", "class_weights"), f"class weights apply to classification; the loss is {loss}: "
+                         "remove train.class_weights")
+    if train.label_smoothing > 0 and loss not in ("cross_entropy", "bce"):
+        raise FieldError(("train", "label_smoothing"), f"label smoothing applies to losses cross_entropy and bce, "
+                         f"not {loss}: remove train.label_smoothing or change train.loss")
 
 
 def allowed_losses(model_kind: str, task: str = "auto") -> tuple[str, ...]:

@@ -48,12 +48,15 @@ def fit(trainer: Trainer, on_step: StepCallback | None = None, on_epoch: EpochCa
         metrics = _evaluate(trainer, on_epoch) if report.epoch_done else None
         if report.signal > 0 and not trainer.done:
             return FitOutcome("paused", None)
-    return FitOutcome("done", metrics if metrics is not None else trainer.evaluate())
+    if metrics is None:   # the job ended mid-epoch (train.max_steps): evaluate where it stopped
+        metrics = trainer.evaluate()
+        trainer.record_evaluation(metrics)
+    return FitOutcome("done", trainer.finish(metrics))
 
 
 def _evaluate(trainer: Trainer, on_epoch: EpochCallback | None) -> dict:
     metrics = trainer.evaluate()
-    trainer.eval_pending = False
+    trainer.record_evaluation(metrics)
     if on_epoch:
         on_epoch(trainer.epoch, metrics)
     return metrics

@@ -3,6 +3,7 @@ global batch, and the mapping from model outputs to predictions."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,25 +29,63 @@ def output_size(task: str, n_classes: int | None, loss: str) -> int:
     return n_classes  # cross_entropy; one-vs-rest hinge for more than two classes
 
 
-def loss_sum(loss: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The loss summed (not averaged) over the batch.
+def loss_sum(loss: str, outputs: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None,
+             label_smoothing: float = 0.0) -> torch.Tensor:
+    """The loss summed (not averaged) over the batch, each sample's term weighted by its class.
+
+    Dividing by the global batch's sample count (not by the sum of the weights) keeps shards of
+    any size adding up to the same loss: scikit-learn's sample-weight convention.
 
     Args:
         loss: a loss name of the spec (mse, mae, cross_entropy, bce, hinge, squared_hinge).
         outputs: (N, n_outputs) scores.
         targets: (N,) float targets (regression) or int64 class ids.
+        class_weights: (n_classes,) weight of each class id (classification), or None for all 1.
+        label_smoothing: cross_entropy and bce: the share of the uniform distribution mixed into
+            each target (cross_entropy as torch's `label_smoothing`, which also weighs the uniform
+            part by class; bce: targets 0 and 1 become s/2 and 1 - s/2).
     """
     if loss == "mse":
         return F.mse_loss(outputs.squeeze(1), targets, reduction="sum")
     if loss == "mae":
         return F.l1_loss(outputs.squeeze(1), targets, reduction="sum")
     if loss == "cross_entropy":
-        return F.cross_entropy(outputs, targets, reduction="sum")
+        return F.cross_entropy(outputs, targets, weight=class_weights, label_smoothing=label_smoothing,
+                               reduction="sum")
+    weights = None if class_weights is None else class_weights[targets]
     if loss == "bce":
-        return F.binary_cross_entropy_with_logits(outputs.squeeze(1), targets.to(outputs.dtype),
-                                                  reduction="sum")
+        soft = targets.to(outputs.dtype) * (1 - label_smoothing) + label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(outputs.squeeze(1), soft, weight=weights, reduction="sum")
     margins = F.relu(1 - _signed_targets(outputs, targets) * outputs)
-    return (margins if loss == "hinge" else margins.square()).sum()
+    per_sample = (margins if loss == "hinge" else margins.square()).sum(dim=1)
+    return per_sample.sum() if weights is None else (per_sample * weights).sum()
+
+
+def class_weight_vector(option: str | dict | None, y_train: np.ndarray, classes: list) -> np.ndarray | None:
+    """The weight of each class id, float32 (n_classes,), for train.class_weights; None when unset.
+
+    `balanced` gives n_samples / (n_classes * count of the class in the training split)
+    (scikit-learn's `compute_class_weight`; a class absent from the split counts once); a
+    mapping gives its labels their weights, and every other class 1.
+
+    Raises:
+        UserError: a label of the mapping is not one of the data's classes.
+    """
+    if option is None:
+        return None
+    if option == "balanced":
+        counts = np.maximum(np.bincount(y_train, minlength=len(classes)), 1)
+        return (len(y_train) / (len(classes) * counts)).astype(np.float32)
+    index = {str(label): i for i, label in enumerate(classes)}
+    unknown = [str(label) for label in option if str(label) not in index]
+    if unknown:
+        raise UserError(f"class weights name {', '.join(unknown)}, which the target does not hold",
+                        where="train.class_weights",
+                        fix=f"use the target's classes: {', '.join(map(str, classes[:20]))}")
+    weights = np.ones(len(classes), dtype=np.float32)
+    for label, weight in option.items():
+        weights[index[str(label)]] = weight
+    return weights
 
 
 def _signed_targets(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

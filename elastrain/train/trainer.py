@@ -15,7 +15,7 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
@@ -27,11 +27,14 @@ from elastrain.errors import TrainingDiverged, UserError, first_line
 from elastrain.models import build_model
 from elastrain.models.dropout import sample_masks
 from elastrain.spec import JobSpec
+from elastrain.spec.metrics import DEFAULT_METRIC
+from elastrain.spec.models import FieldError, check_loss_options
 from elastrain.train import metrics as metric_fns
 from elastrain.train.breakdown import StepBreakdown
-from elastrain.train.losses import loss_sum, output_size, predictions
+from elastrain.train.losses import class_weight_vector, loss_sum, output_size, predictions
 from elastrain.train.noise import GradientNoiseEstimate, local_batch_harmonic
 from elastrain.train.optim import build_optimizer, lr_factor
+from elastrain.train.selection import BestEpoch, check_metric_task, judge
 
 _MODEL_INIT = threading.Lock()
 DEFAULT_BATCH_SIZE = 32
@@ -109,7 +112,8 @@ class Trainer:
         self.n_outputs = output_size(dataset.task, dataset.n_classes, self.loss_name)
         with _MODEL_INIT:
             _seed_everything(spec.train.seed)
-            self.model = build_model(spec.model, dataset.input_shape, self.n_outputs).to(self.device)
+            self.model = build_model(spec.model, dataset.input_shape, self.n_outputs,
+                                     feature_variance=float(dataset.x_train.var())).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.gradient_size = sum(p.numel() for p in self.params)   # the all-reduce buffer's gradient part
         self.buffer = self._gradient_buffer()
@@ -122,6 +126,44 @@ class Trainer:
         self.eval_pending = False   # an epoch ended and its validation metrics are not yet reported
         self.noise = GradientNoiseEstimate()
         self.breakdown = StepBreakdown()
+        self.class_weights, self.label_smoothing = self._loss_options()
+        self.best_metric, self.stop_metric = self._watched_metrics()
+        self.best: BestEpoch | None = None        # the best evaluation on best_metric so far
+        self.best_state: dict | None = None       # its {"model": parameters on the CPU, "metrics"}
+        self.watch: BestEpoch | None = None       # the best evaluation on stop_metric so far
+        self.stopped_early = False
+
+    def _loss_options(self) -> tuple[torch.Tensor | None, float]:
+        """train.class_weights as a (n_classes,) tensor on the device (or None) and train.label_smoothing.
+
+        Raises:
+            UserError: an option the loss cannot take, or a class the target does not hold.
+        """
+        train = self.spec.train
+        try:
+            check_loss_options(train, self.loss_name)
+        except FieldError as exc:
+            raise UserError(str(exc), where=".".join(exc.loc)) from None
+        weights = None
+        if self.data.task == "classification":
+            weights = class_weight_vector(train.class_weights, self.data.y_train, self.data.preprocessor.classes)
+        return (None if weights is None else torch.from_numpy(weights).to(self.device)), train.label_smoothing
+
+    def _watched_metrics(self) -> tuple[str | None, str | None]:
+        """The metric train.keep_best selects the model by, and the one early stopping watches.
+
+        Raises:
+            UserError: a metric this task does not measure.
+        """
+        train = self.spec.train
+        stopping = train.early_stopping
+        stop = None
+        if stopping is not None:
+            stop = (train.keep_best or DEFAULT_METRIC[self.data.task]) if stopping.metric == "auto" else stopping.metric
+        for metric, where in ((train.keep_best, "train.keep_best"), (stop, "train.early_stopping.metric")):
+            if metric:
+                check_metric_task(metric, self.data.task, where)
+        return train.keep_best, stop
 
     def _gradient_buffer(self) -> torch.Tensor:
         """The one buffer the group adds up each step: every parameter's gradient, which autograd
@@ -170,7 +212,7 @@ class Trainer:
                     raise UserError(f"the model maps samples of shape {shape} to {tuple(output.shape)[1:]} per sample, "
                                     f"but the loss needs ({self.n_outputs},)", where="model",
                                     fix="make its last layer output one score per class (one for regression)")
-                loss_sum(self.loss_name, output, self.y_train[:2])
+                loss_sum(self.loss_name, output, self.y_train[:2], self.class_weights, self.label_smoothing)
         except UserError:
             raise
         except Exception as exc:
@@ -182,8 +224,32 @@ class Trainer:
 
     @property
     def done(self) -> bool:
-        """Whether the job has taken all its steps."""
-        return self.step >= self.total_steps
+        """Whether the job has taken all its steps, or stopped early (train.early_stopping)."""
+        return self.step >= self.total_steps or self.stopped_early
+
+    def record_evaluation(self, metrics: dict) -> None:
+        """Take in the validation metrics of the current model (the end of an epoch's, or the
+        final ones): keep its parameters if it is the best so far on train.keep_best, and stop
+        when early stopping's metric has not improved for its patience."""
+        self.eval_pending = False
+        if self.best_metric:
+            self.best = judge(self.best, self.best_metric, metrics[self.best_metric[4:]], self.epoch, self.step)
+            if self.best.stale == 0:
+                model = {name: value.detach().to("cpu", copy=True) for name, value in self.model.state_dict().items()}
+                self.best_state = {"model": model, "metrics": metrics}
+        stopping = self.spec.train.early_stopping
+        if self.stop_metric and stopping is not None:
+            self.watch = judge(self.watch, self.stop_metric, metrics[self.stop_metric[4:]], self.epoch, self.step,
+                               stopping.min_delta)
+            self.stopped_early = self.watch.stale >= stopping.patience
+
+    def finish(self, metrics: dict) -> dict:
+        """The job's final validation metrics, given the last evaluation's: with train.keep_best,
+        the best evaluation's, whose parameters are then loaded into the model."""
+        if self.best_state is None:
+            return metrics
+        self.model.load_state_dict(self.best_state["model"])
+        return self.best_state["metrics"]
 
     def next_batch(self) -> np.ndarray:
         """The sample indices of the global batch the next step trains on."""
@@ -209,7 +275,8 @@ class Trainer:
         local_loss = torch.zeros((), device=self.device)
         if len(mine):
             with sample_masks(self.model, self.spec.train.seed, self.epoch, mine):
-                local_loss = loss_sum(self.loss_name, self.model(self.x_train[mine]), self.y_train[mine])
+                local_loss = loss_sum(self.loss_name, self.model(self.x_train[mine]), self.y_train[mine],
+                                      self.class_weights, self.label_smoothing)
             local_loss.backward()
         computed = time.perf_counter()
         grouped = self.collective.world_size > 1
@@ -241,6 +308,9 @@ class Trainer:
             )
         if grouped:
             self._measure_noise(local_sqr_sum, mean_sqr, len(indices))
+        clip = self.spec.train.clip_grad_norm
+        if clip is not None and mean_sqr > clip * clip:   # after the all-reduce: the same on any world size
+            gradient.mul_(clip / math.sqrt(mean_sqr))
         lr = self.spec.train.lr * lr_factor(self.spec.train.schedule, self.step, int(self.total_steps))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -320,6 +390,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "grad_noise": self.noise.state_dict(),
+            "selection": {"best": None if self.best is None else asdict(self.best), "best_state": self.best_state,
+                          "watch": None if self.watch is None else asdict(self.watch),
+                          "stopped_early": self.stopped_early},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -334,6 +407,11 @@ class Trainer:
         if self.device.type == "cuda" and "cuda_rng" in state:   # absent when it was taken on a CPU
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.noise.load_state_dict(state.get("grad_noise"))   # absent from checkpoints of older versions
+        selection = state.get("selection") or {}
+        self.best = BestEpoch(**selection["best"]) if selection.get("best") else None
+        self.best_state = selection.get("best_state")
+        self.watch = BestEpoch(**selection["watch"]) if selection.get("watch") else None
+        self.stopped_early = bool(selection.get("stopped_early", False))
 
 
 def _squared_norm(vector: torch.Tensor) -> torch.Tensor:
