@@ -206,6 +206,21 @@ def test_too_few_workers_waits_then_fails_with_a_clear_message(cli, tmp_path, el
     assert (run_dir / "spec.yaml").is_file()
 
 
+def test_workers_slow_to_load_are_starting_not_waiting(elastrain_home, tmp_path, monkeypatch):
+    """`waiting` means short of resources: workers that have their CPUs but take seconds to load
+    (importing torch on a busy machine; here a model factory that sleeps) log no such event."""
+    (tmp_path / "slow_model.py").write_text(
+        "import math\nimport time\n\nfrom torch import nn\n\n\ndef build(input_shape, n_outputs):\n"
+        "    time.sleep(2.5)\n    return nn.Linear(math.prod(input_shape), n_outputs)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))   # the driver builds the model too, to check it
+    spec = parse_spec(JOB.format(epochs=1, max_workers=2, every=100, hidden=[32], dropout=0.0).replace(
+        "kind: mlp", "kind: 'python:slow_model:build'").replace("min: 1", "min: 2"))
+    result = run_job(spec, elastrain_home, options=RunOptions(extra_paths=[str(tmp_path)]))
+    events = RunFolder(Path(result.run_dir)).read_events()
+    assert result.status == "succeeded" and events[0]["kind"] == "start" and events[0]["workers"] == 2
+    assert "waiting" not in [e["kind"] for e in events]
+
+
 def test_scale_and_status_from_another_terminal(cli, elastrain_home):
     outcome = {}
     spec = job(epochs=12, max_workers=2, every=1000, hidden=(1024, 1024))   # runs for seconds

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import ray
 import torch
+from ray._private import state as ray_state
 from ray.exceptions import RayError
 from ray.util.placement_group import (
     NODE_ID_LABEL_KEY,
@@ -43,9 +44,10 @@ POLL_S = 0.2   # progress polling; a finished or failed run() wakes the controll
 # took to start (workers started together are ready at about the same time, later on a loaded
 # machine), within these bounds.
 JOIN_GRACE_S = (2.0, 10.0)
-# Starting a worker process (importing torch, loading data) takes seconds; only after this long
-# without enough workers does the job report that it is waiting for resources.
-WAITING_AFTER_S = 10.0
+# A worker's CPUs are reserved in milliseconds when they are free: a reservation still not made
+# after this long waits for resources, and the job says so (a worker process that is merely slow to
+# load, 9-17 s on a busy 2-core machine, is starting, not waiting).
+WAITING_AFTER_S = 1.0
 # How long a live worker has to answer a call that does no work (`info`, `progress`): one that
 # does not is stopped, wedged or unreachable.
 ANSWER_S = 3.0
@@ -296,6 +298,13 @@ class ElasticController:
             return None
         return member
 
+    def _short_of_resources(self) -> bool:
+        """Whether a pending worker has not been given its CPUs (or GPUs) yet: its reservation is not
+        placed, or, for a worker that holds its own, Ray has not leased it a process on a node."""
+        return any(placement_group_table(member.reservation)["state"] != "CREATED" if member.reservation is not None
+                   else member.actor is not None and not _leased(member.actor)
+                   for member, _ in self.pending.values())
+
     def _admit(self, wait_for: int) -> None:
         """Move started workers into the membership, waiting until there are `wait_for` members."""
         began = time.monotonic()
@@ -310,7 +319,8 @@ class ElasticController:
                     while self.pending and time.monotonic() < grace_end:
                         self.members += self._ready_pending(timeout=0.1)
                 break
-            if not reported and time.monotonic() - began > min(WAITING_AFTER_S, (deadline - began) / 2):
+            if not reported and time.monotonic() - began > min(WAITING_AFTER_S, (deadline - began) / 2) \
+                    and self._short_of_resources():
                 reported = True
                 self.on_status(state="waiting for resources", workers=len(self.members))
                 self.events.add(Event("waiting", self.step, len(self.members), self.generation,
@@ -661,3 +671,13 @@ class ElasticController:
         for member in [*self.members, *(m for m, _ in [*self.pending.values(), *self.standbys])]:
             self._kill(member)
         self.members, self.pending, self.standbys = [], {}, []
+
+
+def _leased(actor: ray.actor.ActorHandle) -> bool:
+    """Whether Ray has given the actor a worker process on a node (it may still be loading).
+
+    Ray's public state API needs the dashboard, which an embedded instance does not start; the
+    GCS's actor table (Ray 2.60, pinned) gives the actor's worker port once a node leased it one,
+    and 0 while no node has the resources it asks for."""
+    info = ray_state.actors(actor_id=actor._actor_id.hex())
+    return bool(info and info["Address"]["Port"])
