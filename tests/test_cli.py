@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -308,3 +309,31 @@ def test_run_draws_its_curves_and_plot_draws_them_again(cli, tmp_path, elastrain
     code, out, _ = cli("plot", job_id, "--out", tmp_path / "c.png", "--json")
     assert code == 0 and last_json(out)["png"] == str(tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_commands_help_fits_80_columns_without_cutting_words():
+    """At 80 columns Rich cuts a word that does not fit its column with an ellipsis; the option
+    column must leave the help text room (`simulate` once had 20 characters of it)."""
+    import typer
+
+    from elastrain.cli.main import app
+
+    def leaves(command, path):
+        children = getattr(command, "commands", None)
+        if not children:
+            yield path
+        for name, child in (children or {}).items():
+            yield from leaves(child, [*path, name])
+
+    commands = list(leaves(typer.main.get_command(app), []))
+    assert ["simulate"] in commands and ["admin", "tokens"] in commands
+    for command in commands:
+        shown = subprocess.run([sys.executable, "-m", "elastrain", *command, "--help"], capture_output=True,
+                               text=True, cwd=REPO, timeout=120, env={**os.environ, "COLUMNS": "80"}).stdout
+        lines = shown.splitlines()
+        assert shown.strip() and max(map(len, lines)) <= 80, command
+        assert "…" not in shown, (command, [line for line in lines if "…" in line])
+        # The help column of the options table: from the last column's start to the border.
+        widths = [len(line) - 2 - line.rstrip("│ ").rfind("  ") for line in lines
+                  if line.startswith("│ ") and "--" in line]
+        assert min(widths, default=80) >= 30, (command, widths)

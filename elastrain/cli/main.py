@@ -60,8 +60,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 ChaosOption = Annotated[str | None, typer.Option(
     "--chaos", metavar="ACTIONS",
-    help="Inject faults: e.g. 'kill@step=40,scale=3@step=80,scale=1@step=120' (kill SIGKILLs the "
-         "highest-ranked worker, kill:R the worker of rank R; scale=N resizes to N workers).")]
+    help="Inject faults, actions separated by commas, e.g. kill@step=40,scale=3@step=80 (kill SIGKILLs "
+         "the highest-ranked worker, kill:R the worker of rank R; scale=N resizes to N workers).")]
 
 
 @app.command()

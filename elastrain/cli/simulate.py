@@ -24,8 +24,8 @@ err = Console(stderr=True, highlight=False)
 
 def simulate(
     workload: Annotated[Path, typer.Option(
-        help="The workload: a CSV of job submissions, name,time,application,num_replicas,batch_size "
-             "(the Pollux artifact's workloads/ folder).", show_default=False)],
+        help="The workload: a CSV of job submissions with the columns name, time, application, "
+             "num_replicas and batch_size (the Pollux artifact's workloads/ folder).", show_default=False)],
     apps: Annotated[Path, typer.Option(
         help="The folder of per-application measurements, one folder per application (APP/) with "
              "placements.csv, scalability.csv and validation-BATCH.csv (the Pollux artifact's traces/).",
@@ -45,14 +45,14 @@ def simulate(
     restart_penalty_s: Annotated[float, typer.Option(
         help="Seconds a job makes no progress after its placement changes (checkpoint-restart).")] = 30.0,
     spot: Annotated[list[Path] | None, typer.Option(
-        metavar="AVAILABILITY.json",
+        metavar="FILE",
         help="A spot availability trace: JSON with metadata.gap_seconds (seconds between ticks) and data "
              "(the nodes on offer at each tick). Repeat it to sum several zones into one spot pool. Adds a spot "
              "pool beside the on-demand pool, and goodput then rents only the nodes that pay "
              "(--nodes in all at most). A trace shorter than the simulation wraps "
              "around.", show_default=False)] = None,
     prices: Annotated[Path | None, typer.Option(
-        metavar="PRICES.yaml",
+        metavar="FILE",
         help="Node prices in USD per hour: keys on_demand_per_hour and spot_per_hour (see "
              "examples/prices.yaml).", show_default="on-demand 3.06, spot 1.05")] = None,
     budget_per_hour: Annotated[float | None, typer.Option(
