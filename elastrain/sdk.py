@@ -95,18 +95,22 @@ class Job:
         sys.path[:0] = [p for p in self.code_paths if p not in sys.path]
         return LocalJobHandle(self.spec, Path(home) if home else paths.home(), self.code_paths)
 
-    def submit(self, server: str | None = None, token: str | None = None) -> JobHandle:
+    def submit(self, server: str | None = None, token: str | None = None,
+               ca_cert: str | Path | None = None) -> JobHandle:
         """Queue the job on an elastrain server (default $ELASTRAIN_SERVER, else
         http://127.0.0.1:8080, as user $ELASTRAIN_TOKEN) with what it needs from this machine
-        (see `elastrain submit`); its handle.
+        (see `elastrain submit`); its handle. An https server's certificate is verified against
+        the CA certificate `ca_cert` (default $ELASTRAIN_CA_CERT), else the system's trusted CAs.
 
         Raises:
-            UserError: no token, the server cannot be reached, or it refuses the job.
+            UserError: no token, `ca_cert` unreadable, the server cannot be reached or not trusted,
+                or it refuses the job.
         """
         from elastrain.cli.remote import DEFAULT_SERVER, Remote, submit_job
+        from elastrain.security.transport import CA_CERT_ENV
 
         remote = Remote(server or os.environ.get("ELASTRAIN_SERVER") or DEFAULT_SERVER,
-                        token or os.environ.get("ELASTRAIN_TOKEN"))
+                        token or os.environ.get("ELASTRAIN_TOKEN"), ca_cert or os.environ.get(CA_CERT_ENV))
         made = submit_job(remote, self.spec, Path(self.code_paths[0]) if self.code_paths else Path.cwd())
         return ServerJobHandle(remote, made["job_id"])
 

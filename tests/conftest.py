@@ -1,9 +1,13 @@
 """Shared fixtures: an isolated ELASTRAIN_HOME, the shared reference data, the CLI."""
 
+import contextlib
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from elastrain.cli.main import main
@@ -21,6 +25,27 @@ def wait_until(predicate, timeout: float = 120.0, poll: float = 0.05) -> None:
             return
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s")
+
+
+def start_server(home, port, ray_address, *options, verify=True, log=None):
+    """A real `elastrain server` process on 127.0.0.1:`port` with `options` (e.g. --tls-cert ...),
+    over ELASTRAIN_HOME `home`, its jobs on the Ray at `ray_address`; returned once it answers (over
+    HTTPS with --tls-cert, its certificate checked against `verify`). Its output goes to `log`."""
+    env = {**os.environ, "ELASTRAIN_HOME": str(home), "RAY_ADDRESS": ray_address}
+    env.pop("ELASTRAIN_DB_URL", None)
+    with open(log, "wb") if log else contextlib.nullcontext(subprocess.DEVNULL) as output:
+        process = subprocess.Popen([sys.executable, "-m", "elastrain", "server", "--port", str(port), *options],
+                                   cwd=REPO, env=env, stdout=output, stderr=output)
+    scheme = "https" if "--tls-cert" in options else "http"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            httpx.get(f"{scheme}://127.0.0.1:{port}/api/v1/openapi.json", timeout=1, verify=verify)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"the server did not start (exit code {process.wait()})")
 
 
 @pytest.fixture(autouse=True)

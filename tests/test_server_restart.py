@@ -4,8 +4,6 @@ SIGKILL of one job's driver costs that job only the steps since its last durable
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +14,7 @@ from elastrain.elastic import RunFolder, run_job
 from elastrain.elastic.collective import free_port
 from elastrain.spec import validate_spec
 from elastrain.store import Store, connect
-from tests.conftest import REPO, wait_until
+from tests.conftest import start_server, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -26,22 +24,6 @@ SPEC = {"data": {"source": "builtin:digits"}, "model": {"kind": "mlp", "hidden":
         "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 64, "epochs": 40},
         "resources": {"workers": {"min": 1, "max": 1}, "cpus_per_worker": 2},
         "checkpoint": {"every_steps": 20}}
-
-
-def start_server(home, port, ray_address):
-    env = {**os.environ, "ELASTRAIN_HOME": str(home), "RAY_ADDRESS": ray_address}
-    env.pop("ELASTRAIN_DB_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "elastrain", "server", "--port", str(port)], cwd=REPO,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=1)
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("the server did not start")
 
 
 class StepWatch:

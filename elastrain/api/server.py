@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import uvicorn
 
@@ -32,9 +33,12 @@ def make_policy(name: str) -> Policy:
     raise UserError(f"unknown scheduling policy '{name}'", where="--policy", fix=f"use one of: {', '.join(POLICIES)}")
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, policy: Policy | None = None) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, policy: Policy | None = None,
+          tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
     """Run the API and the jobs until interrupted (127.0.0.1 by default: nothing outside this
-    machine reaches it), the jobs scheduled by `policy` (default: first come, first served).
+    machine reaches it), the jobs scheduled by `policy` (default: first come, first served); over
+    HTTPS with the PEM certificate `tls_cert` and its key `tls_key` (checked beforehand by
+    `elastrain.security.transport.check_server_tls`, as is the host by `check_listen`).
 
     Each job runs under a detached driver actor. On the Ray cluster at RAY_ADDRESS the jobs go on
     when this server stops or dies, and the next server re-attaches to them; on an embedded Ray
@@ -54,6 +58,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, 
                          artifacts=os.environ.get("ELASTRAIN_ARTIFACTS"), keep_jobs_running=bool(address))
     service.start()
     try:
-        uvicorn.run(create_app(store, home=paths.home()), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(store, home=paths.home()), host=host, port=port, log_level="warning",
+                    ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     finally:
         service.stop()

@@ -144,6 +144,9 @@ ServerOption = Annotated[str | None, typer.Option(
     "from there, a job id that names a run on this machine is taken as that run).", show_default=False)]
 TokenOption = Annotated[str | None, typer.Option("--token", envvar="ELASTRAIN_TOKEN",
                                                  help="Your API token (env ELASTRAIN_TOKEN).", show_default=False)]
+CaCertOption = Annotated[Path | None, typer.Option(
+    "--ca-cert", envvar="ELASTRAIN_CA_CERT", metavar="FILE", show_default=False,
+    help="Trust an https server whose certificate this CA signed (env ELASTRAIN_CA_CERT).")]
 JobArgument = Annotated[str, typer.Argument(help="The job id.", show_default=False)]
 
 
@@ -167,21 +170,21 @@ def _on_server(server: str | None, job_id: str) -> bool:
     return False
 
 
-def _remote(server: str | None, token: str | None):
+def _remote(server: str | None, token: str | None, ca_cert: Path | None):
     from elastrain.cli.remote import DEFAULT_SERVER, Remote
 
-    return Remote(server or os.environ.get("ELASTRAIN_SERVER") or DEFAULT_SERVER, token)
+    return Remote(server or os.environ.get("ELASTRAIN_SERVER") or DEFAULT_SERVER, token, ca_cert)
 
 
 @app.command()
 def status(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
-           as_json: JsonOption = False) -> None:
+           ca_cert: CaCertOption = None, as_json: JsonOption = False) -> None:
     """Show a job's workers, step, epoch, throughput and events (of a server's job with --server)."""
     from elastrain.cli import client
     from elastrain.cli.status import job_status, print_status
 
     if _on_server(server, job_id):
-        client.show_job(out, _remote(server, token), job_id, as_json)
+        client.show_job(out, _remote(server, token, ca_cert), job_id, as_json)
         return
     snapshot = job_status(paths.home(), job_id)
     if as_json:
@@ -197,13 +200,14 @@ def scale(
                                          show_default=False)],
     server: ServerOption = None,
     token: TokenOption = None,
+    ca_cert: CaCertOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resize a running job; it takes effect at the next step boundary once new workers are up."""
     from elastrain.cli.status import request_scale
 
     if _on_server(server, job_id):
-        job = _remote(server, token).call("POST", f"/jobs/{job_id}/scale", json={"workers": workers})
+        job = _remote(server, token, ca_cert).call("POST", f"/jobs/{job_id}/scale", json={"workers": workers})
         _say(as_json, job, f"asked {job_id} to run on {workers} worker(s)")
         return
     target = request_scale(paths.home(), job_id, workers)
@@ -213,7 +217,7 @@ def scale(
 @app.command()
 def submit(spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML).", show_default=False)],
            overrides: SetOption = None, server: ServerOption = None, token: TokenOption = None,
-           as_json: JsonOption = False) -> None:
+           ca_cert: CaCertOption = None, as_json: JsonOption = False) -> None:
     """Queue a job on an elastrain server (the spec is checked here first, as `validate` does).
 
     What the job needs from this machine travels with it: a `python:module:function` model found
@@ -222,12 +226,13 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML)."
     from elastrain.cli.remote import submit_job
     from elastrain.spec import load_spec
 
-    made = submit_job(_remote(server, token), load_spec(spec_file, overrides or []), spec_file.resolve().parent)
+    made = submit_job(_remote(server, token, ca_cert), load_spec(spec_file, overrides or []),
+                      spec_file.resolve().parent)
     _say(as_json, made, f"submitted {made['job_id']} (queued)")
 
 
 @app.command()
-def jobs(server: ServerOption = None, token: TokenOption = None,
+def jobs(server: ServerOption = None, token: TokenOption = None, ca_cert: CaCertOption = None,
          state: Annotated[str | None, typer.Option("--status", help="Only jobs in this state.")] = None,
          limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
          as_json: JsonOption = False) -> None:
@@ -235,7 +240,7 @@ def jobs(server: ServerOption = None, token: TokenOption = None,
     from elastrain.cli import client
 
     if server or os.environ.get("ELASTRAIN_SERVER"):
-        client.list_jobs(out, _remote(server, token), state, limit, as_json)
+        client.list_jobs(out, _remote(server, token, ca_cert), state, limit, as_json)
         return
     from elastrain.cli.status import local_jobs
 
@@ -244,13 +249,14 @@ def jobs(server: ServerOption = None, token: TokenOption = None,
 
 @app.command()
 def logs(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
+         ca_cert: CaCertOption = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
          as_json: JsonOption = False) -> None:
     """Print a job's log (of a server's job with --server): events, epochs, warnings, errors."""
     from elastrain.cli import client
 
     if _on_server(server, job_id):
-        client.print_logs(_remote(server, token), job_id, follow, as_json)
+        client.print_logs(_remote(server, token, ca_cert), job_id, follow, as_json)
         return
     from elastrain.cli.status import local_log_reader
 
@@ -259,12 +265,12 @@ def logs(job_id: JobArgument, server: ServerOption = None, token: TokenOption = 
 
 @app.command()
 def metrics(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
-            as_json: JsonOption = False) -> None:
+            ca_cert: CaCertOption = None, as_json: JsonOption = False) -> None:
     """A job's training loss and validation metrics per epoch (of a server's job with --server)."""
     from elastrain.cli import client
 
     if _on_server(server, job_id):
-        client.show_metrics(out, _remote(server, token), job_id, as_json)
+        client.show_metrics(out, _remote(server, token, ca_cert), job_id, as_json)
         return
     from elastrain.cli.status import local_metrics
 
@@ -273,7 +279,7 @@ def metrics(job_id: JobArgument, server: ServerOption = None, token: TokenOption
 
 @app.command()
 def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
-           as_json: JsonOption = False) -> None:
+           ca_cert: CaCertOption = None, as_json: JsonOption = False) -> None:
     """Cancel a job (of a server with --server: a queued one at once); a running job stops at its
     next step boundary."""
     if not _on_server(server, job_id):
@@ -282,16 +288,17 @@ def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption 
         request_cancel(paths.home(), job_id)
         _say(as_json, {"job_id": job_id, "status": "cancelling"}, f"{job_id}: cancelling")
         return
-    job = _remote(server, token).call("POST", f"/jobs/{job_id}/cancel")
+    job = _remote(server, token, ca_cert).call("POST", f"/jobs/{job_id}/cancel")
     _say(as_json, job, f"{job_id}: {'cancelled' if job['status'] == 'cancelled' else 'cancelling'}")
 
 
 @app.command()
-def models(server: ServerOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
+def models(server: ServerOption = None, token: TokenOption = None, ca_cert: CaCertOption = None,
+           as_json: JsonOption = False) -> None:
     """Your registered models on a server."""
     from elastrain.cli import client
 
-    client.list_models(out, _remote(server, token), as_json)
+    client.list_models(out, _remote(server, token, ca_cert), as_json)
 
 
 def _say(as_json: bool, value: dict, line: str) -> None:
@@ -312,19 +319,37 @@ def server(
              "job runs on the workers that shorten the mean job completion time most, judged from the step "
              "times it has measured and the steps it has left (a job not yet measured runs on one worker, and "
              "grows to at most twice the workers it has been measured on).")] = "fifo",
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", metavar="FILE", show_default=False,
+        help="Serve HTTPS with this PEM certificate (`elastrain admin certs` makes one).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", metavar="FILE", show_default=False, help="The certificate's private key (PEM).")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Serve plain HTTP on an address other machines reach (e.g. behind a proxy that "
+        "terminates TLS).")] = False,
 ) -> None:
     """Run the REST API (/api/v1) over the store under ELASTRAIN_HOME (or ELASTRAIN_DB_URL).
 
-    Create a user first: `elastrain admin create-user NAME --admin`.
+    Create a user first: `elastrain admin create-user NAME --admin`. On an address other machines
+    reach (--host other than 127.0.0.1, ::1 or localhost) it serves HTTPS only (--tls-cert and
+    --tls-key), unless --insecure.
     """
+    from elastrain.security.transport import check_listen, check_server_tls
+
+    # Before anything starts: a refused server binds nothing and starts no Ray.
+    check_server_tls(tls_cert, tls_key)
+    check_listen(host, tls=tls_cert is not None, insecure=insecure)
     from elastrain.api.server import make_policy, serve
 
     chosen = make_policy(policy)
-    err.print(f"elastrain API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json), policy {policy}")
-    serve(host, port, policy=chosen)
+    scheme = "https" if tls_cert else "http"
+    err.print(f"elastrain API on {scheme}://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json), policy {policy}",
+              soft_wrap=True)
+    serve(host, port, policy=chosen, tls_cert=tls_cert, tls_key=tls_key)
 
 
-admin_app = typer.Typer(help="Administer users and tokens (works on the store directly).", no_args_is_help=True)
+admin_app = typer.Typer(help="Administer users and tokens (works on the store directly), and TLS certificates.",
+                        no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 
 
@@ -396,18 +421,56 @@ def revoke(prefix: Annotated[str, typer.Argument(help="The token's prefix (see `
     _say(as_json, {"revoked": prefix}, f"revoked token {prefix}")
 
 
+@admin_app.command("certs")
+def certs(
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR", help="The folder to write to.",
+                                          show_default=False)],
+    hosts: Annotated[list[str], typer.Option(
+        "--host", metavar="HOST", show_default=False,
+        help="An IP address or DNS name clients reach the server (or node) by (repeatable).")],
+    name: Annotated[str, typer.Option(help="The certificate's file name: NAME.crt, NAME.key.")] = "server",
+    days: Annotated[int, typer.Option(help="How many days the certificate is valid.")] = 365,
+    ca_dir: Annotated[Path | None, typer.Option(
+        "--ca-dir", metavar="DIR", show_default=False,
+        help="Sign with the CA in this folder (its ca.crt, ca.key) instead of a new one.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a CA (ca.crt, ca.key) and a certificate it signs for the hosts (NAME.crt, NAME.key).
+
+    The certificate serves `elastrain server --tls-cert NAME.crt --tls-key NAME.key`; clients
+    trust it with `--ca-cert ca.crt` (or ELASTRAIN_CA_CERT). It also serves as a TLS client
+    certificate, so the same files serve Ray's mutual TLS between nodes. Keys are written with
+    mode 0600; no file is overwritten. Keep ca.key private: whoever holds it can issue
+    certificates your clients trust.
+    """
+    from elastrain.security.certs import issue_cert
+
+    issued = issue_cert(out_dir, hosts, name=name, days=days, ca_dir=ca_dir)
+    if as_json:
+        print(json.dumps({"ca_cert": str(issued.ca_cert), "cert": str(issued.cert), "key": str(issued.key),
+                          "written": [str(p) for p in issued.written]}))
+        return
+    lines = [*(f"wrote {path}" for path in issued.written),
+             f"{issued.cert}: for {', '.join(dict.fromkeys(hosts))}, valid {days} days, signed by {issued.ca_cert}",
+             f"serve: elastrain server --tls-cert {issued.cert} --tls-key {issued.key}; "
+             f"clients: --ca-cert {issued.ca_cert}"]
+    for line in lines:
+        out.print(line, soft_wrap=True, markup=False)
+
+
 @app.command()
 def plot(job_id: JobArgument,
          output: Annotated[Path | None, typer.Option("--out", "-o", help="The PNG to write (default: curves.png in "
                                                      "the run folder; JOB_ID.png here for a server's job).")] = None,
-         server: ServerOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
+         server: ServerOption = None, token: TokenOption = None, ca_cert: CaCertOption = None,
+         as_json: JsonOption = False) -> None:
     """Draw a job's training loss and validation metrics against the step, with its worker count
     beneath and every resize, lost worker and recovery marked, as a PNG (`elastrain run` writes
     one into the run folder at the end)."""
     from elastrain.report.curves import draw_curves
 
     if _on_server(server, job_id):
-        remote = _remote(server, token)
+        remote = _remote(server, token, ca_cert)
         series = remote.call("GET", f"/jobs/{job_id}/metrics")
         events = remote.call("GET", f"/jobs/{job_id}/events")
         target = output or Path(f"{job_id}.png")

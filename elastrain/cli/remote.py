@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from elastrain.errors import UserError
+from elastrain.security.transport import CA_CERT_ENV, client_verify
 
 if TYPE_CHECKING:
     from elastrain.spec import JobSpec
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+# OpenSSL's codes for a certificate that is valid but names another host or address.
+_NAME_MISMATCH = (62, 64)   # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 
 
 class Remote:
-    """The REST API at `server` (a base URL such as http://127.0.0.1:8080), as user `token`."""
+    """The REST API at `server` (a base URL such as https://10.0.0.5:8080), as user `token`; an
+    https server's certificate is verified against the CA in `ca_cert` when given, else against
+    the system's trusted CAs.
 
-    def __init__(self, server: str, token: str | None) -> None:
+    Raises:
+        UserError: no token, or `ca_cert` unreadable (see `client_verify`).
+    """
+
+    def __init__(self, server: str, token: str | None, ca_cert: str | Path | None = None) -> None:
         if not token:
             raise UserError("no API token", where="--token",
                             fix="pass --token or set ELASTRAIN_TOKEN (`elastrain admin create-user` prints one)")
         self.server = server.rstrip("/")
-        self.client = httpx.Client(base_url=f"{self.server}/api/v1", timeout=30,
+        self.client = httpx.Client(base_url=f"{self.server}/api/v1", timeout=30, verify=client_verify(ca_cert),
                                    headers={"Authorization": f"Bearer {token}"})
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -35,6 +45,9 @@ class Remote:
         try:
             response = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
+            untrusted = _verification_error(exc)
+            if untrusted is not None:
+                raise _untrusted(self.server, untrusted) from None
             raise UserError(f"cannot reach the elastrain server ({type(exc).__name__})", where=self.server,
                             fix="start it with `elastrain server`, or pass --server / set ELASTRAIN_SERVER",
                             exit_code=1) from None
@@ -50,6 +63,24 @@ class Remote:
         if response.status_code == 422:
             raise UserError(detail, where=self.server, fix="correct the request", exit_code=2)
         raise UserError(detail, where=f"{self.server} (HTTP {response.status_code})", exit_code=1)
+
+
+def _verification_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The failed certificate check behind an httpx error (it wraps httpcore's, which wraps ssl's)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
+def _untrusted(server: str, error: ssl.SSLCertVerificationError) -> UserError:
+    if error.verify_code in _NAME_MISMATCH:
+        return UserError(f"the server's TLS certificate is not for this address ({error.verify_message})",
+                         where=server, fix="reach it by a name or address its certificate lists, or issue it one "
+                         "that lists this one: `elastrain admin certs --host ...`", exit_code=1)
+    return UserError(f"the server's TLS certificate is not trusted ({error.verify_message})", where=server,
+                     fix=f"pass --ca-cert FILE or set {CA_CERT_ENV} to the CA certificate that signed it "
+                     "(the ca.crt of `elastrain admin certs`)", exit_code=1)
 
 
 def _detail(response: httpx.Response) -> str:
