@@ -4,6 +4,7 @@ membership change (gloo on CPU, NCCL when the workers train on GPUs, on their CU
 from __future__ import annotations
 
 import io
+import os
 import socket
 from datetime import timedelta
 
@@ -23,6 +24,27 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("", 0))
         return probe.getsockname()[1]
+
+
+def bind_to_address(address: str) -> str | None:
+    """Make gloo groups formed later in this process use the network interface that holds
+    `address` (the node's address in the cluster), unless GLOO_SOCKET_IFNAME already names one.
+    Returns the interface, or None when no interface holds the address (gloo then resolves the
+    host name, as it would have).
+
+    Without it gloo binds to what the host name resolves to, which on many hosts is a loopback
+    address (Debian maps it to 127.0.1.1; this machine to 127.0.0.1): peers on other hosts are
+    then told to connect to 127.x and the group never forms.
+    """
+    if os.environ.get("GLOO_SOCKET_IFNAME"):
+        return os.environ["GLOO_SOCKET_IFNAME"]
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(entry.address.split("%")[0] == address for entry in addresses):
+            os.environ["GLOO_SOCKET_IFNAME"] = name
+            return name
+    return None
 
 
 class GroupCollective:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Iterator
@@ -142,11 +143,18 @@ def check_ray_address(address: str) -> None:
     if not host or not port.isdigit():
         raise UserError(f"cannot read the Ray address '{address}'", where="RAY_ADDRESS",
                         fix="write host:port (e.g. 10.0.0.5:6379), ray://host:port, auto or local")
+    tls = _ray_tls_context()
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S) as conn:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S) as plain:
+            conn = tls.wrap_socket(plain, server_hostname=host.strip("[]")) if tls else plain
             conn.settimeout(PROBE_TIMEOUT_S)
             conn.sendall(_HTTP2_PREFACE + _EMPTY_SETTINGS)
             header = _read(conn, _FRAME_HEADER)
+    except ssl.SSLError as exc:
+        raise UserError(f"the Ray head at {host}:{port} refused this node's TLS certificate, or its own is not "
+                        f"trusted ({exc.reason or exc})", where="RAY_TLS_SERVER_CERT / RAY_TLS_CA_CERT",
+                        fix="use a certificate signed by the cluster's CA and that CA's certificate "
+                            "(`elastrain admin certs --ca-dir ...`)", exit_code=1) from None
     except OSError as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
         raise UserError(f"nothing answers at the Ray address {host}:{port} ({reason})", where="RAY_ADDRESS",
@@ -154,6 +162,18 @@ def check_ray_address(address: str) -> None:
     if len(header) < _FRAME_HEADER or header[3] != _SETTINGS:
         raise UserError(f"the server at {host}:{port} is not a Ray cluster's head (it does not speak gRPC)",
                         where="RAY_ADDRESS", fix=_FIX, exit_code=1)
+
+
+def _ray_tls_context() -> ssl.SSLContext | None:
+    """The TLS client side Ray itself uses when RAY_USE_TLS is on (mutual TLS with this node's
+    certificate, trusting the cluster's CA; gRPC over TLS negotiates HTTP/2 by ALPN), else None."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):
+        return None
+    context = ssl.create_default_context(cafile=os.environ.get("RAY_TLS_CA_CERT"))
+    if os.environ.get("RAY_TLS_SERVER_CERT"):
+        context.load_cert_chain(os.environ["RAY_TLS_SERVER_CERT"], os.environ.get("RAY_TLS_SERVER_KEY"))
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 def _read(conn: socket.socket, size: int) -> bytes:

@@ -167,6 +167,8 @@ class ElasticController:
         # A GPU job has none: a process holds its GPU only if it was started with it.
         self.use_standby = spec.resources.warm_standby and not spec.resources.on_gpu and self.maximum > self.minimum
         self.standbys: list[tuple[Member, ray.ObjectRef]] = []
+        # Members that left on a preemption notice, with when their node goes (wall clock).
+        self.parked: list[tuple[Member, float]] = []
         self.standby_loading: tuple[Member, float] | None = None   # a new standby and its start (perf_counter)
         self.resize_asked: ResizeRequest | None = None   # the resize request not yet carried out
         self.paused_at = 0.0                             # wall time the group last stopped to re-form
@@ -201,7 +203,7 @@ class ElasticController:
                     case Recover():
                         self._recover(watch)
                     case Resize():
-                        self._resize()
+                        self._resize(watch)
         finally:
             self._stop_all()
 
@@ -501,6 +503,7 @@ class ElasticController:
             if report is None:
                 continue
             self._keep_standby()
+            self._release_parked(time.time())
             due = self._chaos_step()
             if due is not None and due != armed:
                 self.members[0].actor.request_pause.remote(after_step=due)
@@ -592,27 +595,63 @@ class ElasticController:
                               detail={"asked": workers, "target": self.desired, "source": source}))
         self._grow_to(self.desired)
 
-    def _resize(self) -> None:
-        """The group paused: let ready workers join or extra ones leave, then re-form. Once the
-        size asked for is reached, the first step of the new group ends the resize (`resized`).
-        Chaos actions due by now are carried out first."""
+    def _resize(self, watch: Watch) -> None:
+        """The group paused: members whose node is being preempted leave, ready workers join or
+        extra ones leave, then the group re-forms. Once the size asked for is reached, the first
+        step of the new group ends the resize (`resized`). Chaos actions due by now are carried
+        out first."""
         self.paused_at = time.time()   # the members' run() returned just after their last step
         self._progress()   # the events of the steps before the pause come before those of the resize
+        before = [m.worker_id for m in self.members]
+        preempted = self._let_preempted_go(watch)
+        if len(self.members) < self.minimum:
+            self._admit(wait_for=self.minimum)
         self._fire_chaos()
-        before = len(self.members)
         joined = self._ready_pending(timeout=0) if len(self.members) < self.desired else []
         self.members += joined
         self._trim_to_desired()
-        if not joined and len(self.members) == before:
+        if [m.worker_id for m in self.members] == before:
             return   # nothing changed (a joiner died meanwhile): the group goes on as it was
         began = time.perf_counter()
-        if len(self.members) > before:
+        if len(self.members) > len(before):
             self._form(reason="scale_out", detail={"from_standby": sum(m.from_standby for m in joined)})
         else:
-            self._form(reason="scale_in")
+            self._form(reason="scale_in", detail={"preempted": preempted} if preempted else None)
         if self.resize_asked is not None and len(self.members) == self.desired:
             self.resized = (self.resize_asked, self.paused_at, time.perf_counter() - began)
             self.resize_asked = None
+
+    def _let_preempted_go(self, watch: Watch) -> int:
+        """Members that reported a preemption notice leave the group (event `preempted`, with the
+        notice's lead time); replacements are asked for. A leaving member keeps its CPUs reserved
+        until its node's end, so that no replacement lands on the node being taken. Returns how
+        many left."""
+        notices = {worker_id: result["preempted"] for worker_id, result in watch.results.items()
+                   if result.get("preempted")}
+        leaving = [m for m in self.members if m.worker_id in notices]
+        if not leaving:
+            return 0
+        if len(leaving) == len(self.members):
+            self.on_warning(f"every worker's node is being preempted (step {self.step}); the job goes on until the "
+                            "nodes are gone, then resumes from its latest checkpoint")
+            return 0
+        self.members = [m for m in self.members if m.worker_id not in notices]
+        for member in leaving:
+            notice = notices[member.worker_id]
+            self.parked.append((member, notice["terminate_at"]))
+            self.events.add(Event("preempted", self.step, len(self.members), self.generation,
+                                  detail={"source": notice["source"], "action": notice["action"],
+                                          "lead_s": round(notice["terminate_at"] - notice["seen_at"], 3),
+                                          "host": member.host, "pid": member.pid}))
+        self._grow_to(self.desired)
+        return len(leaving)
+
+    def _release_parked(self, now: float) -> None:
+        """Let go of the members that left on a preemption notice once their node's time is up."""
+        done = [member for member, until in self.parked if until <= now]
+        for member in done:
+            self._kill(member)
+        self.parked = [(member, until) for member, until in self.parked if until > now]
 
     def _recover(self, watch: Watch) -> None:
         """A member died, hung or broke the collective: re-form among the survivors, in place.
@@ -655,8 +694,8 @@ class ElasticController:
         return Outcome("done", state, metrics=metrics)
 
     def _cancelled(self) -> Outcome:
-        """The group paused on a cancel request: the job ends with the state it reached."""
-        self.events.add(Event("cancelled", self.step, len(self.members), self.generation))
+        """The group paused on a cancel request: the job ends with the state it reached (its
+        `cancelled` event, with the job's duration, is the run's final event)."""
         return Outcome("cancelled", self._state_of(self.members[0]))
 
     def _failed(self, worker_id: int, result: dict) -> Outcome:
@@ -668,9 +707,9 @@ class ElasticController:
                        traceback=result.get("traceback"))
 
     def _stop_all(self) -> None:
-        for member in [*self.members, *(m for m, _ in [*self.pending.values(), *self.standbys])]:
+        for member in [*self.members, *(m for m, _ in [*self.pending.values(), *self.standbys, *self.parked])]:
             self._kill(member)
-        self.members, self.pending, self.standbys = [], {}, []
+        self.members, self.pending, self.standbys, self.parked = [], {}, [], []
 
 
 def _leased(actor: ray.actor.ActorHandle) -> bool:

@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,7 +25,8 @@ import torch
 from elastrain.data import prepare_dataset
 from elastrain.data.sampler import global_batch, shard
 from elastrain.elastic.checkpoints import CheckpointStore
-from elastrain.elastic.collective import GroupCollective, PeerLost
+from elastrain.elastic.collective import GroupCollective, PeerLost, bind_to_address
+from elastrain.elastic.preemption import Notice, NoticeWatcher
 from elastrain.errors import TrainingDiverged, UserError
 from elastrain.spec import JobSpec
 from elastrain.train.breakdown import StepBreakdown
@@ -102,6 +104,10 @@ class Worker:
         sys.path[:0] = [p for p in extra_paths if p not in sys.path]
         self.spec = JobSpec.model_validate(spec)
         self.collective = GroupCollective()
+        if not self.spec.resources.on_gpu:
+            import ray
+
+            bind_to_address(ray.util.get_node_ip_address())
         self.trainer = Trainer(self.spec, prepare_dataset(self.spec), self.collective,
                                device=worker_device(self.spec))
         self.checkpoint_url = checkpoint_url
@@ -119,6 +125,11 @@ class Worker:
         self.timer = StepTimer(float(self.trainer.batch_size))
         self.first_step_at: float | None = None   # wall time of the current formation's first step
         self.noise: tuple[float, float] | None = self.trainer.gradient_noise()
+        self.notice: Notice | None = None    # this node's preemption notice, once seen
+        self.notice_reported = False
+        notices = self.spec.resources.preemption_notices
+        self.watcher = None if notices is None else NoticeWatcher(notices.source, notices.url, notices.poll_s,
+                                                                  self._on_notice)
 
     def info(self) -> dict:
         """Where this worker runs and how far its replica is."""
@@ -187,7 +198,11 @@ class Worker:
         if outcome.status == "paused":
             self.pause.clear()
             self.pause_after = None
-            return {"status": "paused", "step": self.trainer.step}
+            paused = {"status": "paused", "step": self.trainer.step}
+            if self.notice is not None and not self.notice_reported:
+                self.notice_reported = True
+                paused["preempted"] = asdict(self.notice)
+            return paused
         if self.store:
             self.store.wait()
         return {"status": "done", "metrics": outcome.metrics, "step": self.trainer.step}
@@ -237,7 +252,13 @@ class Worker:
 
     def _pause_due(self) -> bool:
         after = self.pause_after
-        return self.pause.is_set() or (after is not None and self.trainer.step + 1 >= after)
+        return (self.pause.is_set() or (after is not None and self.trainer.step + 1 >= after)
+                or (self.notice is not None and not self.notice_reported))
+
+    def _on_notice(self, notice: Notice) -> None:
+        """This node will be taken: the group stops after its next step, and `run` reports the
+        notice so that the controller lets this worker go."""
+        self.notice = notice
 
     def progress(self) -> dict:
         """Step, epoch, loss and samples so far; epoch metrics and checkpoints since the last call;
@@ -262,6 +283,8 @@ class Worker:
 
     def shutdown(self) -> None:
         """Finish pending checkpoint writes and leave the group."""
+        if self.watcher:
+            self.watcher.stop()
         if self.store:
             self.store.close()
         self.collective.leave()

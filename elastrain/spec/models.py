@@ -273,6 +273,15 @@ class WorkersSpec(_Strict):
         return self
 
 
+class PreemptionSpec(_Strict):
+    """Where each worker learns that the cloud is taking its node back (elastrain.elastic.preemption)."""
+
+    source: Literal["aws", "gcp"] = Field(description="the shape of the notice: AWS spot instance-action, or "
+                                                      "GCP's preempted flag")
+    url: str | None = Field(None, description="the node's metadata endpoint; default the cloud's own")
+    poll_s: float = Field(1.0, gt=0, le=60, description="seconds between two looks at the endpoint")
+
+
 class ResourcesSpec(_Strict):
     """Compute the job asks for."""
 
@@ -293,6 +302,9 @@ class ResourcesSpec(_Strict):
                           "replaces a lost worker) in well under a second instead of the seconds a new process "
                           "takes; each costs the memory of one worker, and a new one a few seconds of CPU while it "
                           "loads (CPU jobs whose workers.max > workers.min, once they run below workers.max)")
+    preemption_notices: PreemptionSpec | None = Field(
+        None, description="watch each node's cloud metadata endpoint: a worker whose node is about to be "
+                          "taken leaves the group at the next step boundary, before the node is gone")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where a worker trains: auto is the GPU when gpus_per_worker > 0, else the CPU; "
                             "cpu keeps the model on the CPU even on a GPU")

@@ -1,0 +1,156 @@
+"""A Ray cluster of several hosts (network namespaces on this machine, `tests/netns_cluster.py`):
+an elastic job with workers on two hosts survives losing a whole host, in place, and grows back
+when the host's Ray node rejoins."""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from elastrain.elastic import RunFolder
+from elastrain.security.certs import issue_cert
+from tests import netns_cluster
+from tests.conftest import REPO, wait_until
+from tests.test_elastic import JOB, assert_exactly_once
+
+WHY_NOT = netns_cluster.available()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=f"no namespace cluster: {WHY_NOT}")]
+STEPS_PER_EPOCH = 24   # 1437 training samples of digits in global batches of 60
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head with no CPUs (it runs the job's driver) and two worker hosts of one CPU each."""
+    built = netns_cluster.build([0, 1, 1])
+    yield built
+    built.teardown()
+
+
+def events_of(folder: RunFolder) -> list[dict]:
+    return folder.read_events() if folder.events_file.exists() else []
+
+
+def test_a_lost_host_costs_the_step_in_flight_and_the_job_grows_back_when_it_returns(cluster, tmp_path):
+    home, trace = tmp_path / "home", tmp_path / "trace"
+    trace.mkdir()
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(JOB.format(epochs=5000, max_workers=2, every=100_000, hidden=[256, 256], dropout=0.0))
+    driver = cluster.head.popen([sys.executable, "-m", "tests.netns_job", str(spec_file), str(home), str(trace)],
+                                env={"RAY_ADDRESS": cluster.ray_address}, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: list(home.glob("runs/*/status.json")), timeout=120)
+        folder = RunFolder(next(home.glob("runs/*")))
+        wait_until(lambda: (status := folder.read_status()) is not None and status.workers == 2 and status.step >= 100,
+                   timeout=120)
+        lost_host = cluster.hosts[2]
+        assert lost_host.kill() > 0
+        wait_until(lambda: "recovered" in [e["kind"] for e in events_of(folder)], timeout=120)
+        cluster.start_node(lost_host)   # the host is back: its Ray node rejoins the cluster
+        wait_until(lambda: [e for e in events_of(folder) if e["kind"] == "scale_out" and e["workers"] == 2],
+                   timeout=120)
+        folder.request_cancel()
+        out, err = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "cancelled"
+    events = folder.read_events()
+    kinds = [e["kind"] for e in events]
+    assert kinds.index("worker_lost") < kinds.index("recovered") < kinds.index("scale_out")
+    assert kinds.count("cancelled") == 1 and kinds[-1] == "cancelled"
+    lost = next(e for e in events if e["kind"] == "worker_lost")
+    recovered = next(e for e in events if e["kind"] == "recovered")
+    # In place: the survivor went on from its own step (no checkpoint was read), on one worker.
+    assert lost["workers"] == 1 and "resume" not in kinds and not list(folder.checkpoints.glob("*.pt"))
+    assert recovered["duration_s"] is not None and recovered["duration_s"] > 0
+    steps = result["steps"]
+    assert_exactly_once(trace, steps=steps, epochs=-(-steps // STEPS_PER_EPOCH), partial_last=True)
+
+
+@pytest.fixture(scope="module")
+def tls_cluster():
+    """The same hosts with Ray's mutual TLS between them, a certificate per host from one CA."""
+    built = netns_cluster.build([0, 1, 1], tls=True)
+    yield built
+    built.teardown()
+
+
+def test_with_tls_a_job_runs_and_a_node_without_the_clusters_certificate_cannot_join(tls_cluster, tmp_path):
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(JOB.format(epochs=3, max_workers=2, every=100_000, hidden=[32], dropout=0.0))
+    (tmp_path / "trace").mkdir()
+    done = tls_cluster.head.run([sys.executable, "-m", "tests.netns_job", str(spec_file), str(tmp_path / "home"),
+                                 str(tmp_path / "trace")], env={"RAY_ADDRESS": tls_cluster.ray_address}, cwd=REPO,
+                                timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "succeeded" and result["steps"] == 3 * STEPS_PER_EPOCH
+    assert {json.loads(line)["world_size"] for f in (tmp_path / "trace").glob("*.jsonl")
+            for line in f.read_text().splitlines()} >= {2}   # both worker hosts trained, over TLS
+    host = tls_cluster.hosts[2]
+    host.kill()
+    everyone_else = {h.address for h in tls_cluster.hosts if h is not host}
+    tls_cluster.wait_nodes(everyone_else)
+    rogue = issue_cert(tmp_path / "rogue", [host.address, "127.0.0.1"], name="rogue")   # another CA's
+    for env in ({"RAY_USE_TLS": "0"}, netns_cluster.tls_env(rogue)):
+        # `ray start` retries a head that refuses it until it gives up; 20 s bound the wait here.
+        with pytest.raises((RuntimeError, subprocess.TimeoutExpired)):
+            tls_cluster.start_node(host, timeout_s=20, env=env)
+        assert tls_cluster.alive_nodes() == everyone_else
+        host.kill()
+    tls_cluster.start_node(host)   # its own certificate: it joins
+    tls_cluster.wait_nodes(everyone_else | {host.address})
+
+
+def test_a_preemption_notice_lets_the_hosts_worker_leave_at_a_step_boundary_losing_nothing(cluster, tmp_path):
+    """AWS's two-minute notice, from a fake metadata endpoint in the host's own namespace: the
+    group stops after the same step, the host's worker leaves, the others go on; when the host is
+    then taken, nothing breaks (no worker_lost, no recovery), and every sample is trained once."""
+    home, trace, notice = tmp_path / "home", tmp_path / "trace", tmp_path / "notice.json"
+    trace.mkdir()
+    cluster.wait_nodes({h.address for h in cluster.hosts})   # the host lost in the test before is back
+    doomed = cluster.hosts[2]
+    metadata = doomed.popen([sys.executable, "-m", "tests.fake_metadata", "8099", str(notice)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert metadata.stdout.readline().strip() == "ready"
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(JOB.format(epochs=5000, max_workers=2, every=100_000, hidden=[256, 256], dropout=0.0).replace(
+        "wait_timeout_s: 60", "wait_timeout_s: 60, preemption_notices: {source: aws, poll_s: 0.2, "
+        "url: 'http://127.0.0.1:8099/latest/meta-data/spot/instance-action'}"))
+    driver = cluster.head.popen([sys.executable, "-m", "tests.netns_job", str(spec_file), str(home), str(trace)],
+                                env={"RAY_ADDRESS": cluster.ray_address}, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: list(home.glob("runs/*/status.json")), timeout=120)
+        folder = RunFolder(next(home.glob("runs/*")))
+        wait_until(lambda: (status := folder.read_status()) is not None and status.workers == 2 and status.step >= 100,
+                   timeout=120)
+        goes_at = datetime.now(UTC) + timedelta(seconds=120)
+        notice.write_text(json.dumps({"action": "terminate", "time": goes_at.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+        wait_until(lambda: "preempted" in [e["kind"] for e in events_of(folder)], timeout=60)
+        doomed.kill()   # the cloud takes the host (sooner than it said)
+        cluster.wait_nodes({h.address for h in cluster.hosts if h is not doomed})
+        step = folder.read_status().step
+        wait_until(lambda: folder.read_status().step > step + 50, timeout=60)   # the job went on past it
+        folder.request_cancel()
+        out, err = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+        metadata.kill()
+        cluster.start_node(doomed)
+    assert driver.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    events = folder.read_events()
+    kinds = [e["kind"] for e in events]
+    assert "worker_lost" not in kinds and "recovered" not in kinds, kinds
+    preempted = next(e for e in events if e["kind"] == "preempted")
+    assert preempted["workers"] == 1 and preempted["detail"]["source"] == "aws"
+    assert preempted["detail"]["host"] == doomed.address and 100 < preempted["detail"]["lead_s"] <= 120
+    regrouped = next(e for e in events if e["kind"] == "scale_in")
+    assert regrouped["workers"] == 1 and regrouped["detail"] == {"preempted": 1}
+    steps = result["steps"]
+    assert_exactly_once(trace, steps=steps, epochs=-(-steps // STEPS_PER_EPOCH), partial_last=True)
