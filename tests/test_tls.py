@@ -6,6 +6,7 @@ import json
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -119,3 +120,22 @@ def test_clients_reach_an_https_server_only_when_they_trust_its_ca(cli, https_se
     assert Remote(url, token, ca_cert).call("GET", "/jobs")["jobs"] == []   # the Python API's client
     server_output = log.read_text()
     assert f"elastrain API on {url}/api/v1" in server_output and token not in server_output
+
+
+def test_a_token_read_from_a_file_works_and_no_process_shows_a_token(cli, https_server, tmp_path):
+    url, ca_cert, token, _ = https_server
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    code, out, _ = cli("jobs", "--server", url, "--token", f"@{token_file}", "--ca-cert", ca_cert, "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["total"] == 0
+    (tmp_path / "empty").write_text("")
+    code, _, err = cli("jobs", "--server", url, "--token", f"@{tmp_path / 'empty'}", "--ca-cert", ca_cert)
+    assert code == 2 and "--token: the token file" in err and "is empty" in err
+    # The server, its Ray and every process they started: no command line carries the token.
+    shown = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            shown.append(cmdline.read_bytes())
+        except OSError:   # the process ended meanwhile
+            continue
+    assert shown and not any(token.encode() in line for line in shown)

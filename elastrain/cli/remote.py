@@ -65,6 +65,27 @@ class Remote:
         raise UserError(detail, where=f"{self.server} (HTTP {response.status_code})", exit_code=1)
 
 
+def read_token(given: str | None) -> str | None:
+    """The API token: `given` itself, or the first line of the file `@PATH` names (a token typed on
+    the command line shows in every process listing of the machine; one in a file does not).
+
+    Raises:
+        UserError: the file cannot be read or is empty (exit code 2).
+    """
+    if not given or not given.startswith("@"):
+        return given
+    path = Path(given[1:]).expanduser()
+    try:
+        lines = path.read_text().split()
+    except OSError as exc:
+        raise UserError(f"cannot read the token file {path} ({exc.strerror or type(exc).__name__})", where="--token",
+                        fix="write the token `elastrain admin create-user` printed into that file") from None
+    if not lines:
+        raise UserError(f"the token file {path} is empty", where="--token",
+                        fix="write the token `elastrain admin create-user` printed into that file")
+    return lines[0]
+
+
 def _verification_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The failed certificate check behind an httpx error (it wraps httpcore's, which wraps ssl's)."""
     cause: BaseException | None = exc
