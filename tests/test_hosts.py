@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,23 @@ def cluster():
     built.teardown()
 
 
+def start_job(cluster: netns_cluster.Cluster, spec_file: Path, home: Path, trace: Path):
+    """Run the job of `spec_file` from the cluster's head; return its driver process and run
+    folder once it trains on 2 workers and has taken 100 steps."""
+    driver = cluster.head.popen([sys.executable, "-m", "tests.netns_job", str(spec_file), str(home), str(trace)],
+                                env={"RAY_ADDRESS": cluster.ray_address}, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: list(home.glob("runs/*/status.json")), timeout=120)
+        folder = RunFolder(next(home.glob("runs/*")))
+        wait_until(lambda: (status := folder.read_status()) is not None and status.workers == 2 and status.step >= 100,
+                   timeout=120)
+    except BaseException:
+        driver.kill()
+        raise
+    return driver, folder
+
+
 def events_of(folder: RunFolder) -> list[dict]:
     return folder.read_events() if folder.events_file.exists() else []
 
@@ -37,14 +55,8 @@ def test_a_lost_host_costs_the_step_in_flight_and_the_job_grows_back_when_it_ret
     trace.mkdir()
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(JOB.format(epochs=5000, max_workers=2, every=100_000, hidden=[256, 256], dropout=0.0))
-    driver = cluster.head.popen([sys.executable, "-m", "tests.netns_job", str(spec_file), str(home), str(trace)],
-                                env={"RAY_ADDRESS": cluster.ray_address}, cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    driver, folder = start_job(cluster, spec_file, home, trace)
     try:
-        wait_until(lambda: list(home.glob("runs/*/status.json")), timeout=120)
-        folder = RunFolder(next(home.glob("runs/*")))
-        wait_until(lambda: (status := folder.read_status()) is not None and status.workers == 2 and status.step >= 100,
-                   timeout=120)
         lost_host = cluster.hosts[2]
         assert lost_host.kill() > 0
         wait_until(lambda: "recovered" in [e["kind"] for e in events_of(folder)], timeout=120)
@@ -121,14 +133,8 @@ def test_a_preemption_notice_lets_the_hosts_worker_leave_at_a_step_boundary_losi
     spec_file.write_text(JOB.format(epochs=5000, max_workers=2, every=100_000, hidden=[256, 256], dropout=0.0).replace(
         "wait_timeout_s: 60", "wait_timeout_s: 60, preemption_notices: {source: aws, poll_s: 0.2, "
         "url: 'http://127.0.0.1:8099/latest/meta-data/spot/instance-action'}"))
-    driver = cluster.head.popen([sys.executable, "-m", "tests.netns_job", str(spec_file), str(home), str(trace)],
-                                env={"RAY_ADDRESS": cluster.ray_address}, cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    driver, folder = start_job(cluster, spec_file, home, trace)
     try:
-        wait_until(lambda: list(home.glob("runs/*/status.json")), timeout=120)
-        folder = RunFolder(next(home.glob("runs/*")))
-        wait_until(lambda: (status := folder.read_status()) is not None and status.workers == 2 and status.step >= 100,
-                   timeout=120)
         goes_at = datetime.now(UTC) + timedelta(seconds=120)
         notice.write_text(json.dumps({"action": "terminate", "time": goes_at.strftime("%Y-%m-%dT%H:%M:%SZ")}))
         wait_until(lambda: "preempted" in [e["kind"] for e in events_of(folder)], timeout=60)

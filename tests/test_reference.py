@@ -83,6 +83,19 @@ class ThreadGroup:
 
         return Member()
 
+    def fit(self, spec, data) -> tuple[list[Trainer], list]:
+        """Train `spec` on `world_size` replicas in lock step, one thread each: the replicas and
+        the outcome of `fit` on each."""
+        replicas = [Trainer(spec, data, self.member(rank)) for rank in range(self.world_size)]
+        outcomes: list = [None] * self.world_size
+        threads = [threading.Thread(target=lambda r=r: outcomes.__setitem__(r, fit(replicas[r])))
+                   for r in range(self.world_size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return replicas, outcomes
+
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_updates_do_not_depend_on_how_many_workers_share_the_batch(world_size):
@@ -95,15 +108,7 @@ train: {optimizer: momentum, lr: 0.05, batch_size: 50, epochs: 4}
     data = prepare_dataset(spec)
     single = Trainer(spec, data)
     fit(single)
-    group = ThreadGroup(world_size)
-    replicas = [Trainer(spec, data, group.member(rank)) for rank in range(world_size)]
-    results: list = [None] * world_size
-    threads = [threading.Thread(target=lambda r=r: results.__setitem__(r, fit(replicas[r])))
-               for r in range(world_size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    replicas, results = ThreadGroup(world_size).fit(spec, data)
     for replica in replicas:
         for a, b in zip(single.model.parameters(), replica.model.parameters(), strict=True):
             # Same math; only the order of float32 additions differs.

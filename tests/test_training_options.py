@@ -2,7 +2,6 @@
 class weights, label smoothing) and the RBF-kernel SVM: against independent references
 (scikit-learn, torch's own losses), on any world size, and through a resized elastic job."""
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -197,15 +196,7 @@ def test_the_options_give_the_same_training_on_any_world_size(name, world_size):
     data = prepare_dataset(spec)
     single = Trainer(spec, data)
     expected = fit(single)
-    group = ThreadGroup(world_size)
-    replicas = [Trainer(spec, data, group.member(rank)) for rank in range(world_size)]
-    outcomes: list = [None] * world_size
-    threads = [threading.Thread(target=lambda r=r: outcomes.__setitem__(r, fit(replicas[r])))
-               for r in range(world_size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    replicas, outcomes = ThreadGroup(world_size).fit(spec, data)
     for replica, outcome in zip(replicas, outcomes, strict=True):
         assert (replica.step, replica.stopped_early, replica.best) == (single.step, single.stopped_early, single.best)
         assert outcome.metrics == expected.metrics
