@@ -160,3 +160,31 @@ def test_a_preemption_notice_lets_the_hosts_worker_leave_at_a_step_boundary_losi
     assert regrouped["workers"] == 1 and regrouped["detail"] == {"preempted": 1}
     steps = result["steps"]
     assert_exactly_once(trace, steps=steps, epochs=-(-steps // STEPS_PER_EPOCH), partial_last=True)
+
+
+def test_elastrain_run_keeps_its_driver_on_the_node_it_was_started_on(cluster, tmp_path):
+    """The driver writes the run folder in ELASTRAIN_HOME of the node `elastrain run` runs on; a
+    driver holding no CPUs must not be placed on another node (here, the head has none, and the
+    worker hosts have room)."""
+    cluster.wait_nodes({h.address for h in cluster.hosts})
+    home, spec_file = tmp_path / "home", tmp_path / "job.yaml"
+    spec_file.write_text(JOB.format(epochs=5000, max_workers=2, every=100_000, hidden=[32], dropout=0.0))
+    env = {"RAY_ADDRESS": cluster.ray_address, "ELASTRAIN_HOME": str(home)}
+    run = cluster.head.popen([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: list(home.glob("runs/*/status.json")), timeout=120)
+        folder = RunFolder(next(home.glob("runs/*")))
+        wait_until(lambda: (status := folder.read_status()) is not None and status.step > 0, timeout=120)
+        where = ("import ray; from ray._private import state; from elastrain.elastic.driver import find_driver; "
+                 "ray.init(logging_level='ERROR', log_to_driver=False); "
+                 f"print(state.actors(actor_id=find_driver('{folder.job_id}')._actor_id.hex())['Address']['IPAddress'])")
+        found = cluster.head.run([sys.executable, "-c", where], env=env, cwd=REPO, timeout=120)
+        assert found.returncode == 0, found.stderr[-2000:]
+        cancel = cluster.head.run([sys.executable, "-m", "elastrain", "cancel", folder.job_id], env=env, cwd=REPO,
+                                  timeout=120)
+        assert cancel.returncode == 0, cancel.stderr[-2000:]
+        run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert found.stdout.strip().splitlines()[-1] == cluster.head.address

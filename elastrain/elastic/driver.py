@@ -218,16 +218,21 @@ def launch_driver(launch: DriverLaunch, detached: bool) -> Any:
         The actor's handle.
     """
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     spec = launch.spec
     if spec is None:
         spec = RunFolder.find(Path(launch.home), launch.job_id).read_spec()
     own = runs_in_process(spec, launch.chaos)
     resources = spec.resources
+    # The driver writes the run folder under `launch.home`, a folder of this node: it runs here. A
+    # driver that trains the job's one worker itself needs that worker's CPUs, which this node (a
+    # head with none, say) may lack: it prefers this node and goes elsewhere only then.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=own)
     actor = ray.remote(JobDriver).options(
         name=actor_name(launch.job_id), namespace=NAMESPACE, lifetime="detached" if detached else None,
         num_cpus=resources.cpus_per_worker if own else 0, num_gpus=resources.gpus_per_worker if own else 0,
-        max_concurrency=DRIVER_CONCURRENCY, max_restarts=0)
+        max_concurrency=DRIVER_CONCURRENCY, max_restarts=0, scheduling_strategy=here)
     return actor.remote(launch)
 
 
