@@ -54,6 +54,11 @@ ANSWER_S = 3.0
 # After one member's step broke, how long the others have to return theirs: survivors of a killed
 # peer return within milliseconds; a member that does not is hung and is killed.
 BROKEN_GRACE_S = 5.0
+# After the group broke, how long a member still inside its step has to answer a liveness probe
+# (`info`, served beside the training thread in milliseconds). One whose host vanished cannot, and
+# is dropped now rather than when Ray's node health check gives up on its node (15 s and more with
+# Ray's defaults).
+PROBE_S = 1.0
 # Errors of the group's own machinery: a member died (also by Ray's out-of-memory killer), hung
 # (a timeout), or broke the collective while forming. Errors of the training code never surface
 # here: `Worker.run` returns them as results.
@@ -464,9 +469,10 @@ class ElasticController:
         """Run the group until every member's `run` returns; meanwhile report progress and carry
         out chaos actions and resize requests (by asking the group to pause).
 
-        A member that hangs is killed, so that the watch always ends: one whose `run` has not
-        returned `BROKEN_GRACE_S` after a peer's step broke, or, when the group has completed no
-        step for `resources.hang_timeout_s`, one that does not answer a call.
+        A member that hangs is killed, so that the watch always ends: after a peer's step broke,
+        one that does not answer a liveness probe within `PROBE_S` (its host is gone) or whose
+        `run` has not returned within `BROKEN_GRACE_S`; when the group has completed no step for
+        `resources.hang_timeout_s`, one that does not answer a call.
         """
         armed = self._chaos_step()   # the group pauses after this step, where the action is carried out
         running = {m.actor.run.remote(armed): m for m in self.members}
@@ -474,6 +480,7 @@ class ElasticController:
         self.pause_asked = False
         hang_timeout = self.spec.resources.hang_timeout_s
         broken_at: float | None = None
+        probes: dict[int, ray.ObjectRef] = {}   # liveness probes of the members still running after a break
         stalled_since = time.monotonic()
         while running:
             done, _ = ray.wait(list(running), timeout=POLL_S)
@@ -488,6 +495,9 @@ class ElasticController:
                 return watch   # the job fails; members still in a collective are killed with the group
             if watch.dead or any(r["status"] == "broken" for r in watch.results.values()):
                 broken_at = broken_at or time.monotonic()
+                probes = probes or {member.worker_id: member.actor.info.remote() for member in running.values()}
+                self._kill_hung(watch, self._silent([m for m in running.values() if m.worker_id not in watch.dead],
+                                                    probes, broken_at))
                 if running and time.monotonic() - broken_at > BROKEN_GRACE_S:
                     self._kill_hung(watch, list(running.values()))
                 continue
@@ -518,6 +528,21 @@ class ElasticController:
                 self.members[0].actor.request_pause.remote()
                 self.pause_asked = True
         return watch
+
+    def _silent(self, members: list[Member], probes: dict[int, ray.ObjectRef], broken_at: float) -> list[Member]:
+        """Of `members` (still in their step after the group broke at `broken_at`), those whose
+        liveness probe failed, or has not answered within PROBE_S of the break."""
+        silent = []
+        for member in members:
+            probe = probes[member.worker_id]
+            if ray.wait([probe], timeout=0)[0]:
+                try:
+                    ray.get(probe)
+                except GROUP_ERRORS:
+                    silent.append(member)
+            elif time.monotonic() - broken_at > PROBE_S:
+                silent.append(member)
+        return silent
 
     def _kill_hung(self, watch: Watch, members: list[Member]) -> None:
         """`members` stopped answering: kill them (their peers' collective then breaks at once)."""
