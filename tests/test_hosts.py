@@ -50,6 +50,30 @@ def events_of(folder: RunFolder) -> list[dict]:
     return folder.read_events() if folder.events_file.exists() else []
 
 
+def test_a_host_lost_for_good_costs_the_step_in_flight_and_the_job_completes_on_the_survivors(cluster, tmp_path):
+    home, trace = tmp_path / "home", tmp_path / "trace"
+    trace.mkdir()
+    spec_file = tmp_path / "job.yaml"
+    epochs = 200   # 4,800 steps: seconds after the kill, which comes at step 100
+    spec_file.write_text(JOB.format(epochs=epochs, max_workers=2, every=100_000, hidden=[256, 256], dropout=0.0))
+    driver, folder = start_job(cluster, spec_file, home, trace)
+    lost_host = cluster.hosts[2]
+    try:
+        assert lost_host.kill() > 0
+        out, err = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+        cluster.start_node(lost_host)   # back for the next test
+    assert driver.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "succeeded" and result["steps"] == epochs * STEPS_PER_EPOCH
+    kinds = [e["kind"] for e in folder.read_events()]
+    assert kinds.index("worker_lost") < kinds.index("recovered") and "resume" not in kinds
+    recovered = next(e for e in folder.read_events() if e["kind"] == "recovered")
+    assert recovered["workers"] == 1 and recovered["duration_s"] > 0
+    assert_exactly_once(trace, steps=epochs * STEPS_PER_EPOCH, epochs=epochs)
+
+
 def test_a_lost_host_costs_the_step_in_flight_and_the_job_grows_back_when_it_returns(cluster, tmp_path):
     home, trace = tmp_path / "home", tmp_path / "trace"
     trace.mkdir()
