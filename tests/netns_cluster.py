@@ -123,13 +123,15 @@ class Cluster:
         """The addresses of the Ray nodes the head counts alive."""
         script = (f"import ray, json; ray.init(address='{self.ray_address}', logging_level='ERROR', "
                   "log_to_driver=False); "
-                  "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]))")
+                  "print('ALIVE ' + json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]))")
         done = self.head.run([sys.executable, "-c", script], env=self.env, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"cannot list the cluster's nodes:\n{done.stderr[-2000:]}")
         import json
 
-        return set(json.loads(done.stdout.strip().splitlines()[-1]))
+        # Ray prints notices of its own on standard output too (a node's lagging heartbeats, say).
+        answer = next(line for line in done.stdout.splitlines() if line.startswith("ALIVE "))
+        return set(json.loads(answer.removeprefix("ALIVE ")))
 
     def wait_nodes(self, addresses: set[str], timeout_s: float = 60) -> None:
         """Wait until exactly `addresses` are the alive Ray nodes."""
