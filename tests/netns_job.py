@@ -1,4 +1,5 @@
-"""Run a job as a driver on the Ray cluster at RAY_ADDRESS and print its result as one JSON line:
+"""Run a job as a driver on the Ray cluster at RAY_ADDRESS and print its result as one JSON line
+after `RESULT ` (Ray may print notices of its own on standard output):
 `python -m tests.netns_job SPEC HOME TRACE_DIR`, run inside a namespace host of the cluster (a
 Ray driver must run on a node of its cluster)."""
 
@@ -12,4 +13,4 @@ from elastrain.spec import load_spec
 if __name__ == "__main__":
     spec_file, home, trace_dir = sys.argv[1:4]
     result = run_job(load_spec(Path(spec_file)), Path(home), options=RunOptions(trace_dir=trace_dir))
-    print(json.dumps(result.to_dict()))
+    print("RESULT " + json.dumps(result.to_dict()), flush=True)

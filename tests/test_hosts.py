@@ -46,6 +46,11 @@ def start_job(cluster: netns_cluster.Cluster, spec_file: Path, home: Path, trace
     return driver, folder
 
 
+def job_result(stdout: str) -> dict:
+    """The result `tests/netns_job.py` printed."""
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT ")).removeprefix("RESULT "))
+
+
 def events_of(folder: RunFolder) -> list[dict]:
     return folder.read_events() if folder.events_file.exists() else []
 
@@ -65,7 +70,7 @@ def test_a_host_lost_for_good_costs_the_step_in_flight_and_the_job_completes_on_
         driver.kill()
         cluster.start_node(lost_host)   # back for the next test
     assert driver.returncode == 0, err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
+    result = job_result(out)
     assert result["status"] == "succeeded" and result["steps"] == epochs * STEPS_PER_EPOCH
     kinds = [e["kind"] for e in folder.read_events()]
     assert kinds.index("worker_lost") < kinds.index("recovered") and "resume" not in kinds
@@ -92,7 +97,7 @@ def test_a_lost_host_costs_the_step_in_flight_and_the_job_grows_back_when_it_ret
     finally:
         driver.kill()
     assert driver.returncode == 0, err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
+    result = job_result(out)
     assert result["status"] == "cancelled"
     events = folder.read_events()
     kinds = [e["kind"] for e in events]
@@ -123,7 +128,7 @@ def test_with_tls_a_job_runs_and_a_node_without_the_clusters_certificate_cannot_
                                  str(tmp_path / "trace")], env={"RAY_ADDRESS": tls_cluster.ray_address}, cwd=REPO,
                                 timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = job_result(done.stdout)
     assert result["status"] == "succeeded" and result["steps"] == 3 * STEPS_PER_EPOCH
     assert {json.loads(line)["world_size"] for f in (tmp_path / "trace").glob("*.jsonl")
             for line in f.read_text().splitlines()} >= {2}   # both worker hosts trained, over TLS
@@ -173,7 +178,7 @@ def test_a_preemption_notice_lets_the_hosts_worker_leave_at_a_step_boundary_losi
         metadata.kill()
         cluster.start_node(doomed)
     assert driver.returncode == 0, err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
+    result = job_result(out)
     events = folder.read_events()
     kinds = [e["kind"] for e in events]
     assert "worker_lost" not in kinds and "recovered" not in kinds, kinds
@@ -201,8 +206,8 @@ def test_elastrain_run_keeps_its_driver_on_the_node_it_was_started_on(cluster, t
         folder = RunFolder(next(home.glob("runs/*")))
         wait_until(lambda: (status := folder.read_status()) is not None and status.step > 0, timeout=120)
         where = ("import ray; from ray._private import state; from elastrain.elastic.driver import find_driver; "
-                 "ray.init(logging_level='ERROR', log_to_driver=False); "
-                 f"print(state.actors(actor_id=find_driver('{folder.job_id}')._actor_id.hex())['Address']['IPAddress'])")
+                 "ray.init(logging_level='ERROR', log_to_driver=False); print('NODE', "
+                 f"state.actors(actor_id=find_driver('{folder.job_id}')._actor_id.hex())['Address']['IPAddress'])")
         found = cluster.head.run([sys.executable, "-c", where], env=env, cwd=REPO, timeout=120)
         assert found.returncode == 0, found.stderr[-2000:]
         cancel = cluster.head.run([sys.executable, "-m", "elastrain", "cancel", folder.job_id], env=env, cwd=REPO,
@@ -211,4 +216,4 @@ def test_elastrain_run_keeps_its_driver_on_the_node_it_was_started_on(cluster, t
         run.communicate(timeout=120)
     finally:
         run.kill()
-    assert found.stdout.strip().splitlines()[-1] == cluster.head.address
+    assert f"NODE {cluster.head.address}" in found.stdout.splitlines()
