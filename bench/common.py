@@ -72,3 +72,72 @@ def start_ray() -> None:
     from elastrain.elastic.connect import connect_ray
 
     connect_ray(None)
+
+
+def raytrain_replica() -> tuple:
+    """The workload inside a Ray Train worker: (x (N, 64) float32 standardized digits, y (N,)
+    int64, the bare model, the model to train (DDP from 2 workers on), its Adam optimizer, the step
+    it holds, this worker's rank, the world size), resumed from Ray Train's latest checkpoint (the
+    state.pt that :func:`raytrain_report` writes) if there is one."""
+    import itertools
+
+    import numpy as np
+    import ray.train
+    import torch
+    from ray.train.torch import prepare_model
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    digits = load_digits()
+    x = digits.data.astype(np.float32)
+    x = torch.from_numpy((x - x.mean()) / x.std())
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    torch.manual_seed(0)
+    sizes = [64, *HIDDEN]
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(sizes):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    net = nn.Sequential(*layers, nn.Linear(sizes[-1], 10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / "state.pt", weights_only=True)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+    context = ray.train.get_context()
+    return x, y, net, prepare_model(net), optimizer, step, context.get_world_rank(), context.get_world_size()
+
+
+def raytrain_report(metrics: dict, net, optimizer, step: int, rank: int) -> None:
+    """Report `metrics` to Ray Train from every rank, rank 0 with a checkpoint of the model and
+    optimizer at `step` (every rank must report, or the others wait)."""
+    import tempfile
+
+    import ray.train
+    import torch
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step},
+                   Path(folder) / "state.pt")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def raytrain_step(model, optimizer, x, y, order, step: int, rank: int, world: int):
+    """Train step `step` + 1 of a Ray Train worker: its share of the global batch that `step`
+    takes from the epoch order `order` (a permutation of the samples), one Adam update; the loss."""
+    from torch import nn
+
+    per_rank = BATCH // world
+    start = (step * BATCH) % (len(y) - BATCH)
+    mine = order[start + rank * per_rank: start + (rank + 1) * per_rank]
+    optimizer.zero_grad()
+    loss = nn.functional.cross_entropy(model(x[mine]), y[mine])
+    loss.backward()
+    optimizer.step()
+    return loss

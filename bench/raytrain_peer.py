@@ -67,47 +67,15 @@ def train_loop(config: dict) -> None:
     """
     import itertools
 
-    import numpy as np
-    import ray.train
     import torch
-    from ray.train.torch import prepare_model
-    from sklearn.datasets import load_digits
-    from torch import nn
 
-    digits = load_digits()
-    x = digits.data.astype(np.float32)
-    x = torch.from_numpy((x - x.mean()) / x.std())
-    y = torch.from_numpy(digits.target.astype(np.int64))
-    torch.manual_seed(0)
-    sizes = [64, *common.HIDDEN]
-    layers: list[nn.Module] = []
-    for a, b in itertools.pairwise(sizes):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    net = nn.Sequential(*layers, nn.Linear(sizes[-1], 10))
-    optimizer = torch.optim.Adam(net.parameters(), lr=common.LR)
-    step = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / "state.pt", weights_only=True)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-    model = prepare_model(net)   # DDP from 2 workers on
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    x, y, net, model, optimizer, step, rank, world = common.raytrain_replica()
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    per_rank = common.BATCH // world
     stop = Path(config["stop"])
     for done in itertools.count():
         if (world == 1 and stop.exists()) or (world > 1 and done == GROWN_STEPS):
             return
-        start = (step * common.BATCH) % (len(y) - common.BATCH)
-        mine = order[start + rank * per_rank: start + (rank + 1) * per_rank]
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x[mine]), y[mine])
-        loss.backward()
-        optimizer.step()
+        loss = common.raytrain_step(model, optimizer, x, y, order, step, rank, world)
         step += 1
         metrics = {"step": step, "world_size": world, "at": time.time(), "loss": loss.item()}
         if rank == 0:
@@ -115,13 +83,7 @@ def train_loop(config: dict) -> None:
                 log.write(json.dumps(metrics) + "\n")
         if step % CHECKPOINT_EVERY:
             continue
-        if rank != 0:
-            ray.train.report(metrics)
-            continue
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step},
-                       Path(folder) / "state.pt")
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        common.raytrain_report(metrics, net, optimizer, step, rank)
 
 
 def measure_grow(repetitions: int) -> dict:
