@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from elastrain.errors import UserError
 from elastrain.store import Store, connect, hash_token, upgrade
-from elastrain.store.schema import Base
+from elastrain.store.schema import VERSION_TABLE, Base
 
 PG_URL = os.environ.get("ELASTRAIN_TEST_PG_URL")
 
@@ -47,12 +47,13 @@ def store(database_url):
 def test_migrations_create_exactly_the_schema_and_keep_data_on_upgrade(database_url):
     engine = connect(database_url)
     with engine.connect() as connection:
-        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        assert compare_metadata(MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}),
+                                Base.metadata) == []
     store = Store(engine)
     store.create_user("ada")
     upgrade(engine)   # again: a no-op that keeps every row
     assert [u.name for u in store.users()] == ["ada"]
-    assert {"users", "tokens", "jobs", "events", "metrics", "checkpoints", "models", "alembic_version"} <= set(
+    assert {"users", "tokens", "jobs", "events", "metrics", "checkpoints", "models", VERSION_TABLE} <= set(
         inspect(engine).get_table_names())
     engine.dispose()
 
@@ -149,4 +150,28 @@ def test_upgrading_an_older_schema_keeps_its_jobs(database_url):
     upgrade(engine)
     job = Store(engine).job("old-1")
     assert job.spec == {"name": "old"} and job.cancel_requested is False and job.requested_workers is None
+    engine.dispose()
+
+
+def test_a_database_shared_with_optuna_keeps_both_schemas(database_url):
+    """Older databases kept elastrain's revision in alembic_version, the table Optuna's storage
+    uses: it moves to VERSION_TABLE, and a study and the jobs then live in one database."""
+    import optuna
+
+    engine = connect(database_url, migrate=False)
+    upgrade(engine, "0002")
+    with engine.begin() as connection:   # as elastrain left it before the move
+        connection.execute(text(f"ALTER TABLE {VERSION_TABLE} RENAME TO alembic_version"))
+    upgrade(engine)
+    tables = set(inspect(engine).get_table_names())
+    assert VERSION_TABLE in tables and "alembic_version" not in tables
+    study = optuna.create_study(storage=database_url, study_name="shared")
+    study.enqueue_trial({"x": 1.0})
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 2), n_trials=1)
+    engine.dispose()
+    engine = connect(database_url)   # elastrain's schema is still current beside Optuna's
+    with engine.connect() as connection:
+        assert connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0003"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() != "0003"
+    assert optuna.load_study(study_name="shared", storage=database_url).best_value == 1.0
     engine.dispose()

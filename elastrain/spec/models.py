@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from elastrain.spec.metrics import metric_name
+from elastrain.spec.tune import TuneSpec
 
 SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "idx", "synthetic")
 FILE_SOURCES = ("csv", "parquet", "npz", "idx")
@@ -340,6 +341,8 @@ class JobSpec(_Strict):
     train: TrainSpec = TrainSpec()
     resources: ResourcesSpec = ResourcesSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
+    tune: TuneSpec | None = Field(None, description="a hyperparameter study over this job (`elastrain tune`); "
+                                                    "`elastrain run` trains the job as it is and ignores it")
 
     @model_validator(mode="after")
     def _loss_fits_model(self) -> JobSpec:

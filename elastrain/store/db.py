@@ -7,11 +7,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from elastrain import paths
 from elastrain.errors import UserError
+from elastrain.store.schema import VERSION_TABLE
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -55,8 +56,25 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        _move_version_table(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def _move_version_table(connection) -> None:
+    """Databases made before studies shared them kept elastrain's schema revision in Alembic's
+    default `alembic_version` table, which Optuna's storage uses for its own: move it to
+    `VERSION_TABLE` and leave `alembic_version` to Optuna."""
+    tables = set(inspect(connection).get_table_names())
+    if "alembic_version" not in tables or VERSION_TABLE in tables:
+        return
+    ours = {path.stem.split("_")[0] for path in (MIGRATIONS / "versions").glob("[0-9]*.py")}
+    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    if revision not in ours:
+        return
+    connection.execute(text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+    connection.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"), {"revision": revision})
+    connection.execute(text("DROP TABLE alembic_version"))
 
 
 def _sqlite_pragmas(connection, _record) -> None:

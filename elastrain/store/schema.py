@@ -21,6 +21,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import false
 
+# Where Alembic keeps the revision of elastrain's schema: not its default `alembic_version`, which
+# Optuna's storage (studies share the database) keeps its own in.
+VERSION_TABLE = "elastrain_schema_version"
 # SQLite autoincrements only an INTEGER primary key; PostgreSQL gets a BIGINT.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 

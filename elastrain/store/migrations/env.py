@@ -2,9 +2,10 @@
 
 from alembic import context
 
-from elastrain.store.schema import Base
+from elastrain.store.schema import VERSION_TABLE, Base
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+                  version_table=VERSION_TABLE)
 with context.begin_transaction():
     context.run_migrations()
