@@ -161,22 +161,38 @@ class JobHandle(ABC):
 
 
 class LocalJobHandle(JobHandle):
-    """A job training in a background thread of this process (see :meth:`Job.start`)."""
+    """A job training in a background thread of this process (see :meth:`Job.start`).
 
-    def __init__(self, spec: JobSpec, home: Path, code_paths: list[str]) -> None:
+    Args:
+        workers: the workers it starts with (default: resources.workers.max).
+        controller_here: drive its Ray workers from the background thread itself rather than from
+            a driver actor (a study's trials: it saves each trial a process), and run even a job of
+            one worker on Ray. Ray must be connected already.
+        job_id: its id (default: a new one).
+    """
+
+    def __init__(self, spec: JobSpec, home: Path, code_paths: list[str], workers: int | None = None,
+                 controller_here: bool = False, job_id: str | None = None) -> None:
         self.spec = spec
-        self.job_id = new_job_id(spec.name)
+        self.job_id = job_id or new_job_id(spec.name)
         self.folder = RunFolder.of(home, self.job_id)
         self._control = JobControl()
         self._outcome: dict[str, Any] = {}
-        options = RunOptions(extra_paths=code_paths, job_id=self.job_id, control=self._control)
+        self._controller_here = controller_here
+        options = RunOptions(extra_paths=code_paths, job_id=self.job_id, control=self._control, workers=workers,
+                             on_ray=controller_here)
         self._thread = threading.Thread(target=self._train, args=(home, options), name=f"job-{self.job_id}",
                                         daemon=True)
         self._thread.start()
 
     def _train(self, home: Path, options: RunOptions) -> None:
+        from elastrain.elastic.job import run_job
+
         try:
-            self._outcome["result"] = run_here(self.spec, home, None, options)
+            if self._controller_here:
+                self._outcome["result"] = run_job(self.spec, home, None, options)
+            else:
+                self._outcome["result"] = run_here(self.spec, home, None, options)
         except BaseException as exc:   # handed to the caller of result()
             self._outcome["error"] = exc
 

@@ -66,6 +66,7 @@ class RunOptions:
     ray_address: str | None = None      # set by a driver actor: the Ray cluster it is reached on
     sink: RecordSink | None = None      # where events and metrics go besides the run folder
     started_at: float | None = None     # when the run was asked for (epoch seconds; default: run_job's call)
+    on_ray: bool = False                # run on Ray workers even with workers.max 1 (a study's trials)
 
 
 def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
@@ -283,7 +284,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
     if progress:
         progress.start(int(trainer.total_steps), trainer.steps_per_epoch)
     try:
-        if not runs_in_process(spec, options.chaos):
+        if options.on_ray or not runs_in_process(spec, options.chaos):
             outcome = _on_ray(spec, events, checkpoint_url, reporter, options, control, resume)
         else:
             outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume)
