@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -160,6 +161,14 @@ def run_optuna_alone(seed: int, n_trials: int, target: float) -> dict:
             "finished": finished}
 
 
+def _define_by_run(trial: Any) -> dict[str, Any]:
+    """OptunaSearch's define-by-run space: SPACE sampled by elastrain's `suggest`, whose values
+    (lists too) become the trial's config. A module function, as Tune pickles its searcher."""
+    from elastrain.tune.space import suggest
+
+    return suggest(trial, space())
+
+
 def _ray_trainable(config: dict) -> None:
     """A Ray Tune function trainable: one trial, reporting each epoch's accuracy (with the
     worker's wall time and torch thread count); ASHA stops the actor to prune it."""
@@ -191,16 +200,13 @@ def run_ray_tune_asha(seed: int, n_trials: int, target: float) -> dict:
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from elastrain.tune.space import suggest
-
     startup = 0.0
     if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no network
         started = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         startup = time.perf_counter() - started
-    params_space = space()
-    searcher = OptunaSearch(space=lambda trial: suggest(trial, params_space), metric="accuracy", mode="max",
-                            seed=seed)
+    searcher = OptunaSearch(space=_define_by_run, metric="accuracy", mode="max", seed=seed)
     scheduler = ASHAScheduler(time_attr="training_iteration", metric="accuracy", mode="max", max_t=EPOCHS,
                               grace_period=MIN_EPOCHS, reduction_factor=REDUCTION_FACTOR)
     recorder = _recorder()

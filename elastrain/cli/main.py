@@ -20,6 +20,7 @@ from rich.table import Table
 
 from elastrain import paths
 from elastrain.cli.simulate import simulate
+from elastrain.cli.tune import tune
 from elastrain.errors import JobInterrupted, UserError
 
 if TYPE_CHECKING:
@@ -604,6 +605,7 @@ def predict(
 
 
 app.command()(simulate)
+app.command()(tune)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,7 @@ from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.decide import Cancel, Fail, Finish, Interrupt, Recover, Resize, Returned, decide
 from elastrain.elastic.events import Event, EventLog
+from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
 from elastrain.spec import JobSpec
@@ -126,6 +127,8 @@ class ElasticController:
         extra_paths: folders the workers import user models from.
         trace_dir: test hook, see :class:`Worker`.
         workers: how many workers to start with (default `workers.max`).
+        pool: loaded workers shared with other jobs of this process (a study's trials): the job
+            takes its workers from it first and gives them back when it ends (CPU jobs only).
     """
 
     def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, total_steps: int, *,
@@ -134,7 +137,7 @@ class ElasticController:
                  on_status: Callable[..., None] | None = None,
                  on_warning: Callable[[str], None] | None = None, control: JobControl | None = None,
                  extra_paths: list[str] | None = None, trace_dir: str | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, pool: WorkerPool | None = None) -> None:
         self.spec = spec
         self.events = events
         self.checkpoint_url = checkpoint_url
@@ -170,7 +173,13 @@ class ElasticController:
         # Then every worker's CPUs are a placement group beside its process, which holds none, so
         # that a worker leaving on a scale-in gives its CPUs back and stays loaded as a standby.
         # A GPU job has none: a process holds its GPU only if it was started with it.
-        self.use_standby = spec.resources.warm_standby and not spec.resources.on_gpu and self.maximum > self.minimum
+        self.pool = None if spec.resources.on_gpu else pool
+        self.use_standby = spec.resources.warm_standby and not spec.resources.on_gpu and self.maximum > self.minimum \
+            and self.pool is None
+        # Whether every worker's CPUs are a placement group beside its process (standbys and pooled
+        # workers hold none, so that they can be kept loaded without holding CPUs).
+        self.reserve_apart = self.use_standby or self.pool is not None
+        self.ended = False   # the group ended the job (done, cancelled, failed): its workers may be reused
         self.standbys: list[tuple[Member, ray.ObjectRef]] = []
         # Members that left on a preemption notice, with when their node goes (wall clock).
         self.parked: list[tuple[Member, float]] = []
@@ -198,13 +207,13 @@ class ElasticController:
                                     cancel=self.cancel_requested)
                 match decide(returned):
                     case Fail(worker_id):
-                        return self._failed(worker_id, watch.results[worker_id])
+                        return self._ended(self._failed(worker_id, watch.results[worker_id]))
                     case Finish():
-                        return self._finish(watch)
+                        return self._ended(self._finish(watch))
                     case Interrupt():
                         raise JobInterrupted(f"stopped at step {self.step} for the driver's shutdown")
                     case Cancel():
-                        return self._cancelled()
+                        return self._ended(self._cancelled())
                     case Recover():
                         self._recover(watch)
                     case Resize():
@@ -219,10 +228,15 @@ class ElasticController:
         (their CPUs are reserved on their node once they are loaded), else new workers."""
         resources = self.spec.resources
         while len(self.members) + len(self.pending) < count:
+            pooled = self.pool.take() if self.pool is not None and not self.standbys else None
             if self.standbys:
                 member, ref = self.standbys.pop(0)
                 member.from_standby = True
-            elif self.use_standby:   # reserve the CPUs first; the process starts on their node
+            elif pooled is not None:   # loads this job; its CPUs are reserved on its node once it has
+                member = Member(pooled, self.next_id, from_standby=True)
+                ref = pooled.reload.remote(self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url,
+                                           self.trace_dir)
+            elif self.reserve_apart:   # reserve the CPUs first; the process starts on their node
                 member = Member(None, self.next_id, reservation=self._reservation())
                 ref = member.reservation.ready()
             else:
@@ -299,7 +313,7 @@ class ElasticController:
             return None
         if isinstance(answer, dict):   # Worker.info: the process is loaded
             member.pid, member.host, member.node_id = answer["pid"], answer["host"], answer["node_id"]
-        if self.use_standby and member.reservation is None:   # a standby: reserve its CPUs on its node
+        if self.reserve_apart and member.reservation is None:   # a standby: reserve its CPUs on its node
             member.reservation = self._reservation(member.node_id)
             self.pending[worker_id] = (member, member.reservation.ready())
             return None
@@ -359,7 +373,9 @@ class ElasticController:
         """A worker leaves the job: it gives its CPUs back and stays loaded as a warm standby, if
         it has a process and the standbys are fewer than the workers the job could grow by; else
         it is killed."""
-        if self.use_standby and member.actor is not None \
+        if self.pool is not None and member.actor is not None:
+            self._give_back(member)
+        elif self.use_standby and member.actor is not None \
                 and len(self.members) + len(self.standbys) < self.maximum:
             if member.reservation is not None:
                 remove_placement_group(member.reservation)
@@ -731,10 +747,34 @@ class ElasticController:
         return Outcome("failed", state, message=result["message"], last_good_state=state,
                        traceback=result.get("traceback"))
 
+    def _ended(self, outcome: Outcome) -> Outcome:
+        self.ended = True
+        return outcome
+
     def _stop_all(self) -> None:
-        for member in [*self.members, *(m for m, _ in [*self.pending.values(), *self.standbys, *self.parked])]:
+        """The job is over: its workers are killed, or, once the group ended the job, given back to
+        the pool (a job that raised kills them all: their state is not known)."""
+        kept = self.members if self.pool is not None and self.ended else []
+        for member in kept:
+            self._give_back(member)
+        for member in [*self.members[len(kept):],
+                       *(m for m, _ in [*self.pending.values(), *self.standbys, *self.parked])]:
             self._kill(member)
         self.members, self.pending, self.standbys, self.parked = [], {}, [], []
+
+    def _give_back(self, member: Member) -> None:
+        """`member` leaves the job's group and goes to the pool, its CPUs freed (killed if it does
+        not answer or the pool is closed)."""
+        try:
+            ray.get(member.actor.shutdown.remote(), timeout=ANSWER_S)
+        except GROUP_ERRORS:
+            self._kill(member, unresponsive=True)
+            return
+        if member.reservation is not None:
+            remove_placement_group(member.reservation)
+            member.reservation = None
+        if not self.pool.give(member.actor):
+            self._kill(member)
 
 
 def _leased(actor: ray.actor.ActorHandle) -> bool:

@@ -27,6 +27,7 @@ from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
 from elastrain.elastic.driver import runs_in_process
 from elastrain.elastic.events import Event, EventLog, RecordSink
+from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.run_folder import RunFolder, new_job_id
 from elastrain.elastic.status import FINAL_STATES, JobResult, JobStatus, Observation
 from elastrain.elastic.worker import Worker
@@ -67,6 +68,7 @@ class RunOptions:
     sink: RecordSink | None = None      # where events and metrics go besides the run folder
     started_at: float | None = None     # when the run was asked for (epoch seconds; default: run_job's call)
     on_ray: bool = False                # run on Ray workers even with workers.max 1 (a study's trials)
+    pool: WorkerPool | None = None      # loaded workers shared with other jobs of this process
 
 
 def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
@@ -394,7 +396,7 @@ def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Rep
                                        on_progress=reporter.report, on_status=reporter.status,
                                        on_warning=reporter.warn,
                                        control=control, extra_paths=options.extra_paths,
-                                       trace_dir=options.trace_dir, workers=options.workers)
+                                       trace_dir=options.trace_dir, workers=options.workers, pool=options.pool)
         return controller.run()
     finally:
         if started_here:

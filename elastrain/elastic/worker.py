@@ -101,6 +101,15 @@ class Worker:
     """
 
     def __init__(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None) -> None:
+        self._load(spec, extra_paths, checkpoint_url, trace_dir)
+
+    def reload(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None) -> dict:
+        """Leave the job this worker trained and load another (a `WorkerPool` worker); its `info`."""
+        self.shutdown()
+        self._load(spec, extra_paths, checkpoint_url, trace_dir)
+        return self.info()
+
+    def _load(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None) -> None:
         sys.path[:0] = [p for p in extra_paths if p not in sys.path]
         self.spec = JobSpec.model_validate(spec)
         self.collective = GroupCollective()

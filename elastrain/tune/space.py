@@ -127,7 +127,7 @@ def grid_of(space: Mapping[str, ParamSpec]) -> dict[str, list[Any]]:
             plain = all(c is None or isinstance(c, bool | int | float | str) for c in choices)
             grid[path] = choices if plain else list(range(len(choices)))
         else:
-            count = int(round((param.high - param.low) / (param.step or 1))) + 1
+            count = round((param.high - param.low) / (param.step or 1)) + 1
             values = [param.low + i * (param.step or 1) for i in range(count)]
             grid[path] = [int(v) for v in values] if param.type == "int" else values
     return grid

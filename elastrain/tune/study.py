@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from elastrain import paths
+from elastrain.elastic.pool import WorkerPool
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, load_spec, validate_spec
 from elastrain.spec.metrics import DEFAULT_METRIC
@@ -178,6 +179,7 @@ class Study:
         self.home = Path(home) if home else paths.home()
         self.metric = self.tune.metric if self.tune.metric != "auto" else DEFAULT_METRIC[self.spec.task]
         self.maximize = self.tune.maximize(self.metric)
+        self._pool: WorkerPool | None = None   # the trials' loaded workers, while optimize() runs
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> Study:
@@ -243,9 +245,11 @@ class Study:
         tally = _Tally(finished=self._take_over(study))
         started = time.time()
         started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
+        self._pool = WorkerPool()
         try:
             self._run(study, tally, started, progress)
         finally:
+            self._pool.close()
             if started_here:
                 import ray
 
@@ -314,7 +318,7 @@ class Study:
         job_id = f"{_job_safe(self.name)}-t{trial.number}-{os.urandom(2).hex()}"
         trial.set_user_attr(JOB_ATTR, job_id)
         handle = LocalJobHandle(job.spec, self.home, self.code_paths, workers=workers, controller_here=True,
-                                job_id=job_id)
+                                job_id=job_id, pool=self._pool)
         return _Active(trial, handle, params, workers, job.spec, since=0.0)
 
     @staticmethod

@@ -1,0 +1,182 @@
+"""Hyperparameter studies: trials are elastic jobs on real Ray workers, the study lives in a real
+SQLite (or PostgreSQL) database through Optuna's storage, and a pruned trial's workers go to the
+survivors in place."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import optuna
+import pytest
+import yaml
+
+from elastrain.elastic.run_folder import RunFolder
+from elastrain.spec import validate_spec
+from elastrain.spec.tune import TuneSpec
+from elastrain.tune.space import suggest
+from elastrain.tune.study import Study
+from tests.conftest import REPO, wait_until
+
+EXAMPLE = REPO / "examples" / "tune_mlp_digits.yaml"
+PG_URL = os.environ.get("ELASTRAIN_TEST_PG_URL")
+
+
+def small_job(**tune):
+    return {"name": "tiny", "data": {"source": "builtin:digits", "validation_fraction": 0.2},
+            "model": {"kind": "mlp", "hidden": [32]},
+            "train": {"optimizer": "adam", "lr": 0.003, "batch_size": 128, "epochs": 3, "seed": 0},
+            "resources": {"workers": {"min": 1, "max": 2}, "cpus_per_worker": 1},
+            "tune": {"space": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}, **tune}}
+
+
+def test_the_example_study_runs_from_the_cli(cli, ray_address, elastrain_home):
+    code, out, err = cli("tune", EXAMPLE, "--set", "tune.n_trials=4", "--set", "train.epochs=3", "--json")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert {"study", "best_value", "best_params", "best_model", "trials", "pruned", "wall_s"} <= set(summary)
+    assert summary["trials"] == 4 and summary["best_value"] > 0.8
+    assert set(summary["best_params"]) <= {"train.lr", "train.batch_size", "model.hidden", "model.activation"}
+    assert summary["best_model"].startswith("tune-digits-mlp v")
+    assert {os.path.basename(p) for p in summary["plots"]} >= {"optimization_history.png", "parallel_coordinate.png"}
+    stored = optuna.load_study(study_name=summary["study"], storage=f"sqlite:///{elastrain_home / 'elastrain.db'}")
+    finished = [t for t in stored.trials if t.state.is_finished()]
+    assert len(finished) == 4 and stored.best_value == summary["best_value"]
+    best_job = summary["best_job"]
+    assert RunFolder.of(elastrain_home, best_job).read_result()["metrics"]["val_accuracy"] == summary["best_value"]
+
+
+def test_a_pruned_trial_hands_its_workers_to_the_survivor_in_place(ray_address, elastrain_home):
+    """Two trials share two workers (the test's Ray has 6 CPUs, each worker takes 3). The slow, bad one
+    (tiny learning rate, batch 8) reaches ASHA's first rung after the good one and is pruned; the
+    good one then grows from 1 to 2 workers in place (a scale_out event, no restart)."""
+    job = small_job(n_trials=2, sampler="grid", pruner="asha", min_epochs=1, reduction_factor=2)
+    job["train"]["epochs"] = 150
+    job["resources"]["cpus_per_worker"] = 3
+    job["tune"]["space"] = {
+        "train.lr": {"type": "categorical", "choices": [0.003, 1.0e-7]},
+        "train.batch_size": {"type": "categorical", "choices": [8], "when": {"train.lr": 1.0e-7}},
+    }
+    result = Study(job, name="handover").optimize()
+    by_lr = {record.params["train.lr"]: record for record in result.table}
+    pruned, survivor = by_lr[1.0e-7], by_lr[0.003]
+    assert pruned.state == "pruned" and survivor.state == "complete"
+    assert pruned.params == {"train.lr": 1.0e-7, "train.batch_size": 8}   # the conditional parameter was sampled
+    assert survivor.params == {"train.lr": 0.003}                         # and only there
+    pruned_end = next(e for e in RunFolder.of(elastrain_home, pruned.job_id).read_events() if e["kind"] == "cancelled")
+    events = RunFolder.of(elastrain_home, survivor.job_id).read_events()
+    assert [e["kind"] for e in events if e["kind"] in ("start", "resume")] == ["start"]   # never restarted
+    grown = [e for e in events if e["kind"] == "scale_out"]
+    assert grown and grown[0]["workers"] == 2 and grown[0]["t"] >= pruned_end["t"], events
+    assert result.best_job == survivor.job_id and result.trials == 2 and result.pruned == 1
+
+
+def test_a_budget_stops_the_study(ray_address, elastrain_home):
+    job = small_job(n_trials=500, budget={"worker_s": 8})
+    job["train"]["epochs"] = 5
+    result = Study(job, name="budget").optimize()
+    assert result.stopped_by == "worker_s"
+    assert 1 <= result.trials < 500 and result.worker_s >= 8
+    stored = optuna.load_study(study_name="budget", storage=f"sqlite:///{elastrain_home / 'elastrain.db'}")
+    assert not [t for t in stored.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_resume_after_sigkill_repeats_no_finished_trial(ray_address, elastrain_home, tmp_path, cli):
+    job = small_job(n_trials=6, max_concurrent=1)
+    job["train"]["epochs"] = 2
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    storage = f"sqlite:///{elastrain_home / 'elastrain.db'}"
+    env = {**os.environ, "RAY_ADDRESS": ray_address, "ELASTRAIN_HOME": str(elastrain_home)}
+    tuner = subprocess.Popen([sys.executable, "-m", "elastrain", "tune", str(spec), "--name", "killed"],
+                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finished():
+        try:
+            return [t for t in optuna.load_study(study_name="killed", storage=storage).trials if t.state.is_finished()]
+        except KeyError:   # not created yet
+            return []
+
+    try:
+        wait_until(lambda: len(finished()) >= 2 or tuner.poll() is not None, timeout=240, poll=0.2)
+    finally:
+        tuner.send_signal(signal.SIGKILL)
+        tuner.wait()
+    before = {t.number: (t.state, t.value, t.user_attrs["job_id"]) for t in finished()}
+    assert 2 <= len(before) < 6
+    code, out, err = cli("tune", "--resume", "killed", "--json")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["trials"] == 6
+    after = optuna.load_study(study_name="killed", storage=storage).trials
+    done = [t for t in after if t.state.is_finished() and "interrupted" not in t.user_attrs]
+    assert len(done) == 6
+    assert {t.number: (t.state, t.value, t.user_attrs["job_id"]) for t in done if t.number in before} == before
+    interrupted = [t for t in after if "interrupted" in t.user_attrs]
+    for trial in interrupted:   # run again, with the same parameters, as a later trial
+        assert any(t.params == trial.params and t.number > trial.number for t in done)
+
+
+def test_a_conditional_space_samples_only_valid_combinations():
+    tune = TuneSpec.model_validate({"space": {
+        "train.optimizer": {"type": "categorical", "choices": ["adam", "momentum", "sgd"]},
+        "train.momentum": {"type": "float", "low": 0.5, "high": 0.99, "when": {"train.optimizer": "momentum"}},
+        "train.betas": {"type": "categorical", "choices": [[0.9, 0.999], [0.8, 0.99]],
+                        "when": {"train.optimizer": "adam"}},
+        "model.hidden": {"type": "categorical", "choices": [[32], [64, 32]]},
+    }})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        params = suggest(study.ask(), tune.space)
+        optimizer = params["train.optimizer"]
+        seen.add(optimizer)
+        assert ("train.momentum" in params) == (optimizer == "momentum")
+        assert ("train.betas" in params) == (optimizer == "adam")
+        raw = {"data": {"source": "builtin:digits"}, "train": {}, "model": {}}
+        for path, value in params.items():
+            section, name = path.split(".")
+            raw[section][name] = value
+        validate_spec(raw)
+    assert seen == {"adam", "momentum", "sgd"}
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ({"train.lrr": {"type": "float", "low": 0.001, "high": 0.1}}, "did you mean 'train.lr'?"),
+    ({"model.activaton": {"type": "categorical", "choices": ["relu"]}}, "did you mean 'model.activation'?"),
+    ({"trian.lr": {"type": "float", "low": 0.001, "high": 0.1}}, "did you mean 'train'?"),
+    ({"model.activation": {"type": "categorical", "choices": ["relu", "swish"]}}, "the value 'swish' makes an invalid"),
+    ({"train.lr": {"type": "float", "low": 0.1, "high": 0.001}}, "low (0.1) is above high (0.001)"),
+])
+def test_a_space_naming_a_field_that_does_not_exist_is_exit_2(cli, tmp_path, space, message):
+    job = small_job()
+    job["tune"]["space"] = space
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    code, out, err = cli("tune", spec)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.skipif(not PG_URL, reason="PostgreSQL tests skipped: set ELASTRAIN_TEST_PG_URL (e.g. "
+                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test) to run them")
+def test_a_study_is_stored_in_postgresql(ray_address, elastrain_home):
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    name = f"elastrain_tune_{secrets.token_hex(4)}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        result = Study(small_job(n_trials=2), name="on-pg", storage=url).optimize()
+        assert result.trials == 2 and result.best_model == "tiny v1"
+        stored = optuna.load_study(study_name="on-pg", storage=url)
+        assert stored.best_value == result.best_value
+        assert Study.resume("on-pg", storage=url).optimize().trials == 2   # nothing left to run
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
