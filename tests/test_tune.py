@@ -92,19 +92,18 @@ def test_resume_after_sigkill_repeats_no_finished_trial(ray_address, elastrain_h
     tuner = subprocess.Popen([sys.executable, "-m", "elastrain", "tune", str(spec), "--name", "killed"],
                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def finished():
-        try:
-            return [t for t in optuna.load_study(study_name="killed", storage=storage).trials if t.state.is_finished()]
-        except KeyError:   # not created yet
-            return []
+    def ended_trials():   # read from the run folders, not the database the tuner is writing
+        runs = elastrain_home / "runs"
+        return [f for f in runs.iterdir() if RunFolder(f).read_result() is not None] if runs.is_dir() else []
 
     try:
-        wait_until(lambda: len(finished()) >= 2 or tuner.poll() is not None, timeout=240, poll=0.2)
+        wait_until(lambda: len(ended_trials()) >= 2 or tuner.poll() is not None, timeout=240, poll=0.2)
     finally:
         tuner.send_signal(signal.SIGKILL)
         tuner.wait()
-    before = {t.number: (t.state, t.value, t.user_attrs["job_id"]) for t in finished()}
-    assert 2 <= len(before) < 6
+    finished = [t for t in optuna.load_study(study_name="killed", storage=storage).trials if t.state.is_finished()]
+    before = {t.number: (t.state, t.value, t.user_attrs["job_id"]) for t in finished}
+    assert 1 <= len(before) < 6   # the second trial to end may not have been told yet
     code, out, err = cli("tune", "--resume", "killed", "--json")
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["trials"] == 6
@@ -153,7 +152,7 @@ def test_a_space_naming_a_field_that_does_not_exist_is_exit_2(cli, tmp_path, spa
     job["tune"]["space"] = space
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump(job))
-    code, out, err = cli("tune", spec)
+    code, _, err = cli("tune", spec)
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
 

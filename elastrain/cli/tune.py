@@ -102,10 +102,10 @@ def tune(
                         fix="`elastrain tune job.yaml` (see examples/tune_mlp_digits.yaml), or --resume STUDY")
     else:
         study = Study.from_yaml(spec_file, overrides or [], name=name)
-    err.print(f"study [bold]{escape(study.name)}[/bold]: {study.tune.n_trials} trials, {study.tune.sampler} sampler, "
+    err.print(f"study [bold]{escape(study.name)}[/bold]: {study.n_trials} trials, {study.tune.sampler} sampler, "
               f"{study.tune.pruner} pruner, {'maximize' if study.maximize else 'minimize'} {study.metric}",
               soft_wrap=True)
-    with RichStudyProgress(err, study.tune.n_trials, study.metric) as progress:
+    with RichStudyProgress(err, study.n_trials, study.metric) as progress:
         result = study.optimize(progress, plots)
     if as_json:
         _print_table(result, err)
@@ -135,7 +135,8 @@ def _print_summary(result: StudyResult) -> None:
     if result.best_value is None:
         err.print(f"[red]error:[/red] no trial completed ({result.failed} failed, {result.pruned} pruned)")
         return
-    out.print(f"best {result.metric} [bold]{result.best_value:.4f}[/bold] (trial job {result.best_job})", soft_wrap=True)
+    out.print(f"best {result.metric} [bold]{result.best_value:.4f}[/bold] (trial job {result.best_job})",
+              soft_wrap=True)
     out.print("  " + "  ".join(f"{path}={escape(_short(value))}" for path, value in result.best_params.items()),
               soft_wrap=True)
     out.print(f"model registered as {result.best_model}: {result.best_model_path}", soft_wrap=True)

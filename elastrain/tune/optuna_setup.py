@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import Any
+
+import optuna
 
 from elastrain.spec.tune import TuneSpec
 from elastrain.tune.space import grid_of
 
-if TYPE_CHECKING:
-    import optuna
+
+class AskTellGrid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for a study driven by ask and tell: it does not call `Study.stop`
+    once the grid is spent (allowed only inside `Study.optimize`); the study asks for at most
+    `grid_size` trials instead."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
 
 
 def make_sampler(tune: TuneSpec) -> optuna.samplers.BaseSampler:
     """The sampler `tune.sampler` names, seeded with `tune.seed`."""
-    import optuna
-
     match tune.sampler:
         case "tpe":
             return optuna.samplers.TPESampler(seed=tune.seed)
         case "random":
             return optuna.samplers.RandomSampler(seed=tune.seed)
         case "grid":
-            return optuna.samplers.GridSampler(grid_of(tune.space), seed=tune.seed)
+            return AskTellGrid(grid_of(tune.space), seed=tune.seed)
         case "cmaes":   # CMA-ES samples numbers; categorical parameters fall back to random sampling
             return optuna.samplers.CmaEsSampler(seed=tune.seed, warn_independent_sampling=False)
         case _:
             return optuna.samplers.GPSampler(seed=tune.seed)
+
+
+def grid_size(tune: TuneSpec) -> int | None:
+    """How many distinct trials the grid sampler has (None for other samplers): a study never
+    asks for more (Optuna's grid sampler repeats points once the grid is spent)."""
+    if tune.sampler != "grid":
+        return None
+    return math.prod(len(values) for values in grid_of(tune.space).values())
 
 
 def make_pruner(tune: TuneSpec, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -35,8 +50,6 @@ def make_pruner(tune: TuneSpec, max_epochs: int) -> optuna.pruners.BasePruner:
     (MLSys 2020): a trial goes on past a rung only if it is in the top 1/`reduction_factor` of the
     trials that reached that rung.
     """
-    import optuna
-
     match tune.pruner:
         case "asha":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=tune.min_epochs,
@@ -60,3 +73,4 @@ def storage_url(url: str | None = None) -> str:
     url = url or database_url()
     connect(url).dispose()
     return url
+

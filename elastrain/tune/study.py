@@ -33,6 +33,7 @@ from elastrain.spec import JobSpec, load_spec, validate_spec
 from elastrain.spec.metrics import DEFAULT_METRIC
 from elastrain.spec.tune import TuneSpec
 from elastrain.tune.allocate import RunningTrial, plan_trials
+from elastrain.tune.optuna_setup import grid_size
 from elastrain.tune.space import check_space, suggest, trial_overrides
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ class Study:
         self.home = Path(home) if home else paths.home()
         self.metric = self.tune.metric if self.tune.metric != "auto" else DEFAULT_METRIC[self.spec.task]
         self.maximize = self.tune.maximize(self.metric)
+        self.n_trials = min(self.tune.n_trials, grid_size(self.tune) or self.tune.n_trials)
         self._pool: WorkerPool | None = None   # the trials' loaded workers, while optimize() runs
 
     @classmethod
@@ -284,11 +286,11 @@ class Study:
                         run.handle.cancel()
                 if not active:
                     return
-            elif tally.finished + len(active) >= self.tune.n_trials and not active:
+            elif tally.finished + len(active) >= self.n_trials and not active:
                 tally.stopped_by = "n_trials"
                 return
             else:
-                may_start = self.tune.n_trials - tally.finished - len(active)
+                may_start = self.n_trials - tally.finished - len(active)
                 if self.tune.max_concurrent is not None:
                     may_start = min(may_start, self.tune.max_concurrent - len(active))
                 running = [RunningTrial(run.handle.job_id, number, resources.workers.min, resources.workers.max,
@@ -356,20 +358,19 @@ class Study:
         except UserError as exc:
             result, message = None, exc.line()
         if run.stopping is not None and not (result and result.status == "succeeded"):
+            run.trial.set_user_attr(INTERRUPTED_ATTR, run.stopping)
             study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
-            study._storage.set_trial_user_attr(run.trial._trial_id, INTERRUPTED_ATTR, run.stopping)
             state, value = "stopped", None
         elif run.pruning:
-            study.tell(run.trial, state=optuna.trial.TrialState.PRUNED)
-            state, value = "pruned", study._storage.get_trial(run.trial._trial_id).value
+            state, value = "pruned", study.tell(run.trial, state=optuna.trial.TrialState.PRUNED).value
         elif result is not None and result.status == "succeeded" and self.metric in result.metrics:
             value = result.metrics[self.metric]
             study.tell(run.trial, value)
             state = "complete"
         else:
             message = message or (result.message if result else None) or "the trial ended without its metric"
+            run.trial.set_user_attr("message", message)
             study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
-            study._storage.set_trial_user_attr(run.trial._trial_id, "message", message)
             state, value = "failed", None
         record = TrialRecord(run.trial.number, state, value, run.params, run.handle.job_id, run.epoch, message)
         tally.records[record.number] = record
@@ -397,8 +398,8 @@ class Study:
         finished = 0
         for trial in study.get_trials(deepcopy=False):
             if trial.state == optuna.trial.TrialState.RUNNING:
-                study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, "tuner died")
-                study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+                optuna.Trial(study, trial._trial_id).set_user_attr(INTERRUPTED_ATTR, "tuner died")
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                 study.enqueue_trial(trial.params, skip_if_exists=False)
             elif trial.state.is_finished() and INTERRUPTED_ATTR not in trial.user_attrs:
                 finished += 1
