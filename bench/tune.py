@@ -23,8 +23,16 @@ from pathlib import Path
 import psutil
 
 from bench.common import report, start_ray
-from bench.tune_peers import BASE_SPEC, EPOCHS, MIN_EPOCHS, REDUCTION_FACTOR, SPACE, cpu_busy, run_optuna_alone, \
-    run_ray_tune_asha
+from bench.tune_peers import (
+    BASE_SPEC,
+    EPOCHS,
+    MIN_EPOCHS,
+    REDUCTION_FACTOR,
+    SPACE,
+    cpu_busy,
+    run_optuna_alone,
+    run_ray_tune_asha,
+)
 
 ENDS = ("succeeded", "cancelled", "failed")   # a trial's last event
 
