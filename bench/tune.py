@@ -67,12 +67,12 @@ def run_elastrain(seed: int, n_trials: int, target: float) -> dict:
 def _regrow(events: list[tuple[str, dict]]) -> float | None:
     """The longest wait from a trial's end to another trial's first step after growing (its
     scale_out event marks the step), over the study; None if no trial grew."""
-    ends = sorted(event["t"] for _, event in events if event["kind"] in ENDS)
+    ends = sorted((event["t"], job_id) for job_id, event in events if event["kind"] in ENDS)
     waits = []
     for job_id, event in events:
         if event["kind"] != "scale_out":
             continue
-        before = [t for t in ends if t <= event["t"]]
+        before = [t for t, ended in ends if t <= event["t"] and ended != job_id]
         if before:
             waits.append(event["t"] - before[-1])
     return round(max(waits), 3) if waits else None
