@@ -1,8 +1,10 @@
 """Time to a target validation accuracy: an elastrain study against Optuna alone and Ray Tune ASHA.
 
-    python -m bench.tune [--seeds 0 1 2] [--trials 48] [--target 0.975] [--save]
+    python -m bench.tune [--workload digits|mnist] [--seeds 0 1 2] [--trials 48] [--target T] [--save]
 
-The same job (an MLP on scikit-learn's digits, 20 epochs), the same 4-parameter space, the same
+The same job (an MLP on scikit-learn's digits, 20 epochs, target 0.975; or with --workload mnist
+the CNN of examples/cnn_mnist.yaml on the MNIST test set in ../shared, 8 epochs, target 0.985),
+the same 4-parameter space, the same
 TPE seeds, trial budget and pruning (successive halving from 1 epoch, reduction factor 3) on each
 side (see bench/tune_peers.py); each seed runs the three systems one after the other. Times count
 from the start of the search to the first epoch report, by any trial, at or above the target (Ray
@@ -15,6 +17,7 @@ trial's first step on the workers it freed.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -23,16 +26,6 @@ from pathlib import Path
 import psutil
 
 from bench.common import report, start_ray
-from bench.tune_peers import (
-    BASE_SPEC,
-    EPOCHS,
-    MIN_EPOCHS,
-    REDUCTION_FACTOR,
-    SPACE,
-    cpu_busy,
-    run_optuna_alone,
-    run_ray_tune_asha,
-)
 
 ENDS = ("succeeded", "cancelled", "failed")   # a trial's last event
 
@@ -40,6 +33,7 @@ ENDS = ("succeeded", "cancelled", "failed")   # a trial's last event
 def run_elastrain(seed: int, n_trials: int, target: float) -> dict:
     """One elastrain study (trials as elastic jobs of 1..2 workers on this machine's Ray); the
     figures of `bench.tune_peers` plus `regrow_s`."""
+    from bench.tune_peers import BASE_SPEC, MIN_EPOCHS, REDUCTION_FACTOR, SPACE, cpu_busy
     from elastrain.elastic.run_folder import RunFolder
     from elastrain.tune.study import Study
 
@@ -87,10 +81,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=48)
-    parser.add_argument("--target", type=float, default=0.975)
+    parser.add_argument("--workload", choices=("digits", "mnist"), default="digits",
+                        help="digits: an MLP on scikit-learn's digits; mnist: a CNN on ../shared's MNIST test set")
+    parser.add_argument("--target", type=float, default=None, help="validation accuracy to reach "
+                                                                   "(default: 0.975 digits, 0.985 mnist)")
     parser.add_argument("--save", action="store_true", help="also write the report to bench/results/")
     options = parser.parse_args()
-    from bench.tune_peers import import_training
+    os.environ["BENCH_TUNE_WORKLOAD"] = options.workload   # before Ray starts: its trial processes read it
+    from bench.tune_peers import EPOCHS, MNIST, TARGET, import_training, run_optuna_alone, run_ray_tune_asha
+
+    if options.workload == "mnist" and not MNIST.is_dir():
+        raise SystemExit(f"the MNIST test set is not at {MNIST}: --workload mnist needs ../shared")
+    options.target = options.target or TARGET
 
     import_training()
     start_ray()
@@ -104,8 +106,9 @@ def main() -> None:
             print(f"seed {seed} {system}: {shown}", flush=True)
     ours, optuna, ray_tune = (_median(runs[s], "time_to_target_s") for s in ("elastrain", "optuna", "ray_tune"))
     best = {system: max((r["best_accuracy"] or 0) for r in done) for system, done in runs.items()}
-    report("tune", {
-        "workload": f"digits MLP, {EPOCHS} epochs, 4 parameters, {options.trials} trials, target {options.target}",
+    report("tune" if options.workload == "digits" else f"tune_{options.workload}", {
+        "workload": f"{options.workload}, {EPOCHS} epochs, 4 parameters, {options.trials} trials",
+        "target": options.target,
         "seeds": options.seeds,
         "time_to_target_s": {"elastrain": ours, "optuna": optuna, "ray_tune": ray_tune},
         "speedup_vs_optuna": round(optuna / ours, 3) if ours and optuna else None,

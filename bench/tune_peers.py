@@ -22,24 +22,45 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
 
-BASE_SPEC: dict = {
-    "name": "tune-bench",
-    "data": {"source": "builtin:digits", "validation_fraction": 0.2},
-    "model": {"kind": "mlp", "hidden": [128], "activation": "relu"},
-    "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 64, "epochs": 20, "seed": 0},
-    "resources": {"workers": {"min": 1, "max": 2}, "cpus_per_worker": 1},
+# The job and space tuned: "digits" (an MLP on scikit-learn's digits) or "mnist" (the CNN of
+# examples/cnn_mnist.yaml on the MNIST test set in ../shared), by BENCH_TUNE_WORKLOAD. It is read
+# at import, so that Ray Tune's trial processes, which import this module anew, tune the same one.
+WORKLOAD = os.environ.get("BENCH_TUNE_WORKLOAD", "digits")
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist-t10k"
+WORKLOADS: dict[str, tuple[dict, dict, float]] = {
+    "digits": ({
+        "name": "tune-bench",
+        "data": {"source": "builtin:digits", "validation_fraction": 0.2},
+        "model": {"kind": "mlp", "hidden": [128], "activation": "relu"},
+        "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 64, "epochs": 20, "seed": 0},
+        "resources": {"workers": {"min": 1, "max": 2}, "cpus_per_worker": 1},
+    }, {
+        "train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+        "train.batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+        "model.hidden": {"type": "categorical", "choices": [[64], [128], [256], [256, 128]]},
+        "model.activation": {"type": "categorical", "choices": ["relu", "tanh", "gelu"]},
+    }, 0.975),
+    "mnist": ({
+        "name": "tune-bench-mnist",
+        "data": {"source": f"idx:{MNIST}", "validation_fraction": 0.2, "split_seed": 0, "scaling": "standardize"},
+        "model": {"kind": "cnn", "channels": [16, 32], "kernel_size": 3, "hidden": [64]},
+        "train": {"optimizer": "adam", "lr": 0.002, "batch_size": 64, "epochs": 8, "seed": 0,
+                  "schedule": {"kind": "cosine"}},
+        "resources": {"workers": {"min": 1, "max": 2}, "cpus_per_worker": 1},
+    }, {
+        "train.lr": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
+        "train.batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+        "model.channels": {"type": "categorical", "choices": [[8, 16], [16, 32], [32, 64]]},
+        "model.activation": {"type": "categorical", "choices": ["relu", "tanh", "gelu"]},
+    }, 0.985),
 }
+BASE_SPEC, SPACE, TARGET = WORKLOADS[WORKLOAD]
 EPOCHS = BASE_SPEC["train"]["epochs"]
-SPACE: dict = {
-    "train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
-    "train.batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-    "model.hidden": {"type": "categorical", "choices": [[64], [128], [256], [256, 128]]},
-    "model.activation": {"type": "categorical", "choices": ["relu", "tanh", "gelu"]},
-}
 MIN_EPOCHS = 1          # both pruners: epochs before a trial may be stopped
 REDUCTION_FACTOR = 3    # both pruners: 1 trial in this many goes on at each rung
 RAY_CONCURRENCY = 2     # trials Ray Tune runs at once (1 CPU each)
@@ -276,7 +297,7 @@ def main() -> None:
     parser.add_argument("--system", choices=sorted(RUNNERS), required=True)
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     parser.add_argument("--trials", type=int, default=20, help="trials to finish (completed or pruned)")
-    parser.add_argument("--target", type=float, default=0.975, help="validation accuracy to reach")
+    parser.add_argument("--target", type=float, default=TARGET, help="validation accuracy to reach")
     options = parser.parse_args()
     print(json.dumps(RUNNERS[options.system](options.seed, options.trials, options.target)))
 
