@@ -29,6 +29,7 @@ from elastrain.elastic import JobResult, RunFolder, RunOptions, parse_chaos
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.driver import run_here
 from elastrain.elastic.events import Event
+from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.run_folder import new_job_id
 from elastrain.elastic.status import FINAL_STATES, JobStatus
@@ -171,10 +172,12 @@ class LocalJobHandle(JobHandle):
             one worker on Ray. Ray must be connected already.
         job_id: its id (default: a new one).
         pool: loaded workers it takes its workers from and gives them back to (with `controller_here`).
+        gate: asked at each epoch's end whether the job stops there (see `EpochGate`).
     """
 
     def __init__(self, spec: JobSpec, home: Path, code_paths: list[str], workers: int | None = None,
-                 controller_here: bool = False, job_id: str | None = None, pool: WorkerPool | None = None) -> None:
+                 controller_here: bool = False, job_id: str | None = None, pool: WorkerPool | None = None,
+                 gate: EpochGate | None = None) -> None:
         self.spec = spec
         self.job_id = job_id or new_job_id(spec.name)
         self.folder = RunFolder.of(home, self.job_id)
@@ -182,7 +185,7 @@ class LocalJobHandle(JobHandle):
         self._outcome: dict[str, Any] = {}
         self._controller_here = controller_here
         options = RunOptions(extra_paths=code_paths, job_id=self.job_id, control=self._control, workers=workers,
-                             on_ray=controller_here, pool=pool)
+                             on_ray=controller_here, pool=pool, gate=gate)
         self._thread = threading.Thread(target=self._train, args=(home, options), name=f"job-{self.job_id}",
                                         daemon=True)
         self._thread.start()

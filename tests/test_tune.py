@@ -7,14 +7,18 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import optuna
 import pytest
 import yaml
 
+from elastrain.data import prepare_dataset
+from elastrain.elastic.job import RunOptions, run_job
 from elastrain.elastic.run_folder import RunFolder
 from elastrain.spec import validate_spec
 from elastrain.spec.tune import TuneSpec
+from elastrain.train.trainer import Trainer
 from elastrain.tune.space import suggest
 from elastrain.tune.study import Study
 from tests.conftest import REPO, wait_until
@@ -72,14 +76,43 @@ def test_a_pruned_trial_hands_its_workers_to_the_survivor_in_place(ray_address, 
     assert result.best_job == survivor.job_id and result.trials == 2 and result.pruned == 1
 
 
+@dataclass
+class StopAfter:
+    """An epoch gate that stops the job after epoch `epoch`."""
+
+    epoch: int
+
+    def __call__(self, epoch: int, metrics: dict) -> bool:
+        assert isinstance(metrics["accuracy"], float)
+        return epoch >= self.epoch
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_epoch_gate_stops_the_job_where_it_says_every_worker_at_one_step(workers, ray_address, elastrain_home):
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # Ray's workers cannot import tests/
+    spec = validate_spec(small_job())
+    spec.train.epochs = 6
+    spec.resources.workers.min = spec.resources.workers.max = workers
+    steps_per_epoch = Trainer(spec, prepare_dataset(spec)).steps_per_epoch
+    result = run_job(spec, elastrain_home, options=RunOptions(gate=StopAfter(2), on_ray=workers > 1))
+    assert result.status == "cancelled" and result.epochs == 2
+    assert result.steps == 2 * steps_per_epoch + 1   # the pause signal rides on the next step
+    history = RunFolder(elastrain_home / "runs" / result.job_id).read_history()
+    assert [record["epoch"] for record in history] == [1, 2]
+
+
 def test_a_budget_stops_the_study(ray_address, elastrain_home):
     job = small_job(n_trials=500, budget={"worker_s": 8})
     job["train"]["epochs"] = 5
     result = Study(job, name="budget").optimize()
     assert result.stopped_by == "worker_s"
-    assert 1 <= result.trials < 500 and result.worker_s >= 8
+    assert result.trials < 500 and result.worker_s >= 8
     stored = optuna.load_study(study_name="budget", storage=f"sqlite:///{elastrain_home / 'elastrain.db'}")
     assert not [t for t in stored.trials if t.state == optuna.trial.TrialState.RUNNING]
+    stopped = [t for t in stored.trials if t.user_attrs.get("interrupted") == "worker_s"]
+    assert stopped and len(stopped) + result.trials == len(stored.trials)   # the budget cancelled the rest
 
 
 def test_resume_after_sigkill_repeats_no_finished_trial(ray_address, elastrain_home, tmp_path, cli):

@@ -34,6 +34,7 @@ from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.decide import Cancel, Fail, Finish, Interrupt, Recover, Resize, Returned, decide
 from elastrain.elastic.events import Event, EventLog
+from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
@@ -129,6 +130,7 @@ class ElasticController:
         workers: how many workers to start with (default `workers.max`).
         pool: loaded workers shared with other jobs of this process (a study's trials): the job
             takes its workers from it first and gives them back when it ends (CPU jobs only).
+        gate: asked at each epoch's end whether the job stops there (see `EpochGate`).
     """
 
     def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, total_steps: int, *,
@@ -137,7 +139,7 @@ class ElasticController:
                  on_status: Callable[..., None] | None = None,
                  on_warning: Callable[[str], None] | None = None, control: JobControl | None = None,
                  extra_paths: list[str] | None = None, trace_dir: str | None = None,
-                 workers: int | None = None, pool: WorkerPool | None = None) -> None:
+                 workers: int | None = None, pool: WorkerPool | None = None, gate: EpochGate | None = None) -> None:
         self.spec = spec
         self.events = events
         self.checkpoint_url = checkpoint_url
@@ -174,6 +176,7 @@ class ElasticController:
         # that a worker leaving on a scale-in gives its CPUs back and stays loaded as a standby.
         # A GPU job has none: a process holds its GPU only if it was started with it.
         self.pool = None if spec.resources.on_gpu else pool
+        self.gate = gate
         self.use_standby = spec.resources.warm_standby and not spec.resources.on_gpu and self.maximum > self.minimum \
             and self.pool is None
         # Whether every worker's CPUs are a placement group beside its process (standbys and pooled
@@ -202,9 +205,10 @@ class ElasticController:
             self._form(reason="start")
             while True:
                 watch = self._watch()
+                gated = any(result.get("stopped") for result in watch.results.values())   # its epoch gate
                 returned = Returned({worker_id: result["status"] for worker_id, result in watch.results.items()},
                                     dead=bool(watch.dead), interrupt=self.control.interrupt_requested(),
-                                    cancel=self.cancel_requested)
+                                    cancel=self.cancel_requested or gated)
                 match decide(returned):
                     case Fail(worker_id):
                         return self._ended(self._failed(worker_id, watch.results[worker_id]))
@@ -235,7 +239,7 @@ class ElasticController:
             elif pooled is not None:   # loads this job; its CPUs are reserved on its node once it has
                 member = Member(pooled, self.next_id, from_standby=True)
                 ref = pooled.reload.remote(self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url,
-                                           self.trace_dir)
+                                           self.trace_dir, self.gate)
             elif self.reserve_apart:   # reserve the CPUs first; the process starts on their node
                 member = Member(None, self.next_id, reservation=self._reservation())
                 ref = member.reservation.ready()
@@ -250,7 +254,7 @@ class ElasticController:
         """A new worker process holding `cpus` and `gpus`, on node `node_id` if given."""
         strategy = NodeAffinitySchedulingStrategy(node_id, soft=False) if node_id else "DEFAULT"
         return self.actor_class.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy).remote(
-            self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url, self.trace_dir)
+            self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url, self.trace_dir, self.gate)
 
     def _reservation(self, node_id: str | None = None) -> PlacementGroup:
         """A placement group holding one worker's CPUs, on node `node_id` if given."""

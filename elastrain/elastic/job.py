@@ -27,6 +27,7 @@ from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
 from elastrain.elastic.driver import runs_in_process
 from elastrain.elastic.events import Event, EventLog, RecordSink
+from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.run_folder import RunFolder, new_job_id
 from elastrain.elastic.status import FINAL_STATES, JobResult, JobStatus, Observation
@@ -69,6 +70,7 @@ class RunOptions:
     started_at: float | None = None     # when the run was asked for (epoch seconds; default: run_job's call)
     on_ray: bool = False                # run on Ray workers even with workers.max 1 (a study's trials)
     pool: WorkerPool | None = None      # loaded workers shared with other jobs of this process
+    gate: EpochGate | None = None       # asked at each epoch's end whether the job stops there
 
 
 def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
@@ -344,7 +346,8 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
     An interrupt (Ctrl-C) stops the worker after its current step before it propagates, so that
     no training thread outlives the job.
     """
-    worker = Worker(spec.model_dump(mode="json"), options.extra_paths, checkpoint_url, options.trace_dir)
+    worker = Worker(spec.model_dump(mode="json"), options.extra_paths, checkpoint_url, options.trace_dir,
+                    options.gate)
     if resume:
         loaded = worker.load_checkpoint()
         for message in loaded["skipped"]:
@@ -371,7 +374,7 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
     reporter.report(worker.progress())
     if result["status"] == "paused" and control.interrupt_requested():
         raise JobInterrupted(f"stopped at step {worker.trainer.step} for the driver's shutdown")
-    if result["status"] == "paused":   # otherwise only a cancel pauses a job of one worker
+    if result["status"] == "paused":   # otherwise only a cancel or the gate pauses a job of one worker
         return Outcome("cancelled", worker.trainer.state_dict())
     if result["status"] in ("diverged", "error"):
         return Outcome("failed", worker.trainer.state_dict(), message=result["message"],
@@ -396,7 +399,8 @@ def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Rep
                                        on_progress=reporter.report, on_status=reporter.status,
                                        on_warning=reporter.warn,
                                        control=control, extra_paths=options.extra_paths,
-                                       trace_dir=options.trace_dir, workers=options.workers, pool=options.pool)
+                                       trace_dir=options.trace_dir, workers=options.workers, pool=options.pool,
+                                       gate=options.gate)
         return controller.run()
     finally:
         if started_here:

@@ -26,6 +26,7 @@ from elastrain.data import prepare_dataset
 from elastrain.data.sampler import global_batch, shard
 from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.collective import GroupCollective, PeerLost, bind_to_address
+from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.preemption import Notice, NoticeWatcher
 from elastrain.errors import TrainingDiverged, UserError
 from elastrain.spec import JobSpec
@@ -98,19 +99,26 @@ class Worker:
         extra_paths: folders to import user models from (the spec's folder).
         checkpoint_url: where durable checkpoints go.
         trace_dir: if set, every completed step's sample shard is appended there (a test hook).
+        gate: asked on rank 0 after every epoch's evaluation whether the job stops there (see
+            `EpochGate`); the group then stops after its next step and the job ends cancelled.
     """
 
-    def __init__(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None) -> None:
-        self._load(spec, extra_paths, checkpoint_url, trace_dir)
+    def __init__(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None,
+                 gate: EpochGate | None = None) -> None:
+        self._load(spec, extra_paths, checkpoint_url, trace_dir, gate)
 
-    def reload(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None) -> dict:
+    def reload(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None,
+               gate: EpochGate | None = None) -> dict:
         """Leave the job this worker trained and load another (a `WorkerPool` worker); its `info`."""
         self.shutdown()
-        self._load(spec, extra_paths, checkpoint_url, trace_dir)
+        self._load(spec, extra_paths, checkpoint_url, trace_dir, gate)
         return self.info()
 
-    def _load(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None) -> None:
+    def _load(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None,
+              gate: EpochGate | None) -> None:
         sys.path[:0] = [p for p in extra_paths if p not in sys.path]
+        self.gate = gate
+        self.gate_closed = False   # the gate said stop: the group pauses and the job ends
         self.spec = JobSpec.model_validate(spec)
         self.collective = GroupCollective()
         if not self.spec.resources.on_gpu:
@@ -208,6 +216,8 @@ class Worker:
             self.pause.clear()
             self.pause_after = None
             paused = {"status": "paused", "step": self.trainer.step}
+            if self.gate_closed:
+                paused["stopped"] = True
             if self.notice is not None and not self.notice_reported:
                 self.notice_reported = True
                 paused["preempted"] = asdict(self.notice)
@@ -239,6 +249,9 @@ class Worker:
         if self.collective.rank == 0:
             with self.lock:
                 self.epochs.append({"epoch": epoch, "step": self.trainer.step, "metrics": metrics})
+            if self.gate is not None and not self.trainer.done and self.gate(epoch, metrics):
+                self.gate_closed = True
+                self.request_pause()
 
     def _trace(self, report: StepReport) -> None:
         trainer = self.trainer

@@ -33,6 +33,7 @@ from elastrain.spec import JobSpec, load_spec, validate_spec
 from elastrain.spec.metrics import DEFAULT_METRIC
 from elastrain.spec.tune import TuneSpec
 from elastrain.tune.allocate import RunningTrial, plan_trials
+from elastrain.tune.gate import OptunaPruneGate
 from elastrain.tune.optuna_setup import grid_size
 from elastrain.tune.space import check_space, suggest, trial_overrides
 
@@ -130,7 +131,6 @@ class _Active:
     spec: JobSpec
     epoch: int = 0
     since: float = 0.0
-    pruning: bool = False
     stopping: str | None = None   # the budget that cancelled it
 
 
@@ -182,6 +182,7 @@ class Study:
         self.maximize = self.tune.maximize(self.metric)
         self.n_trials = min(self.tune.n_trials, grid_size(self.tune) or self.tune.n_trials)
         self._pool: WorkerPool | None = None   # the trials' loaded workers, while optimize() runs
+        self._storage_url = ""                 # the study's database, once optimize() runs
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> Study:
@@ -237,7 +238,7 @@ class Study:
         from elastrain.tune.optuna_setup import make_pruner, make_sampler, storage_url
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        url = storage_url(self.storage)
+        url = self._storage_url = storage_url(self.storage)
         study = optuna.create_study(study_name=self.name, storage=url, load_if_exists=True,
                                     direction="maximize" if self.maximize else "minimize",
                                     sampler=make_sampler(self.tune),
@@ -294,8 +295,7 @@ class Study:
                 if self.tune.max_concurrent is not None:
                     may_start = min(may_start, self.tune.max_concurrent - len(active))
                 running = [RunningTrial(run.handle.job_id, number, resources.workers.min, resources.workers.max,
-                                        run.workers, per_worker) for number, run in active.items()
-                           if not run.pruning]
+                                        run.workers, per_worker) for number, run in active.items()]
                 plan = plan_trials(policy, slots, running, max(0, may_start), resources.workers.min,
                                    resources.workers.max, per_worker, now)
                 for number, run in active.items():
@@ -319,13 +319,15 @@ class Study:
         job = Job(raw, params)
         job_id = f"{_job_safe(self.name)}-t{trial.number}-{os.urandom(2).hex()}"
         trial.set_user_attr(JOB_ATTR, job_id)
+        gate = OptunaPruneGate(self._storage_url, self.name, trial._trial_id, self.metric,
+                               self.tune.model_dump_json(), self._max_epochs())
         handle = LocalJobHandle(job.spec, self.home, self.code_paths, workers=workers, controller_here=True,
-                                job_id=job_id, pool=self._pool)
+                                job_id=job_id, pool=self._pool, gate=gate)
         return _Active(trial, handle, params, workers, job.spec, since=0.0)
 
     @staticmethod
     def _resize(run: _Active, workers: int) -> bool:
-        if run.pruning or run.stopping:
+        if run.stopping:
             return False
         try:
             run.handle.scale(workers)
@@ -335,21 +337,13 @@ class Study:
         return True
 
     def _follow(self, study: optuna.Study, run: _Active, tally: _Tally, progress: StudyProgress | None) -> bool:
-        """Report the trial's new epochs to Optuna (cancelling it when pruned); record it if it
-        has ended. Whether it has."""
+        """Record the trial if it has ended (its rank-0 worker reported each epoch to Optuna and
+        stopped it when pruned, see `OptunaPruneGate`). Whether it has."""
         import optuna
 
         ended = run.handle.wait(0)
-        series = run.handle.metrics(run.since).get(self.metric, [])
-        for point in sorted(series, key=lambda p: p["epoch"]):
-            run.since = max(run.since, point["t"])
-            if point["epoch"] <= run.epoch:
-                continue
-            run.epoch = point["epoch"]
-            run.trial.report(point["value"], point["epoch"])
-            if not ended and not run.pruning and run.stopping is None and run.trial.should_prune():
-                run.pruning = True
-                run.handle.cancel()
+        for point in run.handle.metrics(run.since).get(self.metric, []):
+            run.since, run.epoch = max(run.since, point["t"]), max(run.epoch, point["epoch"])
         if not ended:
             return False
         message = None
@@ -361,7 +355,7 @@ class Study:
             run.trial.set_user_attr(INTERRUPTED_ATTR, run.stopping)
             study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
             state, value = "stopped", None
-        elif run.pruning:
+        elif result is not None and result.status == "cancelled":   # its gate stopped it
             state, value = "pruned", study.tell(run.trial, state=optuna.trial.TrialState.PRUNED).value
         elif result is not None and result.status == "succeeded" and self.metric in result.metrics:
             value = result.metrics[self.metric]
