@@ -349,6 +349,7 @@ class Study:
         message = None
         try:
             result = run.handle.result(0)
+            run.epoch = max(run.epoch, result.epochs)   # its last epoch may not have been read yet
         except UserError as exc:
             result, message = None, exc.line()
         if run.stopping is not None and not (result and result.status == "succeeded"):
