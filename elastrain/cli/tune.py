@@ -55,9 +55,6 @@ class RichStudyProgress:
         self.console.print(f"trial {record.number} {record.state}{where}{value}{escape(reason)}", soft_wrap=True)
         self.bar.update(self.task, completed=finished, best="" if best is None else f"best {best:.4f}")
 
-    def note(self, text: str) -> None:
-        self.console.print(text, soft_wrap=True)
-
 
 def tune(
     spec_file: Annotated[Path | None, typer.Argument(

@@ -22,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -117,7 +117,6 @@ class StudyProgress(Protocol):
     def trial_started(self, number: int, params: dict[str, Any], workers: int) -> None: ...
     def trial_resized(self, number: int, workers: int) -> None: ...
     def trial_ended(self, record: TrialRecord, finished: int, best: float | None) -> None: ...
-    def note(self, text: str) -> None: ...
 
 
 @dataclass
@@ -139,7 +138,6 @@ class _Tally:
     finished: int = 0
     worker_s: float = 0.0
     stopped_by: str | None = None
-    records: dict[int, TrialRecord] = field(default_factory=dict)
 
 
 class Study:
@@ -368,7 +366,6 @@ class Study:
             study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
             state, value = "failed", None
         record = TrialRecord(run.trial.number, state, value, run.params, run.handle.job_id, run.epoch, message)
-        tally.records[record.number] = record
         if state != "stopped":
             tally.finished += 1
         if progress:
