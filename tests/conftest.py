@@ -4,13 +4,20 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
+from elastrain.api import create_app
+from elastrain.api.service import JobService
 from elastrain.cli.main import main
+from elastrain.elastic.collective import free_port
+from elastrain.scheduler import FifoPacking
+from elastrain.store import Store, connect
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ELASTRAIN_SHARED", REPO.parent / "shared"))
@@ -88,3 +95,23 @@ def ray_address():
              configure_logging=False, _system_config=EMBEDDED_SYSTEM_CONFIG)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture
+def server(tmp_path, elastrain_home, ray_address):
+    """A running server's URL and the tokens of ada and bob (its jobs' drivers on the test Ray)."""
+    store = Store(connect(f"sqlite:///{tmp_path / 'server.db'}"))
+    tokens = {name: store.create_user(name)[1] for name in ("ada", "bob")}
+    service = JobService(store, elastrain_home, FifoPacking(), cpus=2, interval_s=0.05)
+    service.start()
+    port = free_port()
+    api = uvicorn.Server(uvicorn.Config(create_app(store, home=elastrain_home), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=api.run, daemon=True)
+    thread.start()
+    while not api.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", tokens
+    api.should_exit = True
+    thread.join(timeout=10)
+    service.stop()

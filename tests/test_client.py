@@ -3,40 +3,13 @@
 import json
 import secrets
 import shutil
-import threading
-import time
 
 import pytest
-import uvicorn
 
-from elastrain.api import create_app
-from elastrain.api.service import JobService
 from elastrain.cli.remote import Remote
 from elastrain.elastic.collective import free_port
-from elastrain.scheduler import FifoPacking
 from elastrain.sdk import ServerJobHandle
-from elastrain.store import Store, connect
 from tests.conftest import REPO
-
-
-@pytest.fixture
-def server(tmp_path, elastrain_home, ray_address):
-    """A running server's URL and the tokens of ada and bob (its jobs' drivers on the test Ray)."""
-    store = Store(connect(f"sqlite:///{tmp_path / 'server.db'}"))
-    tokens = {name: store.create_user(name)[1] for name in ("ada", "bob")}
-    service = JobService(store, elastrain_home, FifoPacking(), cpus=2, interval_s=0.05)
-    service.start()
-    port = free_port()
-    api = uvicorn.Server(uvicorn.Config(create_app(store, home=elastrain_home), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=api.run, daemon=True)
-    thread.start()
-    while not api.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", tokens
-    api.should_exit = True
-    thread.join(timeout=10)
-    service.stop()
 
 
 def last_json(text):

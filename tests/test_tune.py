@@ -13,12 +13,15 @@ import optuna
 import pytest
 import yaml
 
+from elastrain.cli.remote import Remote
 from elastrain.data import prepare_dataset
 from elastrain.elastic.job import RunOptions, run_job
 from elastrain.elastic.run_folder import RunFolder
+from elastrain.scheduler.policy import FifoPacking
 from elastrain.spec import validate_spec
 from elastrain.spec.tune import TuneSpec
 from elastrain.train.trainer import Trainer
+from elastrain.tune.allocate import RunningTrial, TrialPlan, plan_trials
 from elastrain.tune.space import suggest
 from elastrain.tune.study import Study
 from tests.conftest import REPO, wait_until
@@ -74,6 +77,91 @@ def test_a_pruned_trial_hands_its_workers_to_the_survivor_in_place(ray_address, 
     grown = [e for e in events if e["kind"] == "scale_out"]
     assert grown and grown[0]["workers"] == 2 and grown[0]["t"] >= pruned_end["t"], events
     assert result.best_job == survivor.job_id and result.trials == 2 and result.pruned == 1
+
+
+def test_a_study_runs_its_trials_as_jobs_of_a_server(cli, server, tmp_path):
+    url, tokens = server
+    job = small_job(n_trials=3, sampler="random")
+    job["train"]["epochs"] = 2
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    code, out, err = cli("tune", spec, "--server", url, "--token", tokens["ada"], "--name", "served", "--json")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    remote = Remote(url, tokens["ada"])
+    jobs = {j["job_id"]: j for j in remote.call("GET", "/jobs")["jobs"]}
+    assert summary["trials"] == 3 and len(jobs) == 3 and summary["best_job"] in jobs
+    assert {j["status"] for j in jobs.values()} == {"succeeded"}
+    assert jobs[summary["best_job"]]["metrics"]["val_accuracy"] == summary["best_value"]
+    models = {m["job_id"]: f"{m['name']} v{m['version']}" for m in remote.call("GET", "/models")}
+    assert set(models) == set(jobs) and summary["best_model"] == models[summary["best_job"]]
+    assert "queued on the server" in err
+
+
+@dataclass
+class CancelOnceGrown:
+    """Study progress that, once the pruned trial has ended and the survivor has grown to 2
+    workers, cancels the survivor through the server (it would otherwise train for half an hour)."""
+
+    remote: Remote
+    grown: dict | None = None
+
+    def trial_started(self, number, params, workers):
+        assert workers == 0   # queued: the server sizes it
+
+    def trial_resized(self, number, workers):
+        pass
+
+    def trial_ended(self, record, finished, best):
+        if record.state != "pruned":
+            return
+        pruned_end = next(e["t"] for e in self.remote.call("GET", f"/jobs/{record.job_id}/events")
+                          if e["kind"] == "cancelled")
+        (survivor,) = self.remote.call("GET", "/jobs", params={"status": "running"})["jobs"]
+
+        def grown():
+            events = self.remote.call("GET", f"/jobs/{survivor['job_id']}/events")
+            self.grown = next((e for e in events if e["kind"] == "scale_out" and e["t"] >= pruned_end), None)
+            return self.grown is not None
+
+        wait_until(grown, timeout=60, poll=0.1)
+        self.remote.call("POST", f"/jobs/{survivor['job_id']}/cancel")
+
+
+def test_on_a_server_a_pruned_trial_is_cancelled_and_its_worker_goes_to_the_survivor(server):
+    """Two trials on a real server (2 CPUs, FIFO): the good one starts first on both workers and
+    shrinks to one when the bad one (tiny learning rate) is admitted; the tuner reports the bad
+    one's first epoch to ASHA, which prunes it, and cancels its job; the server's scheduler then
+    gives its worker back to the survivor, which grows in place (no restart)."""
+    url, tokens = server
+    job = small_job(n_trials=2, sampler="grid", pruner="asha", min_epochs=1, reduction_factor=2, seed=1)
+    job["train"]["epochs"] = 100_000
+    job["tune"]["space"] = {
+        "train.lr": {"type": "categorical", "choices": [0.003, 1.0e-7]},
+        "train.batch_size": {"type": "categorical", "choices": [8], "when": {"train.lr": 1.0e-7}},
+    }
+    remote = Remote(url, tokens["ada"])
+    progress = CancelOnceGrown(remote)
+    result = Study(job, name="handover-on-server", server=url, token=tokens["ada"]).optimize(progress)
+    by_lr = {record.params["train.lr"]: record for record in result.table}
+    pruned, survivor = by_lr[1.0e-7], by_lr[0.003]
+    assert pruned.number == 1 and pruned.state == "pruned" and pruned.epochs == 1
+    assert remote.call("GET", f"/jobs/{pruned.job_id}")["status"] == "cancelled"
+    assert progress.grown is not None and progress.grown["workers"] == 2
+    events = remote.call("GET", f"/jobs/{survivor.job_id}/events")
+    assert [e["kind"] for e in events if e["kind"] in ("start", "resume")] == ["start"]   # never restarted
+    assert survivor.state == "failed" and "cancelled" in survivor.message   # by the test, not by the pruner
+    assert result.best_model is None
+
+
+def test_the_study_starts_trials_at_their_minimum_and_gives_freed_workers_to_the_running():
+    policy = FifoPacking()
+    assert plan_trials(policy, 4, [], 5, 1, 2, 1.0) == TrialPlan({}, (1, 1, 1, 1))
+    alone = [RunningTrial("a", 0, 1, 2, 1)]
+    assert plan_trials(policy, 4, alone, 0, 1, 2, 1.0) == TrialPlan({"a": 2}, ())        # grows in place
+    assert plan_trials(policy, 4, alone, 1, 1, 2, 1.0) == TrialPlan({"a": 2}, (2,))      # and one starts
+    assert plan_trials(policy, 6, alone, 1, 1, 2, 3.0) == TrialPlan({}, (1,))            # 3 slots a worker
+    assert plan_trials(policy, 6, alone, 0, 1, 2, 3.0) == TrialPlan({"a": 2}, ())
 
 
 @dataclass

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from elastrain import paths
+from elastrain.cli.options import CaCertOption, ServerOption, TokenOption, remote_of
 from elastrain.cli.simulate import simulate
 from elastrain.cli.tune import tune
 from elastrain.errors import JobInterrupted, UserError
@@ -140,16 +141,6 @@ def _signals_interrupt(control: JobControl) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-ServerOption = Annotated[str | None, typer.Option(
-    "--server", help="An elastrain server's URL, e.g. http://127.0.0.1:8080 (default: $ELASTRAIN_SERVER; "
-    "from there, a job id that names a run on this machine is taken as that run).", show_default=False)]
-TokenOption = Annotated[str | None, typer.Option(
-    "--token", envvar="ELASTRAIN_TOKEN", metavar="TOKEN|@FILE", show_default=False,
-    help="Your API token, or @FILE to read it from a file, which keeps it out of process listings "
-         "(env ELASTRAIN_TOKEN).")]
-CaCertOption = Annotated[Path | None, typer.Option(
-    "--ca-cert", envvar="ELASTRAIN_CA_CERT", metavar="FILE", show_default=False,
-    help="Trust an https server whose certificate this CA signed (env ELASTRAIN_CA_CERT).")]
 JobArgument = Annotated[str, typer.Argument(help="The job id.", show_default=False)]
 
 
@@ -173,12 +164,6 @@ def _on_server(server: str | None, job_id: str) -> bool:
     return False
 
 
-def _remote(server: str | None, token: str | None, ca_cert: Path | None):
-    from elastrain.cli.remote import DEFAULT_SERVER, Remote, read_token
-
-    return Remote(server or os.environ.get("ELASTRAIN_SERVER") or DEFAULT_SERVER, read_token(token), ca_cert)
-
-
 @app.command()
 def status(job_id: JobArgument, server: ServerOption = None, token: TokenOption = None,
            ca_cert: CaCertOption = None, as_json: JsonOption = False) -> None:
@@ -187,7 +172,7 @@ def status(job_id: JobArgument, server: ServerOption = None, token: TokenOption 
     from elastrain.cli.status import job_status, print_status
 
     if _on_server(server, job_id):
-        client.show_job(out, _remote(server, token, ca_cert), job_id, as_json)
+        client.show_job(out, remote_of(server, token, ca_cert), job_id, as_json)
         return
     snapshot = job_status(paths.home(), job_id)
     if as_json:
@@ -210,7 +195,7 @@ def scale(
     from elastrain.cli.status import request_scale
 
     if _on_server(server, job_id):
-        job = _remote(server, token, ca_cert).call("POST", f"/jobs/{job_id}/scale", json={"workers": workers})
+        job = remote_of(server, token, ca_cert).call("POST", f"/jobs/{job_id}/scale", json={"workers": workers})
         _say(as_json, job, f"asked {job_id} to run on {workers} worker(s)")
         return
     target = request_scale(paths.home(), job_id, workers)
@@ -229,7 +214,7 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML)."
     from elastrain.cli.remote import submit_job
     from elastrain.spec import load_spec
 
-    made = submit_job(_remote(server, token, ca_cert), load_spec(spec_file, overrides or []),
+    made = submit_job(remote_of(server, token, ca_cert), load_spec(spec_file, overrides or []),
                       spec_file.resolve().parent)
     _say(as_json, made, f"submitted {made['job_id']} (queued)")
 
@@ -243,7 +228,7 @@ def jobs(server: ServerOption = None, token: TokenOption = None, ca_cert: CaCert
     from elastrain.cli import client
 
     if server or os.environ.get("ELASTRAIN_SERVER"):
-        client.list_jobs(out, _remote(server, token, ca_cert), state, limit, as_json)
+        client.list_jobs(out, remote_of(server, token, ca_cert), state, limit, as_json)
         return
     from elastrain.cli.status import local_jobs
 
@@ -259,7 +244,7 @@ def logs(job_id: JobArgument, server: ServerOption = None, token: TokenOption = 
     from elastrain.cli import client
 
     if _on_server(server, job_id):
-        client.print_logs(_remote(server, token, ca_cert), job_id, follow, as_json)
+        client.print_logs(remote_of(server, token, ca_cert), job_id, follow, as_json)
         return
     from elastrain.cli.status import local_log_reader
 
@@ -273,7 +258,7 @@ def metrics(job_id: JobArgument, server: ServerOption = None, token: TokenOption
     from elastrain.cli import client
 
     if _on_server(server, job_id):
-        client.show_metrics(out, _remote(server, token, ca_cert), job_id, as_json)
+        client.show_metrics(out, remote_of(server, token, ca_cert), job_id, as_json)
         return
     from elastrain.cli.status import local_metrics
 
@@ -291,7 +276,7 @@ def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption 
         request_cancel(paths.home(), job_id)
         _say(as_json, {"job_id": job_id, "status": "cancelling"}, f"{job_id}: cancelling")
         return
-    job = _remote(server, token, ca_cert).call("POST", f"/jobs/{job_id}/cancel")
+    job = remote_of(server, token, ca_cert).call("POST", f"/jobs/{job_id}/cancel")
     _say(as_json, job, f"{job_id}: {'cancelled' if job['status'] == 'cancelled' else 'cancelling'}")
 
 
@@ -301,7 +286,7 @@ def models(server: ServerOption = None, token: TokenOption = None, ca_cert: CaCe
     """Your registered models on a server."""
     from elastrain.cli import client
 
-    client.list_models(out, _remote(server, token, ca_cert), as_json)
+    client.list_models(out, remote_of(server, token, ca_cert), as_json)
 
 
 def _say(as_json: bool, value: dict, line: str) -> None:
@@ -473,7 +458,7 @@ def plot(job_id: JobArgument,
     from elastrain.report.curves import draw_curves
 
     if _on_server(server, job_id):
-        remote = _remote(server, token, ca_cert)
+        remote = remote_of(server, token, ca_cert)
         series = remote.call("GET", f"/jobs/{job_id}/metrics")
         events = remote.call("GET", f"/jobs/{job_id}/events")
         target = output or Path(f"{job_id}.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,9 +118,11 @@ def _detail(response: httpx.Response) -> str:
     return str(detail)
 
 
-def submit_job(remote: Remote, spec: JobSpec, spec_dir: Path) -> dict:
+def submit_job(remote: Remote, spec: JobSpec, spec_dir: Path, uploaded: dict[str, str] | None = None) -> dict:
     """Queue `spec` on the server, with what it needs from this machine (`elastrain.bundle`: a
     `python:` model beside the spec in `spec_dir`, a local data file or folder); the server's answer.
+    `uploaded` (a bundle's SHA-256 -> its id on the server) is filled in and spares sending the
+    same bundle twice (a study's trials).
 
     Raises:
         UserError: the bundle is too big, or the server refuses the job.
@@ -129,7 +132,11 @@ def submit_job(remote: Remote, spec: JobSpec, spec_dir: Path) -> dict:
     archive, spec = pack(spec, spec_dir)
     params = None
     if archive is not None:
-        params = {"bundle": remote.call("POST", "/bundles", content=archive,
-                                        headers={"Content-Type": "application/zip"})["bundle"]}
+        uploaded = {} if uploaded is None else uploaded
+        digest = hashlib.sha256(archive).hexdigest()
+        if digest not in uploaded:
+            uploaded[digest] = remote.call("POST", "/bundles", content=archive,
+                                           headers={"Content-Type": "application/zip"})["bundle"]
+        params = {"bundle": uploaded[digest]}
     return remote.call("POST", "/jobs", json=spec.model_dump(mode="json"), params=params)
 

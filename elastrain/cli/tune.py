@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from elastrain.cli.options import CaCertOption, TokenOption
 from elastrain.errors import UserError
 
 if TYPE_CHECKING:
@@ -42,11 +43,11 @@ class RichStudyProgress:
 
     def trial_started(self, number: int, params: dict[str, Any], workers: int) -> None:
         shown = ", ".join(f"{path}={_short(value)}" for path, value in params.items())
-        self.console.print(f"trial {number} started on {workers} worker{'s' * (workers > 1)}: {escape(shown)}",
-                           soft_wrap=True)
+        where = f"started on {workers} worker{'s' * (workers > 1)}" if workers else "queued on the server"
+        self.console.print(f"trial {number} {where}: {escape(shown)}", soft_wrap=True)
 
     def trial_resized(self, number: int, workers: int) -> None:
-        self.console.print(f"trial {number} grows to {workers} workers (in place)")
+        self.console.print(f"trial {number} runs on {workers} worker{'s' * (workers > 1)}")
 
     def trial_ended(self, record: TrialRecord, finished: int, best: float | None) -> None:
         value = "" if record.value is None else f" {self.metric} {record.value:.4f}"
@@ -72,6 +73,13 @@ def tune(
     plots: Annotated[Path | None, typer.Option(
         "--plots", help="Folder for the PNG plots (default: ELASTRAIN_HOME/studies/STUDY).",
         show_default=False)] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", metavar="URL",
+        help="Run the trials as jobs of this elastrain server (its scheduler sizes them among its other jobs) "
+             "instead of from this process; a resumed study goes back to the server it ran on.",
+        show_default=False)] = None,
+    token: TokenOption = None,
+    ca_cert: CaCertOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
 ) -> None:
     """Search a job's hyperparameters: each trial is an elastic job, and a pruned or finished
@@ -81,10 +89,14 @@ def tune(
     train.lr), the sampler (tpe, random, grid, cmaes, gp), the pruner (asha, hyperband, median,
     none), the metric, n_trials, max_concurrent and budgets (see examples/tune_mlp_digits.yaml).
     The study is stored in the jobs' database (ELASTRAIN_DB_URL, or ELASTRAIN_HOME/elastrain.db);
-    the best trial's model is registered. Exit code 0 when a trial completed, 1 when none did,
-    2 when the spec or its tune section is wrong.
+    the best trial's model is registered. With --server the trials are that server's jobs and it
+    registers their models. Exit code 0 when a trial completed, 1 when none did, 2 when the spec
+    or its tune section is wrong.
     """
+    from elastrain.cli.remote import read_token
     from elastrain.tune.study import Study
+
+    reach = {"server": server, "token": read_token(token), "ca_cert": ca_cert}
 
     if resume and spec_file:
         raise UserError("give either a spec file or --resume STUDY, not both", where="elastrain tune",
@@ -93,12 +105,12 @@ def tune(
         if overrides:
             raise UserError("--set does not apply to a resumed study (it keeps the spec it started with)",
                             where="--set", fix="drop --set, or start a new study from the spec file")
-        study = Study.resume(resume)
+        study = Study.resume(resume, **reach)
     elif spec_file is None:
         raise UserError("no spec file given", where="elastrain tune",
                         fix="`elastrain tune job.yaml` (see examples/tune_mlp_digits.yaml), or --resume STUDY")
     else:
-        study = Study.from_yaml(spec_file, overrides or [], name=name)
+        study = Study.from_yaml(spec_file, overrides or [], name=name, **reach)
     err.print(f"study [bold]{escape(study.name)}[/bold]: {study.n_trials} trials, {study.tune.sampler} sampler, "
               f"{study.tune.pruner} pruner, {'maximize' if study.maximize else 'minimize'} {study.metric}",
               soft_wrap=True)

@@ -24,7 +24,6 @@ class RunningTrial:
     min_workers: int
     max_workers: int
     workers: int
-    slots_per_worker: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,13 @@ class TrialPlan:
 def plan_trials(policy: Policy, slots: float, running: Sequence[RunningTrial], may_start: int,
                 min_workers: int, max_workers: int, slots_per_worker: float, now: float = 0.0) -> TrialPlan:
     """The allocation `policy` makes for the running trials and up to `may_start` new ones (each
-    `min_workers`..`max_workers` workers of `slots_per_worker` slots) on `slots` slots.
+    trial `min_workers`..`max_workers` workers of `slots_per_worker` slots) on `slots` slots.
 
     A running trial absent from the policy's answer keeps its workers (the study never stops a
     trial to make room: it is pruned or finishes).
     """
     order = len(running) and max(trial.number for trial in running) + 1
-    demands = [JobDemand(trial.job_id, trial.number, trial.min_workers, trial.max_workers, trial.slots_per_worker,
+    demands = [JobDemand(trial.job_id, trial.number, trial.min_workers, trial.max_workers, slots_per_worker,
                          current=trial.workers) for trial in running]
     queued = [JobDemand(f"queued-{i}", order + i, min_workers, max_workers, slots_per_worker)
               for i in range(may_start)]

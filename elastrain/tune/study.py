@@ -7,17 +7,18 @@
     result.best_params, result.best_value, result.best_model
 
 Optuna samples each trial's spec fields and decides, epoch by epoch, whether a trial is pruned; the
-study runs each trial as a job (its driver's controller in a thread of this process, its workers
-on Ray) and shares the workers among them with the scheduler's policy (`plan_trials`). A pruned or
-finished trial's workers go to queued trials, or to the running ones, which grow in place. The
-study and its trials are stored in the jobs' database (Optuna's RDB storage), so that a study whose
-tuner died continues where it was (`Study.resume`) without repeating a finished trial.
+study runs each trial as a job and a pruned or finished trial's workers go to queued trials, or to
+the running ones, which grow in place. By default the trials run from this process (each job's
+controller in a thread, its workers on Ray) and the scheduler's policy shares the workers among
+them (`plan_trials`); with `server=URL` they are jobs of that `elastrain server`, sized by its
+scheduler among its other jobs (`elastrain.tune.trials`). The study and its trials are stored in
+the jobs' database (Optuna's RDB storage), so that a study whose tuner died continues where it was
+(`Study.resume`) without repeating a finished trial.
 """
 
 from __future__ import annotations
 
-import getpass
-import hashlib
+import contextlib
 import json
 import os
 import time
@@ -27,24 +28,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from elastrain import paths
-from elastrain.elastic.pool import WorkerPool
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, load_spec, validate_spec
 from elastrain.spec.metrics import DEFAULT_METRIC
 from elastrain.spec.tune import TuneSpec
-from elastrain.tune.allocate import RunningTrial, plan_trials
+from elastrain.tune.allocate import RunningTrial
 from elastrain.tune.gate import OptunaPruneGate
 from elastrain.tune.optuna_setup import grid_size
 from elastrain.tune.space import check_space, suggest, trial_overrides
+from elastrain.tune.trials import PoolTrials, ServerTrials, TrialRunner
 
 if TYPE_CHECKING:
     import optuna
 
+    from elastrain.cli.remote import Remote
     from elastrain.sdk import JobHandle
 
-POLL_S = 0.1   # how often the study follows its trials (metrics, ends) and re-plans the workers
-# What the study keeps in Optuna's storage besides trials: the job it tunes, where its code is.
-SPEC_ATTR, PATHS_ATTR, JOB_ATTR, INTERRUPTED_ATTR = "elastrain_spec", "elastrain_code_paths", "job_id", "interrupted"
+# How often the study follows its trials (metrics, ends) and re-plans the workers: here, or over a
+# server's REST API (a few requests per trial each time).
+POLL_S, SERVER_POLL_S = 0.1, 0.5
+# What the study keeps in Optuna's storage besides trials: the job it tunes, where its code is, the
+# server its trials run on.
+SPEC_ATTR, PATHS_ATTR, SERVER_ATTR = "elastrain_spec", "elastrain_code_paths", "elastrain_server"
+JOB_ATTR, INTERRUPTED_ATTR = "job_id", "interrupted"
 
 
 @dataclass(frozen=True)
@@ -128,9 +134,11 @@ class _Active:
     params: dict[str, Any]
     workers: int
     spec: JobSpec
+    gate: OptunaPruneGate
     epoch: int = 0
     since: float = 0.0
     stopping: str | None = None   # the budget that cancelled it
+    pruning: bool = False         # the tuner cancelled it for the pruner (a server's trial)
 
 
 @dataclass
@@ -151,15 +159,21 @@ class Study:
         storage: the database URL (default: the jobs' database, ELASTRAIN_DB_URL or the SQLite file
             under ELASTRAIN_HOME).
         home: where trials' run folders go (default ELASTRAIN_HOME or ~/.elastrain).
+        server: run the trials as jobs of this `elastrain server` (its URL) instead of from this
+            process, as user `token` (default $ELASTRAIN_TOKEN); an https server's certificate is
+            checked against `ca_cert` (default $ELASTRAIN_CA_CERT), as `Job.submit` does.
 
     Raises:
         UserError: the spec, the tune section or its search space is not valid (exit 2), e.g. a
-            space that names a field the spec does not have (the message names the nearest one).
+            space that names a field the spec does not have (the message names the nearest one);
+            a server without a token.
     """
 
     def __init__(self, spec: Mapping[str, Any] | JobSpec, overrides: Mapping[str, Any] | list[str] | None = None, *,
                  tune: Mapping[str, Any] | TuneSpec | None = None, name: str | None = None,
-                 storage: str | None = None, home: str | Path | None = None, source: str = "elastrain.Study") -> None:
+                 storage: str | None = None, home: str | Path | None = None, server: str | None = None,
+                 token: str | None = None, ca_cert: str | Path | None = None,
+                 source: str = "elastrain.Study") -> None:
         from elastrain.sdk import Job
 
         job = Job(spec, overrides)
@@ -179,8 +193,16 @@ class Study:
         self.metric = self.tune.metric if self.tune.metric != "auto" else DEFAULT_METRIC[self.spec.task]
         self.maximize = self.tune.maximize(self.metric)
         self.n_trials = min(self.tune.n_trials, grid_size(self.tune) or self.tune.n_trials)
-        self._pool: WorkerPool | None = None   # the trials' loaded workers, while optimize() runs
-        self._storage_url = ""                 # the study's database, once optimize() runs
+        self.server = server
+        self._remote: Remote | None = None
+        if server:
+            from elastrain.cli.remote import Remote
+            from elastrain.security.transport import CA_CERT_ENV
+
+            self._remote = Remote(server, token or os.environ.get("ELASTRAIN_TOKEN"),
+                                  ca_cert or os.environ.get(CA_CERT_ENV))
+        self._runner: TrialRunner | None = None   # how trials run, while optimize() runs
+        self._storage_url = ""                    # the study's database, once optimize() runs
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None, **kwargs: Any) -> Study:
@@ -196,9 +218,11 @@ class Study:
         return study
 
     @classmethod
-    def resume(cls, name: str, storage: str | None = None, home: str | Path | None = None) -> Study:
+    def resume(cls, name: str, storage: str | None = None, home: str | Path | None = None,
+               server: str | None = None, token: str | None = None, ca_cert: str | Path | None = None) -> Study:
         """The stored study `name`, to continue with :meth:`optimize`: finished trials are kept,
-        trials its dead tuner left running are run again with the same parameters.
+        trials its dead tuner left running are run again with the same parameters (on the server
+        it ran on, unless `server` names another; see `Study` for the other arguments).
 
         Raises:
             UserError: there is no such study in the database.
@@ -216,7 +240,8 @@ class Study:
                             fix=f"known studies: {', '.join(known[-5:])}" if known else "start one with "
                                 "`elastrain tune SPEC`") from None
         study = cls(validate_spec(json.loads(stored.user_attrs[SPEC_ATTR]), f"study {name}"), name=name,
-                    storage=storage, home=home, source=f"study {name}")
+                    storage=storage, home=home, server=server or stored.user_attrs.get(SERVER_ATTR), token=token,
+                    ca_cert=ca_cert, source=f"study {name}")
         study.code_paths = list(stored.user_attrs.get(PATHS_ATTR, []))
         return study
 
@@ -228,11 +253,11 @@ class Study:
             The result (also when a budget stopped the study early).
 
         Raises:
-            UserError: the database cannot be reached, or Ray cannot start.
+            UserError: the database cannot be reached, Ray cannot start, or the server cannot be
+                reached or refuses a trial.
         """
         import optuna
 
-        from elastrain.elastic.connect import connect_ray
         from elastrain.tune.optuna_setup import make_pruner, make_sampler, storage_url
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -243,31 +268,24 @@ class Study:
                                     pruner=make_pruner(self.tune, self._max_epochs()))
         study.set_user_attr(SPEC_ATTR, json.dumps(self.spec.model_dump(mode="json")))
         study.set_user_attr(PATHS_ATTR, self.code_paths)
+        study.set_user_attr(SERVER_ATTR, self.server)
+        self._runner = runner = (ServerTrials(self._remote, self.code_paths) if self._remote else
+                                 PoolTrials(self.spec, self.home, self.code_paths, self.storage))
         tally = _Tally(finished=self._take_over(study))
         started = time.time()
-        started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
-        self._pool = WorkerPool()
+        runner.open()
         try:
             self._run(study, tally, started, progress)
         finally:
-            self._pool.close()
-            if started_here:
-                import ray
-
-                ray.shutdown()
+            runner.close()
         return self._result(study, tally, time.time() - started, plots)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def _run(self, study: optuna.Study, tally: _Tally, started: float, progress: StudyProgress | None) -> None:
-        import ray
-
-        from elastrain.scheduler.policy import FifoPacking
-
+        runner = self._runner
         resources = self.spec.resources
-        slots = ray.cluster_resources().get("GPU" if resources.on_gpu else "CPU", 0.0)
-        per_worker = resources.gpus_per_worker if resources.on_gpu else resources.cpus_per_worker
-        policy = FifoPacking()
+        poll_s = POLL_S if runner.gated else SERVER_POLL_S
         active: dict[int, _Active] = {}
         last = time.monotonic()
         while True:
@@ -277,6 +295,12 @@ class Study:
             for number in list(active):
                 if self._follow(study, active[number], tally, progress):
                     del active[number]
+                    continue
+                held = runner.workers(active[number].handle, active[number].workers)
+                if held != active[number].workers:
+                    active[number].workers = held
+                    if progress and held:
+                        progress.trial_resized(number, held)
             tally.stopped_by = tally.stopped_by or self._spent(tally, time.time() - started)
             if tally.stopped_by:
                 for run in active.values():
@@ -293,9 +317,8 @@ class Study:
                 if self.tune.max_concurrent is not None:
                     may_start = min(may_start, self.tune.max_concurrent - len(active))
                 running = [RunningTrial(run.handle.job_id, number, resources.workers.min, resources.workers.max,
-                                        run.workers, per_worker) for number, run in active.items()]
-                plan = plan_trials(policy, slots, running, max(0, may_start), resources.workers.min,
-                                   resources.workers.max, per_worker, now)
+                                        run.workers) for number, run in active.items()]
+                plan = runner.plan(running, max(0, may_start), now)
                 for number, run in active.items():
                     workers = plan.resize.get(run.handle.job_id)
                     if workers is not None and self._resize(run, workers) and progress:
@@ -305,23 +328,30 @@ class Study:
                     active[run.trial.number] = run
                     if progress:
                         progress.trial_started(run.trial.number, run.params, workers)
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
 
     def _start(self, study: optuna.Study, workers: int) -> _Active:
-        from elastrain.sdk import Job, LocalJobHandle
+        import optuna
+
+        from elastrain.sdk import Job
 
         trial = study.ask()
         params = suggest(trial, self.tune.space)
         raw = self.spec.model_dump(mode="json", exclude={"tune"})
-        raw["name"] = f"{self.spec.name}-t{trial.number}"
+        if self._runner.gated:   # a server registers each trial's model under the job's name: keep it
+            raw["name"] = f"{self.spec.name}-t{trial.number}"
         job = Job(raw, params)
-        job_id = f"{_job_safe(self.name)}-t{trial.number}-{os.urandom(2).hex()}"
-        trial.set_user_attr(JOB_ATTR, job_id)
         gate = OptunaPruneGate(self._storage_url, self.name, trial._trial_id, self.metric,
                                self.tune.model_dump_json(), self._max_epochs())
-        handle = LocalJobHandle(job.spec, self.home, self.code_paths, workers=workers, controller_here=True,
-                                job_id=job_id, pool=self._pool, gate=gate)
-        return _Active(trial, handle, params, workers, job.spec, since=0.0)
+        try:
+            handle = self._runner.launch(job.spec, f"{_job_safe(self.name)}-t{trial.number}-{os.urandom(2).hex()}",
+                                         workers, gate)
+        except UserError as exc:
+            trial.set_user_attr("message", exc.line())
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        trial.set_user_attr(JOB_ATTR, handle.job_id)
+        return _Active(trial, handle, params, workers, job.spec, gate)
 
     @staticmethod
     def _resize(run: _Active, workers: int) -> bool:
@@ -340,8 +370,12 @@ class Study:
         import optuna
 
         ended = run.handle.wait(0)
-        for point in run.handle.metrics(run.since).get(self.metric, []):
+        for point in sorted(run.handle.metrics(run.since).get(self.metric, []), key=lambda p: p["epoch"]):
             run.since, run.epoch = max(run.since, point["t"]), max(run.epoch, point["epoch"])
+            if not (self._runner.gated or run.pruning or ended or run.stopping) and \
+                    run.gate(point["epoch"], {self.metric.removeprefix("val_"): float(point["value"])}):
+                run.pruning = True
+                _cancel(run.handle)
         if not ended:
             return False
         message = None
@@ -354,14 +388,16 @@ class Study:
             run.trial.set_user_attr(INTERRUPTED_ATTR, run.stopping)
             study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
             state, value = "stopped", None
-        elif result is not None and result.status == "cancelled":   # its gate stopped it
+        elif run.pruning or (self._runner.gated and result is not None and result.status == "cancelled"):
             state, value = "pruned", study.tell(run.trial, state=optuna.trial.TrialState.PRUNED).value
         elif result is not None and result.status == "succeeded" and self.metric in result.metrics:
             value = result.metrics[self.metric]
             study.tell(run.trial, value)
             state = "complete"
         else:
-            message = message or (result.message if result else None) or "the trial ended without its metric"
+            cancelled = result is not None and result.status == "cancelled"
+            message = message or (result.message if result else None) or (
+                "its job was cancelled outside the study" if cancelled else "the trial ended without its metric")
             run.trial.set_user_attr("message", message)
             study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
             state, value = "failed", None
@@ -390,6 +426,8 @@ class Study:
         finished = 0
         for trial in study.get_trials(deepcopy=False):
             if trial.state == optuna.trial.TrialState.RUNNING:
+                if JOB_ATTR in trial.user_attrs:
+                    self._runner.abandon(trial.user_attrs[JOB_ATTR])
                 optuna.Trial(study, trial._trial_id).set_user_attr(INTERRUPTED_ATTR, "tuner died")
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                 study.enqueue_trial(trial.params, skip_if_exists=False)
@@ -417,7 +455,7 @@ class Study:
                                      trial.user_attrs.get("message")))
         best = _best_trial(study)
         best_job = best.user_attrs.get(JOB_ATTR) if best else None
-        model, model_path = self._register(best_job) if best_job else (None, None)
+        model, model_path = self._runner.model_of(best_job, self.spec) if best_job else (None, None)
         from elastrain.tune.report import draw_plots
 
         folder = Path(plots) if plots else self.home / "studies" / _job_safe(self.name)
@@ -432,28 +470,6 @@ class Study:
             worker_s=round(tally.worker_s, 3), stopped_by=tally.stopped_by or "n_trials", table=tuple(table),
             plots=tuple(str(path) for path in drawn))
 
-    def _register(self, job_id: str) -> tuple[str | None, str | None]:
-        """Register the best trial's model as the next version of the job's model (owner: this OS
-        user); its name "NAME vVERSION" and its path."""
-        from elastrain.elastic.run_folder import RunFolder
-        from elastrain.store import Store, connect
-
-        folder = RunFolder.of(self.home, job_id)
-        result = folder.read_result()
-        if not result or not result.get("model_path"):
-            return None, None
-        spec_hash = hashlib.sha256(json.dumps(folder.read_spec().model_dump(mode="json"), sort_keys=True)
-                                   .encode()).hexdigest()
-        engine = connect(self.storage)
-        try:
-            store = Store(engine)
-            owner = store.user(getpass.getuser()) or store.create_user(getpass.getuser())[0]
-            info = store.register_model(owner, self.spec.name, result["model_path"], result["metrics"], spec_hash,
-                                        result.get("data_fingerprint") or "")
-        finally:
-            engine.dispose()
-        return f"{info.name} v{info.version}", result["model_path"]
-
 
 def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     import optuna
@@ -467,6 +483,11 @@ def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 def _best(study: optuna.Study) -> float | None:
     best = _best_trial(study)
     return best.value if best else None
+
+
+def _cancel(handle: JobHandle) -> None:
+    with contextlib.suppress(UserError):   # it has just ended: its end is read on the next pass
+        handle.cancel()
 
 
 def _job_safe(name: str) -> str:
