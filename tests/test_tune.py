@@ -22,6 +22,7 @@ from elastrain.spec import validate_spec
 from elastrain.spec.tune import TuneSpec
 from elastrain.train.trainer import Trainer
 from elastrain.tune.allocate import RunningTrial, TrialPlan, plan_trials
+from elastrain.tune.optuna_setup import grid_size, make_pruner, make_sampler
 from elastrain.tune.space import suggest
 from elastrain.tune.study import Study
 from tests.conftest import REPO, wait_until
@@ -259,6 +260,49 @@ def test_a_conditional_space_samples_only_valid_combinations():
             raw[section][name] = value
         validate_spec(raw)
     assert seen == {"adam", "momentum", "sgd"}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes", "gp"])
+def test_every_sampler_samples_the_space_it_is_given(sampler):
+    tune = TuneSpec.model_validate({"sampler": sampler, "seed": 3, "space": {
+        "train.lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "train.batch_size": {"type": "int", "low": 16, "high": 64, "step": 16},
+        "model.activation": {"type": "categorical", "choices": ["relu", "tanh"]},
+    }})
+    study = optuna.create_study(sampler=make_sampler(tune), direction="maximize")
+    seen = []
+    for _ in range(min(12, grid_size(tune) or 12)):
+        trial = study.ask()
+        params = suggest(trial, tune.space)
+        assert 1e-4 <= params["train.lr"] <= 1e-1 and params["train.batch_size"] in (16, 32, 48, 64)
+        assert params["model.activation"] in ("relu", "tanh")
+        study.tell(trial, -abs(params["train.lr"] - 0.01))
+        seen.append(tuple(params.values()))
+    assert len(set(seen)) == len(seen)   # no point asked twice
+    assert study.best_value > -0.1
+
+
+@pytest.mark.parametrize("pruner", ["asha", "hyperband", "median"])
+def test_every_pruner_stops_a_trial_far_behind_the_others(pruner):
+    tune = TuneSpec.model_validate({"pruner": pruner, "min_epochs": 1, "reduction_factor": 2,
+                                    "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-1}}})
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(tune, max_epochs=8),
+                                sampler=make_sampler(tune))
+    for _ in range(4):   # good trials, run to the end
+        trial = study.ask()
+        for epoch in range(1, 9):
+            trial.report(0.9 + epoch / 100, epoch)
+            assert not trial.should_prune()
+        study.tell(trial, 0.98)
+    bad = study.ask()
+    pruned_at = None
+    for epoch in range(1, 9):
+        bad.report(0.1, epoch)
+        if bad.should_prune():
+            pruned_at = epoch
+            break
+    assert pruned_at is not None and pruned_at <= 2
+    assert not make_pruner(tune.model_copy(update={"pruner": "none"}), 8).prune(study, study.trials[-1])
 
 
 @pytest.mark.parametrize(("space", "message"), [
