@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from elastrain import paths
+from elastrain.cli.optimize import optimize
 from elastrain.cli.options import CaCertOption, ServerOption, TokenOption, remote_of
 from elastrain.cli.simulate import simulate
 from elastrain.cli.tune import tune
@@ -591,6 +592,7 @@ def predict(
 
 app.command()(simulate)
 app.command()(tune)
+app.command()(optimize)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -310,7 +310,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
             events.add(event)
         model_path = str(save_model(folder.model_dir, trainer.model, spec.model, trainer.data.input_shape,
                                     trainer.n_outputs, trainer.data.task, trainer.loss_name,
-                                    trainer.data.preprocessor))
+                                    trainer.data.preprocessor, spec.model_dump(mode="json")))
     elif outcome.status == "cancelled":
         message = f"cancelled at step {trainer.step}"
     else:

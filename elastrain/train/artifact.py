@@ -1,8 +1,11 @@
 """A trained model on disk: weights, how to rebuild it, and its preprocessing.
 
-A model directory holds `model.pt` (a state dict, loaded with `weights_only=True`),
-`model.json` (the model spec, input shape, outputs, task and loss) and
-`preprocess.json` (the fitted preprocessing and label encoding)."""
+A model directory holds `model.json` (the model spec, input shape, outputs, task, loss, the job
+spec it was trained by, and its `format`), `preprocess.json` (the fitted preprocessing and label
+encoding) and the weights in the format's file: `model.pt` (format `torch`: a state dict, loaded
+with `weights_only=True`; `torchao-int8`: the same after torchao's int8 quantization) or
+`model.onnx` (format `onnx`: the graph with its weights, run by ONNX Runtime; `elastrain optimize`
+writes these)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class SavedModel:
         loss: the loss it was trained with (it decides what probabilities mean).
     """
 
-    model: nn.Module
+    model: nn.Module | Any   # a torch module, or an `OnnxModule`
     preprocessor: Preprocessor
     task: str
     loss: str
@@ -92,27 +95,39 @@ class SavedModel:
         return self.model(torch.from_numpy(features))
 
 
+META, PREPROCESS = "model.json", "preprocess.json"
+WEIGHTS = {"torch": "model.pt", "torchao-int8": "model.pt", "onnx": "model.onnx"}   # format -> its file
+
+
 def save_model(directory: Path, model: nn.Module, model_spec: ModelSpec, input_shape: tuple[int, ...],
-               n_outputs: int, task: str, loss: str, preprocessor: Preprocessor) -> Path:
-    """Write a model directory and return its path."""
+               n_outputs: int, task: str, loss: str, preprocessor: Preprocessor, job: dict | None = None) -> Path:
+    """Write a model directory (format `torch`) and return its path; `job` is the job spec it was
+    trained by, as a dict (what `elastrain optimize` reads the validation data from)."""
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), directory / "model.pt")
-    meta = {"model": model_spec.model_dump(mode="json"), "input_shape": list(input_shape),
-            "n_outputs": n_outputs, "task": task, "loss": loss}
-    (directory / "model.json").write_text(json.dumps(meta, indent=2))
-    (directory / "preprocess.json").write_text(json.dumps(preprocessor.to_dict()))
+    torch.save(model.state_dict(), directory / WEIGHTS["torch"])
+    meta = {"format": "torch", "model": model_spec.model_dump(mode="json"), "input_shape": list(input_shape),
+            "n_outputs": n_outputs, "task": task, "loss": loss, "job": job}
+    (directory / META).write_text(json.dumps(meta, indent=2))
+    (directory / PREPROCESS).write_text(json.dumps(preprocessor.to_dict()))
     return directory
 
 
-MODEL_FILES = ("model.pt", "model.json", "preprocess.json")
+def read_meta(directory: str | Path) -> dict:
+    """A model directory's model.json (format `torch` when it names none)."""
+    return {"format": "torch", **json.loads((Path(directory) / META).read_text())}
+
+
+def model_files(directory: Path) -> list[Path]:
+    """The files of a model directory: its metadata, preprocessing and weights."""
+    return [directory / META, directory / PREPROCESS, directory / WEIGHTS[read_meta(directory)["format"]]]
 
 
 def publish_model(directory: Path, url: str) -> str:
     """Copy a model directory to `url` (any fsspec URL, e.g. s3://bucket/models/x) and return it."""
     fs, root = fsspec.core.url_to_fs(url)
     fs.makedirs(root, exist_ok=True)
-    for name in MODEL_FILES:
-        fs.put_file(str(directory / name), f"{root}/{name}")
+    for path in model_files(directory):
+        fs.put_file(str(path), f"{root}/{path.name}")
     return url
 
 
@@ -125,18 +140,34 @@ def load_model(directory: str | Path) -> SavedModel:
     if "://" in str(directory):
         with tempfile.TemporaryDirectory() as local:
             fs, root = fsspec.core.url_to_fs(str(directory))
-            for name in MODEL_FILES:
+            for name in {META, PREPROCESS, *WEIGHTS.values()}:
                 if fs.exists(f"{root}/{name}"):
                     fs.get_file(f"{root}/{name}", str(Path(local) / name))
             return load_model(local)
     directory = Path(directory)
-    needed = [directory / name for name in MODEL_FILES]
-    missing = [p.name for p in needed if not p.is_file()]
+    if not (directory / META).is_file():
+        raise UserError(f"not a model directory (missing {META})", where=str(directory),
+                        fix="pass the model_path that `elastrain run` printed")
+    meta = read_meta(directory)
+    missing = [p.name for p in model_files(directory) if not p.is_file()]
     if missing:
         raise UserError(f"not a model directory (missing {', '.join(missing)})", where=str(directory),
                         fix="pass the model_path that `elastrain run` printed")
-    meta = json.loads(needed[1].read_text())
+    preprocessor = Preprocessor.from_dict(json.loads((directory / PREPROCESS).read_text()))
+    return SavedModel(_network(directory, meta), preprocessor, meta["task"], meta["loss"])
+
+
+def _network(directory: Path, meta: dict) -> Any:
+    """The callable that scores features: a torch module, or an ONNX Runtime session for `onnx`."""
+    weights = directory / WEIGHTS[meta["format"]]
+    if meta["format"] == "onnx":
+        from elastrain.models.onnx_runtime import OnnxModule
+
+        return OnnxModule(weights)
     model = build_model(ModelSpec.model_validate(meta["model"]), tuple(meta["input_shape"]), meta["n_outputs"])
-    model.load_state_dict(torch.load(needed[0], weights_only=True))
-    preprocessor = Preprocessor.from_dict(json.loads(needed[2].read_text()))
-    return SavedModel(model, preprocessor, meta["task"], meta["loss"])
+    if meta["format"] == "torchao-int8":
+        from elastrain.optimize.torchao_int8 import quantize_int8
+
+        model = quantize_int8(model.eval())
+    model.load_state_dict(torch.load(weights, weights_only=True), assign=True)
+    return model

@@ -1,0 +1,1 @@
+"""Making a trained model smaller and faster for inference, measured: `elastrain optimize`."""
