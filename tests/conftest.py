@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import create_engine, text
 
 from elastrain.api import create_app
 from elastrain.api.service import JobService
@@ -22,6 +24,7 @@ from elastrain.store import Store, connect
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ELASTRAIN_SHARED", REPO.parent / "shared"))
 MNIST = SHARED / "datasets" / "mnist-t10k"
+PG_URL = os.environ.get("ELASTRAIN_TEST_PG_URL")
 
 
 def wait_until(predicate, timeout: float = 120.0, poll: float = 0.05) -> None:
@@ -61,6 +64,35 @@ def elastrain_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("ELASTRAIN_HOME", str(home))
     return home
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL server that
+    ELASTRAIN_TEST_PG_URL names (`.ci/run` sets it; skipped without it)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests skipped: set ELASTRAIN_TEST_PG_URL (e.g. "
+                    "postgresql+psycopg://postgres@127.0.0.1:5432/test) to run them")
+    name = f"elastrain_test_{secrets.token_hex(4)}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture
+def store(database_url):
+    """A `Store` over the fresh database `database_url`."""
+    engine = connect(database_url)
+    yield Store(engine)
+    engine.dispose()
 
 
 @pytest.fixture

@@ -1,47 +1,16 @@
 """The metadata store against real databases: a SQLite file, and a real PostgreSQL server when
 ELASTRAIN_TEST_PG_URL names one (`.ci/run` sets it)."""
 
-import os
-import secrets
 import threading
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from elastrain.errors import UserError
 from elastrain.store import Store, connect, hash_token, upgrade
 from elastrain.store.schema import VERSION_TABLE, Base
-
-PG_URL = os.environ.get("ELASTRAIN_TEST_PG_URL")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    if not PG_URL:
-        pytest.skip("PostgreSQL tests skipped: set ELASTRAIN_TEST_PG_URL (e.g. "
-                    "postgresql+psycopg://postgres@127.0.0.1:5432/test) to run them")
-    name = f"elastrain_test_{secrets.token_hex(4)}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
-
-
-@pytest.fixture
-def store(database_url):
-    engine = connect(database_url)
-    yield Store(engine)
-    engine.dispose()
 
 
 def test_migrations_create_exactly_the_schema_and_keep_data_on_upgrade(database_url):
@@ -53,7 +22,8 @@ def test_migrations_create_exactly_the_schema_and_keep_data_on_upgrade(database_
     store.create_user("ada")
     upgrade(engine)   # again: a no-op that keeps every row
     assert [u.name for u in store.users()] == ["ada"]
-    assert {"users", "tokens", "jobs", "events", "metrics", "checkpoints", "models", VERSION_TABLE} <= set(
+    assert {"users", "tokens", "jobs", "events", "metrics", "checkpoints", "models", "model_aliases",
+            VERSION_TABLE} <= set(
         inspect(engine).get_table_names())
     engine.dispose()
 
@@ -171,7 +141,7 @@ def test_a_database_shared_with_optuna_keeps_both_schemas(database_url):
     engine.dispose()
     engine = connect(database_url)   # elastrain's schema is still current beside Optuna's
     with engine.connect() as connection:
-        assert connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0003"
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() != "0003"
+        assert connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0004"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() != "0004"
     assert optuna.load_study(study_name="shared", storage=database_url).best_value == 1.0
     engine.dispose()

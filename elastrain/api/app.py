@@ -1,4 +1,5 @@
-"""The REST control plane under /api/v1: jobs, their events, metrics and logs, models, users.
+"""The REST control plane under /api/v1: jobs, their events, metrics and logs, models and their
+aliases, users.
 
 Every route but the OpenAPI document needs `Authorization: Bearer TOKEN`. A user sees and acts
 on their own jobs and models only (anything else is 404, as if it did not exist); an admin sees
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -26,12 +28,14 @@ from elastrain.errors import UserError
 from elastrain.spec import validate_spec
 from elastrain.spec.limits import check_json_depth
 from elastrain.spec.load import read_yaml
-from elastrain.store import JobInfo, Store, UserInfo
+from elastrain.store import JobInfo, ModelInfo, Store, UserInfo
+from elastrain.store.repository import MAX_VERSION, ModelNotFound, check_alias
 
 API = "/api/v1"
 MAX_BODY_BYTES = 1_000_000
 LOG_CHUNK_BYTES = 256_000
 STATUS_PATTERN = "^(queued|running|succeeded|failed|cancelled)$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"   # a job's name, which its model is registered under
 
 
 class JobOut(BaseModel):
@@ -118,6 +122,15 @@ class ModelOut(BaseModel):
     spec_hash: str
     data_fingerprint: str
     created_at: datetime
+    aliases: list[str] = Field(default_factory=list)
+    parent_version: int | None = None
+    size_bytes: int | None = None
+
+
+class AliasIn(BaseModel):
+    """The version an alias is to name."""
+
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class Bundled(BaseModel):
@@ -314,8 +327,40 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
 
     @router.get("/models", response_model=list[ModelOut])
     def models(user: User) -> list[ModelOut]:
-        """Your registered model versions (an admin: everyone's)."""
-        return [ModelOut(**vars(m)) for m in store.models(user)]
+        """Your registered model versions (an admin: everyone's), with their aliases."""
+        return [_model_out(m) for m in store.models(user)]
+
+    ModelName = Annotated[str, PathParam(pattern=MODEL_NAME_PATTERN)]
+
+    @router.get("/models/{name}", response_model=list[ModelOut])
+    def model_versions(name: ModelName, user: User) -> list[ModelOut]:
+        """The versions of your model `name` (an admin: anyone's of that name), with their aliases."""
+        versions = store.models(user, name)
+        if not versions:
+            raise HTTPException(404, f"no model '{name}'")
+        return [_model_out(m) for m in versions]
+
+    @router.put("/models/{name}/aliases/{alias}", response_model=ModelOut)
+    def set_alias(name: ModelName, alias: str, body: AliasIn, user: User) -> ModelOut:
+        """Point the alias (e.g. production) of your model `name` at `version`, moving it from the
+        version it named; that version (404: no such version, 422: not an alias name)."""
+        try:
+            return _model_out(store.set_alias(user, name, alias, body.version))
+        except ModelNotFound as exc:
+            raise HTTPException(404, exc.line()) from None
+        except UserError as exc:
+            raise HTTPException(422, {"message": exc.line(), "field": "alias"}) from None
+
+    @router.delete("/models/{name}/aliases/{alias}", response_model=ModelOut)
+    def remove_alias(name: ModelName, alias: str, user: User) -> ModelOut:
+        """Remove the alias of your model `name`; the version it named (404: no such alias)."""
+        try:
+            named = store.remove_alias(user, name, check_alias(alias))
+        except UserError as exc:
+            raise HTTPException(422, {"message": exc.line(), "field": "alias"}) from None
+        if named is None:
+            raise HTTPException(404, f"model '{name}' has no alias '{alias}'")
+        return _model_out(named)
 
     @router.post("/users", status_code=201, response_model=UserOut)
     def create_user(body: UserIn, _: Admin) -> UserOut:
@@ -370,6 +415,10 @@ def _parse_spec_body(body: bytes, content_type: str) -> dict:
     if not isinstance(raw, dict):
         raise HTTPException(422, {"message": "the spec must be a mapping of fields", "field": None})
     return raw
+
+
+def _model_out(model: ModelInfo) -> ModelOut:
+    return ModelOut(**vars(model))
 
 
 def _job_out(job: JobInfo) -> JobOut:

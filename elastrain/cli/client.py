@@ -138,15 +138,33 @@ def print_metrics(console: Console, job_id: str, series: dict[str, list[dict]], 
 
 
 def list_models(console: Console, remote: Remote, as_json: bool) -> None:
-    """Registered model versions."""
-    models = remote.call("GET", "/models")
+    """A server's registered model versions; see :func:`print_models`."""
+    print_models(console, remote.call("GET", "/models"), as_json)
+
+
+def print_models(console: Console, models: list[dict], as_json: bool) -> None:
+    """Model versions (as the API's JSON has them) as a table: name, version, aliases, headline
+    metric, the version it was derived from, size, job, path; or as one JSON line."""
     if as_json:
         print(json.dumps({"models": models}))
         return
     rows = []
     for model in models:
         headline = model["metrics"].get("val_accuracy", model["metrics"].get("val_r2"))
-        rows.append([model["name"], str(model["version"]), model["job_id"] or "",
-                     "" if headline is None else f"{headline:.4f}", model["data_fingerprint"][:12], model["url"]])
-    print_table(console, ["name", "version", "job", "val_accuracy / val_r2", "data fingerprint", "path"], rows,
-                keep=[5])
+        parent = model.get("parent_version")
+        rows.append([model["name"], str(model["version"]), ", ".join(model.get("aliases", [])),
+                     "" if headline is None else f"{headline:.4f}", "" if parent is None else str(parent),
+                     human_size(model.get("size_bytes")), model["job_id"] or "", model["url"]])
+    print_table(console, ["name", "version", "aliases", "acc / r2", "parent", "size", "job", "path"], rows,
+                keep=[7])
+
+
+def human_size(size: int | None) -> str:
+    """A byte count as people read it: 812 B, 4.2 KiB, 1.3 MiB ('' when unknown)."""
+    if size is None:
+        return ""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, unit = float(size), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{size} B" if unit == 0 else f"{value:.1f} {units[unit]}"

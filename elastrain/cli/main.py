@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from elastrain import paths
+from elastrain.cli.models import models_app
 from elastrain.cli.optimize import optimize
 from elastrain.cli.options import CaCertOption, ServerOption, TokenOption, remote_of
 from elastrain.cli.simulate import simulate
@@ -281,13 +282,7 @@ def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption 
     _say(as_json, job, f"{job_id}: {'cancelled' if job['status'] == 'cancelled' else 'cancelling'}")
 
 
-@app.command()
-def models(server: ServerOption = None, token: TokenOption = None, ca_cert: CaCertOption = None,
-           as_json: JsonOption = False) -> None:
-    """Your registered models on a server."""
-    from elastrain.cli import client
-
-    client.list_models(out, remote_of(server, token, ca_cert), as_json)
+app.add_typer(models_app, name="models")
 
 
 def _say(as_json: bool, value: dict, line: str) -> None:
@@ -541,8 +536,10 @@ def validate(
 
 @app.command()
 def predict(
-    model_dir: Annotated[str, typer.Argument(help="A model directory (the model_path of a run), or the URL of "
-                                             "a published model (e.g. s3://bucket/models/...).", show_default=False)],
+    model: Annotated[str, typer.Argument(
+        help="A model directory (the model_path of a run), the URL of a published model (e.g. "
+             "s3://bucket/models/...), or a registered model: NAME (its latest version), NAME:VERSION or "
+             "NAME@ALIAS (see `elastrain models`).", show_default=False)],
     input_file: Annotated[Path, typer.Option("--input", "-i", help="Features: .csv, .parquet or .npz (key X).",
                                              show_default=False)],
     output: Annotated[Path | None, typer.Option("--output", "-o",
@@ -554,12 +551,17 @@ def predict(
                                                    "Parquet input).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Predict with a saved model; the model's own preprocessing is applied to the input."""
+    """Predict with a saved model; the model's own preprocessing is applied to the input.
+
+    A registered model is looked up in this machine's registry (ELASTRAIN_DB_URL, or
+    ELASTRAIN_HOME): a path needs a '/' or a leading '.' unless it is an existing folder.
+    """
     from elastrain.data import read_prediction_input
     from elastrain.data.dataset import read_kept_columns
+    from elastrain.store.model_ref import locate_model
     from elastrain.train import load_model
 
-    saved = load_model(model_dir)
+    saved = load_model(locate_model(model))
     features = read_prediction_input(input_file, saved.preprocessor)
     predicted = saved.predict_features(features)
     kept = read_kept_columns(input_file, saved.preprocessor, keep or [])

@@ -79,12 +79,13 @@ def optimize(
                   transient=True) as bar:
         task = bar.add_task("loading the model")
         report = optimize_model(model, options, output, job, lambda step: bar.update(task, description=step))
-    _print_report(report, err if as_json else out)
+    print_report(report, err if as_json else out)
     if as_json:
         print(json.dumps(report.summary()))
 
 
-def _print_report(report: OptimizeReport, console: Console) -> None:
+def print_report(report: OptimizeReport, console: Console) -> None:
+    """The candidates as a table (the shipped one in bold), the choice and where it went."""
     base = report.candidates[0]
     table = Table(box=box.SIMPLE_HEAD, title=f"{escape(report.source)} ({report.validation_rows} validation rows)")
     for column in ("candidate", "size", "x fp32", "p50 / p99 ms b1", "p50 / p99 ms b64", "samples/s",

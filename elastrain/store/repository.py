@@ -1,23 +1,38 @@
 """The store's operations: users and tokens, jobs and their events and metrics, checkpoints,
-models. Every read that a user makes goes through visibility: a user sees only their own jobs
+models and their aliases. Every read that a user makes goes through visibility: a user sees only their own jobs
 and models, an admin sees all. Results are plain dataclasses, detached from the session."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, and_, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from elastrain.errors import UserError
-from elastrain.store.schema import CheckpointRecord, Job, JobEvent, MetricPoint, ModelRecord, Token, User
+from elastrain.store.schema import (
+    CheckpointRecord,
+    Job,
+    JobEvent,
+    MetricPoint,
+    ModelAlias,
+    ModelRecord,
+    Token,
+    User,
+)
 
 TOKEN_PREFIX = "et_"
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+MAX_VERSION = 2**31 - 1   # a model version is a 32-bit INTEGER column
+ALIAS_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
+# Each dialect's INSERT ... ON CONFLICT, so that moving an alias is one atomic statement.
+UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,26 @@ class ModelInfo:
     spec_hash: str
     data_fingerprint: str
     created_at: datetime
+    aliases: tuple[str, ...] = ()
+    parent_version: int | None = None   # the version of this model it was derived from (e.g. quantized)
+    size_bytes: int | None = None
+
+
+class ModelNotFound(UserError):
+    """No such model, version or alias among its owner's."""
+
+
+def check_alias(alias: str, where: str = "alias") -> str:
+    """`alias` itself if it may name a model version: 1-32 lowercase letters, digits, '-' or '_',
+    not only digits (those are versions).
+
+    Raises:
+        UserError: it may not.
+    """
+    if ALIAS_PATTERN.fullmatch(alias) is None or alias.isdigit():
+        raise UserError(f"'{alias}' is not an alias name", where=where,
+                        fix="use 1-32 lowercase letters, digits, '-' or '_', not only digits (e.g. production)")
+    return alias
 
 
 def hash_token(token: str) -> str:
@@ -279,25 +314,111 @@ class Store:
     # models -----------------------------------------------------------------------------------------
 
     def register_model(self, owner: UserInfo, name: str, url: str, metrics: dict, spec_hash: str,
-                       data_fingerprint: str, job_id: str | None = None) -> ModelInfo:
-        """Add the next version of `owner`'s model `name`."""
+                       data_fingerprint: str, job_id: str | None = None, parent_version: int | None = None,
+                       size_bytes: int | None = None) -> ModelInfo:
+        """Add the next version of `owner`'s model `name`, derived from its version `parent_version`
+        when given (a quantized or pruned copy, say), `size_bytes` large.
+
+        Raises:
+            ModelNotFound: `parent_version` is not a version of that model.
+        """
         with self.session.begin() as session:
+            if parent_version is not None and self._record(session, owner.id, name, parent_version) is None:
+                raise ModelNotFound(f"model '{name}' has no version {parent_version} to derive from",
+                                    where="parent_version", fix="name a registered version of the same model")
             latest = session.scalar(select(func.max(ModelRecord.version))
                                     .where(ModelRecord.owner_id == owner.id, ModelRecord.name == name))
             record = ModelRecord(name=name, version=(latest or 0) + 1, owner_id=owner.id,
                                  job_seq=self._seq(session, job_id) if job_id else None, url=url, metrics=metrics,
-                                 spec_hash=spec_hash, data_fingerprint=data_fingerprint, created_at=_now())
+                                 spec_hash=spec_hash, data_fingerprint=data_fingerprint, created_at=_now(),
+                                 parent_version=parent_version, size_bytes=size_bytes)
             session.add(record)
             session.flush()
-            return ModelInfo(name, record.version, owner.name, job_id, url, metrics, spec_hash, data_fingerprint,
-                             record.created_at)
+            return self._model_info(record, owner.name, job_id, ())
 
-    def models(self, viewer: UserInfo | None = None) -> list[ModelInfo]:
-        """Model versions `viewer` may see, by name then version."""
-        query = (select(ModelRecord, User.name, Job.job_id).join(User, User.id == ModelRecord.owner_id)
-                 .outerjoin(Job, Job.seq == ModelRecord.job_seq).order_by(ModelRecord.name, ModelRecord.version))
+    def models(self, viewer: UserInfo | None = None, name: str | None = None) -> list[ModelInfo]:
+        """Model versions `viewer` may see (only those called `name`, if given), by name then
+        version, each with its aliases."""
+        query = self._model_query().order_by(ModelRecord.name, User.name, ModelRecord.version)
         if viewer is not None and not viewer.is_admin:
             query = query.where(ModelRecord.owner_id == viewer.id)
+        if name is not None:
+            query = query.where(ModelRecord.name == name)
         with self.session() as session:
-            return [ModelInfo(m.name, m.version, owner, job_id, m.url, m.metrics, m.spec_hash, m.data_fingerprint,
-                              m.created_at) for m, owner, job_id in session.execute(query)]
+            return self._model_infos(session, query)
+
+    def model(self, owner: UserInfo, name: str, version: int | None = None, alias: str | None = None
+              ) -> ModelInfo | None:
+        """`owner`'s model `name` at `version`, or at the version `alias` names, or else its latest
+        version; None if there is no such version (model names are per owner, an admin's too)."""
+        if version is not None and alias is not None:
+            raise ValueError("give a version or an alias, not both")
+        query = (self._model_query().where(ModelRecord.owner_id == owner.id, ModelRecord.name == name)
+                 .order_by(ModelRecord.version.desc()).limit(1))
+        if version is not None:
+            query = query.where(ModelRecord.version == version)
+        if alias is not None:
+            query = query.join(ModelAlias, and_(ModelAlias.owner_id == ModelRecord.owner_id,
+                                                ModelAlias.name == ModelRecord.name,
+                                                ModelAlias.version == ModelRecord.version)
+                               ).where(ModelAlias.alias == alias)
+        with self.session() as session:
+            found = self._model_infos(session, query)
+        return found[0] if found else None
+
+    def set_alias(self, owner: UserInfo, name: str, alias: str, version: int) -> ModelInfo:
+        """Point `owner`'s `alias` of model `name` at `version`, moving it from the version it named
+        before; that version, with its aliases.
+
+        Raises:
+            UserError: `alias` is not an alias name (see :func:`check_alias`).
+            ModelNotFound: the model has no such version.
+        """
+        check_alias(alias)
+        with self.session.begin() as session:
+            if self._record(session, owner.id, name, version) is None:
+                raise ModelNotFound(f"model '{name}' has no version {version}", where=f"{name}:{version}",
+                                    fix="see `elastrain models` for the registered versions")
+            upsert = UPSERTS[self.engine.dialect.name](ModelAlias).values(
+                owner_id=owner.id, name=name, alias=alias, version=version)
+            session.execute(upsert.on_conflict_do_update(index_elements=["owner_id", "name", "alias"],
+                                                         set_={"version": version}))
+        return self.model(owner, name, version)
+
+    def remove_alias(self, owner: UserInfo, name: str, alias: str) -> ModelInfo | None:
+        """Remove `owner`'s `alias` of model `name`; the version it named (None if there was no
+        such alias)."""
+        with self.session.begin() as session:
+            version = session.scalar(delete(ModelAlias).where(
+                ModelAlias.owner_id == owner.id, ModelAlias.name == name, ModelAlias.alias == alias
+            ).returning(ModelAlias.version))
+        return None if version is None else self.model(owner, name, version)
+
+    @staticmethod
+    def _record(session: Session, owner_id: int, name: str, version: int) -> ModelRecord | None:
+        return session.scalar(select(ModelRecord).where(ModelRecord.owner_id == owner_id, ModelRecord.name == name,
+                                                        ModelRecord.version == version))
+
+    @staticmethod
+    def _model_query() -> Select:
+        return (select(ModelRecord, User.name, Job.job_id).join(User, User.id == ModelRecord.owner_id)
+                .outerjoin(Job, Job.seq == ModelRecord.job_seq))
+
+    def _model_infos(self, session: Session, query: Select) -> list[ModelInfo]:
+        """The model versions `query` (of `_model_query`) selects, with their aliases."""
+        rows = session.execute(query).all()
+        if not rows:
+            return []
+        aliases: dict[tuple[int, str, int], list[str]] = {}
+        for entry in session.scalars(select(ModelAlias).where(
+                ModelAlias.owner_id.in_({m.owner_id for m, _, _ in rows}),
+                ModelAlias.name.in_({m.name for m, _, _ in rows})).order_by(ModelAlias.alias)):
+            aliases.setdefault((entry.owner_id, entry.name, entry.version), []).append(entry.alias)
+        return [self._model_info(m, owner, job_id, tuple(aliases.get((m.owner_id, m.name, m.version), ())))
+                for m, owner, job_id in rows]
+
+    @staticmethod
+    def _model_info(record: ModelRecord, owner: str, job_id: str | None, aliases: tuple[str, ...]) -> ModelInfo:
+        return ModelInfo(record.name, record.version, owner, job_id, record.url, record.metrics, record.spec_hash,
+                         record.data_fingerprint, record.created_at, aliases, record.parent_version,
+                         record.size_bytes)

@@ -1,5 +1,5 @@
 """The metadata schema: users and their hashed tokens, jobs, events, metric series,
-checkpoints and models. Alembic migrations (`store/migrations`) create and upgrade it."""
+checkpoints, models and their aliases. Alembic migrations (`store/migrations`) create and upgrade it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -132,4 +133,23 @@ class ModelRecord(Base):
     spec_hash: Mapped[str] = mapped_column(String(64))
     data_fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    parent_version: Mapped[int | None] = mapped_column(Integer)   # the version of this model it was derived from
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (UniqueConstraint("owner_id", "name", "version", name="uq_models_owner_name_version"),)
+
+
+class ModelAlias(Base):
+    """A name (`production`, `staging`, ...) for one version of an owner's model; moving it
+    replaces the version it names."""
+
+    __tablename__ = "model_aliases"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    alias: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (
+        UniqueConstraint("owner_id", "name", "alias", name="uq_model_aliases_owner_name_alias"),
+        ForeignKeyConstraint(["owner_id", "name", "version"], ["models.owner_id", "models.name", "models.version"],
+                             name="fk_model_aliases_version"),
+    )

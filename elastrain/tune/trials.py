@@ -5,7 +5,6 @@ these say how a trial starts, who decides its size, and where its model is regis
 from __future__ import annotations
 
 import contextlib
-import getpass
 import hashlib
 import json
 import os
@@ -112,7 +111,7 @@ class PoolTrials:
     def model_of(self, job_id: str, spec: JobSpec) -> tuple[str | None, str | None]:
         """Registers the trial's model as the next version of the job's model (owner: this OS user)."""
         from elastrain.elastic.run_folder import RunFolder
-        from elastrain.store import Store, connect
+        from elastrain.store.model_ref import local_registry
 
         folder = RunFolder.of(self.home, job_id)
         result = folder.read_result()
@@ -120,14 +119,9 @@ class PoolTrials:
             return None, None
         spec_hash = hashlib.sha256(json.dumps(folder.read_spec().model_dump(mode="json"), sort_keys=True)
                                    .encode()).hexdigest()
-        engine = connect(self.storage)
-        try:
-            store = Store(engine)
-            owner = store.user(getpass.getuser()) or store.create_user(getpass.getuser())[0]
+        with local_registry(self.storage) as (store, owner):
             info = store.register_model(owner, spec.name, result["model_path"], result["metrics"], spec_hash,
                                         result.get("data_fingerprint") or "")
-        finally:
-            engine.dispose()
         return f"{info.name} v{info.version}", result["model_path"]
 
 
