@@ -11,8 +11,9 @@ from elastrain.optimize import candidates
 from elastrain.optimize.measure import scores_of
 from elastrain.optimize.report import CandidateResult, choose
 from elastrain.optimize.run import save_candidate
+from elastrain.store.model_ref import local_registry
 from elastrain.train import load_model
-from elastrain.train.artifact import read_meta
+from elastrain.train.artifact import model_files, read_meta
 from tests.conftest import REPO
 
 
@@ -63,6 +64,32 @@ def test_optimize_measures_every_candidate_and_ships_one_that_keeps_accuracy(cli
     assert code == 0, err
     assert last_json(out)["predictions"] == saved.predict(digits.data[:50])
     assert (shipped_dir / "optimize_report.json").is_file()
+
+
+def test_a_registered_model_gets_its_optimized_model_as_a_derived_version(cli, digits_model):
+    with local_registry() as (store, owner):
+        store.register_model(owner, "digits", digits_model, {"val_accuracy": 0.97}, "spec-hash", "data-print")
+        store.set_alias(owner, "digits", "production", 1)
+    code, out, err = cli("optimize", "digits@production", "--quantize", "int8-dynamic", "--export", "onnx",
+                         "--latency-seconds", "0.05", "--json")
+    assert code == 0, err
+    summary = last_json(out)
+    assert summary["registered"] == "digits v2"
+    with local_registry() as (store, owner):
+        derived = store.model(owner, "digits", 2)
+    assert derived.parent_version == 1 and derived.url == summary["model_path"]
+    assert (derived.spec_hash, derived.data_fingerprint) == ("spec-hash", "data-print")
+    assert derived.size_bytes == sum(f.stat().st_size for f in model_files(derived.url))
+    assert derived.metrics["val_accuracy"] == next(c["value"] for c in summary["candidates"]
+                                                   if c["name"] == summary["shipped"])
+    code, out, err = cli("predict", "digits:2", "--input", _digits_file(derived.url), "--json")
+    assert code == 0, err
+
+
+def _digits_file(folder):
+    path = f"{folder}/digits.npz"
+    np.savez(path, X=load_digits().data[:5])
+    return path
 
 
 def test_a_torchao_model_is_saved_and_loaded_back(digits_model, tmp_path):

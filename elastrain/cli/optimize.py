@@ -25,7 +25,8 @@ err = Console(stderr=True, highlight=False)
 
 def optimize(
     model: Annotated[str, typer.Argument(
-        help="The model: a model directory (the model_path of a run).", show_default=False)],
+        help="The model: a model directory (the model_path of a run), or a registered one: NAME, NAME:VERSION or "
+             "NAME@ALIAS, which then gets the shipped model as its next version.", show_default=False)],
     quantize: Annotated[str, typer.Option(
         "--quantize", "-q", metavar="MODE",
         help="auto: try every int8 candidate (ONNX Runtime dynamic and static QDQ, torchao); int8-dynamic; "

@@ -51,10 +51,11 @@ class OptimizeOptions:
 
 def optimize_model(source: str | Path, options: OptimizeOptions = OptimizeOptions(), output: Path | None = None,
                    spec: JobSpec | None = None, progress: Callable[[str], None] | None = None) -> OptimizeReport:
-    """Measure the candidates `options` asks for against the model at `source` (a model directory
-    of format torch) and write the chosen one to `output` (default: beside the source, named
-    `MODEL-CANDIDATE`) with its report; nothing is written when the float32 model stays the best
-    and no export was asked for.
+    """Measure the candidates `options` asks for against the model `source` (a float32 model
+    directory, or a registered model: NAME, NAME:VERSION, NAME@ALIAS) and write the chosen one to
+    `output` (default: beside the source, named `MODEL-CANDIDATE`) with its report; a registered
+    source gets the shipped model as its next version, derived from it (`parent_version`). Nothing
+    is written when the float32 model stays the best and no export was asked for.
 
     Args:
         spec: the job spec whose validation split the model is measured on (default: the one the
@@ -65,8 +66,13 @@ def optimize_model(source: str | Path, options: OptimizeOptions = OptimizeOption
         UserError: `source` is not a float32 model directory, its job spec cannot be found, or
             an option is out of range.
     """
-    directory = Path(source)
+    from elastrain.store.model_ref import locate_model, parse_model_ref
+
     _check(options)
+    directory = Path(locate_model(str(source)))
+    if not directory.is_dir():
+        raise UserError("not a model directory on this machine", where=str(directory),
+                        fix="optimize a local copy of the model (`elastrain run` saves one under ELASTRAIN_HOME)")
     tell = progress or (lambda _: None)
     saved = load_model(directory)
     meta = read_meta(directory)
@@ -92,10 +98,29 @@ def optimize_model(source: str | Path, options: OptimizeOptions = OptimizeOption
         if shipped != "fp32":
             target = output or directory.with_name(f"{directory.name}-{shipped}")
             model_path = str(save_candidate(next(c for c in built if c.name == shipped), directory, meta, target))
-    report = OptimizeReport(str(source), shipped, reason, model_path, None, tuple(results), len(data.x_val))
+    registered = None
+    reference = parse_model_ref(str(source))
+    if model_path and reference.path is None:
+        registered = _register(reference, next(r for r in results if r.name == shipped), Path(model_path))
+    report = OptimizeReport(str(source), shipped, reason, model_path, registered, tuple(results), len(data.x_val))
     if model_path:
         (Path(model_path) / REPORT_FILE).write_text(json.dumps(report.summary(), indent=2))
     return report
+
+
+def _register(reference, shipped: CandidateResult, path: Path) -> str:
+    """Register the model at `path` as the next version of the registered model `reference`
+    names, derived from that version; "NAME vVERSION"."""
+    from elastrain.store.model_ref import local_registry, resolve_model_ref
+    from elastrain.train.artifact import model_files
+
+    with local_registry() as (store, owner):
+        parent = resolve_model_ref(store, owner, reference)
+        info = store.register_model(owner, parent.name, str(path), {f"val_{k}": v for k, v in shipped.metrics.items()},
+                                    parent.spec_hash, parent.data_fingerprint, parent.job_id,
+                                    parent_version=parent.version,
+                                    size_bytes=sum(f.stat().st_size for f in model_files(path)))
+    return f"{info.name} v{info.version}"
 
 
 def _check(options: OptimizeOptions) -> None:

@@ -117,8 +117,9 @@ def read_meta(directory: str | Path) -> dict:
     return {"format": "torch", **json.loads((Path(directory) / META).read_text())}
 
 
-def model_files(directory: Path) -> list[Path]:
+def model_files(directory: str | Path) -> list[Path]:
     """The files of a model directory: its metadata, preprocessing and weights."""
+    directory = Path(directory)
     return [directory / META, directory / PREPROCESS, directory / WEIGHTS[read_meta(directory)["format"]]]
 
 
