@@ -59,7 +59,7 @@ def main() -> None:
     from elastrain.optimize.run import OptimizeOptions, optimize_model
     from elastrain.sdk import Job
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, width=160)
     results = {}
     with tempfile.TemporaryDirectory() as home:
         for name, spec in workloads().items():
