@@ -86,6 +86,20 @@ def test_a_registered_model_gets_its_optimized_model_as_a_derived_version(cli, d
     assert code == 0, err
 
 
+def test_a_run_is_named_by_its_job_name(cli, tmp_path):
+    code, _, err = cli("run", REPO / "examples" / "mlp_digits.yaml", "--set", "train.epochs=2")
+    assert code == 0, err
+    code, out, err = cli("optimize", "mlp-digits", "--quantize", "none", "--export", "onnx",
+                         "--latency-seconds", "0.05", "--json")
+    assert code == 0, err
+    summary = last_json(out)
+    assert summary["shipped"] == "onnx-fp32" and "/runs/mlp-digits-" in summary["model_path"]
+    code, out, err = cli("predict", "mlp-digits", "--input", _digits_file(tmp_path), "--json")
+    assert code == 0 and len(last_json(out)["predictions"]) == 5, err
+    code, _, err = cli("predict", "no-such-model", "--input", _digits_file(tmp_path))
+    assert code == 2 and "no model 'no-such-model' is registered" in err
+
+
 def _digits_file(folder):
     path = f"{folder}/digits.npz"
     np.savez(path, X=load_digits().data[:5])

@@ -19,6 +19,7 @@ from elastrain.optimize.candidates import Candidate
 from elastrain.optimize.measure import latency, scores_of, validation_metrics
 from elastrain.optimize.report import DEFAULT_MAX_DROP_PT, CandidateResult, OptimizeReport, choose
 from elastrain.spec import JobSpec, validate_spec
+from elastrain.store.repository import ModelInfo
 from elastrain.train.artifact import META, PREPROCESS, WEIGHTS, load_model, read_meta
 
 QUANTIZE_MODES = ("auto", "int8-dynamic", "int8-static", "none")
@@ -66,10 +67,11 @@ def optimize_model(source: str | Path, options: OptimizeOptions = OptimizeOption
         UserError: `source` is not a float32 model directory, its job spec cannot be found, or
             an option is out of range.
     """
-    from elastrain.store.model_ref import locate_model, parse_model_ref
+    from elastrain.store.model_ref import locate_model
 
     _check(options)
-    directory = Path(locate_model(str(source)))
+    parent = _registered(str(source))
+    directory = Path(parent.url if parent else locate_model(str(source)))
     if not directory.is_dir():
         raise UserError("not a model directory on this machine", where=str(directory),
                         fix="optimize a local copy of the model (`elastrain run` saves one under ELASTRAIN_HOME)")
@@ -99,23 +101,35 @@ def optimize_model(source: str | Path, options: OptimizeOptions = OptimizeOption
             target = output or directory.with_name(f"{directory.name}-{shipped}")
             model_path = str(save_candidate(next(c for c in built if c.name == shipped), directory, meta, target))
     registered = None
-    reference = parse_model_ref(str(source))
-    if model_path and reference.path is None:
-        registered = _register(reference, next(r for r in results if r.name == shipped), Path(model_path))
+    if model_path and parent:
+        registered = _register(parent, next(r for r in results if r.name == shipped), Path(model_path))
     report = OptimizeReport(str(source), shipped, reason, model_path, registered, tuple(results), len(data.x_val))
     if model_path:
         (Path(model_path) / REPORT_FILE).write_text(json.dumps(report.summary(), indent=2))
     return report
 
 
-def _register(reference, shipped: CandidateResult, path: Path) -> str:
-    """Register the model at `path` as the next version of the registered model `reference`
-    names, derived from that version; "NAME vVERSION"."""
-    from elastrain.store.model_ref import local_registry, resolve_model_ref
+def _registered(text: str) -> ModelInfo | None:
+    """The registered version `text` names in this machine's registry, if it names one."""
+    from elastrain.store.model_ref import ModelNotFound, local_registry, parse_model_ref, resolve_model_ref
+
+    reference = parse_model_ref(text)
+    if reference.path is not None:
+        return None
+    with local_registry() as (store, owner):
+        try:
+            return resolve_model_ref(store, owner, reference)
+        except ModelNotFound:
+            return None
+
+
+def _register(parent: ModelInfo, shipped: CandidateResult, path: Path) -> str:
+    """Register the model at `path` as the next version of `parent`'s model, derived from it;
+    "NAME vVERSION"."""
+    from elastrain.store.model_ref import local_registry
     from elastrain.train.artifact import model_files
 
     with local_registry() as (store, owner):
-        parent = resolve_model_ref(store, owner, reference)
         info = store.register_model(owner, parent.name, str(path), {f"val_{k}": v for k, v in shipped.metrics.items()},
                                     parent.spec_hash, parent.data_fingerprint, parent.job_id,
                                     parent_version=parent.version,

@@ -123,13 +123,35 @@ def local_registry(url: str | None = None) -> Iterator[tuple[Store, UserInfo]]:
 
 def locate_model(text: str, url: str | None = None) -> str:
     """Where the model `text` names lives: a path or URL as given, else the URL of the registered
-    version it names in this machine's registry (see :func:`local_registry`).
+    version it names in this machine's registry (see :func:`local_registry`), else the model of a
+    run on this machine that a bare NAME names as `elastrain status` takes it (a job id, a unique
+    prefix of one, or a job name: its latest run).
 
     Raises:
-        UserError: `text` is malformed, or names no registered version.
+        UserError: `text` is malformed, or names no registered version and no run with a model.
     """
     ref = parse_model_ref(text)
     if ref.path is not None:
         return ref.path
     with local_registry(url) as (store, owner):
-        return resolve_model_ref(store, owner, ref).url
+        try:
+            return resolve_model_ref(store, owner, ref).url
+        except ModelNotFound:
+            if ref.version is not None or ref.alias is not None:
+                raise
+            run = _run_model(text)
+            if run is None:
+                raise
+            return run
+
+
+def _run_model(job: str) -> str | None:
+    """The model directory of the run `job` names on this machine, if it saved one."""
+    from elastrain import paths
+    from elastrain.elastic.run_folder import RunFolder
+
+    try:
+        folder = RunFolder.find(paths.home(), job)
+    except UserError:
+        return None
+    return str(folder.model_dir) if folder.model_dir.is_dir() else None
