@@ -22,6 +22,7 @@ from elastrain import paths
 from elastrain.cli.models import models_app
 from elastrain.cli.optimize import optimize
 from elastrain.cli.options import CaCertOption, ServerOption, TokenOption, remote_of
+from elastrain.cli.serve import serve
 from elastrain.cli.simulate import simulate
 from elastrain.cli.tune import tune
 from elastrain.errors import JobInterrupted, UserError
@@ -595,6 +596,7 @@ def predict(
 app.command()(simulate)
 app.command()(tune)
 app.command()(optimize)
+app.command()(serve)
 
 
 def main(argv: list[str] | None = None) -> None:

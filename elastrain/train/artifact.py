@@ -84,10 +84,18 @@ class SavedModel:
 
     def predict_features(self, features: np.ndarray) -> list:
         """Predictions for already preprocessed model input (N, F) float32."""
-        predicted = predictions(self._scores(features), self.task).numpy()
+        return self.decode_scores(self._scores(features).numpy())
+
+    def decode_scores(self, scores: np.ndarray) -> list:
+        """Predictions (values, or the original class labels) from the network's scores (N, outputs)."""
+        predicted = predictions(torch.from_numpy(scores), self.task).numpy()
         if self.task == "classification":
             return self.preprocessor.decode(predicted)
         return [float(v) for v in predicted]
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """The network's scores (N, outputs) float32 for preprocessed input (N, F) float32."""
+        return self._scores(features).numpy()
 
     @torch.no_grad()
     def _scores(self, features: np.ndarray) -> torch.Tensor:

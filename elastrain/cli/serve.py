@@ -1,0 +1,59 @@
+"""`elastrain serve`: a model over HTTP (Open Inference Protocol V2 and POST /predict)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+err = Console(stderr=True, highlight=False)
+
+
+def serve(
+    model: Annotated[str, typer.Argument(
+        help="The model: NAME (its latest registered version), NAME:VERSION, NAME@ALIAS (reloaded when the alias "
+             "moves), a job's name or id, or a model directory.", show_default=False)],
+    host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_batch: Annotated[int, typer.Option(
+        "--max-batch", min=1, max=4096, help="Rows one call of the model takes at most (dynamic batching).")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(
+        "--max-wait-ms", min=0.0, max=1000.0, help="How long a batch waits for more requests after its first.")] = 5.0,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, max=64, help="Server processes, each with the model loaded.")] = 1,
+    auth: Annotated[bool, typer.Option(
+        "--auth/--no-auth", help="Require an API token (Authorization: Bearer TOKEN) of the jobs' database, as "
+        "`elastrain admin create-user` prints; health and /metrics stay open.")] = True,
+    reload_seconds: Annotated[float, typer.Option(
+        "--reload-seconds", min=0.1, help="How often the registry is asked whether the alias moved.")] = 2.0,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Serve plain HTTP on an address other machines reach (e.g. behind a TLS proxy).")] = False,
+) -> None:
+    """Serve a model over HTTP: the Open Inference Protocol V2 (/v2/health/live, /v2/health/ready,
+    /v2/models/NAME, /v2/models/NAME/infer with the preprocessed `features` input) and POST
+    /predict with raw rows (the model's own preprocessing applied), with dynamic batching,
+    Prometheus metrics at /metrics, and token auth. An alias or a bare NAME is followed: when it
+    moves to another version, the server loads that one.
+    """
+    import uvicorn
+
+    from elastrain.security.transport import check_listen
+    from elastrain.serve.app import CONFIG_ENV, ServeConfig, config_env, create_serve_app
+    from elastrain.serve.model import locate
+
+    check_listen(host, tls=False, insecure=insecure)
+    found = locate(model)   # a reference that names nothing fails here, before anything listens
+    config = ServeConfig(model=model, max_batch=max_batch, max_wait_ms=max_wait_ms, auth=auth,
+                         reload_s=reload_seconds)
+    err.print(f"serving {escape(found.name)} version {found.version} ({escape(found.path)}) on "
+              f"http://{host}:{port}/v2/models/{escape(found.name)}/infer and /predict"
+              f"{'' if auth else ', no token needed'}", soft_wrap=True)
+    if workers == 1:
+        uvicorn.run(create_serve_app(config), host=host, port=port, log_level="warning")
+        return
+    os.environ[CONFIG_ENV] = config_env(config)
+    uvicorn.run("elastrain.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")

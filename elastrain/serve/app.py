@@ -1,0 +1,256 @@
+"""The inference server: the Open Inference Protocol (V2) and POST /predict over one model, with
+dynamic batching, token auth, Prometheus metrics, and a reload when the alias it serves moves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from elastrain.errors import UserError
+from elastrain.models.onnx_runtime import INPUT, OUTPUT
+from elastrain.serve import protocol
+from elastrain.serve.batcher import DynamicBatcher
+from elastrain.serve.model import ServedModel, load, locate
+
+log = logging.getLogger("elastrain.serve")
+CONFIG_ENV = "ELASTRAIN_SERVE_CONFIG"   # how `elastrain serve --workers N` hands its settings to each worker
+TOKEN_CACHE_S = 30.0                    # a checked token is trusted this long before the database is asked again
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What `elastrain serve` was asked for.
+
+    Attributes:
+        model: the model reference (NAME, NAME:VERSION, NAME@ALIAS, a run, or a directory).
+        max_batch: rows a batch holds at most; max_wait_ms: how long a batch waits to fill.
+        auth: whether requests need an API token of the jobs' database (`elastrain admin create-user`).
+        reload_s: how often the registry is asked whether the alias or latest version moved.
+        db_url: the jobs' database (default ELASTRAIN_DB_URL or the SQLite file under ELASTRAIN_HOME).
+    """
+
+    model: str
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    auth: bool = True
+    reload_s: float = 2.0
+    db_url: str | None = None
+
+
+class Rows(BaseModel):
+    """POST /predict: raw samples as the training data held them (records keyed by column, or
+    rows of values in column order); the model's own preprocessing is applied."""
+
+    rows: list[Any] = Field(min_length=1, max_length=10_000)
+
+
+class Predictions(BaseModel):
+    """The answer of POST /predict: one prediction per row (a value, or a class label)."""
+
+    model_name: str
+    model_version: str
+    predictions: list[Any]
+
+
+class _Metrics:
+    """Prometheus metrics of one server process."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("elastrain_serve_requests", "Inference requests answered", ["endpoint", "code"],
+                                registry=self.registry)
+        self.latency = Histogram("elastrain_serve_request_seconds", "Time to answer an inference request",
+                                 ["endpoint"], registry=self.registry,
+                                 buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5))
+        self.batch = Histogram("elastrain_serve_batch_rows", "Rows per call of the model", registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+
+    def observe(self, endpoint: str, code: int, started: float) -> None:
+        self.requests.labels(endpoint, str(code)).inc()
+        self.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+class _Tokens:
+    """Checks bearer tokens against the jobs' database, remembering good ones for TOKEN_CACHE_S."""
+
+    def __init__(self, db_url: str | None) -> None:
+        from elastrain.store import Store, connect
+
+        self.store = Store(connect(db_url))
+        self.trusted: dict[str, float] = {}
+
+    def check(self, authorization: str | None) -> None:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        if not token:
+            raise HTTPException(401, "send an API token: Authorization: Bearer TOKEN (`elastrain admin create-user`)")
+        if self.trusted.get(token, 0.0) > time.monotonic():
+            return
+        if self.store.authenticate(token) is None:
+            raise HTTPException(401, "the token is not valid")
+        self.trusted[token] = time.monotonic() + TOKEN_CACHE_S
+
+
+def create_serve_app(config: ServeConfig) -> FastAPI:
+    """The server's ASGI app; it loads the model at start-up.
+
+    Raises:
+        UserError: (at start-up) the model reference names nothing.
+    """
+    state: dict[str, Any] = {}
+    metrics = _Metrics()
+    tokens = _Tokens(config.db_url) if config.auth else None
+
+    def current() -> ServedModel:
+        return state["model"]
+
+    def score(features: np.ndarray) -> np.ndarray:
+        return current().saved.scores(features)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state["model"] = await asyncio.to_thread(lambda: load(locate(config.model, config.db_url)))
+        batcher = state["batcher"] = DynamicBatcher(score, config.max_batch, config.max_wait_ms,
+                                                    metrics.batch.observe)
+        batcher.start()
+        follower = asyncio.create_task(_follow(state, config))
+        try:
+            yield
+        finally:
+            follower.cancel()
+            await batcher.stop()
+
+    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        if tokens is not None:
+            tokens.check(authorization)
+
+    app = FastAPI(title="elastrain serve", lifespan=lifespan, dependencies=[])
+    Auth = Depends(authorized)
+
+    def served(name: str, version: str | None) -> ServedModel:
+        model = current()
+        if name != model.name or (version is not None and version != model.version):
+            shown = f"{name}" + (f" version {version}" if version is not None else "")
+            raise HTTPException(404, f"this server serves {model.name} version {model.version}, not {shown}")
+        return model
+
+    @app.exception_handler(HTTPException)
+    async def v2_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # The protocol's error body is {"error": message}; the API's is {"detail": message}: both are given.
+        return JSONResponse({"error": exc.detail, "detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.get("/v2/health/live")
+    def live() -> dict:
+        """Whether the server runs."""
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    def ready() -> dict:
+        """Whether it answers inference requests (its model is loaded)."""
+        return {"ready": "model" in state}
+
+    @app.get("/v2")
+    def server_metadata() -> dict:
+        """The server's name and protocol extensions."""
+        from elastrain import __version__
+
+        return {"name": "elastrain", "version": __version__, "extensions": []}
+
+    @app.get("/v2/models/{name}", response_model=protocol.ModelMetadata, dependencies=[Auth])
+    @app.get("/v2/models/{name}/versions/{version}", response_model=protocol.ModelMetadata, dependencies=[Auth])
+    def model_metadata(name: str, version: str | None = None) -> protocol.ModelMetadata:
+        """The model's inputs and outputs (the version it serves now)."""
+        model = served(name, version)
+        return protocol.ModelMetadata(
+            name=model.name, versions=[model.version], platform=model.platform,
+            inputs=[protocol.TensorMeta(name=INPUT, datatype="FP32", shape=[-1, model.n_features])],
+            outputs=[protocol.TensorMeta(name=OUTPUT, datatype="FP32", shape=[-1, model.n_outputs]),
+                     protocol.TensorMeta(name=protocol.PREDICTIONS, shape=[-1],
+                                         datatype=protocol.datatype_of(model.saved.classes or [0.0]))])
+
+    @app.get("/v2/models/{name}/ready", dependencies=[Auth])
+    @app.get("/v2/models/{name}/versions/{version}/ready", dependencies=[Auth])
+    def model_ready(name: str, version: str | None = None) -> dict:
+        """Whether this model (version) answers inference requests."""
+        return {"name": served(name, version).name, "ready": True}
+
+    @app.post("/v2/models/{name}/infer", response_model=protocol.InferenceResponse, dependencies=[Auth])
+    @app.post("/v2/models/{name}/versions/{version}/infer", response_model=protocol.InferenceResponse,
+              dependencies=[Auth])
+    async def infer(name: str, body: protocol.InferenceRequest,
+                    version: str | None = None) -> protocol.InferenceResponse:
+        """Scores and predictions for the `features` input (N, F) FP32, the model's preprocessed input."""
+        started = time.perf_counter()
+        model = served(name, version)
+        try:
+            features = protocol.features_of(body, model.n_features)
+            wanted = protocol.wanted_outputs(body)
+        except protocol.ProtocolError as exc:
+            metrics.observe("infer", 400, started)
+            raise HTTPException(400, str(exc)) from None
+        scores = await state["batcher"].submit(features)
+        outputs = {OUTPUT: scores, protocol.PREDICTIONS: model.saved.decode_scores(scores)}
+        metrics.observe("infer", 200, started)
+        return protocol.InferenceResponse(model_name=model.name, model_version=model.version, id=body.id,
+                                          outputs=[protocol.tensor(n, outputs[n]) for n in wanted])
+
+    @app.post("/predict", response_model=Predictions, dependencies=[Auth])
+    async def predict(body: Rows) -> Predictions:
+        """Predictions for raw rows: the model's saved preprocessing is applied first."""
+        started = time.perf_counter()
+        model = current()
+        try:
+            features = model.saved.preprocessor.transform_rows(body.rows, where="rows")
+        except UserError as exc:
+            metrics.observe("predict", 422, started)
+            raise HTTPException(422, exc.line()) from None
+        scores = await state["batcher"].submit(features)
+        metrics.observe("predict", 200, started)
+        return Predictions(model_name=model.name, model_version=model.version,
+                           predictions=model.saved.decode_scores(scores))
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        """Requests, latency and batch sizes in Prometheus' text format."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _follow(state: dict[str, Any], config: ServeConfig) -> None:
+    """Load the version the reference names once it changes (an alias moved, a new latest version)."""
+    while state["model"].follows:
+        await asyncio.sleep(config.reload_s)
+        try:
+            where = await asyncio.to_thread(locate, config.model, config.db_url)
+            if where.version != state["model"].version:
+                state["model"] = await asyncio.to_thread(load, where)
+                log.info("now serving %s version %s", where.name, where.version)
+        except UserError as exc:   # the alias was removed, the database is away: keep serving what is loaded
+            log.warning("keeping %s version %s: %s", state["model"].name, state["model"].version, exc.line())
+
+
+def app_from_env() -> FastAPI:
+    """The app for the settings `elastrain serve` put in ELASTRAIN_SERVE_CONFIG (each worker process)."""
+    return create_serve_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
+
+
+def config_env(config: ServeConfig) -> str:
+    """ELASTRAIN_SERVE_CONFIG's value for `config`."""
+    return json.dumps(asdict(config))
