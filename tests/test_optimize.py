@@ -33,8 +33,8 @@ def last_json(text):
 
 def test_optimize_measures_every_candidate_and_ships_one_that_keeps_accuracy(cli, digits_model, tmp_path):
     shipped_dir = tmp_path / "shipped"
-    code, out, err = cli("optimize", digits_model, "--prune", "0.5", "--fine-tune-epochs", "2",
-                         "--latency-seconds", "0.05", "--output", shipped_dir, "--export", "onnx", "--json")
+    code, out, err = cli("optimize", digits_model, "--prune", "0.5", "--fine-tune", "2",
+                         "--latency-s", "0.05", "--output", shipped_dir, "--export", "onnx", "--json")
     assert code == 0, err
     report = last_json(out)
     by_name = {c["name"]: c for c in report["candidates"]}
@@ -71,7 +71,7 @@ def test_a_registered_model_gets_its_optimized_model_as_a_derived_version(cli, d
         store.register_model(owner, "digits", digits_model, {"val_accuracy": 0.97}, "spec-hash", "data-print")
         store.set_alias(owner, "digits", "production", 1)
     code, out, err = cli("optimize", "digits@production", "--quantize", "int8-dynamic", "--export", "onnx",
-                         "--latency-seconds", "0.05", "--json")
+                         "--latency-s", "0.05", "--json")
     assert code == 0, err
     summary = last_json(out)
     assert summary["registered"] == "digits v2"
@@ -90,7 +90,7 @@ def test_a_run_is_named_by_its_job_name(cli, tmp_path):
     code, _, err = cli("run", REPO / "examples" / "mlp_digits.yaml", "--set", "train.epochs=2")
     assert code == 0, err
     code, out, err = cli("optimize", "mlp-digits", "--quantize", "none", "--export", "onnx",
-                         "--latency-seconds", "0.05", "--json")
+                         "--latency-s", "0.05", "--json")
     assert code == 0, err
     summary = last_json(out)
     assert summary["shipped"] == "onnx-fp32" and "/runs/mlp-digits-" in summary["model_path"]
@@ -119,7 +119,6 @@ def test_a_torchao_model_is_saved_and_loaded_back(digits_model, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--quantize", "int4"], "unknown quantization 'int4'"),
     (["--prune", "1.5"], "removes nothing or everything"),
-    (["--unstructured", "--prune", "0.5"], "unstructured pruning only zeroes weights"),
     (["--export", "tflite"], "unknown export format 'tflite'"),
 ])
 def test_bad_options_are_one_line_and_exit_2(cli, digits_model, args, message):

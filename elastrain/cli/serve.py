@@ -16,19 +16,22 @@ def serve(
     model: Annotated[str, typer.Argument(
         help="The model: NAME (its latest registered version), NAME:VERSION, NAME@ALIAS (reloaded when the alias "
              "moves), a job's name or id, or a model directory.", show_default=False)],
-    host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on (default: this machine "
+                                      "only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
     max_batch: Annotated[int, typer.Option(
-        "--max-batch", min=1, max=4096, help="Rows one call of the model takes at most (dynamic batching).")] = 64,
+        "--max-batch", metavar="ROWS",
+        help="Rows one call of the model takes at most (dynamic batching; 1-4096).")] = 64,
     max_wait_ms: Annotated[float, typer.Option(
-        "--max-wait-ms", min=0.0, max=1000.0, help="How long a batch waits for more requests after its first.")] = 5.0,
+        "--max-wait-ms", metavar="MS",
+        help="How long a batch waits for more requests after its first (0-1000).")] = 5.0,
     workers: Annotated[int, typer.Option(
-        "--workers", min=1, max=64, help="Server processes, each with the model loaded.")] = 1,
+        "--workers", metavar="N", help="Server processes, each with the model loaded.")] = 1,
     auth: Annotated[bool, typer.Option(
         "--auth/--no-auth", help="Require an API token (Authorization: Bearer TOKEN) of the jobs' database, as "
         "`elastrain admin create-user` prints; health and /metrics stay open.")] = True,
     reload_seconds: Annotated[float, typer.Option(
-        "--reload-seconds", min=0.1, help="How often the registry is asked whether the alias moved.")] = 2.0,
+        "--reload-s", metavar="S", help="How often the registry is asked whether the alias moved.")] = 2.0,
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Serve plain HTTP on an address other machines reach (e.g. behind a TLS proxy).")] = False,
 ) -> None:
@@ -45,6 +48,10 @@ def serve(
     from elastrain.serve.model import locate
 
     check_listen(host, tls=False, insecure=insecure)
+    _check_range("--max-batch", max_batch, 1, 4096)
+    _check_range("--max-wait-ms", max_wait_ms, 0, 1000)
+    _check_range("--workers", workers, 1, 64)
+    _check_range("--reload-s", reload_seconds, 0.1, 3600)
     found = locate(model)   # a reference that names nothing fails here, before anything listens
     config = ServeConfig(model=model, max_batch=max_batch, max_wait_ms=max_wait_ms, auth=auth,
                          reload_s=reload_seconds)
@@ -57,3 +64,10 @@ def serve(
     os.environ[CONFIG_ENV] = config_env(config)
     uvicorn.run("elastrain.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")
+
+
+def _check_range(option: str, value: float, low: float, high: float) -> None:
+    from elastrain.errors import UserError
+
+    if not low <= value <= high:
+        raise UserError(f"{value:g} is out of range", where=option, fix=f"give a value from {low:g} to {high:g}")
