@@ -84,7 +84,12 @@ class Preprocessor:
         if isinstance(rows, pd.DataFrame):
             return self.transform_frame(rows, where)
         if self.layout != "table":
-            return self.transform_array(np.asarray(rows), where)
+            try:
+                array = np.asarray(rows, dtype=np.float64)
+            except (TypeError, ValueError):   # ragged rows, or values that are not numbers
+                raise UserError("the samples are not an array of numbers of one shape", where=where,
+                                fix=f"give each sample as numbers of shape {tuple(self.input_shape)}") from None
+            return self.transform_array(array, where)
         if isinstance(rows, np.ndarray):
             rows = rows.reshape(len(rows), -1)
         records = list(rows)
