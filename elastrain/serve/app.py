@@ -192,7 +192,7 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
     @app.post("/v2/models/{name}/versions/{version}/infer", response_model=protocol.InferenceResponse,
               dependencies=[Auth])
     async def infer(name: str, body: protocol.InferenceRequest,
-                    version: str | None = None) -> protocol.InferenceResponse:
+                    version: str | None = None) -> Response:
         """Scores and predictions for the `features` input (N, F) FP32, the model's preprocessed input."""
         started = time.perf_counter()
         model = served(name, version)
@@ -205,8 +205,8 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
         scores = await state["batcher"].submit(features)
         outputs = {OUTPUT: scores, protocol.PREDICTIONS: model.saved.decode_scores(scores)}
         metrics.observe("infer", 200, started)
-        return protocol.InferenceResponse(model_name=model.name, model_version=model.version, id=body.id,
-                                          outputs=[protocol.tensor(n, outputs[n]) for n in wanted])
+        return Response(protocol.response_json(model.name, model.version, body.id, outputs, wanted),
+                        media_type="application/json")
 
     @app.post("/predict", response_model=Predictions, dependencies=[Auth])
     async def predict(body: Rows) -> Predictions:

@@ -6,6 +6,7 @@ Source: KServe's Open Inference Protocol, REST: https://kserve.github.io/website
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -126,15 +127,24 @@ def wanted_outputs(request: InferenceRequest) -> list[str]:
     return names
 
 
-def tensor(name: str, values: np.ndarray | list) -> ResponseOutput:
-    """An output tensor: scores as FP32 (N, K); predictions as INT64, FP32 or BYTES (labels)."""
+def tensor(name: str, values: np.ndarray | list) -> dict[str, Any]:
+    """An output tensor as `ResponseOutput` holds it: scores as FP32 (N, K); predictions as INT64,
+    FP32 or BYTES (labels)."""
     if isinstance(values, np.ndarray):
-        return ResponseOutput(name=name, shape=list(values.shape), datatype="FP32",
-                              data=values.astype(np.float32).ravel().tolist())
+        return {"name": name, "shape": list(values.shape), "datatype": "FP32",
+                "data": values.astype(np.float32).ravel().tolist()}
     datatype = datatype_of(values)
     data = [v.item() if isinstance(v, np.generic) else v for v in values]
-    return ResponseOutput(name=name, shape=[len(values)], datatype=datatype,
-                          data=[str(v) for v in data] if datatype == "BYTES" else data)
+    return {"name": name, "shape": [len(values)], "datatype": datatype,
+            "data": [str(v) for v in data] if datatype == "BYTES" else data}
+
+
+def response_json(model_name: str, model_version: str | None, request_id: str | None,
+                  outputs: dict[str, np.ndarray | list], wanted: list[str]) -> bytes:
+    """An `InferenceResponse` as JSON bytes, built without validating what this module built (it is
+    the hot path of every request)."""
+    return json.dumps({"model_name": model_name, "model_version": model_version, "id": request_id,
+                       "outputs": [tensor(name, outputs[name]) for name in wanted]}).encode()
 
 
 def datatype_of(values: list) -> str:
