@@ -141,6 +141,14 @@ def test_the_server_loads_the_version_an_alias_moves_to(digits_model, serving, t
     assert answer.status_code == 200 and answer.json()["model_version"] == "2"
 
 
+def test_the_readme_example_request_is_answered(digits_model, serving):
+    section = (REPO / "README.md").read_text().split("## Serve", 1)[1].split("\n## ", 1)[0]
+    payload = section.split("-d '", 1)[1].split("'", 1)[0]
+    url = serving(ServeConfig(model=digits_model, auth=False))
+    answer = httpx.post(f"{url}/predict", content=payload, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200 and answer.json()["predictions"] == [0]   # the first of scikit-learn's digits
+
+
 def test_the_batcher_scores_blocks_waiting_together_in_one_call_in_order():
     calls = []
 
