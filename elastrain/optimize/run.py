@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from elastrain.errors import UserError
 from elastrain.optimize import candidates as make
@@ -155,9 +154,11 @@ def _job_spec(directory: Path, meta: dict) -> JobSpec:
     """The job spec the model was trained by: recorded in model.json, else its run folder's."""
     if meta.get("job"):
         return validate_spec(meta["job"], str(directory / META))
-    run_spec = directory.parent / "spec.yaml"
-    if run_spec.is_file():
-        return validate_spec(yaml.safe_load(run_spec.read_text()), str(run_spec))
+    from elastrain.elastic.run_folder import RunFolder
+
+    run = RunFolder(directory.parent)   # a model of `elastrain run` lies in its run folder
+    if run.spec_file.is_file():
+        return run.read_spec()
     raise UserError("cannot tell which data this model was trained on", where=str(directory),
                     fix="pass --spec with the job spec it was trained by")
 
