@@ -11,6 +11,7 @@ with the same request and answer (the V2 infer call with one row of preprocessed
 Usage (what bench.serve starts): python -m bench.serve_peers {unbatched|ray_serve} MODEL_DIR PORT MAX_BATCH MAX_WAIT_MS
 """
 
+import gc
 import sys
 
 
@@ -23,6 +24,7 @@ def unbatched_app(model_dir: str):
     from elastrain.train import load_model
 
     saved = load_model(model_dir)
+    gc.freeze()   # as elastrain serve does after loading: the comparison is of batching alone
     app = FastAPI()
 
     @app.post("/v2/models/{name}/infer")
@@ -58,6 +60,7 @@ def run_ray_serve(model_dir: str, port: int, max_batch: int, max_wait_ms: float)
             from elastrain.train import load_model
 
             self.saved = load_model(directory)
+            gc.freeze()
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=max_wait_ms / 1000)
         async def score(self, blocks: list[np.ndarray]) -> list[np.ndarray]:

@@ -172,3 +172,32 @@ def test_the_batcher_scores_blocks_waiting_together_in_one_call_in_order():
     for i, (result, n) in enumerate(zip(results, [3, 3, 1, 4], strict=True)):
         np.testing.assert_array_equal(result, np.full((n, 1), 2 * i, np.float32))
     assert isinstance(failed[0], ValueError)
+
+
+def test_replicas_run_the_same_app_under_ray_serve(digits_model, ray_address):
+    from ray import serve
+
+    from elastrain.serve.replicas import APP_NAME, deploy_replicas
+
+    port = free_port()
+    deploy_replicas(ServeConfig(model=digits_model, auth=False), 2, "127.0.0.1", port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{url}/v2/health/ready"), timeout=120, poll=0.5)
+        replicas = serve.status().applications[APP_NAME].deployments["model"].replica_states
+        assert replicas.get("RUNNING") == 2, replicas
+        saved = load_model(digits_model)
+        features = saved.preprocessor.transform_rows(load_digits().data[:4])
+        answers = [httpx.post(f"{url}/v2/models/mlp-digits/infer", json=infer_body(features)) for _ in range(8)]
+        assert {a.status_code for a in answers} == {200}
+        assert answers[-1].json()["outputs"][1]["data"] == saved.predict(load_digits().data[:4])
+    finally:
+        serve.delete(APP_NAME)
+        serve.shutdown()
+
+
+def _answers(url):
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -27,6 +27,10 @@ def serve(
         help="How long a batch waits for more requests after its first (0-1000).")] = 5.0,
     workers: Annotated[int, typer.Option(
         "--workers", metavar="N", help="Server processes, each with the model loaded.")] = 1,
+    replicas: Annotated[int | None, typer.Option(
+        "--replicas", metavar="N", show_default=False,
+        help="Run N replicas with Ray Serve on the Ray cluster at RAY_ADDRESS (else an embedded one): its "
+             "proxy spreads requests over them; each batches its own.")] = None,
     auth: Annotated[bool, typer.Option(
         "--auth/--no-auth", help="Require an API token (Authorization: Bearer TOKEN) of the jobs' database, as "
         "`elastrain admin create-user` prints; health and /metrics stay open.")] = True,
@@ -52,12 +56,19 @@ def serve(
     _check_range("--max-wait-ms", max_wait_ms, 0, 1000)
     _check_range("--workers", workers, 1, 64)
     _check_range("--reload-s", reload_seconds, 0.1, 3600)
+    if replicas is not None:
+        _check_range("--replicas", replicas, 1, 1024)
     found = locate(model)   # a reference that names nothing fails here, before anything listens
     config = ServeConfig(model=model, max_batch=max_batch, max_wait_ms=max_wait_ms, auth=auth,
                          reload_s=reload_seconds)
     err.print(f"serving {escape(found.name)} version {found.version} ({escape(found.path)}) on "
               f"http://{host}:{port}/v2/models/{escape(found.name)}/infer and /predict"
               f"{'' if auth else ', no token needed'}", soft_wrap=True)
+    if replicas is not None:
+        from elastrain.serve.replicas import serve_replicas
+
+        serve_replicas(config, replicas, host, port)
+        return
     if workers == 1:
         uvicorn.run(create_serve_app(config), host=host, port=port, log_level="warning")
         return

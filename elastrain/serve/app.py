@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -123,6 +124,7 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state["model"] = await asyncio.to_thread(lambda: load(locate(config.model, config.db_url)))
+        gc.freeze()   # what start-up made (torch, the model) is never garbage: full collections skip it
         batcher = state["batcher"] = DynamicBatcher(score, config.max_batch, config.max_wait_ms,
                                                     metrics.batch.observe)
         batcher.start()
@@ -133,7 +135,7 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
             follower.cancel()
             await batcher.stop()
 
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+    async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
         if tokens is not None:
             tokens.check(authorization)
 

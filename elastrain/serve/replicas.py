@@ -1,0 +1,54 @@
+"""`elastrain serve --replicas N`: the same server app as N Ray Serve replicas behind Ray Serve's
+HTTP proxy, on the Ray cluster this process joins."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+
+from elastrain.serve.app import ServeConfig, create_serve_app
+
+APP_NAME = "elastrain-serve"
+
+
+def deploy_replicas(config: ServeConfig, replicas: int, host: str, port: int) -> None:
+    """Deploy `replicas` copies of the server app (each loads the model and batches its own
+    requests) with Ray Serve listening on host:port; returns once they answer. Ray must be
+    connected."""
+    from ray import serve
+
+    serve.start(http_options={"host": host, "port": port})
+    def build() -> FastAPI:   # a builder, not an app: each replica builds its own and loads the model itself
+        return create_serve_app(config)
+
+    ingress = serve.ingress(build)
+    deployment = serve.deployment(ingress(), name="model", num_replicas=replicas, max_ongoing_requests=256)
+    serve.run(deployment.bind(), name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def serve_replicas(config: ServeConfig, replicas: int, host: str, port: int) -> None:
+    """Serve with Ray Serve until interrupted, then remove the deployment.
+
+    Raises:
+        UserError: Ray cannot be reached.
+    """
+    import time
+
+    from ray import serve
+
+    from elastrain.elastic.connect import connect_ray
+
+    started = connect_ray(os.environ.get("RAY_ADDRESS"))
+    try:
+        deploy_replicas(config, replicas, host, port)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.delete(APP_NAME)
+        if started:
+            import ray
+
+            ray.shutdown()
