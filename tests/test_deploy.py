@@ -76,8 +76,8 @@ NOT_IN_MOTOS_CATALOGUE = {"p3.2xlarge"}
 
 
 def ray_pin() -> str:
-    """The `ray` version pinned in requirements.txt."""
-    return re.search(r"^ray==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE).group(1)
+    """The `ray` version pinned in requirements.txt (with or without extras, e.g. ray[serve])."""
+    return re.search(r"^ray(\[[\w,]+\])?==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE).group(2)
 
 
 def launcher() -> dict:
