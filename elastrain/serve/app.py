@@ -95,6 +95,12 @@ class _Tokens:
         self.trusted: dict[str, float] = {}
 
     def check(self, authorization: str | None) -> None:
+        """Pass a known token; a new one is looked up in the database (a few ms, in the event loop,
+        once per TOKEN_CACHE_S).
+
+        Raises:
+            HTTPException: 401, no token or not a valid one.
+        """
         token = (authorization or "").removeprefix("Bearer ").strip()
         if not token:
             raise HTTPException(401, "send an API token: Authorization: Bearer TOKEN (`elastrain admin create-user`)")
@@ -135,11 +141,12 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
             follower.cancel()
             await batcher.stop()
 
+    # A coroutine, not a function: FastAPI would run a plain one in a worker thread on every request.
     async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
         if tokens is not None:
             tokens.check(authorization)
 
-    app = FastAPI(title="elastrain serve", lifespan=lifespan, dependencies=[])
+    app = FastAPI(title="elastrain serve", lifespan=lifespan)
     Auth = Depends(authorized)
 
     def served(name: str, version: str | None) -> ServedModel:
@@ -156,12 +163,12 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
                             headers=exc.headers)
 
     @app.get("/v2/health/live")
-    def live() -> dict:
+    async def live() -> dict:
         """Whether the server runs."""
         return {"live": True}
 
     @app.get("/v2/health/ready")
-    def ready() -> dict:
+    async def ready() -> dict:
         """Whether it answers inference requests (its model is loaded)."""
         return {"ready": "model" in state}
 
