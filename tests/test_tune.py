@@ -146,7 +146,9 @@ def test_on_a_server_a_pruned_trial_is_cancelled_and_its_worker_goes_to_the_surv
     result = Study(job, name="handover-on-server", server=url, token=tokens["ada"]).optimize(progress)
     by_lr = {record.params["train.lr"]: record for record in result.table}
     pruned, survivor = by_lr[1.0e-7], by_lr[0.003]
-    assert pruned.number == 1 and pruned.state == "pruned" and pruned.epochs == 1
+    # Pruned at the first rung where the survivor had a value (which rung depends on how far the survivor
+    # had got when this trial started: not asserted).
+    assert pruned.number == 1 and pruned.state == "pruned"
     assert remote.call("GET", f"/jobs/{pruned.job_id}")["status"] == "cancelled"
     assert progress.grown is not None and progress.grown["workers"] == 2
     events = remote.call("GET", f"/jobs/{survivor.job_id}/events")
