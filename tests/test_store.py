@@ -141,7 +141,7 @@ def test_a_database_shared_with_optuna_keeps_both_schemas(database_url):
     engine.dispose()
     engine = connect(database_url)   # elastrain's schema is still current beside Optuna's
     with engine.connect() as connection:
-        assert connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0004"
+        assert connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0005"
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() != "0004"
     assert optuna.load_study(study_name="shared", storage=database_url).best_value == 1.0
     engine.dispose()

@@ -10,6 +10,7 @@ all and manages users.
 
 
 import json
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -23,18 +24,26 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from elastrain import bundle as bundles
+from elastrain.api.studies import TrialView, load_studies
 from elastrain.elastic import JobResult, JobStatus, RunFolder, new_job_id
 from elastrain.errors import UserError
+from elastrain.optimize.report import REPORT_FILE
 from elastrain.spec import validate_spec
 from elastrain.spec.limits import check_json_depth
 from elastrain.spec.load import read_yaml
 from elastrain.store import JobInfo, ModelInfo, Store, UserInfo
-from elastrain.store.repository import MAX_VERSION, ModelNotFound, check_alias
+from elastrain.store.decisions import recent_decisions
+from elastrain.store.repository import JOB_SORTS, MAX_VERSION, ModelNotFound, check_alias
+from elastrain.store.usage import jobs_worker_seconds
+from elastrain.web import dashboard_router
+from elastrain.web.auth import cookie_user
 
 API = "/api/v1"
 MAX_BODY_BYTES = 1_000_000
+MAX_OFFSET = 2**62   # past it, SQLite cannot hold the number (a 5xx before)
 LOG_CHUNK_BYTES = 256_000
 STATUS_PATTERN = "^(queued|running|succeeded|failed|cancelled)$"
+SORT_PATTERN = f"^({'|'.join(JOB_SORTS)})$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"   # a job's name, which its model is registered under
 
 
@@ -55,6 +64,13 @@ class JobOut(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     message: str | None = None
     spec: dict[str, Any]
+    min_workers: int = 1
+    max_workers: int = 1
+    progress: float | None = Field(None, description="fraction of the job's steps done, 0..1")
+    eta_s: float | None = Field(None, description="seconds left at the current throughput")
+    worker_seconds: float = Field(0.0, description="worker-seconds used so far, from the job's events")
+    cost_usd: float | None = Field(None, description="worker CPU-hours so far at the cluster's mean price "
+                                                     "per CPU-hour (None on a cluster without prices)")
 
 
 class JobList(BaseModel):
@@ -125,6 +141,56 @@ class ModelOut(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     parent_version: int | None = None
     size_bytes: int | None = None
+    report: dict[str, Any] | None = Field(None, description="the optimize report of an optimized version")
+
+
+class PoolOut(BaseModel):
+    """A node pool: `nodes` held of `cpus` CPUs each, at `price_per_hour` USD per node-hour."""
+
+    name: str
+    spot: bool
+    nodes: int
+    cpus: float
+    price_per_hour: float
+
+
+class DecisionOut(BaseModel):
+    """An allocation of the scheduler: workers per job (jobs the viewer may not see are summed
+    under `(others)`), nodes requested per pool, CPUs used and held."""
+
+    t: float
+    workers: dict[str, int]
+    nodes: dict[str, int]
+    cpus_used: float
+    cpus_total: float
+
+
+class ClusterOut(BaseModel):
+    """The cluster as the scheduler last saw it, and its recent decisions (oldest first)."""
+
+    pools: list[PoolOut]
+    cpus_total: float
+    cpus_used: float
+    cost_per_hour: float
+    decisions: list[DecisionOut]
+
+
+class StudySummary(BaseModel):
+    """A hyperparameter study at a glance."""
+
+    name: str
+    direction: str
+    n_trials: int
+    best_value: float | None
+    best_params: dict[str, Any] | None
+
+
+class StudyOut(BaseModel):
+    """A study and its trials."""
+
+    name: str
+    direction: str
+    trials: list[TrialView]
 
 
 class AliasIn(BaseModel):
@@ -177,9 +243,12 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
     app.add_middleware(BodyGuard, limit=max_body)
     router = APIRouter(prefix=API)
 
-    def current_user(authorization: Annotated[str | None, Header()] = None) -> UserInfo:
+    def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> UserInfo:
         scheme, _, token = (authorization or "").partition(" ")
-        user = store.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if scheme.lower() == "bearer" and token.strip():
+            user = store.authenticate(token.strip())
+        else:   # the dashboard's pages send their session cookie
+            user = cookie_user(store, request)
         if user is None:
             raise HTTPException(401, "missing or invalid token; send Authorization: Bearer TOKEN",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -249,16 +318,28 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
     @router.get("/jobs", response_model=JobList)
     def list_jobs(user: User, status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
                   limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
-        """Your jobs (an admin: everyone's), oldest submission first."""
-        jobs = store.jobs(user, status, limit, offset)
-        return JobList(jobs=[_job_out(j) for j in jobs], total=store.count_jobs(user, status), limit=limit,
+                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                  q: Annotated[str | None, Query(max_length=128, description="part of the job's id or name")] = None,
+                  sort: Annotated[str, Query(pattern=SORT_PATTERN, description="seq (oldest first), name or "
+                                             "status; a leading '-' reverses")] = "seq") -> JobList:
+        """Your jobs (an admin: everyone's), oldest submission first unless `sort` says otherwise."""
+        jobs = store.jobs(user, status, limit, offset, search=q, sort=sort)
+        return JobList(jobs=job_views(jobs), total=store.count_jobs(user, status, search=q), limit=limit,
                        offset=offset)
+
+    def job_views(jobs: list[JobInfo]) -> list[JobOut]:
+        now = time.time()
+        used = jobs_worker_seconds(store, jobs, now)
+        latest = recent_decisions(store, limit=1)
+        cpu_hour_price = latest[0].cost_per_hour / latest[0].cpus_total if latest and latest[0].cpus_total else 0.0
+        return [_job_out(job, used[job.job_id], cpu_hour_price,
+                         RunFolder.of(home, job.job_id).read_status() if home and job.status == "running" else None)
+                for job in jobs]
 
     @router.get("/jobs/{job_id}", response_model=JobOut)
     def get_job(job_id: str, user: User) -> JobOut:
         """One job."""
-        return _job_out(visible_job(job_id, user))
+        return job_views([visible_job(job_id, user)])[0]
 
     @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
     def cancel(job_id: str, user: User) -> JobOut:
@@ -270,7 +351,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             store.update_job(job_id, status="cancelled", message=f"cancelled by {user.name}")
         else:
             store.update_job(job_id, cancel_requested=True)
-        return _job_out(store.job(job_id))
+        return job_views([store.job(job_id)])[0]
 
     @router.post("/jobs/{job_id}/scale", status_code=202, response_model=JobOut)
     def scale(job_id: str, body: ScaleRequest, user: User) -> JobOut:
@@ -283,7 +364,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
         if job.status not in ("queued", "running"):
             raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
         store.update_job(job_id, requested_workers=body.workers)
-        return _job_out(store.job(job_id))
+        return job_views([store.job(job_id)])[0]
 
     @router.get("/jobs/{job_id}/logs", response_model=LogChunk)
     def logs(job_id: str, user: User, offset: Annotated[int, Query(ge=0)] = 0) -> LogChunk:
@@ -362,6 +443,44 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             raise HTTPException(404, f"model '{name}' has no alias '{alias}'")
         return _model_out(named)
 
+    @router.get("/cluster", response_model=ClusterOut)
+    def cluster(user: User, limit: Annotated[int, Query(ge=1, le=2000)] = 300) -> ClusterOut:
+        """The cluster's pools, CPUs and cost rate at the scheduler's last decision, and its last
+        `limit` decisions."""
+        decisions = recent_decisions(store, limit)
+        mine = (None if user.is_admin else
+                store.visible_job_ids(user, {job for d in decisions for job in d.workers}))
+        last = decisions[-1] if decisions else None
+        return ClusterOut(
+            pools=[PoolOut(name=p.name, spot=p.spot, nodes=p.nodes, cpus=p.cpus_per_node,
+                           price_per_hour=p.price_per_hour) for p in (last.pools if last else ())],
+            cpus_total=last.cpus_total if last else 0.0, cpus_used=last.cpus_used if last else 0.0,
+            cost_per_hour=last.cost_per_hour if last else 0.0,
+            decisions=[DecisionOut(t=d.t, workers=_visible_workers(d.workers, mine), nodes=d.nodes,
+                                   cpus_used=d.cpus_used, cpus_total=d.cpus_total) for d in decisions])
+
+    def study_visibility(user: UserInfo):
+        return None if user.is_admin else (lambda jobs: store.visible_job_ids(user, jobs))
+
+    @router.get("/studies", response_model=list[StudySummary])
+    def studies(user: User) -> list[StudySummary]:
+        """The hyperparameter studies with a trial among your jobs (an admin: every study)."""
+        shown = []
+        for study in load_studies(store.engine, study_visibility(user)):
+            best = study.best
+            shown.append(StudySummary(name=study.name, direction=study.direction, n_trials=len(study.trials),
+                                      best_value=best.value if best else None,
+                                      best_params=best.params if best else None))
+        return shown
+
+    @router.get("/studies/{name}", response_model=StudyOut)
+    def study(name: Annotated[str, PathParam(max_length=512)], user: User) -> StudyOut:
+        """A study and its trials (404: none of its trials is yours)."""
+        found = load_studies(store.engine, study_visibility(user), name)
+        if not found:
+            raise HTTPException(404, f"no study '{name}'")
+        return StudyOut(name=found[0].name, direction=found[0].direction, trials=found[0].trials)
+
     @router.post("/users", status_code=201, response_model=UserOut)
     def create_user(body: UserIn, _: Admin) -> UserOut:
         """Create a user and return their first token (shown only here)."""
@@ -398,6 +517,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             raise HTTPException(404, f"no live token '{prefix}'")
 
     app.include_router(router)
+    app.include_router(dashboard_router(store))
     return app
 
 
@@ -417,15 +537,38 @@ def _parse_spec_body(body: bytes, content_type: str) -> dict:
     return raw
 
 
+def _visible_workers(workers: dict[str, int], visible: set[str] | None) -> dict[str, int]:
+    """`workers` with the jobs not in `visible` (None: all are) summed under `(others)`."""
+    if visible is None:
+        return dict(workers)
+    shown = {job: n for job, n in workers.items() if job in visible}
+    others = sum(n for job, n in workers.items() if job not in visible)
+    return {**shown, "(others)": others} if others else shown
+
+
 def _model_out(model: ModelInfo) -> ModelOut:
-    return ModelOut(**vars(model))
+    """`model`, with its optimize report when it is an optimized version in a local folder."""
+    report_file = Path(model.url) / REPORT_FILE
+    report = json.loads(report_file.read_text()) if "://" not in model.url and report_file.is_file() else None
+    return ModelOut(**vars(model), report=report)
 
 
-def _job_out(job: JobInfo) -> JobOut:
+def _job_out(job: JobInfo, worker_seconds: float, cpu_hour_price: float, status: JobStatus | None) -> JobOut:
+    """`job` as the API shows it: with the worker-seconds it used, its cost at `cpu_hour_price`
+    USD per CPU-hour (none when 0), and its progress from the driver's `status` while running."""
     metrics = {k: v for k, v in ((job.result or {}).get("metrics") or {}).items() if isinstance(v, int | float)}
+    workers = job.spec["resources"]["workers"]
+    progress = eta_s = None
+    if job.status == "succeeded":
+        progress = 1.0
+    elif status is not None and status.total_steps:
+        progress = min(1.0, status.step / status.total_steps)
+        if status.samples_per_s and status.batch_size:
+            eta_s = (status.total_steps - status.step) * status.batch_size / status.samples_per_s
+    cost = worker_seconds / 3600 * job.spec["resources"]["cpus_per_worker"] * cpu_hour_price if cpu_hour_price else None
     return JobOut(job_id=job.job_id, seq=job.seq, owner=job.owner, name=job.name, status=job.status,
                   workers=job.workers, requested_workers=job.requested_workers,
                   cancel_requested=job.cancel_requested, submitted_at=job.submitted_at, started_at=job.started_at,
-                  finished_at=job.finished_at, metrics=metrics, message=job.message, spec=job.spec)
-
-
+                  finished_at=job.finished_at, metrics=metrics, message=job.message, spec=job.spec,
+                  min_workers=workers["min"], max_workers=workers["max"], progress=progress, eta_s=eta_s,
+                  worker_seconds=worker_seconds, cost_usd=cost)

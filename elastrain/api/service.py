@@ -50,6 +50,7 @@ from elastrain.scheduler import (
 from elastrain.scheduler.nodes import node_bundles
 from elastrain.spec import validate_spec
 from elastrain.store import JobInfo, Store
+from elastrain.store.decisions import Decision, PoolState, record_decision
 from elastrain.store.sink import StoreSink
 
 log = logging.getLogger("elastrain.server")
@@ -71,15 +72,6 @@ class _Running:
     ended: Any = None
     cancelling: bool = False
     outcome: DriverOutcome | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """An allocation the policy made: at `t` (epoch seconds), workers per job and nodes per pool."""
-
-    t: float
-    workers: dict[str, int]
-    nodes: dict[str, int]
 
 
 class JobService:
@@ -204,7 +196,7 @@ class JobService:
         demands += [self._demand(job, 0) for job in queued]
         cluster = self.fixed or ray_cluster(self.node_pools)
         decided = self.policy.allocate(time.time(), cluster, demands)
-        self._record(decided)
+        self._record(decided, cluster, demands)
         if self.fixed is None and decided.nodes:
             self._request_nodes(node_bundles(cluster.pools, decided.nodes))
         allocation = decided.workers
@@ -231,10 +223,21 @@ class JobService:
                 run.workers = wanted
                 self.store.update_job(job_id, workers=wanted)
 
-    def _record(self, allocation: Allocation) -> None:
+    def _record(self, allocation: Allocation, cluster: Cluster, demands: list[JobDemand]) -> None:
+        """Keep the allocation, with the cluster it was made on, when it differs from the last one
+        (in `decisions` and in the store, for the dashboard)."""
         last = self.decisions[-1] if self.decisions else None
-        if last is None or (last.workers, last.nodes) != (allocation.workers, allocation.nodes):
-            self.decisions.append(Decision(time.time(), dict(allocation.workers), dict(allocation.nodes)))
+        if last is not None and (last.workers, last.nodes) == (allocation.workers, allocation.nodes):
+            return
+        slots = {demand.job_id: demand.slots_per_worker for demand in demands}
+        pools = tuple(PoolState(pool.name, pool.nodes, pool.slots_per_node, pool.price_per_hour, pool.spot)
+                      for pool in cluster.pools)
+        decision = Decision(time.time(), dict(allocation.workers), dict(allocation.nodes), pools,
+                            cpus_total=cluster.slots,
+                            cpus_used=sum(n * slots.get(job_id, 1.0) for job_id, n in allocation.workers.items()),
+                            cost_per_hour=sum(pool.nodes * pool.price_per_hour for pool in cluster.pools))
+        self.decisions.append(decision)
+        record_decision(self.store, decision)
 
     def _request_nodes(self, bundles: list[dict[str, float]]) -> None:
         """Send the request only when it changed: each call makes the autoscaler re-plan."""

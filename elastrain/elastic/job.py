@@ -198,6 +198,8 @@ class _Reporter:
         elif now - self.window[0] >= 1.0:
             rate = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
             self.snapshot = replace(self.snapshot, samples_per_s=rate)
+            self.points.append({"name": "samples_per_s", "step": report["step"], "epoch": report["epoch"],
+                                "value": rate, "t": now})
             self.window = (now, report["samples"])
         self.snapshot = replace(self.snapshot, step=report["step"], epoch=report["epoch"],
                                 step_ms=report.get("step_ms") or self.snapshot.step_ms)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+REPORT_FILE = "optimize_report.json"   # written beside the shipped model (`OptimizeReport.summary`)
+
 DEFAULT_MAX_DROP_PT = 0.5   # the accuracy (or R²) a shipped candidate may lose, in percentage points
 
 

@@ -16,13 +16,12 @@ from elastrain.errors import UserError
 from elastrain.optimize import candidates as make
 from elastrain.optimize.candidates import Candidate
 from elastrain.optimize.measure import latency, scores_of, validation_metrics
-from elastrain.optimize.report import DEFAULT_MAX_DROP_PT, CandidateResult, OptimizeReport, choose
+from elastrain.optimize.report import DEFAULT_MAX_DROP_PT, REPORT_FILE, CandidateResult, OptimizeReport, choose
 from elastrain.spec import JobSpec, validate_spec
 from elastrain.store.repository import ModelInfo
 from elastrain.train.artifact import META, PREPROCESS, WEIGHTS, load_model, read_meta
 
 QUANTIZE_MODES = ("auto", "int8-dynamic", "int8-static", "none")
-REPORT_FILE = "optimize_report.json"   # written beside the shipped model
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ PLOTS = ("jct_cdf.png", "allocation.png", "nodes.png", "cost.png")   # nodes and
 def policy_summary(result: SimResult) -> dict:
     """Mean, median and p99 job completion time of the finished jobs (None when none finished),
     makespan (seconds from the start to the last finish; None while a job is unfinished),
-    cost in USD, the number of unfinished jobs and the per-job list."""
+    cost in USD, the number of unfinished jobs, the per-job list and the timeline (per round: `t`,
+    `gpus_used`, `nodes` per pool, `cost_usd` so far; what the dashboard charts)."""
     done = np.array([j["jct_s"] for j in result.jobs if j["jct_s"] is not None], dtype=float)
     finishes = [j["finish_s"] for j in result.jobs if j["finish_s"] is not None]
     jct = dict.fromkeys(("mean_jct_s", "median_jct_s", "p99_jct_s"))
@@ -31,6 +32,8 @@ def policy_summary(result: SimResult) -> dict:
         "cost_usd": result.cost,
         "unfinished": result.unfinished,
         "jobs": result.jobs,
+        "timeline": [{"t": row["t"], "gpus_used": row["gpus_used"], "nodes": row["nodes"], "cost_usd": row["cost"]}
+                     for row in result.timeline],
     }
 
 

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, Select, and_, delete, func, select
+from sqlalchemy import Engine, Select, and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +29,8 @@ from elastrain.store.schema import (
 
 TOKEN_PREFIX = "et_"
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+# The orders `Store.jobs` lists jobs in: by submission, name or status ("-": descending).
+JOB_SORTS = ("seq", "-seq", "name", "-name", "status", "-status")
 MAX_VERSION = 2**31 - 1   # a model version is a 32-bit INTEGER column
 ALIAS_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
 # Each dialect's INSERT ... ON CONFLICT, so that moving an alias is one atomic statement.
@@ -213,24 +215,47 @@ class Store:
             row = session.execute(self._visible(viewer).where(Job.job_id == job_id)).first()
             return self._job_info(*row) if row else None
 
-    def jobs(self, viewer: UserInfo | None = None, status: str | None = None, limit: int = 50, offset: int = 0
-             ) -> list[JobInfo]:
-        """Jobs `viewer` may see, oldest submission first, optionally of one status."""
-        query = self._visible(viewer).order_by(Job.seq).limit(limit).offset(offset)
-        if status:
-            query = query.where(Job.status == status)
+    def jobs(self, viewer: UserInfo | None = None, status: str | None = None, limit: int = 50, offset: int = 0,
+             search: str | None = None, sort: str = "seq") -> list[JobInfo]:
+        """Jobs `viewer` may see, optionally of one status and with `search` in their id or name,
+        ordered by `sort` (one of `JOB_SORTS`; default: oldest submission first).
+
+        Raises:
+            ValueError: `sort` is not one of `JOB_SORTS`.
+        """
+        if sort not in JOB_SORTS:
+            raise ValueError(f"unknown job order {sort}")
+        column = {"seq": Job.seq, "name": Job.name, "status": Job.status}[sort.lstrip("-")]
+        order = (column.desc(), Job.seq.desc()) if sort.startswith("-") else (column, Job.seq)
+        query = self._filtered(self._visible(viewer), status, search).order_by(*order).limit(limit).offset(offset)
         with self.session() as session:
             return [self._job_info(*row) for row in session.execute(query)]
 
-    def count_jobs(self, viewer: UserInfo | None = None, status: str | None = None) -> int:
-        """How many jobs `viewer` may see (of one status)."""
+    def count_jobs(self, viewer: UserInfo | None = None, status: str | None = None, search: str | None = None
+                   ) -> int:
+        """How many jobs `viewer` may see (of one status, with `search` in their id or name)."""
         query = select(func.count()).select_from(Job)
         if viewer is not None and not viewer.is_admin:
             query = query.where(Job.owner_id == viewer.id)
+        with self.session() as session:
+            return int(session.scalar(self._filtered(query, status, search)))
+
+    @staticmethod
+    def _filtered(query: Select, status: str | None, search: str | None) -> Select:
         if status:
             query = query.where(Job.status == status)
+        if search:
+            query = query.where(or_(Job.job_id.contains(search, autoescape=True),
+                                    Job.name.contains(search, autoescape=True)))
+        return query
+
+    def visible_job_ids(self, viewer: UserInfo, job_ids: set[str]) -> set[str]:
+        """Those of `job_ids` that are jobs `viewer` may see."""
+        if not job_ids:
+            return set()
         with self.session() as session:
-            return int(session.scalar(query))
+            return set(session.scalars(self._visible(viewer).with_only_columns(Job.job_id)
+                                       .where(Job.job_id.in_(job_ids))))
 
     def update_job(self, job_id: str, **fields: object) -> None:
         """Set fields of a job (status, workers, requested_workers, cancel_requested, started_at,

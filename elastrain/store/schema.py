@@ -153,3 +153,29 @@ class ModelAlias(Base):
         ForeignKeyConstraint(["owner_id", "name", "version"], ["models.owner_id", "models.name", "models.version"],
                              name="fk_model_aliases_version"),
     )
+
+
+class WebSession(Base):
+    """A dashboard login: only the SHA-256 of its cookie is stored. It lives no longer than the
+    token it was opened with (revoking the token ends it) and no longer than `expires_at`."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SchedulerDecision(Base):
+    """An allocation the server's scheduler made, and the cluster it made it on (`decisions.Decision`)."""
+
+    __tablename__ = "scheduler_decisions"
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    t: Mapped[float] = mapped_column(Float, index=True)
+    workers: Mapped[dict] = mapped_column(JSON)   # job id -> workers
+    nodes: Mapped[dict] = mapped_column(JSON)     # pool -> nodes requested ({}: keep what is held)
+    pools: Mapped[list] = mapped_column(JSON)     # PoolState dicts
+    cpus_total: Mapped[float] = mapped_column(Float)
+    cpus_used: Mapped[float] = mapped_column(Float)
+    cost_per_hour: Mapped[float] = mapped_column(Float)
