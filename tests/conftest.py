@@ -136,14 +136,21 @@ def server(tmp_path, elastrain_home, ray_address):
     tokens = {name: store.create_user(name)[1] for name in ("ada", "bob")}
     service = JobService(store, elastrain_home, FifoPacking(), cpus=2, interval_s=0.05)
     service.start()
+    with serving(create_app(store, home=elastrain_home)) as url:
+        yield url, tokens
+    service.stop()
+
+
+@contextlib.contextmanager
+def serving(app):
+    """`app` served by uvicorn on a free port of 127.0.0.1 in a thread, until the block ends; its URL."""
     port = free_port()
-    api = uvicorn.Server(uvicorn.Config(create_app(store, home=elastrain_home), host="127.0.0.1", port=port,
-                                        log_level="warning"))
+    api = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=api.run, daemon=True)
     thread.start()
-    while not api.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", tokens
-    api.should_exit = True
-    thread.join(timeout=10)
-    service.stop()
+    wait_until(lambda: api.started, timeout=20, poll=0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        api.should_exit = True
+        thread.join(timeout=10)

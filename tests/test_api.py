@@ -3,15 +3,13 @@
 import collections
 import json
 import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from elastrain.api import create_app
-from elastrain.elastic.collective import free_port
 from elastrain.store import Store, connect
+from tests.conftest import serving
 
 SPEC = {"name": "api-job", "data": {"source": "builtin:iris"}, "model": {"kind": "softmax"},
         "train": {"epochs": 2}}
@@ -22,18 +20,9 @@ def api(tmp_path):
     """A running server, its store, and tokens of users ada, bob and root (admin)."""
     store = Store(connect(f"sqlite:///{tmp_path / 'api.db'}"))
     tokens = {name: store.create_user(name, admin=name == "root")[1] for name in ("ada", "bob", "root")}
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store, max_body=20_000), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30) as client:
+    with serving(create_app(store, max_body=20_000)) as url, httpx.Client(base_url=f"{url}/api/v1",
+                                                                          timeout=30) as client:
         yield client, tokens, store
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def auth(token):
