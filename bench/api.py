@@ -22,21 +22,19 @@ import secrets
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bench import common
 from elastrain.api import create_app
-from elastrain.elastic.collective import free_port
+from elastrain.api.server import serving_in_thread
 from elastrain.errors import UserError
 from elastrain.spec import validate_spec
 from elastrain.store import Store, UserInfo, connect
@@ -102,25 +100,6 @@ def postgres_unavailable() -> str | None:
 # the server ---------------------------------------------------------------------------------------
 
 
-@contextmanager
-def serving(store: Store) -> Iterator[str]:
-    """A real uvicorn server over `store` on a free port of 127.0.0.1; yields the API's base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not server.started:
-        raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
-    try:
-        yield f"http://127.0.0.1:{port}/api/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def preload(store: Store, owner: UserInfo, count: int) -> None:
     """`count` queued jobs written straight through the store (no HTTP)."""
     spec = validate_spec(SPEC, "bench").model_dump(mode="json")
@@ -183,7 +162,8 @@ def one_run(backend: str) -> dict[str, float]:
             started = time.perf_counter()
             preload(store, user, PRELOAD)
             progress(f"{backend}: preloaded {PRELOAD} jobs in {time.perf_counter() - started:.1f} s")
-            with serving(store) as base_url:
+            with serving_in_thread(create_app(store)) as url:
+                base_url = f"{url}/api/v1"
                 figures = measure(base_url, token)
             figures["jobs_in_db"] = store.count_jobs()
         finally:

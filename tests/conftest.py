@@ -5,19 +5,17 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import create_engine, text
 
 from elastrain.api import create_app
+from elastrain.api.server import serving_in_thread
 from elastrain.api.service import JobService
 from elastrain.cli.main import main
-from elastrain.elastic.collective import free_port
 from elastrain.scheduler import FifoPacking
 from elastrain.store import Store, connect
 
@@ -136,21 +134,8 @@ def server(tmp_path, elastrain_home, ray_address):
     tokens = {name: store.create_user(name)[1] for name in ("ada", "bob")}
     service = JobService(store, elastrain_home, FifoPacking(), cpus=2, interval_s=0.05)
     service.start()
-    with serving(create_app(store, home=elastrain_home)) as url:
+    with serving_in_thread(create_app(store, home=elastrain_home)) as url:
         yield url, tokens
     service.stop()
 
 
-@contextlib.contextmanager
-def serving(app):
-    """`app` served by uvicorn on a free port of 127.0.0.1 in a thread, until the block ends; its URL."""
-    port = free_port()
-    api = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=api.run, daemon=True)
-    thread.start()
-    wait_until(lambda: api.started, timeout=20, poll=0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        api.should_exit = True
-        thread.join(timeout=10)

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from elastrain.api import create_app
+from elastrain.api.server import serving_in_thread
 from elastrain.store import Store, connect
-from tests.conftest import serving
 
 SPEC = {"name": "api-job", "data": {"source": "builtin:iris"}, "model": {"kind": "softmax"},
         "train": {"epochs": 2}}
@@ -20,7 +20,7 @@ def api(tmp_path):
     """A running server, its store, and tokens of users ada, bob and root (admin)."""
     store = Store(connect(f"sqlite:///{tmp_path / 'api.db'}"))
     tokens = {name: store.create_user(name, admin=name == "root")[1] for name in ("ada", "bob", "root")}
-    with serving(create_app(store, max_body=20_000)) as url, httpx.Client(base_url=f"{url}/api/v1",
+    with serving_in_thread(create_app(store, max_body=20_000)) as url, httpx.Client(base_url=f"{url}/api/v1",
                                                                           timeout=30) as client:
         yield client, tokens, store
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from elastrain.api import create_app
+from elastrain.api.server import serving_in_thread
 from elastrain.store import Store, connect
 from elastrain.web.auth import COOKIE, CSRF_HEADER
 from elastrain.web.routes import PUBLIC_ASSETS, STATIC, dashboard_router
-from tests.conftest import serving
 
 SPEC = {"name": "dash-job", "data": {"source": "builtin:iris"}, "model": {"kind": "softmax"}}
 PUBLIC = {"/login", "/ui/login", "/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/oauth2-redirect"}
@@ -25,7 +25,7 @@ def site(tmp_path):
     store = Store(connect(f"sqlite:///{tmp_path / 'dash.db'}"))
     tokens = {name: store.create_user(name, admin=name == "root")[1] for name in ("ada", "root")}
     app = create_app(store, home=tmp_path)
-    with serving(app) as url:
+    with serving_in_thread(app) as url:
         yield url, app, store, tokens
 
 
