@@ -18,8 +18,9 @@ PLOTS = ("jct_cdf.png", "allocation.png", "nodes.png", "cost.png")   # nodes and
 def policy_summary(result: SimResult) -> dict:
     """Mean, median and p99 job completion time of the finished jobs (None when none finished),
     makespan (seconds from the start to the last finish; None while a job is unfinished),
-    cost in USD, the number of unfinished jobs, the per-job list and the timeline (per round: `t`,
-    `gpus_used`, `nodes` per pool, `cost_usd` so far; what the dashboard charts)."""
+    cost in USD, the number of unfinished jobs, the per-job list and the timeline (`t`, `gpus_used`,
+    `nodes` per pool, `cost_usd` so far, at each round where the allocation changed; what the
+    dashboard charts)."""
     done = np.array([j["jct_s"] for j in result.jobs if j["jct_s"] is not None], dtype=float)
     finishes = [j["finish_s"] for j in result.jobs if j["finish_s"] is not None]
     jct = dict.fromkeys(("mean_jct_s", "median_jct_s", "p99_jct_s"))
@@ -33,8 +34,17 @@ def policy_summary(result: SimResult) -> dict:
         "unfinished": result.unfinished,
         "jobs": result.jobs,
         "timeline": [{"t": row["t"], "gpus_used": row["gpus_used"], "nodes": row["nodes"], "cost_usd": row["cost"]}
-                     for row in result.timeline],
+                     for row in _changes(result.timeline)],
     }
+
+
+def _changes(timeline: list[dict]) -> list[dict]:
+    """The rounds where the GPUs in use or the nodes held changed, and the first and last rounds:
+    between two of them the allocation is constant and the cost grows linearly, so a step chart
+    and a line through them draw the whole timeline."""
+    return [row for i, row in enumerate(timeline)
+            if i in (0, len(timeline) - 1)
+            or (row["gpus_used"], row["nodes"]) != (timeline[i - 1]["gpus_used"], timeline[i - 1]["nodes"])]
 
 
 def summarize(results: Mapping[str, SimResult], config: dict) -> dict:
