@@ -23,7 +23,7 @@ test: $(STAMP)  ## run the whole test suite (slow tests included) and ruff
 	$(BIN)/python -m pytest -rs
 
 bench: $(STAMP)  ## run every benchmark (minutes; each prints a JSON line and saves it under bench/results/)
-	for name in throughput recovery rescale scaleout checkpoint api scheduler cli_startup hostloss tune optimize serve; do $(BIN)/python -m bench.$$name --save || exit 1; done
+	for name in throughput recovery rescale scaleout checkpoint api scheduler cli_startup hostloss tune optimize serve dashboard; do $(BIN)/python -m bench.$$name --save || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

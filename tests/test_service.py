@@ -10,6 +10,7 @@ from elastrain.api.service import JobService
 from elastrain.scheduler import Allocation, FifoPacking
 from elastrain.spec import parse_spec
 from elastrain.store import Store, connect
+from elastrain.store.decisions import recent_decisions
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.usefixtures("ray_address")   # every job's driver is an actor
@@ -49,6 +50,11 @@ def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_ho
     said = [r.getMessage() for r in caplog.records if r.name == "elastrain.server"]   # the server's own log
     for i in range(3):
         assert f"starting job job-{i} (ada) on 1 worker(s)" in said and f"job job-{i} succeeded" in said
+    # The scheduler's decisions reach the store with the cluster they were made on (the cluster page).
+    decided = recent_decisions(store)
+    assert {job for d in decided for job in d.workers} == {"job-0", "job-1", "job-2"}
+    assert all(d.cpus_total == 1.0 and d.pools[0].name == "local" and d.pools[0].nodes == 1 for d in decided)
+    assert all(d.cpus_used == sum(d.workers.values()) for d in decided)   # one CPU per worker
 
 
 def test_a_job_whose_data_is_missing_fails_without_stopping_the_loop(tmp_path, elastrain_home):
