@@ -12,7 +12,7 @@ import pytest
 
 from elastrain.api import create_app
 from elastrain.api.server import serving_in_thread
-from elastrain.store.decisions import Decision, PoolState, record_decision, recent_decisions
+from elastrain.store.decisions import Decision, PoolState, recent_decisions, record_decision
 from elastrain.store.usage import worker_seconds
 from elastrain.store.web_sessions import close_session, open_session, session_user
 
