@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -118,6 +119,8 @@ def test_clients_reach_an_https_server_only_when_they_trust_its_ca(cli, https_se
     code, out, _ = cli("jobs", *ada, "--json")
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["total"] == 0
     assert Remote(url, token, ca_cert).call("GET", "/jobs")["jobs"] == []   # the Python API's client
+    login = httpx.post(f"{url}/ui/login", json={"token": token}, verify=ssl.create_default_context(cafile=ca_cert))
+    assert "; Secure" in login.headers["set-cookie"]   # the dashboard's session cookie travels only over TLS
     server_output = log.read_text()
     assert f"elastrain API on {url}/api/v1" in server_output and token not in server_output
 
