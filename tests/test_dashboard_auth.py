@@ -54,7 +54,7 @@ def test_no_page_asset_or_endpoint_answers_before_login(site):
     assert "vendor/uplot/uPlot.iife.min.js" in assets
     with httpx.Client(base_url=url, timeout=30) as anonymous:
         for method, path in routes:
-            concrete = path.replace("{path:path}", "app.js").replace("{", "").replace("}", "")
+            concrete = path.replace("{path:path}", "main.js").replace("{", "").replace("}", "")
             response = anonymous.request(method, concrete)
             if path.startswith(("/api/", "/ui/", "/static/")):
                 assert response.status_code == 401, (method, concrete, response.status_code)
@@ -78,7 +78,7 @@ def test_a_session_cookie_is_httponly_and_strict_and_opens_the_pages(site):
         assert "Secure" not in cookie   # plain HTTP here; under TLS the cookie is Secure
         assert response.json()["user"] == "ada" and response.json()["admin"] is False
         page = client.get("/jobs/any-job")
-        assert page.status_code == 200 and "app.js" in page.text
+        assert page.status_code == 200 and "main.js" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert client.get("/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
         assert client.get("/api/v1/jobs").json()["total"] == 0
