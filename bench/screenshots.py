@@ -45,14 +45,14 @@ def run_work(url: str, token: str, db_url: str, home: Path) -> str:
     """Submit and drive the jobs and the study; the demo job's id."""
     auth = {"Authorization": f"Bearer {token}"}
     demo = read_yaml((REPO / "examples" / "demo.yaml").read_bytes(), "demo.yaml")[0]
-    demo["train"]["epochs"] = 120   # about a minute: long enough to see each resize on the charts
+    demo["train"]["epochs"] = 300   # about a minute: long enough to see each resize on the charts
     demo_id = httpx.post(f"{url}/api/v1/jobs", json=demo, headers=auth).json()["job_id"]
     progress(f"demo job {demo_id} submitted")
     wait_for(url, token, demo_id, lambda j: j["status"] == "running" and j["workers"] == 3)
     for workers in (1, 2):
-        time.sleep(12)
+        time.sleep(8)
         httpx.post(f"{url}/api/v1/jobs/{demo_id}/scale", json={"workers": workers}, headers=auth)
-        wait_for(url, token, demo_id, lambda j, n=workers: j["workers"] == n)
+        wait_for(url, token, demo_id, lambda j, n=workers: j["workers"] == n or j["status"] != "running")
     wait_for(url, token, demo_id, lambda j: j["status"] in ("succeeded", "failed"))
     for example in ("svm_iris.yaml", "softmax_wine.yaml", "linear_diabetes.yaml"):
         spec = read_yaml((REPO / "examples" / example).read_bytes(), example)[0]
