@@ -3,15 +3,12 @@ deep, or carry a large free-form value, get a 4xx (the CLI: exit 2) with a one-l
 the server goes on answering. Each test names the kind of fault it guards against."""
 
 import json
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from elastrain.api import create_app
-from elastrain.elastic.collective import free_port
+from elastrain.api.server import serving_in_thread
 from elastrain.spec.limits import MAX_DEPTH, MAX_SPEC_BYTES
 from elastrain.store import Store, connect
 
@@ -31,18 +28,9 @@ def api(tmp_path):
     """A running server with the default body limit (1 MB, above the stored-spec bound), its store, a user's token."""
     store = Store(connect(f"sqlite:///{tmp_path / 'api.db'}"))
     token = store.create_user("ada", admin=True)[1]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=60,
-                      headers={"Authorization": f"Bearer {token}"}) as client:
+    with serving_in_thread(create_app(store)) as url, httpx.Client(
+            base_url=f"{url}/api/v1", timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
         yield client, store
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def refused(client: httpx.Client, store: Store, path: str, body: str | bytes, content_type: str) -> dict:

@@ -17,19 +17,16 @@ pytest 9.2 no longer has.
 """
 
 import json
-import threading
-import time
 import zlib
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from elastrain.api import create_app
-from elastrain.elastic.collective import free_port
+from elastrain.api.server import serving_in_thread
 from elastrain.store import Store, connect
 
 DOCUMENT = create_app(Store(connect("sqlite://", migrate=False))).openapi()
@@ -63,21 +60,12 @@ def server(tmp_path_factory):
     headers = {"Authorization": f"Bearer {store.create_user('root', admin=True)[1]}"}
     app = create_app(store, max_body=20_000, home=tmp_path_factory.mktemp("home"))
     app.debug = True   # a 500's body is the traceback
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    base = f"http://127.0.0.1:{port}"
-    assert httpx.get(f"{base}/api/v1/openapi.json").json() == DOCUMENT
-    job_ids = [httpx.post(f"{base}/api/v1/jobs", json=SPEC, headers=headers).raise_for_status().json()["job_id"]
-               for _ in range(2)]
-    store.update_job(job_ids[1], status="running")
-    yield base, headers, job_ids
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_in_thread(app) as base:
+        assert httpx.get(f"{base}/api/v1/openapi.json").json() == DOCUMENT
+        job_ids = [httpx.post(f"{base}/api/v1/jobs", json=SPEC, headers=headers).raise_for_status().json()["job_id"]
+                   for _ in range(2)]
+        store.update_job(job_ids[1], status="running")
+        yield base, headers, job_ids
 
 
 @schema.parametrize()

@@ -6,19 +6,17 @@ Hostile bodies (thousands of nested brackets) get a 4xx. See tests/test_api_sche
 of loading the document at import time."""
 
 import json
-import threading
 import zlib
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from elastrain.elastic.collective import free_port
+from elastrain.api.server import serving_in_thread
 from elastrain.serve.app import ServeConfig, create_serve_app
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO
 
 DOCUMENT = create_serve_app(ServeConfig(model="unused", auth=False)).openapi()
 HOSTILE = {"brackets": b"[" * 5000 + b"]" * 5000,
@@ -37,16 +35,9 @@ def served(tmp_path_factory):
     model = Job.from_yaml(REPO / "examples" / "mlp_digits.yaml", {"train.epochs": 2}).run(home=home).model_path
     app = create_serve_app(ServeConfig(model=model, auth=False))
     app.debug = True   # a 500's body is the traceback
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=60)
-    base = f"http://127.0.0.1:{port}"
-    assert httpx.get(f"{base}/openapi.json").json() == DOCUMENT
-    yield base, "mlp-digits"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_in_thread(app, start_timeout_s=60) as base:
+        assert httpx.get(f"{base}/openapi.json").json() == DOCUMENT
+        yield base, "mlp-digits"
 
 
 @schema.parametrize()
