@@ -92,3 +92,28 @@ def test_a_user_follows_scales_and_cancels_a_job_from_the_dashboard(browser, ser
     other.wait_for_selector(f"#error-banner:has-text(\"no job '{job_id}'\")")
     assert httpx.get(f"{url}/api/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {tokens['bob']}"}
                      ).status_code == 404
+
+
+def test_a_finished_jobs_page_is_drawn_from_the_store_alone(browser, tmp_path):
+    """No Ray, no run folder: what the page shows of a job that ended comes from the store."""
+    from elastrain.api import create_app
+    from elastrain.api.server import serving_in_thread
+    from elastrain.spec import validate_spec
+    from elastrain.store import Store, connect
+
+    store = Store(connect(f"sqlite:///{tmp_path / 'history.db'}"))
+    ada, token = store.create_user("ada")
+    store.submit(ada, "old-job", validate_spec({**JOB, "name": "old"}, "test").model_dump(mode="json"))
+    store.update_job("old-job", status="succeeded")
+    store.add_events("old-job", [{"t": 100.0 + t, "kind": kind, "step": step, "workers": n, "generation": g}
+                                 for t, kind, step, n, g in ((0, "start", 0, 2, 1), (5, "scale_in", 40, 1, 2),
+                                                             (9, "succeeded", 80, 1, 2))])
+    store.add_metrics("old-job", [{"name": "train_loss", "step": s, "epoch": 1, "value": 2.0 / s, "t": 100.0 + s / 10}
+                                  for s in range(1, 81)])
+    with serving_in_thread(create_app(store, home=tmp_path / "gone")) as url:
+        page = log_in(browser, url, token, "/jobs/old-job")
+        page.wait_for_selector("body[data-ready='job']")
+        wait_for_body_data(page, "loss-points", "80".__eq__, WAIT_S)
+        assert wait_for_body_data(page, "worker-steps", bool, WAIT_S) == "2,1"
+        assert page.text_content("#job-status").strip() == "succeeded" and page.is_disabled("#cancel-button")
+        page.wait_for_selector("#events :text('scale_in')")
