@@ -72,22 +72,20 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, 
 def serving_in_thread(app, host: str = "127.0.0.1", port: int | None = None, start_timeout_s: float = 30.0
                       ) -> Iterator[str]:
     """`app` served by uvicorn in a background thread of this process (for tests, benchmarks and
-    notebooks) on `port` (default: a free one) until the block ends; yields its base URL.
+    notebooks) on `port` (default: one the system picks) until the block ends; yields its base URL.
 
     Raises:
         RuntimeError: the server did not start within `start_timeout_s`.
     """
-    from elastrain.elastic.collective import free_port
-
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port or 0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     if not server.started:
-        raise RuntimeError(f"uvicorn did not start on {host}:{port}")
+        raise RuntimeError(f"uvicorn did not start on {host}:{port or 'a free port'}")
+    port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://{host}:{port}"
     finally:
