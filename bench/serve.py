@@ -2,7 +2,8 @@
 time over its own keep-alive connection to 127.0.0.1, against (a) `elastrain serve` with dynamic
 batching, (b) the same model behind a one-request-at-a-time FastAPI handler and (c) Ray Serve with
 `@serve.batch` at the same max batch and wait (bench/serve_peers.py). Each side: a warm-up, then
-requests for --seconds (at most --requests); requests/s and latency p50 / p99.
+requests for --seconds (at most --requests); requests/s and latency p50 / p99. The three servers
+run interleaved, --repetitions times (a fresh process each time); the figures are medians.
 
 The model (--workload), trained first and served as saved (float32, PyTorch):
 - `wide` (default): an MLP 64-2048-2048-10 on scikit-learn's digits (one epoch): at batch 1 a
@@ -16,7 +17,7 @@ The client is a minimal asyncio HTTP/1.1 client (no HTTP library), so that it ta
 Targets (issue 16): >= 3x (b)'s throughput at equal or lower p99, and ahead of (c).
 
 Usage: python -m bench.serve [--workload wide|digits|mnist] [--seconds 15] [--clients 64] [--max-batch 64]
-                             [--max-wait-ms 5] [--save]
+                             [--max-wait-ms 5] [--repetitions 3] [--save]
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds of load per server")
     parser.add_argument("--requests", type=int, default=200_000, help="at most this many requests per server")
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients")
+    parser.add_argument("--repetitions", type=int, default=3, help="interleaved runs of each server (medians)")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--workload", choices=["wide", "digits", "mnist"], default="wide",
@@ -160,25 +162,30 @@ def main() -> None:
             "unbatched": ([sys.executable, "-m", "bench.serve_peers", "unbatched", model_dir], "/docs"),
             "ray_serve": ([sys.executable, "-m", "bench.serve_peers", "ray_serve", model_dir], "/-/healthz"),
         }
-        figures = {}
-        for side, (command, ready) in sides.items():
-            port = free_port()
-            full = [*command, "--port", str(port)] if side == "elastrain" else [*command, str(port), batch, wait]
-            payloads = [request_bytes(port, name, row) for row in rows[:256]]
-            print(f"loading {side} on port {port}", file=sys.stderr)
-            figures[side] = measure(full, port, ready, payloads, options, env)
-            print(side, figures[side], file=sys.stderr)
+        runs: dict[str, list[dict]] = {side: [] for side in sides}
+        for repetition in range(options.repetitions):   # interleaved: a, b, c, a, b, c, ...
+            for side, (command, ready) in sides.items():
+                port = free_port()
+                full = [*command, "--port", str(port)] if side == "elastrain" else [*command, str(port), batch, wait]
+                payloads = [request_bytes(port, name, row) for row in rows[:256]]
+                print(f"repetition {repetition + 1}: loading {side} on port {port}", file=sys.stderr)
+                runs[side].append(measure(full, port, ready, payloads, options, env))
+                print(side, runs[side][-1], file=sys.stderr)
+    figures = {side: {key: common.median([run[key] for run in side_runs]) for key in ("rps", "p50_ms", "p99_ms")}
+               for side, side_runs in runs.items()}
     ours, plain, ray_side = figures["elastrain"], figures["unbatched"], figures["ray_serve"]
     common.report("serve", {
         "workload": options.workload, "clients": options.clients, "max_batch": options.max_batch,
-        "max_wait_ms": options.max_wait_ms, "seconds": options.seconds,
+        "max_wait_ms": options.max_wait_ms, "seconds": options.seconds, "repetitions": options.repetitions,
         "rps": ours["rps"], "p50_ms": ours["p50_ms"], "p99_ms": ours["p99_ms"],
         "unbatched_rps": plain["rps"], "unbatched_p50_ms": plain["p50_ms"], "unbatched_p99_ms": plain["p99_ms"],
         "ray_serve_rps": ray_side["rps"], "ray_serve_p50_ms": ray_side["p50_ms"],
         "ray_serve_p99_ms": ray_side["p99_ms"],
         "speedup_vs_unbatched": round(ours["rps"] / plain["rps"], 2) if plain["rps"] else None,
         "speedup_vs_ray_serve": round(ours["rps"] / ray_side["rps"], 2) if ray_side["rps"] else None,
-        "errors": {side: f["errors"] for side, f in figures.items()}}, options.save)
+        "speedup_vs_unbatched_per_repetition": [round(a["rps"] / b["rps"], 2) if b["rps"] else None
+                                                for a, b in zip(runs["elastrain"], runs["unbatched"], strict=True)],
+        "errors": {side: sum(run["errors"] for run in side_runs) for side, side_runs in runs.items()}}, options.save)
 
 
 if __name__ == "__main__":
