@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from elastrain.models.onnx_runtime import INPUT, OUTPUT
 
@@ -83,6 +83,21 @@ class InferenceResponse(BaseModel):
 
 class ProtocolError(ValueError):
     """A request the model cannot take; its message says what to send instead (a 400)."""
+
+
+def parse_request(body: bytes) -> InferenceRequest:
+    """The inference request in the JSON `body`, parsed and checked in one pass of pydantic's
+    JSON parser (several times faster than `json.loads` and validating the dicts it builds).
+
+    Raises:
+        ProtocolError: the body is not JSON or not an inference request; the message says where.
+    """
+    try:
+        return InferenceRequest.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ProtocolError(f"{where}: {first['msg']}") from None
 
 
 def features_of(request: InferenceRequest, n_features: int) -> np.ndarray:
