@@ -3,6 +3,7 @@ worker-seconds; the scheduler's decisions with other users' jobs summed away; st
 storage in the same database) shown to the users whose jobs ran their trials; sessions. Over real
 HTTP on 127.0.0.1 where the API is involved."""
 
+import json
 from contextlib import closing
 from datetime import timedelta
 
@@ -119,3 +120,22 @@ def test_no_studies_table_means_no_studies_and_none_is_created(store, tmp_path):
     from sqlalchemy import inspect
 
     assert not inspect(store.engine).has_table("studies")
+
+
+def test_a_tuned_list_choice_shows_as_the_list_not_its_index(store, database_url, tmp_path):
+    from elastrain.spec.load import read_yaml
+    from elastrain.tune.study import SPEC_ATTR
+    from tests.conftest import REPO
+
+    _, token = store.create_user("root", admin=True)
+    spec = read_yaml((REPO / "examples" / "tune_mlp_digits.yaml").read_bytes(), "tune")[0]
+    study = optuna.create_study(study_name="digits", storage=database_url, direction="maximize")
+    study.set_user_attr(SPEC_ATTR, json.dumps(spec))
+    study.enqueue_trial({"model.hidden": 3})
+    trial = study.ask()
+    trial.suggest_categorical("model.hidden", [0, 1, 2, 3])   # Optuna holds a list choice by its index
+    study.tell(trial, 0.9)
+    with serving_in_thread(create_app(store, home=tmp_path)) as url:
+        shown = httpx.get(f"{url}/api/v1/studies/digits", headers={"Authorization": f"Bearer {token}"}).json()
+    assert spec["tune"]["space"]["model.hidden"]["choices"][3] == [256, 128]
+    assert shown["trials"][0]["params"] == {"model.hidden": [256, 128]}

@@ -4,6 +4,7 @@ an admin sees every study."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,16 +60,33 @@ def load_studies(engine: Engine, visible: Visibility, name: str | None = None) -
     for study in storage.get_all_studies():
         if name is not None and study.study_name != name:
             continue
-        trials = [_trial(t) for t in storage.get_all_trials(study._study_id, deepcopy=False)]
+        space = _space(study.user_attrs)
+        trials = [_trial(t, space) for t in storage.get_all_trials(study._study_id, deepcopy=False)]
         jobs = {t.job_id for t in trials if t.job_id}
         if visible is None or visible(jobs):
             shown.append(StudyView(study.study_name, study.direction.name.lower(), trials))
     return shown
 
 
-def _trial(trial: Any) -> TrialView:
-    from elastrain.tune.study import JOB_ATTR  # (the tuner's modules are slow to import)
+def _space(study_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The search space of a study `elastrain tune` ran (from the job spec it keeps with the
+    study); empty for any other study or a spec this version cannot read."""
+    from elastrain.errors import UserError
+    from elastrain.spec import validate_spec
+    from elastrain.tune.study import SPEC_ATTR  # (the tuner's modules are slow to import)
 
-    return TrialView(trial.number, trial.state.name, trial.value if trial.values else None, dict(trial.params),
-                     dict(trial.intermediate_values), trial.user_attrs.get(JOB_ATTR), trial.datetime_start,
-                     trial.datetime_complete)
+    try:
+        spec = validate_spec(json.loads(study_attrs[SPEC_ATTR]), "study")
+    except (KeyError, TypeError, ValueError, UserError):
+        return {}
+    return dict(spec.tune.space) if spec.tune else {}
+
+
+def _trial(trial: Any, space: dict[str, Any]) -> TrialView:
+    """`trial` with its parameters as the spec's values (a list choice as the list, not its index)."""
+    from elastrain.tune.space import trial_overrides
+    from elastrain.tune.study import JOB_ATTR
+
+    return TrialView(trial.number, trial.state.name, trial.value if trial.values else None,
+                     trial_overrides(trial.params, space), dict(trial.intermediate_values),
+                     trial.user_attrs.get(JOB_ATTR), trial.datetime_start, trial.datetime_complete)
