@@ -74,13 +74,16 @@ def test_the_cluster_page_shows_only_a_users_own_jobs_by_name(store, tmp_path):
     record_decision(store, Decision(100.0, {"ada-job": 2}, {}, pools, 12.0, 1.0, 5.4))
     record_decision(store, Decision(160.0, {"ada-job": 1, "bob-job": 3}, {"spot": 3}, pools, 12.0, 2.0, 5.4))
     assert [d.t for d in recent_decisions(store, limit=1)] == [160.0]
+    for t in (200.0, 210.0):
+        record_decision(store, Decision(t, {}, {}, pools, 12.0, 0.0, 5.4), keep=3)
+    assert [d.t for d in recent_decisions(store)] == [160.0, 200.0, 210.0]   # the oldest are dropped
     with serving_in_thread(create_app(store, home=tmp_path)) as url:
         ada_view = httpx.get(f"{url}/api/v1/cluster", headers={"Authorization": f"Bearer {ada_token}"}).json()
         root_view = httpx.get(f"{url}/api/v1/cluster", headers={"Authorization": f"Bearer {root_token}"}).json()
-    assert [d["workers"] for d in ada_view["decisions"]] == [{"ada-job": 2}, {"ada-job": 1, "(others)": 3}]
-    assert root_view["decisions"][-1]["workers"] == {"ada-job": 1, "bob-job": 3}
+    assert [d["workers"] for d in ada_view["decisions"]] == [{"ada-job": 1, "(others)": 3}, {}, {}]
+    assert root_view["decisions"][0]["workers"] == {"ada-job": 1, "bob-job": 3}
     assert ada_view["pools"][0] == {"name": "spot", "spot": True, "nodes": 2, "cpus": 4.0, "price_per_hour": 1.2}
-    assert (ada_view["cpus_total"], ada_view["cpus_used"], ada_view["cost_per_hour"]) == (12.0, 2.0, 5.4)
+    assert (ada_view["cpus_total"], ada_view["cpus_used"], ada_view["cost_per_hour"]) == (12.0, 0.0, 5.4)
 
 
 def test_a_study_is_shown_to_the_users_whose_jobs_ran_its_trials(store, database_url, tmp_path):

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from elastrain.store.repository import Store
 from elastrain.store.schema import SchedulerDecision
+
+# Decisions the store keeps (one is recorded only when the allocation changes): days of a busy server.
+DECISIONS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,15 @@ class Decision:
     cost_per_hour: float = 0.0
 
 
-def record_decision(store: Store, decision: Decision) -> None:
-    """Append `decision` to the store."""
+def record_decision(store: Store, decision: Decision, keep: int = DECISIONS_KEPT) -> None:
+    """Append `decision` to the store, which keeps the last `keep` decisions."""
     with store.session.begin() as session:
-        session.add(SchedulerDecision(t=decision.t, workers=decision.workers, nodes=decision.nodes,
-                                      pools=[asdict(pool) for pool in decision.pools],
-                                      cpus_total=decision.cpus_total, cpus_used=decision.cpus_used,
-                                      cost_per_hour=decision.cost_per_hour))
+        row = SchedulerDecision(t=decision.t, workers=decision.workers, nodes=decision.nodes,
+                                pools=[asdict(pool) for pool in decision.pools], cpus_total=decision.cpus_total,
+                                cpus_used=decision.cpus_used, cost_per_hour=decision.cost_per_hour)
+        session.add(row)
+        session.flush()
+        session.execute(delete(SchedulerDecision).where(SchedulerDecision.id <= row.id - keep))
 
 
 def recent_decisions(store: Store, limit: int = 300) -> list[Decision]:
