@@ -4,6 +4,7 @@ storage in the same database) shown to the users whose jobs ran their trials; se
 HTTP on 127.0.0.1 where the API is involved."""
 
 import json
+import time
 from contextlib import closing
 from datetime import timedelta
 
@@ -77,9 +78,15 @@ def test_the_cluster_page_shows_only_a_users_own_jobs_by_name(store, tmp_path):
     for t in (200.0, 210.0):
         record_decision(store, Decision(t, {}, {}, pools, 12.0, 0.0, 5.4), keep=3)
     assert [d.t for d in recent_decisions(store)] == [160.0, 200.0, 210.0]   # the oldest are dropped
+    store.update_job("ada-job", status="running")
+    store.add_events("ada-job", [{"t": time.time() - 3600, "kind": "start", "step": 0, "workers": 2, "generation": 1}])
     with serving_in_thread(create_app(store, home=tmp_path)) as url:
         ada_view = httpx.get(f"{url}/api/v1/cluster", headers={"Authorization": f"Bearer {ada_token}"}).json()
         root_view = httpx.get(f"{url}/api/v1/cluster", headers={"Authorization": f"Bearer {root_token}"}).json()
+        job = httpx.get(f"{url}/api/v1/jobs/ada-job", headers={"Authorization": f"Bearer {ada_token}"}).json()
+    # An hour on 2 workers of 0.5 CPU, at the cluster's 5.4 USD per hour for 12 CPUs.
+    assert job["worker_seconds"] == pytest.approx(7200, rel=1e-3)
+    assert job["cost_usd"] == pytest.approx(2 * 0.5 * 5.4 / 12, rel=1e-3)
     assert [d["workers"] for d in ada_view["decisions"]] == [{"ada-job": 1, "(others)": 3}, {}, {}]
     assert root_view["decisions"][0]["workers"] == {"ada-job": 1, "bob-job": 3}
     assert ada_view["pools"][0] == {"name": "spot", "spot": True, "nodes": 2, "cpus": 4.0, "price_per_hour": 1.2}

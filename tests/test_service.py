@@ -19,9 +19,9 @@ QUICK = ("data: {{source: 'builtin:iris'}}\nmodel: {{kind: softmax}}\n"
          "train: {{epochs: {epochs}, optimizer: adam, lr: 0.05}}")
 
 
-def run_all(store, home, cpus=1):
+def run_all(store, home, cpus=1, cpu_hour_price=0.0):
     """Run the job loop until every job in the store has ended."""
-    service = JobService(store, home, FifoPacking(), cpus=cpus, interval_s=0.05)
+    service = JobService(store, home, FifoPacking(), cpus=cpus, interval_s=0.05, cpu_hour_price=cpu_hour_price)
     service.start()
     try:
         wait_until(lambda: all(j.status in ("succeeded", "failed", "cancelled") for j in store.jobs()))
@@ -36,7 +36,7 @@ def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_ho
     for i in range(3):
         spec = parse_spec(QUICK.format(epochs=30)).model_dump(mode="json") | {"name": f"job{i}"}
         store.submit(ada, f"job-{i}", spec)
-    run_all(store, elastrain_home)
+    run_all(store, elastrain_home, cpu_hour_price=0.25)
     jobs = store.jobs()
     assert [j.status for j in jobs] == ["succeeded"] * 3
     # One CPU: each job started only after the one before it had finished, in submission order.
@@ -54,6 +54,7 @@ def test_queued_jobs_run_in_order_and_report_to_the_store(tmp_path, elastrain_ho
     decided = recent_decisions(store)
     assert {job for d in decided for job in d.workers} == {"job-0", "job-1", "job-2"}
     assert all(d.cpus_total == 1.0 and d.pools[0].name == "local" and d.pools[0].nodes == 1 for d in decided)
+    assert all(d.cost_per_hour == 0.25 for d in decided)   # one CPU at --cpu-hour-price 0.25
     assert all(d.cpus_used == sum(d.workers.values()) for d in decided)   # one CPU per worker
 
 

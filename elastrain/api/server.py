@@ -38,7 +38,7 @@ def make_policy(name: str) -> Policy:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, policy: Policy | None = None,
-          tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
+          tls_cert: Path | None = None, tls_key: Path | None = None, cpu_hour_price: float = 0.0) -> None:
     """Run the API and the jobs until interrupted (127.0.0.1 by default: nothing outside this
     machine reaches it), the jobs scheduled by `policy` (default: first come, first served); over
     HTTPS with the PEM certificate `tls_cert` and its key `tls_key` (checked beforehand by
@@ -46,7 +46,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, 
 
     Each job runs under a detached driver actor. On the Ray cluster at RAY_ADDRESS the jobs go on
     when this server stops or dies, and the next server re-attaches to them; on an embedded Ray
-    they stop with it and the next server resumes them from their checkpoints."""
+    they stop with it and the next server resumes them from their checkpoints. On an embedded Ray
+    the machine's CPUs cost `cpu_hour_price` USD each per hour (what the dashboard's costs use)."""
     import ray
 
     handler = logging.StreamHandler()
@@ -59,7 +60,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, 
     # On a Ray cluster of its own (RAY_ADDRESS) the jobs outlive this server; an embedded Ray ends
     # with it, so its jobs stop at a step boundary first.
     service = JobService(store, paths.home(), policy or FifoPacking(), cpus=ray.cluster_resources().get("CPU", 1.0),
-                         artifacts=os.environ.get("ELASTRAIN_ARTIFACTS"), keep_jobs_running=bool(address))
+                         artifacts=os.environ.get("ELASTRAIN_ARTIFACTS"), keep_jobs_running=bool(address),
+                         cpu_hour_price=cpu_hour_price)
     service.start()
     try:
         uvicorn.run(create_app(store, home=paths.home()), host=host, port=port, log_level="warning",

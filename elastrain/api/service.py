@@ -91,6 +91,7 @@ class JobService:
             With them the policy's node request goes to Ray's autoscaler.
         keep_jobs_running: `stop` leaves the jobs running under their drivers (right when the Ray
             cluster outlives this process); otherwise it stops them at a step boundary.
+        cpu_hour_price: USD per CPU-hour of the fixed capacity `cpus` (its cost in the decisions).
 
     Attributes:
         decisions: the policy's allocations, each kept when it differs from the one before (the
@@ -99,7 +100,8 @@ class JobService:
 
     def __init__(self, store: Store, home: Path, policy: Policy, cpus: float | None = None,
                  interval_s: float = 0.5, artifacts: str | None = None,
-                 node_pools: Sequence[NodePool] | None = None, keep_jobs_running: bool = False) -> None:
+                 node_pools: Sequence[NodePool] | None = None, keep_jobs_running: bool = False,
+                 cpu_hour_price: float = 0.0) -> None:
         if cpus is None and node_pools is None:
             raise ValueError("JobService needs cpus or node_pools")
         self.artifacts = artifacts
@@ -107,7 +109,7 @@ class JobService:
         self.store = store
         self.home = home
         self.policy = policy
-        self.fixed = Cluster.single(cpus) if node_pools is None else None
+        self.fixed = Cluster.single(cpus, cpus * cpu_hour_price) if node_pools is None else None
         self.node_pools = tuple(node_pools or ())
         self.requested: list[dict[str, float]] | None = None   # an unchanged request is not sent again
         self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)

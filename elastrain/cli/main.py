@@ -312,8 +312,13 @@ def server(
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Serve plain HTTP on an address other machines reach (e.g. behind a proxy that "
         "terminates TLS).")] = False,
+    cpu_hour_price: Annotated[float, typer.Option(
+        "--cpu-hour-price", min=0.0, metavar="USD",
+        help="What one of this machine's CPUs costs per hour, for the cost figures of the dashboard and "
+             "the API (0: no cost is shown).")] = 0.0,
 ) -> None:
-    """Run the REST API (/api/v1) over the store under ELASTRAIN_HOME (or ELASTRAIN_DB_URL).
+    """Run the REST API (/api/v1) and the dashboard (/) over the store under ELASTRAIN_HOME (or
+    ELASTRAIN_DB_URL).
 
     Create a user first: `elastrain admin create-user NAME --admin`. On an address other machines
     reach (--host other than 127.0.0.1, ::1 or localhost) it serves HTTPS only (--tls-cert and
@@ -328,9 +333,9 @@ def server(
 
     chosen = make_policy(policy)
     scheme = "https" if tls_cert else "http"
-    err.print(f"elastrain API on {scheme}://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json), policy {policy}",
-              soft_wrap=True)
-    serve(host, port, policy=chosen, tls_cert=tls_cert, tls_key=tls_key)
+    err.print(f"elastrain API on {scheme}://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json), policy {policy}; "
+              f"dashboard: {scheme}://{host}:{port}/", soft_wrap=True)
+    serve(host, port, policy=chosen, tls_cert=tls_cert, tls_key=tls_key, cpu_hour_price=cpu_hour_price)
 
 
 admin_app = typer.Typer(help="Administer users and tokens (works on the store directly), and TLS certificates.",

@@ -47,9 +47,9 @@ class Cluster:
     max_nodes: int | None = None
 
     @classmethod
-    def single(cls, slots: float) -> Cluster:
-        """A fixed machine (or fixed cluster) of `slots` slots, nothing to rent."""
-        return cls((NodePool("local", slots, 1, 1),))
+    def single(cls, slots: float, price_per_hour: float = 0.0) -> Cluster:
+        """A fixed machine (or fixed cluster) of `slots` slots costing `price_per_hour`, nothing to rent."""
+        return cls((NodePool("local", slots, 1, 1, price_per_hour),))
 
     @property
     def slots(self) -> float:
