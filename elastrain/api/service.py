@@ -365,7 +365,8 @@ class JobService:
 
                 url = publish_model(Path(url), f"{self.artifacts.rstrip('/')}/models/{owner.name}/{job.name}/{job_id}")
             self.store.register_model(owner, job.name, url, result["metrics"], spec_hash,
-                                      result.get("data_fingerprint") or "", job_id)
+                                      result.get("data_fingerprint") or "", job_id,
+                                      size_bytes=result.get("model_bytes"))
 
 
 def ray_cluster(pools: Sequence[NodePool]) -> Cluster:

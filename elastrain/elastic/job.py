@@ -34,7 +34,7 @@ from elastrain.elastic.status import FINAL_STATES, JobResult, JobStatus, Observa
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError
 from elastrain.spec import JobSpec
-from elastrain.train.artifact import save_model
+from elastrain.train.artifact import model_files, save_model
 from elastrain.train.trainer import Trainer
 
 # A job records at most about this many training-loss points: one per step, or the mean over
@@ -335,7 +335,8 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
                        wall_s=round(time.time() - started, 3), run_dir=str(folder.path), message=message,
                        details={k: v for k, v in metrics.items() if isinstance(v, list)},
                        events=len(events.events), samples_per_s=reporter.samples_per_s(),
-                       step_ms=reporter.snapshot.step_ms)
+                       step_ms=reporter.snapshot.step_ms,
+                       model_bytes=sum(f.stat().st_size for f in model_files(model_path)) if model_path else None)
     folder.write_result(result.to_dict())
     reporter.status(state=status, step=trainer.step, epoch=trainer.epoch)
     return result

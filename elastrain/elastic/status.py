@@ -103,6 +103,7 @@ class JobResult:
     samples_per_s: float | None = None   # training throughput from the first completed step to the last
     step_ms: dict | None = None          # the last formation's mean step: compute, all_reduce, bookkeeping, total
     data_fingerprint: str | None = None  # sha256 of the preprocessed training arrays (model lineage)
+    model_bytes: int | None = None       # the saved model's size on disk (its files: metadata, preprocessing, weights)
 
     def to_dict(self) -> dict:
         """A JSON-serializable copy."""
