@@ -8,12 +8,15 @@ import json
 import secrets
 
 import fsspec
+import httpx
 import pytest
 import torch
 
+from elastrain.api.server import serving_in_thread
 from elastrain.elastic import resume_job, run_job
 from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.collective import free_port
+from elastrain.serve.app import ServeConfig, create_serve_app
 from elastrain.spec import parse_spec
 
 moto_server = pytest.importorskip("moto.server", reason="moto is not installed (pip install -r requirements.txt)")
@@ -95,3 +98,9 @@ def test_the_server_publishes_models_to_s3_and_predict_reads_them_there(bucket, 
     code, out, err = cli("predict", model.url, "--input", tmp_path / "x.csv", "--json")
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["predictions"] == [0, 2]
+    assert model.size_bytes == sum(s3.size(p) for p in s3.ls(model.url.removeprefix("s3://")))
+    # `elastrain serve` serves it from there too.
+    with serving_in_thread(create_serve_app(ServeConfig(model=model.url, auth=False))) as url:
+        answer = httpx.post(f"{url}/predict", json={"rows": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == [0, 2] and answer.json()["model_name"] == "iris"

@@ -121,7 +121,11 @@ def save_model(directory: Path, model: nn.Module, model_spec: ModelSpec, input_s
 
 
 def read_meta(directory: str | Path) -> dict:
-    """A model directory's model.json (format `torch` when it names none)."""
+    """A model directory's model.json (format `torch` when it names none); the directory may be an
+    fsspec URL where the model was published (e.g. s3://bucket/models/x)."""
+    if "://" in str(directory):
+        with fsspec.open(f"{str(directory).rstrip('/')}/{META}", "r") as file:
+            return {"format": "torch", **json.loads(file.read())}
     return {"format": "torch", **json.loads((Path(directory) / META).read_text())}
 
 
