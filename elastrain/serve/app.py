@@ -98,9 +98,9 @@ class _Tokens:
         self.store = Store(connect(db_url))
         self.trusted: dict[str, float] = {}
 
-    def check(self, authorization: str | None) -> None:
-        """Pass a known token; a new one is looked up in the database (a few ms, in the event loop,
-        once per TOKEN_CACHE_S).
+    async def check(self, authorization: str | None) -> None:
+        """Pass a known token; a new one is looked up in the database (in a worker thread, so that
+        the requests in flight do not wait for it), then trusted for TOKEN_CACHE_S.
 
         Raises:
             HTTPException: 401, no token or not a valid one.
@@ -110,7 +110,7 @@ class _Tokens:
             raise HTTPException(401, "send an API token: Authorization: Bearer TOKEN (`elastrain admin create-user`)")
         if self.trusted.get(token, 0.0) > time.monotonic():
             return
-        if self.store.authenticate(token) is None:
+        if await asyncio.to_thread(self.store.authenticate, token) is None:
             raise HTTPException(401, "the token is not valid")
         self.trusted[token] = time.monotonic() + TOKEN_CACHE_S
 
@@ -148,7 +148,7 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
     # A coroutine, not a function: FastAPI would run a plain one in a worker thread on every request.
     async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
         if tokens is not None:
-            tokens.check(authorization)
+            await tokens.check(authorization)
 
     app = FastAPI(title="elastrain serve", lifespan=lifespan)
     Auth = Depends(authorized)
@@ -211,7 +211,7 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
         (send `Authorization: Bearer TOKEN` unless the server runs with --no-auth)."""
         started = time.perf_counter()
         if tokens is not None:
-            tokens.check(request.headers.get("authorization"))
+            await tokens.check(request.headers.get("authorization"))
         model = served(name, version)
         try:
             body = protocol.parse_request(await request.body())
