@@ -20,7 +20,8 @@
     const range = `(${lo ?? '?'}–${hi ?? '?'})`;
     const target = j.requested_workers != null && j.requested_workers !== j.workers && !ENDED.has(j.status)
       ? ` → ${j.requested_workers}` : '';
-    return `${j.workers ?? 0}${target} ${range}`;
+    const now = ENDED.has(j.status) ? DASH : (j.workers ?? 0);   // an ended job holds no workers
+    return `${now}${target} ${range}`;
   }
 
   function progressBar(p) {
