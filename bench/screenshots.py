@@ -54,6 +54,7 @@ def run_work(url: str, token: str, db_url: str, home: Path) -> str:
         httpx.post(f"{url}/api/v1/jobs/{demo_id}/scale", json={"workers": workers}, headers=auth)
         wait_for(url, token, demo_id, lambda j, n=workers: j["workers"] == n or j["status"] != "running")
     wait_for(url, token, demo_id, lambda j: j["status"] in ("succeeded", "failed"))
+    httpx.put(f"{url}/api/v1/models/{demo['name']}/aliases/production", json={"version": 1}, headers=auth)
     for example in ("svm_iris.yaml", "softmax_wine.yaml", "linear_diabetes.yaml"):
         spec = read_yaml((REPO / "examples" / example).read_bytes(), example)[0]
         job_id = httpx.post(f"{url}/api/v1/jobs", json=spec, headers=auth).json()["job_id"]
@@ -90,7 +91,7 @@ def main() -> None:
         store = Store(connect(db_url))
         _, token = store.create_user("ada", admin=True)
         connect_ray(None)
-        service = JobService(store, home, FifoPacking(), cpus=2)
+        service = JobService(store, home, FifoPacking(), cpus=2, cpu_hour_price=0.05)   # as --cpu-hour-price 0.05
         service.start()
         simulated = home / "sim"
         try:
