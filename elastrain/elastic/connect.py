@@ -51,16 +51,13 @@ def connect_ray(address: str | None) -> bool:
         UserError: nothing that speaks Ray's protocol answers at `address`, or Ray refuses the
             connection (exit code 1).
     """
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return False
     embedded = not address or address == "local"
-    if not embedded and AUTH_MODE not in os.environ and _token_available() and "ray" not in sys.modules:
-        # A cluster that `ray.init()` started (another `elastrain run`) enables token auth with the
-        # token in Ray's default place; a process joining it by address does not unless told, and
-        # Ray reads the switch once, when it is imported.
-        os.environ[AUTH_MODE] = "token"
+    if not embedded:
+        _use_token_if_available()
     import ray
 
-    if ray.is_initialized():
-        return False
     if address and address not in SPECIAL_ADDRESSES and not address.startswith("ray://"):
         check_ray_address(address)
     # ray.init replaces the SIGTERM handler with one that exits at once; the caller's (a run stops
@@ -76,8 +73,7 @@ def connect_ray(address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:   # a head that refuses us (e.g. another auth token)
         raise UserError(f"Ray did not accept the connection ({first_line(exc)})",
                         where=f"RAY_ADDRESS={address}" if address else "the embedded Ray",
-                        fix="check the cluster with `ray status` on its head, and its auth token (RAY_AUTH_TOKEN); "
-                            "or unset RAY_ADDRESS to run on an embedded Ray", exit_code=1) from None
+                        fix=_refused_fix(), exit_code=1) from None
     if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
         signal.signal(signal.SIGTERM, on_sigterm)
     log = paths.ray_log()
@@ -123,6 +119,35 @@ def _stderr_to(log: Path | None) -> Iterator[None]:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _use_token_if_available() -> None:
+    """Turn on Ray's token authentication for this process when RAY_AUTH_MODE is unset and a token
+    is at hand. `ray start --head` turns it on for the cluster whenever ~/.ray/auth_token exists
+    (any earlier embedded Ray wrote one), but a driver joining by address does not, and the head
+    then refuses it. A token sent to a cluster without authentication is ignored, so this is safe.
+    """
+    if AUTH_MODE in os.environ or not _token_available():
+        return
+    os.environ[AUTH_MODE] = "token"
+    if "ray" in sys.modules:
+        # Ray's core read its settings from the environment when Ray was imported; re-read them,
+        # as `ray start` itself does after turning the mode on (nothing is connected yet).
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
+def _refused_fix() -> str:
+    """What to do when a cluster refused this driver: about its auth token when that is the likely
+    cause (this process sends none), else about the cluster."""
+    if os.environ.get(AUTH_MODE, "").lower() != "token":
+        return (f"a cluster started by `ray start` with a token requires one: set {AUTH_MODE}=token and give the "
+                "cluster's token (`ray get-auth-token` on its head) in RAY_AUTH_TOKEN or ~/.ray/auth_token; "
+                "or unset RAY_ADDRESS to run on an embedded Ray")
+    return ("check the cluster with `ray status` on its head, and that this node's auth token (RAY_AUTH_TOKEN, "
+            "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) is the cluster's (`ray get-auth-token` on its head); "
+            "or unset RAY_ADDRESS to run on an embedded Ray")
 
 
 def _token_available() -> bool:
