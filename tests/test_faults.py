@@ -190,6 +190,51 @@ resources: {workers: {min: 1, max: 2}, cpus_per_worker: 1, wait_timeout_s: 60, h
             time.sleep(0.1)
 
 
+@pytest.mark.usefixtures("ray_address")
+def test_a_slow_survivor_on_an_over_subscribed_machine_is_not_taken_for_lost(elastrain_home, tmp_path):
+    """Fault kind: a busy worker taken for a lost host (issue 27: `make demo` killed a healthy
+    worker as hung after its peer's SIGKILL, on 3 workers over 2 cores). Beside a 3-worker group,
+    twice as many busy processes as cores; one worker is SIGKILLed while another is held still
+    (SIGSTOP) for 3 s, as a starved scheduler may hold it: only the killed one is lost, none is
+    killed as hung, and the slow one trains on."""
+    spec = parse_spec("""
+name: starved
+data: {source: 'builtin:digits'}
+model: {kind: mlp, hidden: [64]}
+train: {optimizer: sgd, lr: 0.05, batch_size: 60, epochs: 100000}
+resources: {workers: {min: 1, max: 3}, cpus_per_worker: 0.5, wait_timeout_s: 120, warm_standby: false}
+""")
+    control = JobControl()
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=run_job(
+        spec, elastrain_home, options=RunOptions(control=control, trace_dir=str(tmp_path)))))
+    spinners = []
+    runner.start()
+    try:
+        status = lambda: json.loads((only_run_dir(elastrain_home) / "status.json").read_text())  # noqa: E731
+        wait_until(lambda: len(job_pids(tmp_path)) == 3 and status()["workers"] == 3, timeout=180)
+        busy = [sys.executable, "-c", "while True: pass"]
+        spinners = [subprocess.Popen(busy) for _ in range(2 * (os.cpu_count() or 1))]
+        victim, slow, _ = sorted(job_pids(tmp_path))
+        os.kill(slow, signal.SIGSTOP)
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(3)
+        os.kill(slow, signal.SIGCONT)
+        run_dir = only_run_dir(elastrain_home)
+        wait_until(lambda: any(e["kind"] == "recovered" for e in RunFolder(run_dir).read_events()), timeout=120)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+        control.cancel()
+        runner.join(timeout=120)
+    assert outcome["result"].status == "cancelled"
+    lost = [e for e in RunFolder(run_dir).read_events() if e["kind"] == "worker_lost"]
+    assert sum(e["detail"]["lost"] for e in lost) == 1, lost
+    assert not any(e["detail"].get("hung") for e in lost), lost
+    os.kill(slow, 0)   # the slow one was not killed
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

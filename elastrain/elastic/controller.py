@@ -35,6 +35,7 @@ from elastrain.elastic.control import JobControl
 from elastrain.elastic.decide import Cancel, Fail, Finish, Interrupt, Recover, Resize, Returned, decide
 from elastrain.elastic.events import Event, EventLog
 from elastrain.elastic.gate import EpochGate
+from elastrain.elastic.liveness import Liveness, Prober
 from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
@@ -50,17 +51,10 @@ JOIN_GRACE_S = (2.0, 10.0)
 # after this long waits for resources, and the job says so (a worker process that is merely slow to
 # load, 9-17 s on a busy 2-core machine, is starting, not waiting).
 WAITING_AFTER_S = 1.0
-# How long a live worker has to answer a call that does no work (`info`, `progress`): one that
-# does not is stopped, wedged or unreachable.
+# How long a live worker has to answer a call that does no work (`info`, `progress`) before the
+# controller stops waiting for that answer. Missing it is no sign of death (a starved CPU can take
+# longer): whether a member is gone or hung is decided by `liveness`, on facts and the hang timeout.
 ANSWER_S = 3.0
-# After one member's step broke, how long the others have to return theirs: survivors of a killed
-# peer return within milliseconds; a member that does not is hung and is killed.
-BROKEN_GRACE_S = 5.0
-# After the group broke, how long a member still inside its step has to answer a liveness probe
-# (`info`, served beside the training thread in milliseconds). One whose host vanished cannot, and
-# is dropped now rather than when Ray's node health check gives up on its node (15 s and more with
-# Ray's defaults).
-PROBE_S = 1.0
 # Errors of the group's own machinery: a member died (also by Ray's out-of-memory killer), hung
 # (a timeout), or broke the collective while forming. Errors of the training code never surface
 # here: `Worker.run` returns them as results.
@@ -402,7 +396,7 @@ class ElasticController:
                 break
             except GROUP_ERRORS as exc:
                 self._count_failure(f"forming the group: {first_line(exc)}")
-                self._release([m for m in self.members if not self._alive(m)], unresponsive=True)
+                self._release(self._lost(self.members), unresponsive=True)
                 if len(self.members) < self.minimum:
                     self._admit(wait_for=self.minimum)
         duration = time.perf_counter() - began
@@ -417,7 +411,7 @@ class ElasticController:
         # the state broadcast are collectives, bounded by the hang timeout on the members' side).
         bound = self.spec.resources.hang_timeout_s + ANSWER_S
         leader = self.members[0]
-        port = ray.get(leader.actor.listen.remote(), timeout=ANSWER_S)
+        port = ray.get(leader.actor.listen.remote(), timeout=bound)
         world = len(self.members)
         nodes = len({m.node_id for m in self.members})
         ray.get([m.actor.form.remote(self.generation, rank, world, leader.host, port, self.backend, nodes)
@@ -439,12 +433,13 @@ class ElasticController:
         self.step = self.step_at_formation = max(
             ray.get([m.actor.sync.remote(source) for m in self.members], timeout=bound))
 
-    def _alive(self, member: Member) -> bool:
-        try:
-            ray.get(member.actor.info.remote(), timeout=ANSWER_S)
-            return True
-        except GROUP_ERRORS:
-            return False
+    def _lost(self, members: list[Member], watch: Watch | None = None) -> list[Member]:
+        """Of `members`, those that are gone or hung (see `liveness`), once each is known: a slow
+        member is waited for, up to the hang timeout. Hung ones are added to `watch.hung`."""
+        verdicts = Prober(self.spec.resources.hang_timeout_s).settle({m.worker_id: m.actor for m in members})
+        if watch is not None:
+            watch.hung |= {worker_id for worker_id, verdict in verdicts.items() if verdict is Liveness.HUNG}
+        return [m for m in members if verdicts[m.worker_id] is not Liveness.ALIVE]
 
     def _kill(self, member: Member, unresponsive: bool = False) -> None:
         """End `member`'s process. An `unresponsive` one (stopped) does not act on Ray's kill
@@ -489,10 +484,11 @@ class ElasticController:
         """Run the group until every member's `run` returns; meanwhile report progress and carry
         out chaos actions and resize requests (by asking the group to pause).
 
-        A member that hangs is killed, so that the watch always ends: after a peer's step broke,
-        one that does not answer a liveness probe within `PROBE_S` (its host is gone) or whose
-        `run` has not returned within `BROKEN_GRACE_S`; when the group has completed no step for
-        `resources.hang_timeout_s`, one that does not answer a call.
+        A member that is gone or hung is killed, so that the watch always ends: after a peer's step
+        broke, or once the group has completed no step for `resources.hang_timeout_s`, each member
+        still in its step is probed, and dropped as soon as a fact says it is gone or once it has
+        been silent for the hang timeout (`liveness`). A member that answers is waited for: its
+        collective returns within the hang timeout (the group's own timeout), else it is killed.
         """
         armed = self._chaos_step()   # the group pauses after this step, where the action is carried out
         running = {m.actor.run.remote(armed): m for m in self.members}
@@ -500,7 +496,7 @@ class ElasticController:
         self.pause_asked = False
         hang_timeout = self.spec.resources.hang_timeout_s
         broken_at: float | None = None
-        probes: dict[int, ray.ObjectRef] = {}   # liveness probes of the members still running after a break
+        prober: Prober | None = None   # of the members still in their step after a break or a stall
         stalled_since = time.monotonic()
         while running:
             done, _ = ray.wait(list(running), timeout=POLL_S)
@@ -514,22 +510,23 @@ class ElasticController:
             if any(r["status"] in ("diverged", "error") for r in watch.results.values()):
                 return watch   # the job fails; members still in a collective are killed with the group
             if watch.dead or any(r["status"] == "broken" for r in watch.results.values()):
-                broken_at = broken_at or time.monotonic()
-                probes = probes or {member.worker_id: member.actor.info.remote() for member in running.values()}
-                self._kill_hung(watch, self._silent([m for m in running.values() if m.worker_id not in watch.dead],
-                                                    probes, broken_at))
-                if running and time.monotonic() - broken_at > BROKEN_GRACE_S:
-                    self._kill_hung(watch, list(running.values()))
+                if broken_at is None:
+                    broken_at, prober = time.monotonic(), Prober(hang_timeout)
+                in_step = [m for m in running.values() if m.worker_id not in watch.dead]
+                self._drop_lost(watch, in_step, prober)
+                if time.monotonic() - broken_at > hang_timeout + ANSWER_S:
+                    self._drop_lost(watch, [m for m in in_step if m.worker_id not in watch.dead], None)
                 continue
             if not running:
                 continue
             before = self.step
             report = self._progress()
             if report is not None and report["step"] > before:
-                stalled_since = time.monotonic()
+                stalled_since, prober = time.monotonic(), None
             elif time.monotonic() - stalled_since > hang_timeout:
-                self._kill_hung(watch, [m for m in running.values() if not self._alive(m)])
-                stalled_since = time.monotonic()
+                prober = prober or Prober(hang_timeout)
+                if all(v is Liveness.ALIVE for v in self._drop_lost(watch, list(running.values()), prober)):
+                    stalled_since, prober = time.monotonic(), None   # slow steps, every member answers
             if report is None:
                 continue
             self._keep_standby()
@@ -549,31 +546,19 @@ class ElasticController:
                 self.pause_asked = True
         return watch
 
-    def _silent(self, members: list[Member], probes: dict[int, ray.ObjectRef], broken_at: float) -> list[Member]:
-        """Of `members` (still in their step after the group broke at `broken_at`), those whose
-        liveness probe failed, or has not answered within PROBE_S of the break."""
-        silent = []
-        for member in members:
-            probe = probes[member.worker_id]
-            if ray.wait([probe], timeout=0)[0]:
-                try:
-                    ray.get(probe)
-                except GROUP_ERRORS:
-                    silent.append(member)
-            elif time.monotonic() - broken_at > PROBE_S:
-                silent.append(member)
-        return silent
-
-    def _kill_hung(self, watch: Watch, members: list[Member]) -> None:
-        """`members` stopped answering: kill them (their peers' collective then breaks at once)."""
-        if not members:
-            return
-        for member in members:
+    def _drop_lost(self, watch: Watch, members: list[Member], prober: Prober | None) -> list[Liveness]:
+        """Kill those of `members` that `prober` finds gone or hung (all of them when `prober` is
+        None: they outlived the group's own timeout) and add them to `watch`; the verdicts."""
+        verdicts = [prober.verdict(m.worker_id, m.actor) if prober else Liveness.HUNG for m in members]
+        lost = [(m, v) for m, v in zip(members, verdicts, strict=True) if v in (Liveness.GONE, Liveness.HUNG)]
+        for member, verdict in lost:
             self._kill(member, unresponsive=True)
             watch.dead.add(member.worker_id)
-            watch.hung.add(member.worker_id)
-        self.events.folder.log(f"killed {len(members)} worker(s) that stopped answering: pid "
-                   + ", ".join(str(m.pid) for m in members))
+            if verdict is Liveness.HUNG:
+                watch.hung.add(member.worker_id)
+        if lost:
+            self.events.folder.log("dropped worker(s) " + ", ".join(f"pid {m.pid} ({v.value})" for m, v in lost))
+        return verdicts
 
     def _progress(self) -> dict | None:
         try:
@@ -704,7 +689,9 @@ class ElasticController:
         before = len(self.members)
         errors = sorted({r["error"] for r in watch.results.values() if r["status"] == "broken"})
         self._count_failure("; ".join(errors) or "a worker process died")
-        self._release([m for m in self.members if m.worker_id in watch.dead or not self._alive(m)], unresponsive=True)
+        survivors = [m for m in self.members if m.worker_id not in watch.dead]
+        self._release([m for m in self.members if m.worker_id in watch.dead] + self._lost(survivors, watch),
+                      unresponsive=True)
         lost = before - len(self.members)
         if self.kill_at is None:
             self.kill_at, self.kill_generation = self.last_step_at, self.generation
@@ -770,7 +757,7 @@ class ElasticController:
         """`member` leaves the job's group and goes to the pool, its CPUs freed (killed if it does
         not answer or the pool is closed)."""
         try:
-            ray.get(member.actor.shutdown.remote(), timeout=ANSWER_S)
+            ray.get(member.actor.shutdown.remote(), timeout=self.spec.resources.hang_timeout_s)
         except GROUP_ERRORS:
             self._kill(member, unresponsive=True)
             return
