@@ -64,6 +64,15 @@
     return `${Math.floor(s / 86400)} d ${pad2(Math.floor(s / 3600) % 24)} h`;
   }
 
+  // Worker time in the unit that reads best: "45 worker-s", "12.5 worker-min", "3.2 worker-h".
+  function fmtWorkerTime(s) {
+    if (s == null || !Number.isFinite(+s)) return DASH;
+    s = Math.max(0, +s);
+    if (s < 90) return `${Math.round(s)} worker-s`;
+    if (s < 90 * 60) return `${fmtNum(+(s / 60).toFixed(1))} worker-min`;
+    return `${fmtNum(+(s / 3600).toFixed(1))} worker-h`;
+  }
+
   // Axis label for seconds since start: "45s", "3:20", "1:02:03".
   function fmtClock(s) {
     s = Math.round(Math.max(0, s));
@@ -244,7 +253,7 @@
   window.Dash = {
     pages: {},
     $, el, cssToken, badge, link, jobLink, card, table, emptyRow, setReady, DASH, fmtInt, fmtFixed, fmtUsd,
-    fmtNum, fmtDuration, fmtClock, fmtBytes, toEpoch, fmtDate, fmtTimeOfDay, fmtRelative, timeCell, fmtPairs,
+    fmtNum, fmtDuration, fmtWorkerTime, fmtClock, fmtBytes, toEpoch, fmtDate, fmtTimeOfDay, fmtRelative, timeCell, fmtPairs,
     flatten, ApiError, request, api, optional, showError, clearError, reportError, poller, startShell, setNav,
   };
 })();

@@ -2,7 +2,7 @@
 'use strict';
 (() => {
   const { CLOCK_INCRS, COLORS, DASH, ENDED, align, api, axis, badge, card, clearError, cssToken, dots, el,
-    emptyRow, fmtClock, fmtDate, fmtDuration, fmtFixed, fmtInt, fmtNum, fmtTimeOfDay, fmtUsd, line, link,
+    emptyRow, fmtClock, fmtDate, fmtDuration, fmtInt, fmtNum, fmtTimeOfDay, fmtUsd, fmtWorkerTime, line, link,
     liveChart, optional, poller, progressBar, reportError, setReady, showError, stepLine, table, toEpoch,
     workerBounds } = window.Dash;
 
@@ -111,33 +111,63 @@
       cancelling.hidden = !(j.cancel_requested && active());
       // While running, the group's own report (status) is the truth; the job row holds the
       // scheduler's target, and 0 once the job has ended: then the last group size the events tell.
-      const workers = active() ? st.workers ?? j.workers ?? 0 : lastEventWorkers() ?? DASH;
+      const last = lastEventWorkers();
+      const workers = active() ? st.workers ?? j.workers ?? 0 : last ?? DASH;
       workersNow.textContent = workers;
       document.body.dataset.workers = workers;
       const [lo, hi] = workerBounds(j);
-      workersRange.textContent = `(${lo ?? '?'}–${hi ?? '?'}`
-        + (j.requested_workers != null && j.requested_workers !== workers && active() ? `, requested ${j.requested_workers})` : ')');
+      workersRange.textContent = active() ? workerRange(lo, hi, j.requested_workers, workers)
+        : last == null ? '' : 'at the end';
       const total = st.total_steps;
       facts.step.textContent = st.step == null ? DASH : `${fmtInt(st.step)}${total ? ' / ' + fmtInt(total) : ''}`
         + (st.epoch != null ? ` (epoch ${st.epoch})` : '');
-      facts.sps.textContent = st.samples_per_s == null ? DASH : fmtNum(+(+st.samples_per_s).toFixed(1));
-      facts.eta.textContent = active() ? fmtDuration(j.eta_s) : DASH;
+      const rate = samplesPerSecond();
+      facts.sps.textContent = rate == null ? DASH : rate >= 100 ? fmtInt(rate) : fmtNum(+rate.toFixed(1));
+      facts.eta.textContent = active() ? fmtDuration(etaSeconds(rate)) : DASH;
       facts.progress.replaceChildren(progressBar(j.progress));
       facts.owner.textContent = j.owner || DASH;
       facts.submitted.textContent = fmtDate(j.submitted_at);
       facts.started.textContent = fmtDate(j.started_at);
       facts.finished.textContent = fmtDate(j.finished_at);
-      const workerSeconds = j.worker_seconds || 0;
-      facts.cost.textContent = `${fmtUsd(j.cost_usd)} · ` + (workerSeconds / 3600 < 0.1
-        ? `${fmtInt(workerSeconds)} worker-s` : `${fmtFixed(workerSeconds / 3600)} worker-h`);
+      // Without prices (the server's --cpu-hour-price) there is no cost to show: the usage alone.
+      const usage = fmtWorkerTime(j.worker_seconds || 0);
+      facts.cost.textContent = j.cost_usd == null ? usage : `${fmtUsd(j.cost_usd)} · ${usage}`;
+      facts.cost.title = j.cost_usd == null ? 'no price set: the server prices CPU-hours with --cpu-hour-price' : '';
       const text = j.message || st.message;
       message.hidden = !text;
       message.textContent = text || '';
       if (lo != null) scaleInput.min = lo;
       if (hi != null) scaleInput.max = hi;
-      if (!S.scaleDirty && document.activeElement !== scaleInput) scaleInput.value = j.requested_workers ?? j.workers;
+      // An ended job cannot be scaled: its box keeps the group's last size (the job row says 0).
+      if (!active()) scaleInput.value = last ?? '';
+      else if (!S.scaleDirty && document.activeElement !== scaleInput) scaleInput.value = j.requested_workers ?? j.workers;
       scaleInput.disabled = scaleButton.disabled = !active();
       cancelButton.disabled = !active() || j.cancel_requested;
+    }
+
+    // "(1–3)", "(1–3, requested 2)" while the group is not at the request; nothing when the bounds are one number.
+    function workerRange(lo, hi, requested, workers) {
+      const parts = [lo === hi && lo != null ? null : `${lo ?? '?'}–${hi ?? '?'}`,
+        requested != null && requested !== workers ? `requested ${requested}` : null].filter(Boolean);
+      return parts.length ? `(${parts.join(', ')})` : '';
+    }
+
+    // Samples/s: the driver's latest reading, else the last one recorded as a metric. A driver has
+    // no reading of its own for its first second (after a start, a resume or a restart of the
+    // server), and the job row and the status are read apart: the page uses whichever it has.
+    function samplesPerSecond() {
+      const own = S.status && S.status.samples_per_s;
+      if (own) return +own;
+      const recorded = S.metrics.samples_per_s;
+      return recorded && recorded.length ? +recorded[recorded.length - 1].value : null;
+    }
+
+    // Seconds left: the server's estimate, else the steps left (from the status) at `rate`.
+    function etaSeconds(rate) {
+      if (S.job.eta_s != null) return S.job.eta_s;
+      const st = S.status || {};
+      if (!rate || !st.total_steps || !st.batch_size || st.step == null) return null;
+      return (Math.max(0, st.total_steps - st.step) * st.batch_size) / rate;
     }
 
     // The workers of the last event that has them, or null.
@@ -146,10 +176,16 @@
       return null;
     }
 
+    // Where the charts start (x = 0): when training began (the start event, once the workers are
+    // up), else the first event or metric. The wait before it (queue, Ray and worker start-up) is
+    // left out, so that a short job's curves fill the charts instead of their right edge.
     function timeOrigin() {
-      const candidates = [toEpoch(S.job.started_at), S.events[0] && S.events[0].t,
-        ...Object.values(S.metrics).map((pts) => pts[0] && pts[0].t)].filter((t) => t != null);
-      return candidates.length ? Math.min(...candidates) : toEpoch(S.job.submitted_at) || Date.now() / 1000;
+      const start = S.events.find((e) => e.kind === 'start');
+      if (start) return start.t;
+      const candidates = [S.events[0] && S.events[0].t, ...Object.values(S.metrics).map((pts) => pts[0] && pts[0].t)]
+        .filter((t) => t != null);
+      return candidates.length ? Math.min(...candidates)
+        : toEpoch(S.job.started_at) || toEpoch(S.job.submitted_at) || Date.now() / 1000;
     }
 
     // When training began: the start event (after the workers came up), else t0.
@@ -211,6 +247,9 @@
       const end = active() ? Math.max(Date.now() / 1000, lastEvent, lastMetric)
         : toEpoch(S.job.finished_at) || Math.max(lastEvent, lastMetric);
       S.xMax = Math.max(end, lastEvent, lastMetric) - S.t0;
+      // The charts' time span in epoch seconds (tests read it).
+      document.body.dataset.chartFrom = S.t0.toFixed(3);
+      document.body.dataset.chartTo = (S.t0 + Math.max(1, S.xMax)).toFixed(3);
       workersChart(S.job.status === 'queued' ? null : end);
       lossChart();
       throughputChart();
