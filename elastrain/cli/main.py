@@ -492,7 +492,11 @@ def _draw_curves(result) -> None:
     from elastrain.report.curves import draw_curves
 
     folder = RunFolder(Path(result.run_dir))
-    draw_curves(folder.read_metrics(), folder.read_events(), result.job_id, folder.curves_file)
+    try:
+        draw_curves(folder.read_metrics(), folder.read_events(), result.job_id, folder.curves_file)
+    except OSError as exc:   # a full or read-only disk: the run's outcome matters more than its picture
+        err.print(f"[yellow]warning:[/yellow] curves not drawn to {escape(str(folder.curves_file))}: "
+                  f"{escape(exc.strerror or type(exc).__name__)}", soft_wrap=True)
 
 
 def _print_result(result) -> None:
@@ -513,7 +517,9 @@ def _print_result(result) -> None:
         print_events(out, events)
     if result.model_path:
         out.print(f"model saved to {result.model_path}", soft_wrap=True)
-    out.print(f"curves: {RunFolder(Path(result.run_dir)).curves_file}", soft_wrap=True)
+    curves = RunFolder(Path(result.run_dir)).curves_file
+    if curves.is_file():   # not drawn on a full disk
+        out.print(f"curves: {curves}", soft_wrap=True)
 
 
 @app.command()

@@ -5,15 +5,20 @@ step) and `ckpt-STEP.json` (its manifest: step, file, size, sha256, created, met
 temporary name in the same folder and renamed; the manifest goes last, so a checkpoint counts only once it is
 complete. Reading verifies size and sha256 and falls back to the previous checkpoint when the newest is broken.
 A folder has one writer at a time: pruning removes whatever is not among the newest `keep` checkpoints.
+
+A background write that fails for want of space or permission (OSError: ENOSPC, EROFS, EACCES) removes what
+it wrote and is reported, not raised: training goes on and the older checkpoints stay (see `save_async`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -23,6 +28,8 @@ from dataclasses import dataclass, field
 import fsspec
 import torch
 from fsspec.implementations.local import LocalFileSystem
+
+from elastrain.train.artifact import WriteFailed, failed_write
 
 log = logging.getLogger("elastrain.checkpoints")
 
@@ -40,6 +47,7 @@ class CheckpointInfo:
     snapshot_s: float = 0.0   # serializing the state (the training loop waits for this part)
     write_s: float = 0.0      # writing it (in the background for save_async)
     meta: dict = field(default_factory=dict)
+    error: str | None = None  # why the write failed (one line: path, reason, bytes needed); None once written
 
 
 @dataclass
@@ -68,7 +76,8 @@ class CheckpointStore:
         self.url, self.keep = url, keep
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/")
-        self.fs.makedirs(self.root, exist_ok=True)
+        with contextlib.suppress(OSError):   # a folder that cannot be made fails (and is reported) at the write
+            self.fs.makedirs(self.root, exist_ok=True)
         self.last_skipped: list[str] = []   # the messages of the last latest() call, also when it returned None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
         self._pending: Future | None = None
@@ -85,7 +94,9 @@ class CheckpointStore:
         """Write a checkpoint of `state` (after any background write finished) and return it.
 
         Raises:
-            Exception: the previous background write failed, or this write did (e.g. OSError).
+            WriteFailed: this write failed for want of space or permission (what it wrote is
+                removed; the message names the path and the bytes needed).
+            Exception: the previous background write failed otherwise, or this write did.
         """
         payload, snapshot_s = _serialize(state)
         self.wait()
@@ -95,13 +106,15 @@ class CheckpointStore:
         """Snapshot `state` now (the caller may change it right after) and write it in the background.
 
         At most one write is in flight: a call made while one is still writing blocks until it finishes.
+        A write that fails with an OSError (a full or read-only disk, no permission) is not raised: it is
+        logged and reported by `drain_completed` as a `CheckpointInfo` whose `error` says why.
 
         Raises:
-            Exception: the previous background write failed (this snapshot is then not written).
+            Exception: the previous background write failed otherwise (this snapshot is then not written).
         """
         payload, snapshot_s = _serialize(state)
         self.wait()
-        future = self._writer.submit(self._write, step, payload, dict(meta or {}), snapshot_s)
+        future = self._writer.submit(self._write_or_report, step, payload, dict(meta or {}), snapshot_s)
         with self._lock:
             self._pending = future
 
@@ -117,7 +130,8 @@ class CheckpointStore:
             pending.result()
 
     def drain_completed(self) -> list[CheckpointInfo]:
-        """Return and forget the checkpoints (sync and async) completed since the last call; thread-safe."""
+        """Return and forget the checkpoints (sync and async) completed since the last call, and the
+        background writes that failed (their `error` set); thread-safe."""
         with self._lock:
             done, self._completed = self._completed, []
         return done
@@ -186,13 +200,31 @@ class CheckpointStore:
             return f"unloadable ({type(exc).__name__})", None
         return "", (state, self._info(manifest))
 
+    def _write_or_report(self, step: int, payload: bytes, meta: dict, snapshot_s: float) -> None:
+        """`_write`, with a failure for want of space or permission logged and kept for `drain_completed`."""
+        try:
+            self._write(step, payload, meta, snapshot_s)
+        except WriteFailed as exc:
+            log.warning("%s", exc)
+            failed = CheckpointInfo(step, exc.path, len(payload), "", snapshot_s, meta=meta, error=str(exc))
+            with self._lock:
+                self._completed.append(failed)
+
     def _write(self, step: int, payload: bytes, meta: dict, snapshot_s: float) -> CheckpointInfo:
         began = time.perf_counter()
         stem = f"ckpt-{step:09d}"
         manifest = {"step": step, "file": f"{stem}.pt", "bytes": len(payload),
                     "sha256": hashlib.sha256(payload).hexdigest(), "created": time.time(), "meta": meta}
-        self._put_atomic(f"{stem}.pt", payload)
-        self._put_atomic(f"{stem}.json", json.dumps(manifest).encode())
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+            self._put_atomic(f"{stem}.pt", payload)
+            self._put_atomic(f"{stem}.json", json.dumps(manifest).encode())
+        except OSError as exc:
+            # A data file without its manifest is no checkpoint, and it holds the space a full disk lacks.
+            with contextlib.suppress(OSError):
+                self.fs.rm_file(f"{self.root}/{stem}.pt")
+            raise failed_write(f"checkpoint of step {step}", self._shown(f"{self.root}/{stem}.pt"), len(payload),
+                               exc, self._free_bytes()) from exc
         info = self._info(manifest, snapshot_s, time.perf_counter() - began)
         self._prune()
         with self._lock:
@@ -202,8 +234,26 @@ class CheckpointStore:
     def _put_atomic(self, name: str, payload: bytes) -> None:
         # A unique temporary name: a crashed writer's leftover never collides with this write.
         temporary = f"{self.root}/{name}.{uuid.uuid4().hex[:12]}.tmp"
-        self.fs.pipe_file(temporary, payload)
-        self.fs.mv(temporary, f"{self.root}/{name}")
+        try:
+            self.fs.pipe_file(temporary, payload)
+            self.fs.mv(temporary, f"{self.root}/{name}")
+        except OSError:
+            with contextlib.suppress(OSError):   # a half-written file would keep a full disk full
+                self.fs.rm_file(temporary)
+            raise
+
+    def _shown(self, path: str) -> str:
+        """A path as the user names it: local as is, remote as a URL."""
+        return path if isinstance(self.fs, LocalFileSystem) else self.fs.unstrip_protocol(path)
+
+    def _free_bytes(self) -> int | None:
+        """The free space of a local checkpoint folder's disk (None when remote or unknown)."""
+        if not isinstance(self.fs, LocalFileSystem):
+            return None
+        try:
+            return shutil.disk_usage(self.root).free
+        except OSError:
+            return None
 
     def _prune(self) -> None:
         kept = {f"ckpt-{info.step:09d}.{suffix}" for info in self.list()[-self.keep:] for suffix in ("pt", "json")}
@@ -214,8 +264,11 @@ class CheckpointStore:
 
     def _listing(self) -> dict[str, int]:
         self.fs.invalidate_cache(self.root)   # remote filesystems cache listings; another process may have written
-        return {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry["size"]
-                for entry in self.fs.ls(self.root, detail=True)}
+        try:
+            entries = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:   # never made (see __init__): it holds no checkpoint
+            return {}
+        return {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry["size"] for entry in entries}
 
     def _manifest(self, stem: str) -> dict | None:
         try:
@@ -227,9 +280,7 @@ class CheckpointStore:
             return None
 
     def _info(self, manifest: dict, snapshot_s: float = 0.0, write_s: float = 0.0) -> CheckpointInfo:
-        path = f"{self.root}/{manifest['file']}"
-        if not isinstance(self.fs, LocalFileSystem):
-            path = self.fs.unstrip_protocol(path)
+        path = self._shown(f"{self.root}/{manifest['file']}")
         return CheckpointInfo(manifest["step"], path, manifest["bytes"], manifest["sha256"], snapshot_s, write_s,
                               manifest.get("meta", {}))
 

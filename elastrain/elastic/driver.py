@@ -25,7 +25,7 @@ from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.events import RecordSink
-from elastrain.elastic.run_folder import RunFolder, new_job_id
+from elastrain.elastic.run_folder import RunFolder, absolute_paths, new_job_id
 from elastrain.elastic.status import JobResult, JobStatus
 from elastrain.errors import JobInterrupted, UserError, first_line
 from elastrain.spec import JobSpec
@@ -267,8 +267,11 @@ def run_here(spec: JobSpec | None, home: Path, progress: Any | None, options: Ru
         resumed = folder.read_spec()
         if runs_in_process(resumed, options.chaos):
             return resume_job(options.job_id, home, progress, options)
+        folder.check_data(resumed)   # before Ray starts: changed data is refused at once
     elif runs_in_process(spec, options.chaos):
         return run_job(spec, home, progress, options)
+    else:
+        spec = absolute_paths(spec)   # the driver actor may run in another folder
     launch = DriverLaunch(options.job_id or new_job_id(spec.name), str(home), spec, options.workers,
                           tuple(options.extra_paths), tuple(options.chaos), started_at=options.started_at)
     return drive(launch, progress, options.control or JobControl())

@@ -8,11 +8,13 @@ Everything a job records goes to its run folder (`RunFolder`).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import statistics
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +24,7 @@ import torch
 
 from elastrain.data import prepare_dataset
 from elastrain.elastic.chaos import ChaosAction
+from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
@@ -29,12 +32,12 @@ from elastrain.elastic.driver import runs_in_process
 from elastrain.elastic.events import Event, EventLog, RecordSink
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.pool import WorkerPool
-from elastrain.elastic.run_folder import RunFolder, new_job_id
+from elastrain.elastic.run_folder import RunFolder, absolute_paths, new_job_id
 from elastrain.elastic.status import FINAL_STATES, JobResult, JobStatus, Observation
 from elastrain.elastic.worker import Worker
-from elastrain.errors import JobInterrupted, UserError
+from elastrain.errors import JobInterrupted, UserError, first_line
 from elastrain.spec import JobSpec
-from elastrain.train.artifact import model_files, save_model
+from elastrain.train.artifact import WriteFailed, model_files, save_model
 from elastrain.train.trainer import Trainer
 
 # A job records at most about this many training-loss points: one per step, or the mean over
@@ -85,6 +88,7 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
             workers could be started.
     """
     started = (options.started_at if options and options.started_at else None) or time.time()
+    spec = absolute_paths(spec)   # the run folder records where the data is, not where we are
     if progress:
         progress.phase("loading data")
     trainer = Trainer(spec, prepare_dataset(spec))   # checks data and spec before anything is written
@@ -97,10 +101,11 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
 
 def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
                options: RunOptions | None = None) -> JobResult:
-    """Continue a job whose driver died, from its newest valid durable checkpoint.
+    """Continue a job whose driver died, from its newest valid durable checkpoint, on the data
+    it started on.
 
     Raises:
-        UserError: the job does not exist or has already ended.
+        UserError: the job does not exist or has already ended, or its data changed.
     """
     started = (options.started_at if options and options.started_at else None) or time.time()
     folder = RunFolder.find(home, job_id)
@@ -109,7 +114,13 @@ def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
         raise UserError(f"job {job_id} already ended ({ended['status']})", where=str(folder.path),
                         fix="start a new job with `elastrain run`")
     spec = folder.read_spec()
+    folder.check_data(spec)
     trainer = Trainer(spec, prepare_dataset(spec))
+    if _last_checkpoint(spec, folder) is None:
+        started_over = f"job {folder.job_id} kept no checkpoint: it starts again at step 0"
+        folder.log(f"warning: {started_over}")
+        if progress:
+            progress.warn(f"{started_over}{_how_to_keep(spec)}")
     return _execute(spec, trainer, folder, progress, options or RunOptions(), started, resume=True)
 
 
@@ -205,6 +216,9 @@ class _Reporter:
                                 step_ms=report.get("step_ms") or self.snapshot.step_ms)
         self._measurements(report)
         for checkpoint in report["checkpoints"]:
+            if checkpoint.get("error"):
+                self._checkpoint_failed(checkpoint)
+                continue
             self.events.add(Event("checkpoint", checkpoint["step"], self.snapshot.workers,
                                   self.snapshot.generation,
                                   round(checkpoint["snapshot_s"] + checkpoint["write_s"], 4),
@@ -230,6 +244,15 @@ class _Reporter:
         self._send_points()
         if now - self.last_written >= 0.5:
             self.write()
+
+    def _checkpoint_failed(self, checkpoint: dict) -> None:
+        """A periodic checkpoint could not be written (full or read-only disk): training goes on, and
+        the user is told where, why, and that the older checkpoints stay."""
+        message = f"{checkpoint['error']}; training goes on, earlier checkpoints are kept"
+        self.events.add(Event("checkpoint_failed", checkpoint["step"], self.snapshot.workers, self.snapshot.generation,
+                              detail={"message": message, "path": checkpoint["path"], "bytes": checkpoint["bytes"]}))
+        self.folder.log(f"warning: {message}")
+        self.warn(message)
 
     def _send_points(self) -> None:
         if self.points and self.events.sink is not None:
@@ -283,7 +306,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
     job_id = folder.job_id
     events = EventLog(folder, options.sink)
     reporter = _Reporter(folder, trainer, progress, events, options.ray_address)
-    checkpoint_url = spec.checkpoint.dir or str(folder.checkpoints)
+    checkpoint_url = checkpoint_place(spec, folder)
     control = options.control or JobControl()
     if options.ray_address is None:   # a driver actor is reached through Ray, never through files
         control.follow(folder)
@@ -299,8 +322,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
         raise
     except (KeyboardInterrupt, JobInterrupted):
         step = reporter.snapshot.step
-        message = f"job {job_id} interrupted at step {step}; `elastrain resume {job_id}` continues it from its " \
-                  "last checkpoint"
+        message = f"job {job_id} interrupted at step {step}; {_resume_hint(spec, folder)}"
         events.add(Event("interrupted", step, reporter.snapshot.workers, reporter.snapshot.generation))
         reporter.status(state="interrupted", message=message)
         raise JobInterrupted(message) from None
@@ -310,20 +332,22 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
     if outcome.status == "done":
         for event in selection_events(trainer, reporter.snapshot.workers, reporter.snapshot.generation):
             events.add(event)
-        model_path = str(save_model(folder.model_dir, trainer.model, spec.model, trainer.data.input_shape,
-                                    trainer.n_outputs, trainer.data.task, trainer.loss_name,
-                                    trainer.data.preprocessor, spec.model_dump(mode="json")))
+        try:
+            model_path = str(save_model(folder.model_dir, trainer.model, spec.model, trainer.data.input_shape,
+                                        trainer.n_outputs, trainer.data.task, trainer.loss_name,
+                                        trainer.data.preprocessor, spec.model_dump(mode="json")))
+        except WriteFailed as exc:   # a full or read-only disk: the job fails, its trained state kept if it can be
+            outcome = replace(outcome, status="failed")
+            message = f"{exc}; {_keep_state(outcome.state, trainer.step, folder)}"
+            folder.log(f"error: {message}")
     elif outcome.status == "cancelled":
         message = f"cancelled at step {trainer.step}"
     else:
-        folder.checkpoints.mkdir(exist_ok=True)
-        kept = folder.checkpoints / f"last-good-step-{trainer.step}.pt"
-        torch.save(outcome.state, kept)
         message = outcome.message
+        kept = _keep_state(outcome.state, trainer.step, folder)
         if outcome.traceback:
             folder.log(outcome.traceback.rstrip())
-            message = f"{message}; the state of step {trainer.step} is kept in {kept}, the traceback in " \
-                      f"{folder.log_file}"
+            message = f"{message}; {kept}, the traceback in {folder.log_file}"
     metrics = outcome.metrics or {}
     status = {"done": "succeeded", "cancelled": "cancelled"}.get(outcome.status, "failed")
     events.add(Event(status, trainer.step, reporter.snapshot.workers, reporter.snapshot.generation,
@@ -340,6 +364,49 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
     folder.write_result(result.to_dict())
     reporter.status(state=status, step=trainer.step, epoch=trainer.epoch)
     return result
+
+
+def _keep_state(state: dict, step: int, folder: RunFolder) -> str:
+    """Keep the state of a job that failed at `step` in its run folder; says where, or why it could not."""
+    kept = folder.checkpoints / f"last-good-step-{step}.pt"
+    payload = io.BytesIO()
+    torch.save(state, payload)   # to memory first: torch.save to a full disk raises a RuntimeError, file left open
+    try:
+        folder.checkpoints.mkdir(exist_ok=True)
+        kept.write_bytes(payload.getvalue())
+    except OSError as exc:
+        kept.unlink(missing_ok=True)   # half a state is no state, and it holds the space a full disk lacks
+        return f"the state of step {step} could not be kept either ({exc.strerror or type(exc).__name__} " \
+               f"in {folder.checkpoints})"
+    return f"the state of step {step} is kept in {kept}"
+
+
+def checkpoint_place(spec: JobSpec, folder: RunFolder) -> str:
+    """Where the job's durable checkpoints go: its spec's checkpoint.dir, else its run folder's."""
+    return spec.checkpoint.dir or str(folder.checkpoints)
+
+
+def _last_checkpoint(spec: JobSpec, folder: RunFolder) -> int | None:
+    """The step of the job's newest complete checkpoint, or None when it kept none."""
+    with CheckpointStore(checkpoint_place(spec, folder)) as store:
+        kept = store.list()
+    return kept[-1].step if kept else None
+
+
+def _how_to_keep(spec: JobSpec) -> str:
+    """How to make a job keep its progress, when its spec asks for no checkpoints (else "")."""
+    if spec.checkpoint.every_steps is None and spec.checkpoint.every_seconds is None:
+        return " (its spec has no checkpoint section: add e.g. `checkpoint: {every_steps: 100}` to keep progress)"
+    return ""
+
+
+def _resume_hint(spec: JobSpec, folder: RunFolder) -> str:
+    """What `elastrain resume` will do with an interrupted job, truthfully: continue from its
+    newest checkpoint, or start again at step 0 (and how to keep checkpoints next time)."""
+    job_id, step = folder.job_id, _last_checkpoint(spec, folder)
+    if step is not None:
+        return f"`elastrain resume {job_id}` continues it from its last checkpoint (step {step})"
+    return f"no checkpoint was kept, so `elastrain resume {job_id}` would start again at step 0{_how_to_keep(spec)}"
 
 
 def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter, options: RunOptions,
@@ -360,7 +427,7 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
     events.add(Event("start", worker.trainer.step, 1, 0))
     reporter.status(state="running", workers=1)
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(worker.run()), daemon=True)
+    thread = threading.Thread(target=_run_worker, args=(worker, result), daemon=True)
     thread.start()
     try:
         while thread.is_alive():
@@ -383,6 +450,15 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
         return Outcome("failed", worker.trainer.state_dict(), message=result["message"],
                        traceback=result.get("traceback"))
     return Outcome("done", worker.trainer.state_dict(), metrics=result["metrics"])
+
+
+def _run_worker(worker: Worker, result: dict) -> None:
+    """Run `worker` to its end, its outcome put into `result`: an error raised outside its steps
+    (finishing a checkpoint write, say) becomes the outcome "error" rather than dying with the thread."""
+    try:
+        result.update(worker.run())
+    except Exception as exc:
+        result.update(status="error", message=first_line(exc), traceback=traceback.format_exc())
 
 
 def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter,

@@ -1,6 +1,7 @@
 """A job's run folder, `$ELASTRAIN_HOME/runs/JOB_ID`: the one place that knows its layout.
 
-- `spec.yaml`: the normalized spec the job runs.
+- `spec.yaml`: the normalized spec the job runs (its data and checkpoint paths absolute).
+- `data.json`: the fingerprint of the data files the job started on (`resume` checks it).
 - `status.json`: its live status, replaced atomically (readers never see half a file).
 - `events.jsonl`: membership changes, recoveries, checkpoints; one JSON object per line.
 - `history.jsonl`: validation metrics per epoch.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,9 +29,14 @@ import yaml
 from elastrain.elastic.status import JobStatus
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, validate_spec
+from elastrain.spec.models import FILE_SOURCES
 
 # A job id: the job's name, when it was made (UTC, to the second) and 8 random hex digits.
 _JOB_ID = re.compile(r"(?P<name>.+)-\d{8}-\d{6}-[0-9a-f]{8}")
+# A data file up to this size is hashed whole; a bigger one by its first and last SAMPLE_BYTES
+# (with its size and mtime): resume must not read gigabytes to check that nothing changed.
+WHOLE_HASH_BYTES = 64 * 2**20
+SAMPLE_BYTES = 2**20
 
 
 def new_job_id(name: str) -> str:
@@ -125,6 +132,10 @@ class RunFolder:
         return self.path / "checkpoints"
 
     @property
+    def data_file(self) -> Path:
+        return self.path / "data.json"
+
+    @property
     def model_dir(self) -> Path:
         return self.path / "model"
 
@@ -139,9 +150,32 @@ class RunFolder:
     # reading and writing -------------------------------------------------------------------------
 
     def create(self, spec: JobSpec) -> None:
-        """Make the folder (it must not exist) and write the normalized spec into it."""
+        """Make the folder (it must not exist), write the normalized spec into it and the fingerprint
+        of its data files. Its paths should be absolute (`absolute_paths`): a relative one would be
+        read against whatever folder a later `resume` runs in."""
         self.path.mkdir(parents=True)
         self.spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        files = {path: fingerprint(path) for path in data_files(spec)}
+        self.data_file.write_text(json.dumps({"source": spec.data.source, "files": files}, indent=2))
+
+    def check_data(self, spec: JobSpec) -> None:
+        """Check that the job's data files are still the ones it started on (a run folder written
+        before fingerprints were kept passes).
+
+        Raises:
+            UserError: a data file is gone, was added to a data folder, or changed (the line names
+                the file and what changed).
+        """
+        recorded = _read_json(self.data_file)
+        if recorded is None:
+            return
+        now = {path: fingerprint(path) for path in data_files(spec)}
+        for path in sorted(set(recorded["files"]) | set(now)):
+            change = data_change(recorded["files"].get(path), now.get(path))
+            if change:
+                raise UserError(f"the data changed since job {self.job_id} started: {change}", where=path,
+                                fix="put back the data the job started on, or train on the new data in a new job "
+                                    "(`elastrain run`)")
 
     def read_spec(self) -> JobSpec:
         """The spec the job runs.
@@ -235,6 +269,74 @@ class RunFolder:
 
     def cancel_requested(self) -> bool:
         return self._cancel_request.exists()
+
+
+def absolute_paths(spec: JobSpec) -> JobSpec:
+    """`spec` with a relative data file (or folder) and checkpoint folder made absolute against the
+    working directory, so that the job reads and writes the same places from any other folder."""
+    spec = spec.model_copy(deep=True)
+    data = spec.data
+    if data.source_kind in FILE_SOURCES and not os.path.isabs(data.source_arg):
+        data.source = f"{data.source_kind}:{os.path.abspath(data.source_arg)}"
+    if spec.checkpoint.dir and "://" not in spec.checkpoint.dir:
+        spec.checkpoint.dir = os.path.abspath(spec.checkpoint.dir)
+    return spec
+
+
+def data_files(spec: JobSpec) -> list[str]:
+    """The files a job's data comes from: its data file, or each file of its data folder (IDX);
+    none for built-in and synthetic data."""
+    if spec.data.source_kind not in FILE_SOURCES:
+        return []
+    source = Path(spec.data.source_arg)
+    if source.is_dir():
+        return sorted(str(path) for path in source.iterdir() if path.is_file())
+    return [str(source)]
+
+
+def fingerprint(path: str) -> dict | None:
+    """A cheap identity of a data file: its size, mtime and sha256 (of the whole file, or of its
+    head and tail when it is big: `sampled`); None when it is missing."""
+    try:
+        stat = os.stat(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            sampled = stat.st_size > WHOLE_HASH_BYTES
+            if sampled:
+                digest.update(handle.read(SAMPLE_BYTES))
+                handle.seek(-SAMPLE_BYTES, os.SEEK_END)
+                digest.update(handle.read(SAMPLE_BYTES))
+            else:
+                for block in iter(lambda: handle.read(SAMPLE_BYTES), b""):
+                    digest.update(block)
+    except FileNotFoundError:
+        return None
+    return {"bytes": stat.st_size, "mtime": stat.st_mtime, "sha256": digest.hexdigest(), "sampled": sampled}
+
+
+def data_change(before: dict | None, now: dict | None) -> str | None:
+    """What changed between two fingerprints of one data file (see `fingerprint`), or None.
+
+    A whole-file hash decides alone (a copy with a new mtime is the same data); a sampled one
+    also needs the same mtime, since the middle of the file was not read."""
+    if before == now:
+        return None
+    if now is None:
+        return "the file is gone"
+    if before is None:
+        return "the file was added to the data folder"
+    if now["bytes"] != before["bytes"]:
+        return f"it has {now['bytes']} bytes, the job started on {before['bytes']}"
+    if now["sha256"] != before["sha256"]:
+        return "its content changed (same size, another sha256)"
+    if before["sampled"] and now["mtime"] != before["mtime"]:
+        return (f"it was modified at {_when(now['mtime'])}; the job started on the version of "
+                f"{_when(before['mtime'])}")
+    return None
+
+
+def _when(mtime: float) -> str:
+    return datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _json_lines(path: Path) -> Iterator[dict]:

@@ -9,7 +9,11 @@ writes these)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +107,29 @@ class SavedModel:
         return self.model(torch.from_numpy(features))
 
 
+class WriteFailed(OSError):
+    """A file could not be written for want of space or permission: `strerror` is one line naming
+    the path, the reason and the bytes it needs (see `failed_write`)."""
+
+    def __init__(self, errno: int | None, line: str, path: str) -> None:
+        super().__init__(errno, line)
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.errno, self.strerror, self.path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def failed_write(what: str, path: str, needed: int, cause: OSError, free: int | None) -> WriteFailed:
+    """The error of writing `what` (e.g. "checkpoint of step 40") to `path`, failed with `cause`:
+    "WHAT not written to PATH: REASON (it needs N bytes; F bytes free)"."""
+    reason = cause.strerror or type(cause).__name__
+    room = f"; {free} bytes free" if free is not None else ""
+    return WriteFailed(cause.errno, f"{what} not written to {path}: {reason} (it needs {needed} bytes{room})", path)
+
+
 META, PREPROCESS = "model.json", "preprocess.json"
 WEIGHTS = {"torch": "model.pt", "torchao-int8": "model.pt", "onnx": "model.onnx"}   # format -> its file
 
@@ -110,14 +137,46 @@ WEIGHTS = {"torch": "model.pt", "torchao-int8": "model.pt", "onnx": "model.onnx"
 def save_model(directory: Path, model: nn.Module, model_spec: ModelSpec, input_shape: tuple[int, ...],
                n_outputs: int, task: str, loss: str, preprocessor: Preprocessor, job: dict | None = None) -> Path:
     """Write a model directory (format `torch`) and return its path; `job` is the job spec it was
-    trained by, as a dict (what `elastrain optimize` reads the validation data from)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), directory / WEIGHTS["torch"])
+    trained by, as a dict (what `elastrain optimize` reads the validation data from).
+
+    Raises:
+        WriteFailed: the directory could not be written (a full or read-only disk, no permission);
+            nothing of this save is left in it.
+    """
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
     meta = {"format": "torch", "model": model_spec.model_dump(mode="json"), "input_shape": list(input_shape),
             "n_outputs": n_outputs, "task": task, "loss": loss, "job": job}
-    (directory / META).write_text(json.dumps(meta, indent=2))
-    (directory / PREPROCESS).write_text(json.dumps(preprocessor.to_dict()))
+    # model.json last: a directory is a model directory once it has one (`load_model`).
+    _write_files(directory, {WEIGHTS["torch"]: weights.getvalue(),
+                             PREPROCESS: json.dumps(preprocessor.to_dict()).encode(),
+                             META: json.dumps(meta, indent=2).encode()})
     return directory
+
+
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Write `files` ({name: content}) into `directory`, each under a temporary name renamed into
+    place, so that a reader never sees half a file.
+
+    Raises:
+        WriteFailed: a write failed; what this call wrote, temporary or renamed, is removed.
+    """
+    written: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            temporary = directory / f".{name}.{os.getpid()}.tmp"
+            written.append(temporary)
+            temporary.write_bytes(content)
+            temporary.replace(directory / name)
+            written[-1] = directory / name
+    except OSError as exc:
+        for path in written:   # partial files would keep a full disk full
+            path.unlink(missing_ok=True)
+        free = shutil.disk_usage(directory).free if directory.is_dir() else None
+        with contextlib.suppress(OSError):   # an empty model folder would look like a model lost
+            directory.rmdir()
+        raise failed_write("the model", str(directory), sum(map(len, files.values())), exc, free) from exc
 
 
 def read_meta(directory: str | Path) -> dict:
