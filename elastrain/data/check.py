@@ -1,13 +1,13 @@
-"""What can be checked of a job's data without reading it: the file or folder exists and can be
-read, a table's header holds the target column, an .npz archive holds its two keys.
+"""What can be checked of a job's data without training: the file or folder exists and can be
+read, a table reads as training reads it (the same reader, so `validate` and `run` cannot
+disagree) and holds the target column, an .npz archive holds its two keys.
 
-Standard library only, so that `elastrain validate` stays fast (no pandas, NumPy or pyarrow;
-a Parquet file's schema is read with pyarrow only when the source is Parquet).
+Standard library only at import, so that `elastrain validate` stays fast: pandas is loaded
+only when the source is a table.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
 import zipfile
 from pathlib import Path
@@ -20,7 +20,7 @@ def check_source(data: DataSpec) -> str:
     """Check `data.source` as far as it can be without loading it.
 
     Returns:
-        One line saying what was checked.
+        One line saying what was checked, then a line per warning ("warning: ...").
 
     Raises:
         UserError: the file or folder is missing or unreadable, or its header or keys lack what
@@ -46,10 +46,11 @@ def check_source(data: DataSpec) -> str:
                             f"(arrays: {', '.join(sorted(names))})", where=str(path),
                             fix="set data.npz_keys to [features key, target key]")
         return f"data: {path} holds arrays {data.npz_keys[0]!r} and {data.npz_keys[1]!r}"
-    columns = _parquet_columns(path) if path.suffix == ".parquet" else _csv_header(path, data.csv.sep)
-    if data.target not in columns:
-        raise missing_target(data.target, columns, path, how="")
-    return f"data: {path} has {len(columns)} columns, the target '{data.target}' among them"
+    from elastrain.data.sources import read_source
+
+    raw = read_source(data, seed=0)
+    said = f"data: {path} has {raw.frame.shape[1] + 1} columns, the target '{data.target}' among them"
+    return "\n".join([said, *(f"warning: {message}" for message in raw.warnings)])
 
 
 def missing_target(target: str, columns: list[str], path: Path, how: str) -> UserError:
@@ -70,27 +71,3 @@ def _archive_names(path: Path) -> list[str]:
     except (zipfile.BadZipFile, OSError) as exc:
         raise UserError(f"cannot read the .npz file: {exc}", where=str(path),
                         fix="give a file written by numpy.savez") from None
-
-
-def _csv_header(path: Path, sep: str | None) -> list[str]:
-    """The header's column names, split by `sep` or by the separator that gives the most."""
-    try:
-        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-            first = handle.readline()
-    except OSError as exc:
-        raise UserError(f"cannot read the file: {exc.strerror}", where=str(path),
-                        fix="check the file's permissions") from None
-    if not first.strip():
-        raise UserError("the file is empty", where=str(path), fix="give a file with a header row and data")
-    candidates = [sep] if sep else [",", ";", "\t", "|"]
-    return max((next(csv.reader([first], delimiter=s)) for s in candidates), key=len)
-
-
-def _parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet
-
-    try:
-        return list(pyarrow.parquet.read_schema(path).names)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read the Parquet file: {exc}", where=str(path),
-                        fix="give a valid Parquet file") from None

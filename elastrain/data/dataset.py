@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from elastrain.data.preprocess import Preprocessor, encode_features, fit_scaling, fit_table, flatten_samples
-from elastrain.data.sources import read_source, read_table
+from elastrain.data.preprocess import (
+    Preprocessor,
+    category_key,
+    encode_features,
+    fit_scaling,
+    fit_table,
+    flatten_samples,
+)
+from elastrain.data.sources import read_source
+from elastrain.data.tables import read_table, table_format
 from elastrain.errors import UserError
 from elastrain.spec import CsvSpec, JobSpec
-
-log = logging.getLogger("elastrain.data")
 
 # A target with more distinct values than both of these is a quantity rather than classes.
 MANY_VALUES = 20
 MANY_VALUES_SHARE = 0.05
+# Text labels among numeric ones on at most this share of the rows look like stray values.
+STRAY_SHARE = 0.05
+# A number written the plain way (no leading zero, sign or exponent): its class is its value.
+_PLAIN_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d*)?")
 
 
 @dataclass
 class Dataset:
     """Training and validation data: float32 features (N, F), targets as class ids (int64)
-    or values (float32), and the fitted preprocessing."""
+    or values (float32), the fitted preprocessing, and warnings for the user about the data."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -35,6 +46,7 @@ class Dataset:
     n_classes: int | None
     input_shape: tuple[int, ...]
     preprocessor: Preprocessor
+    warnings: list[str] = field(default_factory=list)
 
 
 def prepare_dataset(spec: JobSpec) -> Dataset:
@@ -51,13 +63,17 @@ def prepare_dataset(spec: JobSpec) -> Dataset:
     raw = read_source(data, spec.train.seed)
     if spec.task_from_target:
         spec.model.task = infer_task(raw.target)
-    y, classes = _encode_target(raw.target, spec.task, raw.where, data.target)
+    warnings = list(raw.warnings)
+    y, classes = _encode_target(raw.target, spec.task, raw.where, data.target, raw.line_offset, warnings)
     train_rows, val_rows = _split(len(y), y if classes else None, data.validation_fraction, seed, raw.where)
+    if classes:
+        warnings += _validation_only(classes, y[train_rows], y[val_rows], raw.where, data.target)
     per_feature = data.scaling_per == "feature" or (data.scaling_per == "auto" and not raw.is_image)
 
     if raw.frame is not None:
         # Categories come from all rows, so that a rare one the split put in validation only is no error.
-        columns, categories = fit_table(raw.frame, data.categorical, raw.where)
+        columns, categories, said = fit_table(raw.frame, data.categorical, raw.where)
+        warnings += said
         flat, numeric = encode_features(raw.frame, columns, categories, raw.where, raw.line_offset)
         input_shape: tuple[int, ...] = (flat.shape[1],)
         layout = "table"
@@ -73,7 +89,7 @@ def prepare_dataset(spec: JobSpec) -> Dataset:
     scaled = ((flat - np.asarray(center)) / np.asarray(scale)).astype(np.float32)
     return Dataset(x_train=scaled[train_rows], y_train=y[train_rows], x_val=scaled[val_rows], y_val=y[val_rows],
                    task=spec.task, n_classes=len(classes) if classes else None, input_shape=input_shape,
-                   preprocessor=preprocessor)
+                   preprocessor=preprocessor, warnings=warnings)
 
 
 def read_prediction_input(path: Path, preprocessor: Preprocessor) -> np.ndarray:
@@ -92,8 +108,9 @@ def read_prediction_input(path: Path, preprocessor: Preprocessor) -> np.ndarray:
                                 fix="save the features as X, e.g. numpy.savez(path, X=features)")
             features = archive["X"]
         return preprocessor.transform_rows(features, where)
-    frame, _ = read_table(path, CsvSpec.model_validate(preprocessor.csv))
-    return preprocessor.transform_frame(frame, where, 2 if path.suffix != ".parquet" else None)
+    fmt = table_format(path)
+    frame = read_table(path, CsvSpec.model_validate(preprocessor.csv), fmt).frame
+    return preprocessor.transform_frame(frame, where, 2 if fmt == "csv" else None)
 
 
 def read_kept_columns(path: Path, preprocessor: Preprocessor, names: list[str]) -> dict[str, list]:
@@ -108,7 +125,7 @@ def read_kept_columns(path: Path, preprocessor: Preprocessor, names: list[str]) 
     if path.suffix == ".npz":
         raise UserError("an .npz input has no named columns to keep", where="--keep",
                         fix="give the input as CSV or Parquet, or leave out --keep")
-    frame, _ = read_table(path, CsvSpec.model_validate(preprocessor.csv))
+    frame = read_table(path, CsvSpec.model_validate(preprocessor.csv), table_format(path)).frame
     missing = [name for name in names if name not in frame.columns]
     if missing:
         raise UserError(f"no column {', '.join(repr(n) for n in missing)} in the input "
@@ -132,12 +149,17 @@ def _many(distinct: int, rows: int) -> bool:
     return distinct > MANY_VALUES and distinct > MANY_VALUES_SHARE * rows
 
 
-def _encode_target(target: np.ndarray, task: str, where: str, name: str) -> tuple[np.ndarray, list | None]:
-    """Targets as class ids with the sorted class labels (classification), or as float32 values."""
+def _encode_target(target: np.ndarray, task: str, where: str, name: str, line_offset: int | None,
+                   warnings: list[str]) -> tuple[np.ndarray, list | None]:
+    """Targets as class ids with the class labels (classification), or as float32 values.
+
+    Labels compare by value (1, 1.0 and "1" are one class); see :func:`_class_labels` for how a
+    class's label reads. A few text labels among numeric ones add a warning naming one and its row.
+    """
     present = pd.notna(target)
     if not present.all():
         row = int(np.argmin(present))
-        raise UserError(f"target '{name}' is missing at data row {row + 1}", where=where,
+        raise UserError(f"target '{name}' is missing at {_place(row, line_offset)}", where=where,
                         fix="fill in or drop rows without a target")
     numeric = pd.to_numeric(pd.Series(target), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if task == "regression":
@@ -146,23 +168,72 @@ def _encode_target(target: np.ndarray, task: str, where: str, name: str) -> tupl
             raise UserError(f"regression needs a numeric target, but '{name}' holds '{bad}'", where=where,
                             fix="use a classification model (e.g. softmax, logistic, mlp) or a numeric target")
         return numeric.astype(np.float32), None
-    if not np.isnan(numeric).any():
+    text = np.isnan(numeric)
+    if not text.any():
         fractional = numeric != np.round(numeric)
         if fractional.any():
             raise UserError(f"classification needs class labels, but target '{name}' holds the value "
                             f"{numeric[int(np.argmax(fractional))]:g}", where=where,
                             fix="use model linear (or set model.task: regression) for a continuous target")
-        labels = numeric.astype(np.int64)
-    else:
-        labels = np.asarray([str(v) for v in target], dtype=object)
-    classes, ids = np.unique(labels, return_inverse=True)
+    elif text.sum() <= STRAY_SHARE * len(text) and not text.all():
+        row = int(np.argmax(text))
+        warnings.append(f"{where}: target '{name}' holds numbers, and '{str(target[row]).strip()}' at "
+                        f"{_place(row, line_offset)} ({int(text.sum())} such row(s)): it is trained as a class of its "
+                        "own; correct or drop these rows if they are mistakes")
+    keys = [category_key(v) for v in target]
+    classes, ids = _class_labels(target, keys)
     if len(classes) < 2:
         raise UserError(f"target '{name}' has only one class ({classes[0]})", where=where,
                         fix="classification needs at least two classes in the data")
-    if _many(len(classes), len(labels)):
-        log.warning(f"{where}: target '{name}' has {len(classes)} classes in {len(labels)} rows; if it is a "
-                    "quantity, set model.task: regression (or use model linear)")
-    return ids.astype(np.int64), [c.item() if isinstance(c, np.generic) else c for c in classes]
+    if _many(len(classes), len(ids)):
+        warnings.append(f"{where}: target '{name}' has {len(classes)} classes in {len(ids)} rows; if it is a "
+                        "quantity, set model.task: regression (or use model linear)")
+    return ids, classes
+
+
+def _class_labels(target: np.ndarray, keys: list[str]) -> tuple[list, np.ndarray]:
+    """The class labels, numbers by value then text in order, and each row's class id.
+
+    A class reads as the data writes it ("01", "NA", "cat") unless the data writes it several ways
+    (1 and 1.0) or as a plain number: then as its value. When every class is an integer value the
+    labels are ints, else text.
+    """
+    written: dict[str, set[str]] = {}
+    for value, key in zip(target, keys, strict=True):
+        written.setdefault(key, set()).add(repr(float(value)) if isinstance(value, float | np.floating)
+                                            else str(value).strip())
+    labels = {key: next(iter(texts)) if len(texts) == 1 and not _PLAIN_NUMBER.fullmatch(next(iter(texts)))
+              else key for key, texts in written.items()}
+    order = sorted(written, key=_class_order)
+    if all(_PLAIN_NUMBER.fullmatch(labels[key]) and "." not in labels[key] for key in order):
+        shown: list = [int(labels[key]) for key in order]
+    else:
+        shown = [labels[key] for key in order]
+    position = {key: i for i, key in enumerate(order)}
+    return shown, np.array([position[key] for key in keys], dtype=np.int64)
+
+
+def _class_order(key: str) -> tuple:
+    """Numbers first, by value; then text, alphabetically."""
+    try:
+        number = Decimal(key)
+    except InvalidOperation:
+        number = None
+    return (0, number, "") if number is not None and number.is_finite() else (1, Decimal(0), key)
+
+
+def _place(row: int, line_offset: int | None) -> str:
+    return f"data row {row + 1}" + (f", line {row + line_offset}" if line_offset else "")
+
+
+def _validation_only(classes: list, y_train: np.ndarray, y_val: np.ndarray, where: str, name: str) -> list[str]:
+    """A warning naming the classes the split put in the validation rows only (the model cannot learn them)."""
+    only = sorted(set(y_val.tolist()) - set(y_train.tolist()))
+    if not only:
+        return []
+    shown = ", ".join(f"'{classes[i]}'" for i in only[:10])
+    return [f"{where}: class(es) {shown} of target '{name}' are in the validation split only, so the model never "
+            "sees them in training; add rows of these classes, or drop them"]
 
 
 def _split(n: int, labels: np.ndarray | None, fraction: float, seed: int, where: str

@@ -9,6 +9,7 @@ Class labels are encoded as ids 0..K-1 in sorted order and decoded back for pred
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -20,6 +21,12 @@ import pandas as pd
 from elastrain.errors import UserError
 
 MISSING_CATEGORY = "(missing)"
+# A column found categorical with more categories than both of these has about one per row.
+MANY_CATEGORIES = 10
+MANY_CATEGORIES_SHARE = 0.5
+_CURRENCY = "$\u20ac\u00a3\u00a5"
+_WITH_UNIT = re.compile(rf"(?P<before>[{_CURRENCY}]?)\s*[+-]?[{_CURRENCY}]?\d+(?:[.,'\u00a0\u202f ]\d+)*"
+                        rf"(?P<after>\s*(?:%|\u2030|[^\W\d_][\w/\u00b0]*))?")
 
 
 @dataclass
@@ -132,16 +139,20 @@ class Preprocessor:
 
 
 def fit_table(frame: pd.DataFrame, categorical: list[str] | None, where: str
-              ) -> tuple[list[str], dict[str, list[str]]]:
-    """The feature columns and the categories of the categorical ones (by value: see :func:`category_key`).
+              ) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """The feature columns, the categories of the categorical ones (by value: see :func:`category_key`),
+    and warnings for the user.
 
-    `categorical=None` treats every column with no numeric value as categorical.
+    `categorical=None` treats every column with no numeric value as categorical, except that a
+    column of numbers written with a unit or symbol (10%, $5, 3 kg) is refused, and a column with
+    about as many categories as rows (an id, free text) gets a warning.
 
     Raises:
-        UserError: a named categorical column does not exist.
+        UserError: a named categorical column does not exist, or a column holds numbers with units.
     """
     columns = [str(c) for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
+    auto = categorical is None
     if categorical is None:
         categorical = [c for c in columns if _all_non_numeric(frame[c])]
     unknown = [c for c in categorical if c not in columns]
@@ -149,7 +160,35 @@ def fit_table(frame: pd.DataFrame, categorical: list[str] | None, where: str
         raise UserError(f"data.categorical names column(s) {', '.join(unknown)} that the data does not have",
                         where=where, fix=f"choose among {', '.join(columns)}")
     categories = {c: sorted({category_key(v) for v in frame[c]}) for c in categorical}
-    return columns, categories
+    warnings = []
+    for column in categorical if auto else []:
+        _refuse_numbers_with_units(frame[column], column, where)
+        if _one_per_row(len(categories[column]), len(frame)):
+            warnings.append(f"{where}: column '{column}' has {len(categories[column])} categories in {len(frame)} "
+                            "rows, one-hot encoded: what the model learns of it does not carry to new values (an id "
+                            "or free text?); drop the column, or write its numbers plainly if it holds numbers")
+    return columns, categories, warnings
+
+
+def _one_per_row(distinct: int, rows: int) -> bool:
+    """Whether a column has (nearly) as many categories as rows."""
+    return distinct > MANY_CATEGORIES and distinct >= MANY_CATEGORIES_SHARE * rows
+
+
+def _refuse_numbers_with_units(series: pd.Series, column: str, where: str) -> None:
+    """Refuse a text column whose every value is a number with a currency sign, a percent sign, or
+    one and the same unit (10%, $5, 3 kg): read as categories, each value would be its own."""
+    texts = [str(v).strip() for v in series.dropna() if str(v).strip()]
+    parts = [_WITH_UNIT.fullmatch(text) for text in texts]
+    if not texts or not all(parts):
+        return
+    units = {(p["before"], (p["after"] or "").strip()) for p in parts}
+    symbols = any(before or after in ("%", "\u2030") for before, after in units)
+    if symbols or (len(units) == 1 and units != {("", "")}):
+        raise UserError(f"column '{column}' holds numbers written with a unit or symbol ('{texts[0]}'), which "
+                        "would be read as one category per value", where=where,
+                        fix=f"write plain numbers (0.1 for 10%) without units, or list '{column}' in "
+                            "data.categorical if its values are categories")
 
 
 def fit_scaling(flat: np.ndarray, scaling: str, per_feature: bool, numeric: np.ndarray

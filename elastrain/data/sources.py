@@ -7,11 +7,8 @@ that preprocessing can name columns and rows in its errors; image and array sour
 
 from __future__ import annotations
 
-import csv
-import itertools
 import math
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +16,9 @@ import pandas as pd
 
 from elastrain.data.check import missing_target
 from elastrain.data.idx import read_idx_folder
+from elastrain.data.tables import read_table
 from elastrain.errors import UserError
-from elastrain.spec import CsvSpec, DataSpec
-
-SEPARATORS = (",", ";", "\t", "|")   # the separators detected, in order of preference
-SNIFF_LINES = 20
-_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
-_DECIMAL_POINT = re.compile(r"[+-]?\d*\.\d+")
+from elastrain.spec import DataSpec
 
 
 @dataclass
@@ -34,7 +27,8 @@ class RawData:
 
     Exactly one of `frame` (tabular, target removed) and `array` (N, ...) is set.
     `where` names the source in error messages; `line_offset` turns a row index into a
-    file line (2 for a CSV with a header), or is None when rows have no lines.
+    file line (2 for a CSV with a header), or is None when rows have no lines. `warnings` say
+    what the reader left out (an index column, say), for the user.
     """
 
     target: np.ndarray
@@ -42,6 +36,7 @@ class RawData:
     frame: pd.DataFrame | None = None
     array: np.ndarray | None = None
     line_offset: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def is_image(self) -> bool:
@@ -69,72 +64,24 @@ def read_source(data: DataSpec, seed: int) -> RawData:
                         fix="check data.source (relative paths are resolved against the spec file's folder)")
     if kind == "npz":
         return _npz(path, data.npz_keys)
-    frame, how = read_table(path, data.csv)
-    target = _pop_target(frame, data.target, path, how)
-    if frame.shape[1] == 0:
-        raise UserError(f"no feature columns: the file has only the target '{data.target}'{how}", where=str(path),
-                        fix="add feature columns; if the file has them, set data.csv.sep to its separator")
-    return RawData(target=target, where=str(path), frame=frame, line_offset=2 if kind == "csv" else None)
-
-
-def read_table(path: Path, options: CsvSpec) -> tuple[pd.DataFrame, str]:
-    """A CSV or Parquet file as a DataFrame (by its suffix; anything not .parquet is read as CSV).
-
-    Returns:
-        The table, and how a CSV was read (" (read with separator ';', decimal ',')"; "" for Parquet)
-        for error messages.
-
-    Raises:
-        UserError: the file is empty or malformed.
-    """
-    how = ""
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path), how
-        sep, decimal = csv_format(path, options)
-        how = f" (read with separator {sep!r}, decimal {decimal!r})"
-        return pd.read_csv(path, sep=sep, decimal=decimal), how
-    except pd.errors.EmptyDataError:
-        raise UserError("the file is empty", where=str(path), fix="give a file with a header row and data") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read the file{how}: {detail}", where=str(path),
-                        fix="check that it is a valid CSV (with a header row; data.csv sets separator and decimal "
-                            "mark) or Parquet file") from None
-
-
-def csv_format(path: Path, options: CsvSpec) -> tuple[str, str]:
-    """The separator and decimal mark to read a CSV file with: those `options` give, else detected.
-
-    The separator detected is the first of , ; tab | with the most fields that splits the header and
-    every one of the next lines into the same number (at least two) of fields, else ','. The decimal
-    mark detected is ',' when the separator is not ',' and values like 1,5 appear but none like 1.5.
-    """
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        lines = list(itertools.islice(handle, SNIFF_LINES + 1))
-    if len(lines) > SNIFF_LINES:   # the last line read may be cut inside a quoted value
-        lines.pop()
-    sep = options.sep or _detect_separator(lines)
-    if options.decimal:
-        return sep, options.decimal
-    fields = [value.strip() for row in csv.reader(lines, delimiter=sep) for value in row]
-    commas = sep != "," and any(_DECIMAL_COMMA.fullmatch(v) for v in fields)
-    return sep, "," if commas and not any(_DECIMAL_POINT.fullmatch(v) for v in fields) else "."
-
-
-def _detect_separator(lines: list[str]) -> str:
-    best, best_width = ",", 1
-    for sep in SEPARATORS:
-        widths = {len(row) for row in csv.reader(lines, delimiter=sep) if row}
-        if len(widths) == 1 and (width := widths.pop()) > best_width:
-            best, best_width = sep, width
-    return best
+    table = read_table(path, data.csv, kind, data.target)
+    target = _pop_target(table.frame, data.target, path, table.how)
+    if table.frame.shape[1] == 0:
+        raise UserError(f"no feature columns: the file has only the target '{data.target}'{table.how}",
+                        where=str(path), fix="add feature columns; if the file has them, set data.csv.sep to its "
+                                             "separator")
+    return RawData(target=target, where=str(path), frame=table.frame, line_offset=2 if kind == "csv" else None,
+                   warnings=table.warnings)
 
 
 def _pop_target(frame: pd.DataFrame, target: str, path: Path, how: str) -> np.ndarray:
+    """The target column, taken out of `frame`; a blank value (a CSV's target is text) is missing."""
     if target not in frame.columns:
         raise missing_target(target, [str(c) for c in frame.columns], path, how)
-    return frame.pop(target).to_numpy()
+    values = frame.pop(target).to_numpy(dtype=object)
+    blank = np.array([isinstance(v, str) and not v.strip() for v in values], dtype=bool)
+    values[blank] = None
+    return values
 
 
 def _builtin(name: str) -> RawData:

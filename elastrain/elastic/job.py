@@ -96,6 +96,10 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
     options = options or RunOptions()
     folder = RunFolder.of(home, options.job_id or new_job_id(spec.name))
     folder.create(spec)
+    for message in trainer.data.warnings:   # what the data reader dropped or doubts, said before training
+        folder.log(f"warning: {message}")
+        if progress:
+            progress.warn(message)
     return _execute(spec, trainer, folder, progress, options, started, resume=False)
 
 
