@@ -6,7 +6,7 @@ import re
 
 from tests.conftest import REPO
 
-RUN_FOLDER_FILES = ("spec.yaml", "status.json", "events.jsonl", "history.jsonl", "loss.jsonl", "job.log",
+RUN_FOLDER_FILES = ("spec.yaml", "data.json", "status.json", "events.jsonl", "history.jsonl", "loss.jsonl", "job.log",
                     "scale-request.json", "cancel-request.json", "result.json", "curves.png")
 
 

@@ -236,3 +236,21 @@ def test_a_full_home_fails_the_job_cleanly_when_the_model_cannot_be_saved(tmp_pa
     assert code == 1 and "Traceback" not in err, err
     assert f"error: the model not written to {folder.model_dir}: No space left on device (it needs " in line
     assert result["status"] == "failed" and "the model not written" in result["message"]
+
+
+def test_a_read_only_checkpoint_folder_under_ray_workers_warns_and_the_job_succeeds(tmp_path, elastrain_home,
+                                                                                   ray_address):
+    """Kind 10 (read-only disk), on an elastic group of Ray workers: the rank-0 worker's failed
+    checkpoint writes reach the job as `checkpoint_failed` events and warnings (path, reason,
+    bytes needed), and the job trains to its end and saves its model."""
+    with tmpfs(tmp_path / "ro", 1 << 20, read_only=True) as disk:
+        spec = parse_spec(WIDE_JOB.replace("epochs: 2", "epochs: 1")
+                          + f"checkpoint: {{every_steps: 10, dir: '{disk}'}}\n"
+                          "resources: {workers: {min: 1, max: 2}, cpus_per_worker: 1, wait_timeout_s: 60}\n")
+        progress = Warnings()
+        result = run_job(spec, elastrain_home, progress=progress)
+    assert result.status == "succeeded" and Path(result.model_path, "model.pt").is_file()
+    failed = [e for e in RunFolder(Path(result.run_dir)).read_events() if e["kind"] == "checkpoint_failed"]
+    assert [e["step"] for e in failed] == [10, 20]
+    assert progress.messages[0].startswith(f"checkpoint of step 10 not written to {disk}/ckpt-000000010.pt: "
+                                           "Read-only file system (it needs ")

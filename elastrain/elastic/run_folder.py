@@ -356,8 +356,12 @@ def _append_line(path: Path, line: str) -> None:
 
 def _write_json_atomic(path: Path, value: dict) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(value))
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(value))
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)   # half a file on a full disk keeps it full
+        raise
 
 
 def _read_json(path: Path) -> dict | None:
