@@ -1,7 +1,8 @@
 """Data: reading sources, the seeded split, preprocessing saved with the model, the elastic sampler.
 
 Names are imported on first use, so that `elastrain.data.check` (what `validate` runs) loads
-neither pandas nor NumPy.
+neither pandas nor NumPy unless the source is a table (read by `elastrain.data.tables`, the one
+reader of tables).
 """
 
 from __future__ import annotations
