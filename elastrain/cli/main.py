@@ -618,6 +618,12 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         err.print(f"[red]error:[/red] {escape(exc.line())}", soft_wrap=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:   # a write to ELASTRAIN_HOME refused (read-only, full): one line, not a traceback
+        refused = paths.refused_write(exc)
+        if refused is None:
+            raise
+        err.print(f"[red]error:[/red] {escape(refused.line())}", soft_wrap=True)
+        sys.exit(refused.exit_code)
     except JobInterrupted as exc:
         err.print(escape(str(exc)), soft_wrap=True)
         # The run's state is on disk and its training thread has stopped; skipping the

@@ -129,14 +129,18 @@ class Store:
         if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
             raise UserError(f"'{name}' is not a valid user name", where="user name",
                             fix="use 1-64 letters, digits, '-', '_' or '.'")
-        with self.session.begin() as session:
-            if session.scalar(select(User).where(User.name == name)) is not None:
-                raise UserError(f"user '{name}' already exists", where="user name", fix="choose another name")
-            user = User(name=name, is_admin=admin, created_at=_now())
-            session.add(user)
-            session.flush()
-            token = self._issue(session, user.id)
-            return UserInfo(user.id, user.name, user.is_admin), token
+        taken = UserError(f"user '{name}' already exists", where="user name", fix="choose another name")
+        try:
+            with self.session.begin() as session:
+                if session.scalar(select(User).where(User.name == name)) is not None:
+                    raise taken
+                user = User(name=name, is_admin=admin, created_at=_now())
+                session.add(user)
+                session.flush()
+                token = self._issue(session, user.id)
+                return UserInfo(user.id, user.name, user.is_admin), token
+        except IntegrityError:   # another process created the name between the check and the insert
+            raise taken from None
 
     def issue_token(self, name: str) -> str:
         """A further token for user `name`.

@@ -1,0 +1,160 @@
+"""ELASTRAIN_HOME and the model folder as users meet them (issue 27, findings 11-13): a read-only
+or full home on a real tmpfs mount, many real `elastrain` processes creating a new store at
+once (SQLite and PostgreSQL), and damaged or foreign model folders given to `predict`, `serve`,
+`optimize` and the registry."""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import create_engine, text
+from torch import nn
+
+from elastrain.data import Preprocessor
+from elastrain.elastic.collective import free_port
+from elastrain.models import build_model
+from elastrain.spec import ModelSpec
+from elastrain.store.model_ref import local_registry
+from elastrain.train.artifact import save_model
+from tests.conftest import REPO
+
+COLUMNS = ["a", "b", "c", "d"]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    """A real tmpfs mounted at `path` with mount `options` (e.g. ro); skips the test where mounting
+    is refused (it needs root; chmod does not stop root, a read-only mount does)."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs at {path} ({done.stderr.strip()}): the test needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """An empty folder on a read-only file system."""
+    with tmpfs(tmp_path / "read-only", "ro,size=1m") as path:
+        yield path
+
+
+@pytest.fixture
+def full(tmp_path):
+    """A folder on a file system with no space left."""
+    with tmpfs(tmp_path / "full", "size=128k") as path:
+        with contextlib.suppress(OSError), open(path / "filler", "wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        yield path
+
+
+def one_line(err: str) -> str:
+    """The one line of an error output, after checking it is one and no traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "Aborted" not in err, err
+    return lines[0]
+
+
+# --- kind 11: a read-only or full ELASTRAIN_HOME -----------------------------------------------------------
+
+
+def test_a_read_only_home_is_one_line_that_names_it(cli, read_only, monkeypatch, tmp_path):
+    """Kind 11 (read-only ELASTRAIN_HOME): the registry, a run and a prediction by name each say in one line
+    that the folder is not writable and to set ELASTRAIN_HOME elsewhere; never an OSError traceback or
+    "start the database server" (the SQLite file is local)."""
+    monkeypatch.setenv("ELASTRAIN_HOME", str(read_only))
+    monkeypatch.delenv("ELASTRAIN_DB_URL", raising=False)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,c,d\n1,2,3,4\n")
+    for args in (["models"], ["run", REPO / "examples" / "logistic_breast_cancer.yaml"],
+                 ["predict", "some-model", "-i", rows]):
+        code, _, err = cli(*args)
+        line = one_line(err)
+        assert code == 2, err
+        assert f"ELASTRAIN_HOME {read_only} is not writable (Read-only file system" in line, line
+        assert "set ELASTRAIN_HOME to a folder you can write" in line and "database server" not in line, line
+    assert list(read_only.iterdir()) == []
+
+
+def test_a_sqlite_url_in_a_read_only_folder_names_that_folder(cli, read_only, monkeypatch):
+    """Kind 11 (read-only ELASTRAIN_HOME), the SQLite file of ELASTRAIN_DB_URL: the line says its folder is
+    not writable, not "start the database server"."""
+    monkeypatch.setenv("ELASTRAIN_DB_URL", f"sqlite:///{read_only / 'store.db'}")
+    code, _, err = cli("models")
+    line = one_line(err)
+    assert code == 2
+    assert f"the folder of the SQLite database {read_only / 'store.db'} is not writable" in line, line
+    assert "database server" not in line
+
+
+def test_a_full_home_is_one_line_that_names_it(cli, full, monkeypatch):
+    """Kind 11 (ELASTRAIN_HOME on a full disk): the registry and a run each say in one line that the folder
+    is full, never "start the database server" or an OSError traceback."""
+    monkeypatch.setenv("ELASTRAIN_HOME", str(full))
+    monkeypatch.delenv("ELASTRAIN_DB_URL", raising=False)
+    for args in (["models"], ["run", REPO / "examples" / "logistic_breast_cancer.yaml"]):
+        code, _, err = cli(*args)
+        line = one_line(err)
+        assert code == 2, err
+        assert f"ELASTRAIN_HOME {full} is not writable" in line and "free space there" in line, line
+        assert "database server" not in line
+
+
+# --- kind 12: concurrent first use of a new store ----------------------------------------------------------
+
+
+def first_uses(env: dict, processes: int) -> list[tuple[int, str]]:
+    """Start `processes` real `elastrain models` at once with `env`; each one's exit code and stderr."""
+    started = [subprocess.Popen([sys.executable, "-m", "elastrain", "models"], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for _ in range(processes)]
+    return [(process.wait(timeout=300), process.communicate()[1]) for process in started]
+
+
+def test_processes_that_first_use_a_new_home_at_once_all_succeed(tmp_path):
+    """Kind 12 (concurrent first use of the store): six `elastrain models` started at once on a new
+    ELASTRAIN_HOME all exit 0 (they failed with "table ... already exists"), round after round."""
+    env = {k: v for k, v in os.environ.items() if k != "ELASTRAIN_DB_URL"}
+    for round_ in range(3):
+        home = tmp_path / f"home-{round_}"
+        outcomes = first_uses({**env, "ELASTRAIN_HOME": str(home)}, 6)
+        assert all(code == 0 for code, _ in outcomes), [err for code, err in outcomes if code]
+        assert (home / "elastrain.db").is_file()
+
+
+def empty(url: str) -> None:
+    """Make the database at `url` new again: no tables (PostgreSQL), no file (SQLite)."""
+    engine = create_engine(url)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    else:
+        database = Path(engine.url.database)
+        for path in database.parent.glob(f"{database.name}*"):
+            path.unlink()
+    engine.dispose()
+
+
+def test_processes_that_first_use_a_new_database_at_once_all_succeed(database_url, tmp_path):
+    """Kind 12 (concurrent first use of the store), on the database ELASTRAIN_DB_URL names (a SQLite file;
+    PostgreSQL, serialized by an advisory lock): six `elastrain models` at once all exit 0, round after round."""
+    env = {**os.environ, "ELASTRAIN_DB_URL": database_url, "ELASTRAIN_HOME": str(tmp_path / "home")}
+    for _ in range(2):
+        empty(database_url)
+        outcomes = first_uses(env, 6)
+        assert all(code == 0 for code, _ in outcomes), [err for code, err in outcomes if code]
+    with local_registry(database_url) as (store, owner):
+        assert store.models(owner) == []
