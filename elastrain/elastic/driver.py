@@ -304,9 +304,11 @@ def drive(launch: DriverLaunch, progress: Any | None, control: JobControl) -> Jo
     try:
         outcome = _follow(driver, progress, control)
     except ray.exceptions.RayActorError as exc:
+        from elastrain.elastic.job import resume_hint
+
+        folder = RunFolder.of(Path(launch.home), launch.job_id)
         raise UserError(f"the driver of job {launch.job_id} died ({first_line(exc)})", where="Ray",
-                        fix=f"`elastrain resume {launch.job_id}` continues it from its last checkpoint",
-                        exit_code=1) from None
+                        fix=resume_hint(folder.read_spec(), folder), exit_code=1) from None
     finally:
         ray.kill(driver)
         if started_here:

@@ -326,7 +326,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
         raise
     except (KeyboardInterrupt, JobInterrupted):
         step = reporter.snapshot.step
-        message = f"job {job_id} interrupted at step {step}; {_resume_hint(spec, folder)}"
+        message = f"job {job_id} interrupted at step {step}; {resume_hint(spec, folder)}"
         events.add(Event("interrupted", step, reporter.snapshot.workers, reporter.snapshot.generation))
         reporter.status(state="interrupted", message=message)
         raise JobInterrupted(message) from None
@@ -404,7 +404,7 @@ def _how_to_keep(spec: JobSpec) -> str:
     return ""
 
 
-def _resume_hint(spec: JobSpec, folder: RunFolder) -> str:
+def resume_hint(spec: JobSpec, folder: RunFolder) -> str:
     """What `elastrain resume` will do with an interrupted job, truthfully: continue from its
     newest checkpoint, or start again at step 0 (and how to keep checkpoints next time)."""
     job_id, step = folder.job_id, _last_checkpoint(spec, folder)
