@@ -97,13 +97,14 @@ def test_a_short_jobs_charts_start_when_it_began_training(browser, site):  # noq
 
 
 def test_an_ended_job_shows_its_last_group_and_cannot_be_scaled(browser, site):  # noqa: F811
-    """Kind: an ended job's page showed its worker bounds as if it could still scale ("1 (1–2)")
-    and a scale box reading "0" (the job row's count after the end). It shows the group's last
-    size, and the disabled scale box holds that size."""
+    """Kind: an ended job's page showed its worker bounds as if it could still scale ("1 (1–2)"),
+    a scale box reading "0" (the job row's count after the end) and, its run folder gone, step
+    "0 (epoch 0)". It shows the group's last size and step, and the disabled scale box holds that size."""
     url, token, _ = site
     page = log_in(browser, url, token, "/jobs/ended-job")
     wait_for_body_data(page, "events", "3".__eq__, WAIT_S)
     assert fact(page, "Workers") == "1 at the end"
+    assert fact(page, "Step") == "80"   # its run folder is gone: the last event's step, not "0 (epoch 0)"
     assert page.input_value("#scale-input") == "1"
     assert page.is_disabled("#scale-input") and page.is_disabled("#scale-button")
 

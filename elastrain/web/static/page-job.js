@@ -119,8 +119,10 @@
       workersRange.textContent = active() ? workerRange(lo, hi, j.requested_workers, workers)
         : last == null ? '' : 'at the end';
       const total = st.total_steps;
-      facts.step.textContent = st.step == null ? DASH : `${fmtInt(st.step)}${total ? ' / ' + fmtInt(total) : ''}`
-        + (st.epoch != null ? ` (epoch ${st.epoch})` : '');
+      // An ended job whose run folder is gone has a bare status (step 0 of 0): its events tell the last step.
+      const lastStep = !active() && !total ? lastEvent((e) => e.step != null) : null;
+      facts.step.textContent = lastStep ? fmtInt(lastStep.step) : st.step == null ? DASH
+        : `${fmtInt(st.step)}${total ? ' / ' + fmtInt(total) : ''}` + (st.epoch != null ? ` (epoch ${st.epoch})` : '');
       const rate = samplesPerSecond();
       facts.sps.textContent = rate == null ? DASH : rate >= 100 ? fmtInt(rate) : fmtNum(+rate.toFixed(1));
       facts.eta.textContent = active() ? fmtDuration(etaSeconds(rate)) : DASH;
@@ -170,10 +172,16 @@
       return (Math.max(0, st.total_steps - st.step) * st.batch_size) / rate;
     }
 
+    // The last event for which `test` holds, or null.
+    function lastEvent(test) {
+      for (let i = S.events.length - 1; i >= 0; i--) if (test(S.events[i])) return S.events[i];
+      return null;
+    }
+
     // The workers of the last event that has them, or null.
     function lastEventWorkers() {
-      for (let i = S.events.length - 1; i >= 0; i--) if (S.events[i].workers != null) return S.events[i].workers;
-      return null;
+      const ev = lastEvent((e) => e.workers != null);
+      return ev ? ev.workers : null;
     }
 
     // Where the charts start (x = 0): when training began (the start event, once the workers are
