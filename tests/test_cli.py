@@ -288,7 +288,7 @@ def test_with_elastrain_server_exported_a_local_run_is_still_found_here(cli, mon
 
 def test_validate_checks_the_data_as_far_as_it_can_without_training(cli, tmp_path):
     table = tmp_path / "t.csv"
-    table.write_text("a;b;label\n1;2;x\n")
+    table.write_text("a;b;label\n1;2;x\n3;4;y\n")   # validate checks the values as training does: two classes
     spec = tmp_path / "job.yaml"
     spec.write_text("data: {source: 'csv:t.csv', target: label}\n")
     code, _, err = cli("validate", spec)

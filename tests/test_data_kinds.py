@@ -124,8 +124,9 @@ def test_numbers_with_units_are_refused_naming_the_column(cli, tmp_path, written
     write(tmp_path / "d.csv", "x,rate,label\n" + "".join(f"{i},{written.format(i * 3)},{i % 2}\n" for i in range(60)))
     line = refusal(tmp_path, "csv:d.csv")
     assert "column 'rate'" in line and "unit" in line and "data.categorical" in line
-    code, _, err = cli("run", spec_file(tmp_path, "csv:d.csv"))
-    assert code == 2 and one_line(err) and "column 'rate'" in err, err
+    for command in ("validate", "run"):
+        code, _, err = cli(command, spec_file(tmp_path, "csv:d.csv"))
+        assert code == 2 and one_line(err) and "column 'rate'" in err, err
 
 
 def test_a_categorical_column_with_a_category_per_row_warns(tmp_path):
@@ -263,8 +264,9 @@ def test_a_stray_text_label_among_numbers_is_named_with_its_row(cli, tmp_path):
     data = prepared(tmp_path, "csv:d.csv")
     assert data.preprocessor.classes == ["0", "1", "unknown"]
     assert any("'unknown' at data row 42, line 43" in w for w in data.warnings), data.warnings
-    code, _, err = cli("run", spec_file(tmp_path, "csv:d.csv"), "--set", "model.kind=softmax")
-    assert code == 0 and "'unknown' at data row 42, line 43" in err, err
+    for command in ("validate", "run"):
+        code, _, err = cli(command, spec_file(tmp_path, "csv:d.csv"), "--set", "model.kind=softmax")
+        assert code == 0 and "'unknown' at data row 42, line 43" in err, err
 
 
 def test_a_class_only_in_the_validation_split_is_warned_about(tmp_path):

@@ -1,6 +1,7 @@
 """What can be checked of a job's data without training: the file or folder exists and can be
-read, a table reads as training reads it (the same reader, so `validate` and `run` cannot
-disagree) and holds the target column, an .npz archive holds its two keys.
+read; a table reads as training reads it (the same reader, so `validate` and `run` cannot
+disagree), holds the target column, and its values pass training's checks; an .npz archive
+holds its two keys.
 
 Standard library only at import, so that `elastrain validate` stays fast: pandas is loaded
 only when the source is a table.
@@ -46,11 +47,13 @@ def check_source(data: DataSpec) -> str:
                             f"(arrays: {', '.join(sorted(names))})", where=str(path),
                             fix="set data.npz_keys to [features key, target key]")
         return f"data: {path} holds arrays {data.npz_keys[0]!r} and {data.npz_keys[1]!r}"
+    from elastrain.data.dataset import check_table
     from elastrain.data.sources import read_source
 
     raw = read_source(data, seed=0)
+    warnings = check_table(raw, data)
     said = f"data: {path} has {raw.frame.shape[1] + 1} columns, the target '{data.target}' among them"
-    return "\n".join([said, *(f"warning: {message}" for message in raw.warnings)])
+    return "\n".join([said, *(f"warning: {message}" for message in warnings)])
 
 
 def missing_target(target: str, columns: list[str], path: Path, how: str) -> UserError:

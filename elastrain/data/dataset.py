@@ -19,10 +19,10 @@ from elastrain.data.preprocess import (
     fit_table,
     flatten_samples,
 )
-from elastrain.data.sources import read_source
+from elastrain.data.sources import RawData, read_source
 from elastrain.data.tables import read_table, table_format
 from elastrain.errors import UserError
-from elastrain.spec import CsvSpec, JobSpec
+from elastrain.spec import CsvSpec, DataSpec, JobSpec
 
 # A target with more distinct values than both of these is a quantity rather than classes.
 MANY_VALUES = 20
@@ -90,6 +90,25 @@ def prepare_dataset(spec: JobSpec) -> Dataset:
     return Dataset(x_train=scaled[train_rows], y_train=y[train_rows], x_val=scaled[val_rows], y_val=y[val_rows],
                    task=spec.task, n_classes=len(classes) if classes else None, input_shape=input_shape,
                    preprocessor=preprocessor, warnings=warnings)
+
+
+def check_table(raw: RawData, data: DataSpec) -> list[str]:
+    """What training would refuse in a table, short of splitting and scaling it (for `validate`):
+    the target's values, the categories, the numbers. The task is the data source's, else the
+    target's (validate does not ask the model).
+
+    Returns:
+        The warnings training would give, but those about the split.
+
+    Raises:
+        UserError: what `prepare_dataset` raises for these rows.
+    """
+    warnings = list(raw.warnings)
+    task = data.task or infer_task(raw.target)
+    _encode_target(raw.target, task, raw.where, data.target, raw.line_offset, warnings)
+    columns, categories, said = fit_table(raw.frame, data.categorical, raw.where)
+    encode_features(raw.frame, columns, categories, raw.where, raw.line_offset)
+    return warnings + said
 
 
 def read_prediction_input(path: Path, preprocessor: Preprocessor) -> np.ndarray:
