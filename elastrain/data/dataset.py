@@ -199,8 +199,7 @@ def _encode_target(target: np.ndarray, task: str, where: str, name: str, line_of
         warnings.append(f"{where}: target '{name}' holds numbers, and '{str(target[row]).strip()}' at "
                         f"{_place(row, line_offset)} ({int(text.sum())} such row(s)): it is trained as a class of its "
                         "own; correct or drop these rows if they are mistakes")
-    keys = [category_key(v) for v in target]
-    classes, ids = _class_labels(target, keys)
+    classes, ids = _class_labels(target)
     if len(classes) < 2:
         raise UserError(f"target '{name}' has only one class ({classes[0]})", where=where,
                         fix="classification needs at least two classes in the data")
@@ -210,15 +209,17 @@ def _encode_target(target: np.ndarray, task: str, where: str, name: str, line_of
     return ids, classes
 
 
-def _class_labels(target: np.ndarray, keys: list[str]) -> tuple[list, np.ndarray]:
+def _class_labels(target: np.ndarray) -> tuple[list, np.ndarray]:
     """The class labels, numbers by value then text in order, and each row's class id.
 
     A class reads as the data writes it ("01", "NA", "cat") unless the data writes it several ways
     (1 and 1.0) or as a plain number: then as its value. When every class is an integer value the
     labels are ints, else text.
     """
+    codes, distinct = pd.factorize(pd.Series(target, dtype=object))   # each distinct value once, not each row
+    keys = [category_key(value) for value in distinct]
     written: dict[str, set[str]] = {}
-    for value, key in zip(target, keys, strict=True):
+    for value, key in zip(distinct, keys, strict=True):
         written.setdefault(key, set()).add(repr(float(value)) if isinstance(value, float | np.floating)
                                             else str(value).strip())
     labels = {key: next(iter(texts)) if len(texts) == 1 and not _PLAIN_NUMBER.fullmatch(next(iter(texts)))
@@ -229,7 +230,7 @@ def _class_labels(target: np.ndarray, keys: list[str]) -> tuple[list, np.ndarray
     else:
         shown = [labels[key] for key in order]
     position = {key: i for i, key in enumerate(order)}
-    return shown, np.array([position[key] for key in keys], dtype=np.int64)
+    return shown, np.array([position[key] for key in keys], dtype=np.int64)[codes]
 
 
 def _class_order(key: str) -> tuple:
