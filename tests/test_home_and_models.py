@@ -38,7 +38,8 @@ def tmpfs(path: Path, options: str):
     try:
         yield path
     finally:
-        subprocess.run(["umount", str(path)], check=False)
+        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(path)], check=False)   # a file still open: detach it anyway
 
 
 @pytest.fixture
@@ -158,3 +159,131 @@ def test_processes_that_first_use_a_new_database_at_once_all_succeed(database_ur
         assert all(code == 0 for code, _ in outcomes), [err for code, err in outcomes if code]
     with local_registry(database_url) as (store, owner):
         assert store.models(owner) == []
+
+
+# --- kind 13: damaged or foreign model folders -------------------------------------------------------------
+
+
+def write_model(folder: Path) -> Path:
+    """A small MLP classifier's model folder (4 columns, 3 classes), as `elastrain run` saves one."""
+    spec = ModelSpec(kind="mlp", hidden=[8])
+    model = build_model(spec, (4,), 3)
+    preprocessor = Preprocessor(layout="table", input_shape=(4,), columns=COLUMNS, center=[0.0] * 4,
+                                scale=[1.0] * 4, classes=["x", "y", "z"])
+    return save_model(folder, model, spec, (4,), 3, "classification", "cross_entropy", preprocessor)
+
+
+def edit_json(path: Path, change) -> None:
+    raw = json.loads(path.read_text())
+    change(raw)
+    path.write_text(json.dumps(raw))
+
+
+def foreign_onnx(folder: Path) -> None:
+    edit_json(folder / "model.json", lambda meta: meta.update(format="onnx"))
+    (folder / "model.pt").unlink()
+    (folder / "model.onnx").write_bytes(b"\x08\x07" + b"not a protobuf graph" * 20)
+
+
+def other_weights(folder: Path) -> None:
+    torch.save(nn.Linear(2, 2).state_dict(), folder / "model.pt")
+
+
+def whole_module(folder: Path) -> None:
+    torch.save(nn.Linear(4, 3), folder / "model.pt")
+
+
+# Each damage: what it does to a good model folder, and what the one line must say.
+DAMAGES = {
+    "model.pt truncated": (lambda f: (f / "model.pt").write_bytes((f / "model.pt").read_bytes()[:300]),
+                           "model.pt is truncated or not a PyTorch file — re-save or re-export it"),
+    "model.pt empty": (lambda f: (f / "model.pt").write_bytes(b""), "model.pt is empty"),
+    "model.pt foreign bytes": (lambda f: (f / "model.pt").write_bytes(b"GIF89a not weights" * 10),
+                               "model.pt is truncated or not a PyTorch file"),
+    "model.pt a pickled module": (whole_module, "model.pt holds Python objects, not only weights"),
+    "model.pt of another model": (other_weights, "model.pt does not fit the model model.json describes "
+                                                 "(weights missing"),
+    "model.pt missing": (lambda f: (f / "model.pt").unlink(), "not a model directory (missing model.pt)"),
+    "model.json bad JSON": (lambda f: (f / "model.json").write_text('{"format": "torch", "task": '),
+                            "model.json is not valid JSON (Expecting value at line 1 column 29)"),
+    "model.json unknown format": (lambda f: edit_json(f / "model.json", lambda m: m.update(format="keras")),
+                                  "model.json names format 'keras', which elastrain does not read"),
+    "model.json missing keys": (lambda f: edit_json(f / "model.json", lambda m: [m.pop("task"), m.pop("n_outputs")]),
+                                "model.json lacks n_outputs, task"),
+    "model.json wrong value": (lambda f: edit_json(f / "model.json", lambda m: m.update(input_shape="4")),
+                               "model.json's input_shape is \"4\", not a list of positive whole numbers"),
+    "model.json not a spec": (lambda f: edit_json(f / "model.json", lambda m: m["model"].update(hidden="many")),
+                              "model.json's model spec is not one elastrain knows (hidden"),
+    "model.json missing": (lambda f: (f / "model.json").unlink(), "not a model directory (missing model.json)"),
+    "preprocess.json bad JSON": (lambda f: (f / "preprocess.json").write_text("{"),
+                                 "preprocess.json is not valid JSON"),
+    "preprocess.json missing keys": (lambda f: (f / "preprocess.json").write_text("{}"), "preprocess.json lacks"),
+    "preprocess.json missing": (lambda f: (f / "preprocess.json").unlink(),
+                                "not a model directory (missing preprocess.json)"),
+    "model.onnx foreign": (foreign_onnx, "model.onnx is truncated or not an ONNX model"),
+}
+
+
+@pytest.fixture(params=list(DAMAGES))
+def damaged(request, tmp_path):
+    """A model folder with one damage of DAMAGES; (folder, what its one line must say)."""
+    damage, expected = DAMAGES[request.param]
+    folder = write_model(tmp_path / "model")
+    damage(folder)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,c,d\n1,2,3,4\n")
+    return folder, expected, rows
+
+
+def assert_names(err: str, folder: Path, expected: str) -> None:
+    line = one_line(err)
+    assert f"model folder {folder}: " in line and expected in line, line
+
+
+def test_predict_and_optimize_say_what_is_wrong_with_a_damaged_model_folder(cli, damaged):
+    """Kind 13 (damaged or foreign model folder): `predict` and `optimize` print one line naming the
+    folder, the file and what is wrong, exit 2, and never print a traceback or a bare `Aborted.`."""
+    folder, expected, rows = damaged
+    for args in (["predict", folder, "-i", rows], ["optimize", folder, "--latency-s", "0.01"]):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "", (args, out, err)
+        assert_names(err, folder, expected)
+
+
+def test_serve_refuses_a_damaged_model_folder_before_it_listens(damaged):
+    """Kind 13 (damaged or foreign model folder): `elastrain serve` (a real process) prints one line naming
+    the folder, the file and what is wrong and exits 2 without listening, instead of uvicorn's start-up
+    traceback."""
+    folder, expected, _ = damaged
+    done = subprocess.run([sys.executable, "-m", "elastrain", "serve", str(folder), "--port", str(free_port()),
+                           "--no-auth"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert_names(done.stderr, folder, expected)
+
+
+def test_a_registered_damaged_model_is_listed_and_named_in_one_line(cli, tmp_path):
+    """Kind 13 (damaged or foreign model folder), through the registry: `elastrain models` still lists a
+    registered version whose folder was damaged later, and `predict NAME@ALIAS` says what is wrong with
+    its folder in one line."""
+    folder = write_model(tmp_path / "model")
+    with local_registry() as (store, owner):
+        store.register_model(owner, "iris", str(folder), {"val_accuracy": 0.9}, "spec", "data")
+        store.set_alias(owner, "iris", "production", 1)
+    (folder / "model.pt").write_bytes(b"")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,c,d\n1,2,3,4\n")
+    code, out, err = cli("models")
+    assert code == 0 and str(folder) in out and err == "", err
+    code, out, err = cli("predict", "iris@production", "-i", rows)
+    assert code == 2 and out == ""
+    assert_names(err, folder, "model.pt is empty")
+
+
+def test_an_intact_model_folder_still_loads_and_predicts(cli, tmp_path):
+    """Kind 13's validating loader lets a good model folder through: `predict` answers one label per row."""
+    folder = write_model(tmp_path / "model")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,c,d\n1,2,3,4\n0,0,0,0\n")
+    code, out, err = cli("predict", folder, "-i", rows)
+    assert code == 0, err
+    assert all(label in ("x", "y", "z") for label in out.split())

@@ -49,7 +49,7 @@ def serve(
 
     from elastrain.security.transport import check_listen
     from elastrain.serve.app import CONFIG_ENV, ServeConfig, config_env, create_serve_app
-    from elastrain.serve.model import locate
+    from elastrain.serve.model import load, locate
 
     check_listen(host, tls=False, insecure=insecure)
     _check_range("--max-batch", max_batch, 1, 4096)
@@ -59,6 +59,7 @@ def serve(
     if replicas is not None:
         _check_range("--replicas", replicas, 1, 1024)
     found = locate(model)   # a reference that names nothing fails here, before anything listens
+    load(found)   # and so does a damaged model folder (one line, not uvicorn's start-up traceback)
     config = ServeConfig(model=model, max_batch=max_batch, max_wait_ms=max_wait_ms, auth=auth,
                          reload_s=reload_seconds)
     err.print(f"serving {escape(found.name)} version {found.version} ({escape(found.path)}) on "

@@ -13,8 +13,10 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,11 @@ from typing import Any
 import fsspec
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from elastrain.data import Preprocessor
-from elastrain.errors import UserError
+from elastrain.errors import UserError, first_line
 from elastrain.models import build_model
 from elastrain.spec import ModelSpec
 from elastrain.train.losses import predictions
@@ -179,13 +182,29 @@ def _write_files(directory: Path, files: dict[str, bytes]) -> None:
         raise failed_write("the model", str(directory), sum(map(len, files.values())), exc, free) from exc
 
 
+RESAVE = "re-save or re-export it (`elastrain run` saves a model, `elastrain optimize` exports one)"
+NOT_A_MODEL = "pass the model_path that `elastrain run` printed"
+TASKS = ("classification", "regression")
+# model.json's keys every format needs: (does this value do, what it should be).
+META_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": (lambda v: isinstance(v, dict), "an object (the model spec)"),
+    "input_shape": (lambda v: isinstance(v, list) and bool(v) and all(_positive_int(n) for n in v),
+                    "a list of positive whole numbers"),
+    "n_outputs": (lambda v: _positive_int(v), "a positive whole number"),
+    "task": (lambda v: v in TASKS, " or ".join(TASKS)),
+    "loss": (lambda v: isinstance(v, str), "a loss name"),
+}
+
+
 def read_meta(directory: str | Path) -> dict:
-    """A model directory's model.json (format `torch` when it names none); the directory may be an
-    fsspec URL where the model was published (e.g. s3://bucket/models/x)."""
-    if "://" in str(directory):
-        with fsspec.open(f"{str(directory).rstrip('/')}/{META}", "r") as file:
-            return {"format": "torch", **json.loads(file.read())}
-    return {"format": "torch", **json.loads((Path(directory) / META).read_text())}
+    """A model directory's model.json (format `torch` when it names none), checked as
+    :func:`check_meta` does; the directory may be an fsspec URL where the model was published
+    (e.g. s3://bucket/models/x).
+
+    Raises:
+        UserError: model.json is missing or damaged; the line names the folder and what is wrong.
+    """
+    return check_meta(_read_text(directory, META), str(directory))
 
 
 def model_files(directory: str | Path) -> list[Path]:
@@ -204,10 +223,14 @@ def publish_model(directory: Path, url: str) -> str:
 
 
 def load_model(directory: str | Path) -> SavedModel:
-    """Read a model directory written by :func:`save_model`, or published to an fsspec URL.
+    """Read a model directory written by :func:`save_model`, or published to an fsspec URL; each
+    of its files is checked on the way (the one validating loader `predict`, `serve` and
+    `optimize` share).
 
     Raises:
-        UserError: the directory is missing or is not a model directory.
+        UserError: the directory is missing, is not a model directory, or one of its files is
+            damaged or foreign (bad JSON, an unknown format, missing keys, truncated weights,
+            weights of another model); the line names the folder, the file and what is wrong.
     """
     if "://" in str(directory):
         with tempfile.TemporaryDirectory() as local:
@@ -215,31 +238,193 @@ def load_model(directory: str | Path) -> SavedModel:
             for name in {META, PREPROCESS, *WEIGHTS.values()}:
                 if fs.exists(f"{root}/{name}"):
                     fs.get_file(f"{root}/{name}", str(Path(local) / name))
-            return load_model(local)
-    directory = Path(directory)
-    if not (directory / META).is_file():
-        raise UserError(f"not a model directory (missing {META})", where=str(directory),
-                        fix="pass the model_path that `elastrain run` printed")
-    meta = read_meta(directory)
-    missing = [p.name for p in model_files(directory) if not p.is_file()]
+            return _load_local(Path(local), str(directory))
+    return _load_local(Path(directory), str(directory))
+
+
+def damaged(folder: str, what: str, fix: str = RESAVE) -> UserError:
+    """The one line for a model folder that is not what it should be:
+    "model folder FOLDER: WHAT — FIX"."""
+    return UserError(what, where=f"model folder {folder}", fix=fix)
+
+
+def check_meta(text: str, folder: str) -> dict:
+    """The model.json `text` of model folder `folder`, parsed and checked: a JSON object whose
+    `format` (default `torch`) is one elastrain reads and which has every key of META_KEYS.
+
+    Raises:
+        UserError: it is not so; the line says what is wrong.
+    """
+    meta = _parse_json(text, META, folder)
+    if not isinstance(meta, dict):
+        raise damaged(folder, f"{META} is not a JSON object")
+    meta = {"format": "torch", **meta}
+    if meta["format"] not in WEIGHTS:
+        raise damaged(folder, f"{META} names format {str(meta['format'])[:40]!r}, which elastrain does not "
+                              f"read (it reads {', '.join(WEIGHTS)})",
+                      fix="it was written by another program or a newer elastrain: " + RESAVE)
+    missing = [key for key in META_KEYS if key not in meta]
     if missing:
-        raise UserError(f"not a model directory (missing {', '.join(missing)})", where=str(directory),
-                        fix="pass the model_path that `elastrain run` printed")
-    preprocessor = Preprocessor.from_dict(json.loads((directory / PREPROCESS).read_text()))
-    return SavedModel(_network(directory, meta), preprocessor, meta["task"], meta["loss"])
+        raise damaged(folder, f"{META} lacks {', '.join(missing)}")
+    for key, (fits, expected) in META_KEYS.items():
+        if not fits(meta[key]):
+            raise damaged(folder, f"{META}'s {key} is {json.dumps(meta[key])[:40]}, not {expected}")
+    return meta
 
 
-def _network(directory: Path, meta: dict) -> Any:
-    """The callable that scores features: a torch module, or an ONNX Runtime session for `onnx`."""
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _read_text(directory: str | Path, name: str, folder: str | None = None) -> str:
+    """The text of file `name` of model folder `directory` (a path or fsspec URL), which the
+    user knows as `folder` (default: `directory`).
+
+    Raises:
+        UserError: the folder or the file is missing or cannot be read.
+    """
+    folder = folder or str(directory)
+    try:
+        if "://" in str(directory):
+            with fsspec.open(f"{str(directory).rstrip('/')}/{name}", "r") as file:
+                return file.read()
+        return (Path(directory) / name).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        if "://" not in str(directory) and not Path(directory).is_dir():
+            raise damaged(folder, "there is no such folder", fix=NOT_A_MODEL) from None
+        raise damaged(folder, f"not a model directory (missing {name})", fix=NOT_A_MODEL) from None
+    except UnicodeDecodeError:
+        raise damaged(folder, f"{name} is not text (a JSON file was expected)") from None
+    except OSError as exc:
+        raise damaged(folder, f"{name} cannot be read ({exc.strerror or type(exc).__name__})",
+                      fix="check the file's permissions") from None
+
+
+def _parse_json(text: str, name: str, folder: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise damaged(folder, f"{name} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") \
+            from None
+
+
+def _load_local(directory: Path, folder: str) -> SavedModel:
+    """The model in local `directory`, which the user knows as `folder`, every file checked."""
+    meta = check_meta(_read_text(directory, META, folder), folder)
+    missing = [name for name in (PREPROCESS, WEIGHTS[meta["format"]]) if not (directory / name).is_file()]
+    if missing:
+        raise damaged(folder, f"not a model directory (missing {', '.join(missing)})", fix=NOT_A_MODEL)
+    preprocessor = _preprocessor(_read_text(directory, PREPROCESS, folder), folder)
+    return SavedModel(_network(directory, meta, folder), preprocessor, meta["task"], meta["loss"])
+
+
+def _preprocessor(text: str, folder: str) -> Preprocessor:
+    """The preprocessing preprocess.json `text` describes.
+
+    Raises:
+        UserError: it is not JSON, or not the preprocessing elastrain writes.
+    """
+    raw = _parse_json(text, PREPROCESS, folder)
+    try:
+        return Preprocessor.from_dict(raw)
+    except KeyError as exc:
+        raise damaged(folder, f"{PREPROCESS} lacks {exc.args[0]}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise damaged(folder, f"{PREPROCESS} is not elastrain's preprocessing ({first_line(exc)})") from None
+
+
+def _network(directory: Path, meta: dict, folder: str) -> Any:
+    """The callable that scores features: a torch module, or an ONNX Runtime session for `onnx`.
+
+    Raises:
+        UserError: the weights file is empty, truncated, foreign, or does not fit the model spec.
+    """
     weights = directory / WEIGHTS[meta["format"]]
+    if weights.stat().st_size == 0:
+        raise damaged(folder, f"{weights.name} is empty")
     if meta["format"] == "onnx":
-        from elastrain.models.onnx_runtime import OnnxModule
-
-        return OnnxModule(weights)
-    model = build_model(ModelSpec.model_validate(meta["model"]), tuple(meta["input_shape"]), meta["n_outputs"])
+        return _onnx_module(weights, folder)
+    try:
+        spec = ModelSpec.model_validate(meta["model"])
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        at = ".".join(str(part) for part in problem["loc"])
+        raise damaged(folder, f"{META}'s model spec is not one elastrain knows ({at}: {problem['msg']})") from None
+    model = build_model(spec, tuple(meta["input_shape"]), meta["n_outputs"])
     if meta["format"] == "torchao-int8":
         from elastrain.optimize.torchao_int8 import quantize_int8
 
         model = quantize_int8(model.eval())
-    model.load_state_dict(torch.load(weights, weights_only=True), assign=True)
+    state = _state_dict(weights, folder)
+    _check_fits(model, state, weights.name, folder)
+    model.load_state_dict(state, assign=True)
     return model
+
+
+def _state_dict(weights: Path, folder: str) -> dict[str, torch.Tensor]:
+    """The tensors a torch weights file holds, read with `weights_only=True`.
+
+    Raises:
+        UserError: it is truncated, not a torch file, or holds something else than named tensors.
+    """
+    try:
+        state = torch.load(weights, weights_only=True)
+    except pickle.UnpicklingError:
+        raise damaged(folder, f"{weights.name} holds Python objects, not only weights (elastrain loads weights "
+                              "only)") from None
+    except Exception:   # torch's unpickler raises whatever a foreign or cut file trips (EOFError, KeyError, ...)
+        raise damaged(folder, f"{weights.name} is truncated or not a PyTorch file") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise damaged(folder, f"{weights.name} holds a {type(state).__name__}, not the model's named weights")
+    return dict(state)
+
+
+def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], name: str, folder: str) -> None:
+    """Pass weights `state` that fit `model`: the same names, each of the same shape.
+
+    Raises:
+        UserError: they do not; the line names what is missing, extra or of another shape.
+    """
+    expected = model.state_dict()
+    problems = [f"{label} {_some(keys)}" for label, keys in (
+        ("missing", [k for k in expected if k not in state]),
+        ("unexpected", [k for k in state if k not in expected]),
+        ("of another shape", [k for k in expected if k in state and state[k].shape != expected[k].shape]),
+    ) if keys]
+    if problems:
+        raise damaged(folder, f"{name} does not fit the model {META} describes (weights {'; '.join(problems)})")
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """Up to `shown` names, then how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _onnx_module(weights: Path, folder: str) -> Any:
+    """An ONNX Runtime session over the graph `weights` that elastrain exported.
+
+    Raises:
+        UserError: it is not an ONNX model, or not one with elastrain's input and output names.
+    """
+    from onnxruntime.capi.onnxruntime_pybind11_state import (
+        Fail,
+        InvalidArgument,
+        InvalidGraph,
+        InvalidProtobuf,
+        NoSuchFile,
+        RuntimeException,
+    )
+
+    from elastrain.models.onnx_runtime import INPUT, OUTPUT, OnnxModule
+
+    try:
+        module = OnnxModule(weights)
+    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile, RuntimeException):
+        raise damaged(folder, f"{weights.name} is truncated or not an ONNX model") from None
+    inputs = [i.name for i in module.session.get_inputs()]
+    outputs = [o.name for o in module.session.get_outputs()]
+    if inputs != [INPUT] or OUTPUT not in outputs:
+        raise damaged(folder, f"{weights.name} is not a graph elastrain exported (inputs {inputs}, outputs "
+                              f"{outputs}; expected input {INPUT!r} and output {OUTPUT!r})")
+    return module
