@@ -55,7 +55,11 @@ def connect(url: str | None = None, migrate: bool = True) -> Engine:
             with _sqlite_migration_lock(engine):
                 upgrade(engine)
         except OperationalError as exc:
+            engine.dispose()   # its connections hold the file open (a full disk could not be unmounted)
             raise _unusable(engine, exc) from None
+        except UserError:
+            engine.dispose()
+            raise
     return engine
 
 
