@@ -8,6 +8,7 @@ import bz2
 import gzip
 import json
 import lzma
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -111,14 +112,16 @@ def test_numbers_with_thousands_separators_are_read_as_numbers(tmp_path):
     write(tmp_path / "d.csv", "price,label\n" + "".join(f"{g},{i % 2}\n" for i, g in enumerate(grouped)))
     european = [f"{v:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".") for v in values]
     write(tmp_path / "eu.csv", "price;label\n" + "".join(f"{g};{i % 2}\n" for i, g in enumerate(european)))
-    for name in ("d.csv", "eu.csv"):
+    spaced = [g.replace(".", "\u202f") for g in european]   # French: 1 483,62 with a narrow space
+    write(tmp_path / "fr.csv", "price;label\n" + "".join(f"{g};{i % 2}\n" for i, g in enumerate(spaced)))
+    for name in ("d.csv", "eu.csv", "fr.csv"):
         data = prepared(tmp_path, f"csv:{name}", extra=", scaling: none, validation_fraction: 0.5")
         assert data.preprocessor.feature_names == ["price"], name
         read = sorted(np.concatenate([data.x_train, data.x_val])[:, 0].tolist())
         assert read == pytest.approx(values), name
 
 
-@pytest.mark.parametrize("written", ["{}%", "${}", "{} kg", "\u20ac{}"])
+@pytest.mark.parametrize("written", ["{}%", "${}", "{} kg", "\u20ac{}", "{} \u20ac"])
 def test_numbers_with_units_are_refused_naming_the_column(cli, tmp_path, written):
     """Kind: numbers with units or symbols (`10%`, `$5`) silently turned into one category per row."""
     write(tmp_path / "d.csv", "x,rate,label\n" + "".join(f"{i},{written.format(i * 3)},{i % 2}\n" for i in range(60)))
@@ -164,7 +167,7 @@ def semicolon_csv(n: int = 60) -> str:
     return "a;b;label\n" + "".join(f"{i},5;{i % 7},25;{'xy'[i % 2]}\n" for i in range(n))
 
 
-@pytest.mark.parametrize("suffix", ["csv.gz", "csv.bz2", "csv.xz", "csv.zip", "csv"])
+@pytest.mark.parametrize("suffix", ["csv.gz", "csv.bz2", "csv.xz", "csv.zip", "csv.tar.gz", "csv"])
 def test_a_compressed_csv_is_read_alike_by_validate_and_run(cli, tmp_path, suffix):
     """Kind: compressed CSV files (`.csv.gz` and the other compressions pandas knows; a gzip file
     named .csv) listed as binary garbage by validate and sniffed wrongly (separator ';' and decimal
@@ -175,6 +178,9 @@ def test_a_compressed_csv_is_read_alike_by_validate_and_run(cli, tmp_path, suffi
     if suffix == "csv.zip":
         with zipfile.ZipFile(tmp_path / name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("data.csv", text)
+    elif suffix == "csv.tar.gz":
+        with tarfile.open(tmp_path / name, "w:gz") as archive:
+            archive.add(tmp_path / "plain.csv", arcname="data.csv")
     else:
         (tmp_path / name).write_bytes(COMPRESSORS.get(suffix.rpartition(".")[2], gzip.compress)(text.encode()))
     code, _, err = cli("validate", spec_file(tmp_path, f"csv:{name}"))

@@ -26,7 +26,7 @@ MANY_CATEGORIES = 10
 MANY_CATEGORIES_SHARE = 0.5
 _CURRENCY = "$\u20ac\u00a3\u00a5"
 _WITH_UNIT = re.compile(rf"(?P<before>[{_CURRENCY}]?)\s*[+-]?[{_CURRENCY}]?\d+(?:[.,'\u00a0\u202f ]\d+)*"
-                        rf"(?P<after>\s*(?:%|\u2030|[^\W\d_][\w/\u00b0]*))?")
+                        rf"(?P<after>\s*(?:%|\u2030|[{_CURRENCY}]|[^\W\d_][\w/\u00b0]*))?")
 
 
 @dataclass
@@ -183,7 +183,7 @@ def _refuse_numbers_with_units(series: pd.Series, column: str, where: str) -> No
     if not texts or not all(parts):
         return
     units = {(p["before"], (p["after"] or "").strip()) for p in parts}
-    symbols = any(before or after in ("%", "\u2030") for before, after in units)
+    symbols = any(before or after in ("%", "\u2030", *_CURRENCY) for before, after in units)
     if symbols or (len(units) == 1 and units != {("", "")}):
         raise UserError(f"column '{column}' holds numbers written with a unit or symbol ('{texts[0]}'), which "
                         "would be read as one category per value", where=where,

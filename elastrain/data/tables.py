@@ -1,12 +1,12 @@
 """Reading a CSV or Parquet table: the one reader `validate`, `run` and `predict` share.
 
 What it promises, whatever the file: compression is recognised by the file's first bytes (gzip,
-bz2, xz, zip, zstd) and used for sniffing and reading alike; the separator and decimal mark are
-the spec's or detected once from the first lines; a separator at the end of data rows does not
-shift the columns; a header that names a column twice is refused; the row index pandas'
-`to_csv()` writes, and empty unnamed columns, are dropped with a warning, never trained on;
-numbers written with thousands separators (`1,483.62`) are read as numbers; Parquet columns of
-lists, maps or structs are refused by name.
+bz2, xz, zip, zstd; a tar archive by its suffix) and used for sniffing and reading alike; the
+separator and decimal mark are the spec's or detected once from the first lines; a separator at
+the end of data rows does not shift the columns; a header that names a column twice is refused;
+the row index pandas' `to_csv()` writes, and empty unnamed columns, are dropped with a warning,
+never trained on; numbers written with thousands separators (`1,483.62`) are read as numbers;
+Parquet columns of lists, maps or structs are refused by name.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from pandas.io.common import get_handle
+from pandas.io.common import get_handle, infer_compression
 
 from elastrain.errors import UserError
 from elastrain.spec import CsvSpec
@@ -32,8 +32,8 @@ NA_SPELLINGS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-
 MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip",
          b"\x28\xb5\x2f\xfd": "zstd"}
 PARQUET_MAGIC = b"PAR1"
-_DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")   # 1,5 and 1.483,62
-_DECIMAL_POINT = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d*)\.\d+")   # 1.5 and 1,483.62
+_DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:[. '\u00a0\u202f]\d{3})+|\d+),\d+")   # 1,5 and 1.483,62
+_DECIMAL_POINT = re.compile(r"[+-]?(?:\d{1,3}(?:[, '_\u00a0\u202f]\d{3})+|\d*)\.\d+")   # 1.5 and 1,483.62
 _UNNAMED = re.compile(r"\s*|Unnamed: \d+|__index_level_\d+__")   # pandas' names for a blank header, and its index
 # Thousands grouped by one mark, per decimal mark: 1,483.62 / 1 483,62 / 1'483.62.
 _GROUPS = {".": (",", "'", " ", "\u00a0", "\u202f", "_"), ",": (".", "'", " ", "\u00a0", "\u202f")}
@@ -131,7 +131,10 @@ def _first_bytes(path: Path, n: int) -> bytes:
 
 
 def _compression(path: Path) -> str | None:
-    """The compression the file's first bytes name, or None: one answer for sniffing and reading."""
+    """The compression the file's first bytes name (a tar archive: its suffix), or None: one answer
+    for sniffing and reading."""
+    if infer_compression(str(path), "infer") == "tar":
+        return "tar"
     start = _first_bytes(path, 6)
     return next((kind for magic, kind in MAGIC.items() if start.startswith(magic)), None)
 
