@@ -18,7 +18,7 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 
-from elastrain.data import prepare_dataset
+from elastrain.data import prepare_dataset, read_prediction_input
 from elastrain.errors import UserError
 from elastrain.spec import load_spec
 
@@ -119,6 +119,8 @@ def test_numbers_with_thousands_separators_are_read_as_numbers(tmp_path):
         assert data.preprocessor.feature_names == ["price"], name
         read = sorted(np.concatenate([data.x_train, data.x_val])[:, 0].tolist())
         assert read == pytest.approx(values), name
+    new = write(tmp_path / "new.csv", 'price\n"98,765.25"\n"1,000,000"\n')   # values training never saw
+    assert read_prediction_input(new, data.preprocessor)[:, 0].tolist() == [98765.25, 1e6]
 
 
 @pytest.mark.parametrize("written", ["{}%", "${}", "{} kg", "\u20ac{}", "{} \u20ac"])
