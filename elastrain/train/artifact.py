@@ -291,7 +291,8 @@ def _read_text(directory: str | Path, name: str, folder: str | None = None) -> s
         return (Path(directory) / name).read_text()
     except (FileNotFoundError, NotADirectoryError):
         if "://" not in str(directory) and not Path(directory).is_dir():
-            raise damaged(folder, "there is no such folder", fix=NOT_A_MODEL) from None
+            what = "this is a file, not a folder" if Path(directory).exists() else "there is no such folder"
+            raise damaged(folder, what, fix=NOT_A_MODEL) from None
         raise damaged(folder, f"not a model directory (missing {name})", fix=NOT_A_MODEL) from None
     except UnicodeDecodeError:
         raise damaged(folder, f"{name} is not text (a JSON file was expected)") from None
