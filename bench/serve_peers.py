@@ -35,7 +35,7 @@ def unbatched_app(model_dir: str):
             raise HTTPException(400, str(exc)) from None
         scores = saved.scores(features)
         outputs = {OUTPUT: scores, protocol.PREDICTIONS: saved.decode_scores(scores)}
-        return Response(protocol.response_json(name, "1", body.id, outputs, [OUTPUT, protocol.PREDICTIONS]),
+        return Response(protocol.response_body(name, "1", body.id, outputs, protocol.wanted_outputs(body))[0],
                         media_type="application/json")
 
     return app
@@ -80,8 +80,8 @@ def run_ray_serve(model_dir: str, port: int, max_batch: int, max_wait_ms: float)
             features = protocol.features_of(body, body.inputs[0].shape[1])
             scores = await self.score(features)
             outputs = {OUTPUT: scores, protocol.PREDICTIONS: self.saved.decode_scores(scores)}
-            return Response(protocol.response_json(request.url.path.split("/")[3], "1", body.id, outputs,
-                                                   [OUTPUT, protocol.PREDICTIONS]), media_type="application/json")
+            return Response(protocol.response_body(request.url.path.split("/")[3], "1", body.id, outputs,
+                                                   protocol.wanted_outputs(body))[0], media_type="application/json")
 
     serve.run(Infer.bind(model_dir), route_prefix="/", blocking=False)
     print("ready", flush=True)

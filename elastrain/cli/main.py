@@ -26,6 +26,7 @@ from elastrain.cli.serve import serve
 from elastrain.cli.simulate import simulate
 from elastrain.cli.tune import tune
 from elastrain.errors import JobInterrupted, UserError
+from elastrain.extras import missing_extra
 
 if TYPE_CHECKING:
     from elastrain.elastic.control import JobControl
@@ -329,6 +330,7 @@ def server(
     # Before anything starts: a refused server binds nothing and starts no Ray.
     check_server_tls(tls_cert, tls_key)
     check_listen(host, tls=tls_cert is not None, insecure=insecure)
+    paths.writable_home()   # its jobs' runs and bundles live there (and by default the database)
     from elastrain.api.server import make_policy, serve
 
     chosen = make_policy(policy)
@@ -568,14 +570,21 @@ def predict(
     A registered model is looked up in this machine's registry (ELASTRAIN_DB_URL, or
     ELASTRAIN_HOME): a path needs a '/' or a leading '.' unless it is an existing folder.
     """
+    import numpy as np
+
     from elastrain.data import read_prediction_input
     from elastrain.data.dataset import read_kept_columns
+    from elastrain.serve.model import check_features, check_scores
     from elastrain.store.model_ref import locate_model
     from elastrain.train import load_model
 
     saved = load_model(locate_model(model))
-    features = read_prediction_input(input_file, saved.preprocessor)
-    predicted = saved.predict_features(features)
+    with np.errstate(over="ignore"):   # a value past float32's range becomes inf: checked next
+        features = read_prediction_input(input_file, saved.preprocessor)
+    check_features(features, saved.preprocessor.feature_names, str(input_file))
+    scores = saved.scores(features)
+    check_scores(scores, features, saved.preprocessor.feature_names, str(input_file))   # no inf, NaN printed
+    predicted = saved.decode_scores(scores)
     kept = read_kept_columns(input_file, saved.preprocessor, keep or [])
     header = [*kept, "prediction"]
     columns = [*kept.values(), predicted]
@@ -618,6 +627,12 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         err.print(f"[red]error:[/red] {escape(exc.line())}", soft_wrap=True)
         sys.exit(exc.exit_code)
+    except ImportError as exc:   # an optional dependency not installed: which extra brings it, not a traceback
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        err.print(f"[red]error:[/red] {escape(missing.line())}", soft_wrap=True)
+        sys.exit(missing.exit_code)
     except OSError as exc:   # a write to ELASTRAIN_HOME refused (read-only, full): one line, not a traceback
         refused = paths.refused_write(exc)
         if refused is None:

@@ -38,6 +38,9 @@ def serve(
         "--reload-s", metavar="S", help="How often the registry is asked whether the alias moved.")] = 2.0,
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Serve plain HTTP on an address other machines reach (e.g. behind a TLS proxy).")] = False,
+    max_body_mb: Annotated[float, typer.Option(
+        "--max-body-mb", metavar="MB",
+        help="A larger request body gets 413 before it is read on (0.001-1024).")] = 16.0,
 ) -> None:
     """Serve a model over HTTP: the Open Inference Protocol V2 (/v2/health/live, /v2/health/ready,
     /v2/models/NAME, /v2/models/NAME/infer with the preprocessed `features` input) and POST
@@ -56,12 +59,13 @@ def serve(
     _check_range("--max-wait-ms", max_wait_ms, 0, 1000)
     _check_range("--workers", workers, 1, 64)
     _check_range("--reload-s", reload_seconds, 0.1, 3600)
+    _check_range("--max-body-mb", max_body_mb, 0.001, 1024)
     if replicas is not None:
         _check_range("--replicas", replicas, 1, 1024)
     found = locate(model)   # a reference that names nothing fails here, before anything listens
     load(found)   # and so does a damaged model folder (one line, not uvicorn's start-up traceback)
     config = ServeConfig(model=model, max_batch=max_batch, max_wait_ms=max_wait_ms, auth=auth,
-                         reload_s=reload_seconds)
+                         reload_s=reload_seconds, max_body_bytes=int(max_body_mb * 1_000_000))
     err.print(f"serving {escape(found.name)} version {found.version} ({escape(found.path)}) on "
               f"http://{host}:{port}/v2/models/{escape(found.name)}/infer and /predict"
               f"{'' if auth else ', no token needed'}", soft_wrap=True)

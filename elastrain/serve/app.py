@@ -1,5 +1,6 @@
-"""The inference server: the Open Inference Protocol (V2) and POST /predict over one model, with
-dynamic batching, token auth, Prometheus metrics, and a reload when the alias it serves moves."""
+"""The inference server: the Open Inference Protocol (V2, with its binary tensor data extension)
+and POST /predict over one model, with dynamic batching, token auth, a body size limit, Prometheus
+metrics of every answer, and a reload when the alias it serves moves."""
 
 from __future__ import annotations
 
@@ -16,22 +17,43 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from elastrain.errors import UserError
 from elastrain.models.onnx_runtime import INPUT, OUTPUT
 from elastrain.serve import protocol
 from elastrain.serve.batcher import DynamicBatcher
-from elastrain.serve.model import ServedModel, load, locate
+from elastrain.serve.model import ServedModel, check_features, check_scores, load, locate
 
 log = logging.getLogger("elastrain.serve")
 CONFIG_ENV = "ELASTRAIN_SERVE_CONFIG"   # how `elastrain serve --workers N` hands its settings to each worker
 SCHEMA_REF = "#/components/schemas/{model}"
-INFER_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"$ref": SCHEMA_REF.format(model="InferenceRequest")}}}}}
+INFER_BODY = {"requestBody": {
+    "required": True,
+    "description": f"JSON; or (the binary tensor data extension) JSON of {protocol.HEADER_LENGTH} bytes, then "
+                   "the binary data of the inputs that declare parameters.binary_data_size",
+    "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="InferenceRequest")}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+INFER_BINARY = {200: {
+    "description": f"JSON; or, with outputs asked for as binary data, JSON of {protocol.HEADER_LENGTH} bytes "
+                   "(the header says how many), then their data",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 TOKEN_CACHE_S = 30.0                    # a checked token is trusted this long before the database is asked again
+MAX_BODY_BYTES = 16_000_000             # a request body larger than this gets 413 (`elastrain serve --max-body-mb`)
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of these 4xx, each with the `ErrorBody` every 4xx of the server has."""
+    said = {400: "The request does not fit the model (the line says what to send)",
+            401: "No API token, or not a valid one", 404: "No such model or version",
+            413: "The request body is over the server's limit",
+            422: "The body is not an inference request, or a value is out of range"}
+    return {code: {"model": protocol.ErrorBody, "description": said[code]} for code in codes}
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,7 @@ class ServeConfig:
         auth: whether requests need an API token of the jobs' database (`elastrain admin create-user`).
         reload_s: how often the registry is asked whether the alias or latest version moved.
         db_url: the jobs' database (default ELASTRAIN_DB_URL or the SQLite file under ELASTRAIN_HOME).
+        max_body_bytes: a larger request body is refused (413) before it is parsed.
     """
 
     model: str
@@ -52,6 +75,7 @@ class ServeConfig:
     auth: bool = True
     reload_s: float = 2.0
     db_url: str | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
 
 
 class Rows(BaseModel):
@@ -70,15 +94,16 @@ class Predictions(BaseModel):
 
 
 class _Metrics:
-    """Prometheus metrics of one server process."""
+    """Prometheus metrics of one server process: every answer by endpoint and status code (the
+    refused ones too), its time, and the rows per call of the model."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("elastrain_serve_requests", "Inference requests answered", ["endpoint", "code"],
+        self.requests = Counter("elastrain_serve_requests", "Requests answered", ["endpoint", "code"],
                                 registry=self.registry)
-        self.latency = Histogram("elastrain_serve_request_seconds", "Time to answer an inference request",
+        self.latency = Histogram("elastrain_serve_request_seconds", "Time to answer a request",
                                  ["endpoint"], registry=self.registry,
                                  buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5))
         self.batch = Histogram("elastrain_serve_batch_rows", "Rows per call of the model", registry=self.registry,
@@ -87,6 +112,82 @@ class _Metrics:
     def observe(self, endpoint: str, code: int, started: float) -> None:
         self.requests.labels(endpoint, str(code)).inc()
         self.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def _endpoint(path: str) -> str:
+    """The `endpoint` label of a request path: infer, predict, metadata, health or other."""
+    if path.startswith("/v2/models/"):
+        return "infer" if path.endswith("/infer") else "metadata"
+    if path == "/predict":
+        return "predict"
+    return "health" if path.startswith("/v2/health/") else "other"
+
+
+def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    # The protocol's error body is {"error": message}; the API's is {"detail": message}: both are given.
+    message = protocol.short(message)
+    return JSONResponse({"error": message, "detail": message}, status_code=status, headers=headers)
+
+
+class _Door:
+    """Every HTTP request passes here first: a body over `limit` bytes gets 413 before anything
+    parses it (the body is read here and handed on), and every answer, refused or not, is counted
+    in the metrics with its status and time (except /metrics' own)."""
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: _Metrics) -> None:
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            body = await self._body(scope, receive)
+            if body is None:
+                await _error_response(413, f"the request body is over {self.limit} bytes (the server's "
+                                           "--max-body-mb); send fewer rows per request")(scope, receive, counted)
+                return
+            await self.app(scope, _replay(body, receive), counted)
+        finally:
+            self.metrics.observe(_endpoint(scope["path"]), status[0], started)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The request's body, or None when it is over the limit (declared or sent)."""
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":   # the client went away: hand on an empty body
+                return b"".join(chunks)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return None
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives `body` whole, then whatever the connection says next (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 class _Tokens:
@@ -150,7 +251,9 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
         if tokens is not None:
             await tokens.check(authorization)
 
-    app = FastAPI(title="elastrain serve", lifespan=lifespan)
+    # No docs UI: Swagger UI would load from a CDN, which offline machines cannot reach.
+    app = FastAPI(title="elastrain serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(_Door, limit=config.max_body_bytes, metrics=metrics)
     Auth = Depends(authorized)
 
     def served(name: str, version: str | None) -> ServedModel:
@@ -160,11 +263,17 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
             raise HTTPException(404, f"this server serves {model.name} version {model.version}, not {shown}")
         return model
 
-    @app.exception_handler(HTTPException)
-    async def v2_error(request: Request, exc: HTTPException) -> JSONResponse:
-        # The protocol's error body is {"error": message}; the API's is {"detail": message}: both are given.
-        return JSONResponse({"error": exc.detail, "detail": exc.detail}, status_code=exc.status_code,
-                            headers=exc.headers)
+    # Starlette's class: its own 404 and 405 (no such route, wrong method) get the protocol's body too.
+    @app.exception_handler(StarletteHTTPException)
+    async def v2_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error_response(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """One line for the first problem, never the whole input echoed back."""
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        return _error_response(422, f"{where}: {first['msg']}")
 
     @app.get("/v2/health/live")
     async def live() -> dict:
@@ -181,10 +290,12 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
         """The server's name and protocol extensions."""
         from elastrain import __version__
 
-        return {"name": "elastrain", "version": __version__, "extensions": []}
+        return {"name": "elastrain", "version": __version__, "extensions": protocol.EXTENSIONS}
 
-    @app.get("/v2/models/{name}", response_model=protocol.ModelMetadata, dependencies=[Auth])
-    @app.get("/v2/models/{name}/versions/{version}", response_model=protocol.ModelMetadata, dependencies=[Auth])
+    @app.get("/v2/models/{name}", response_model=protocol.ModelMetadata, dependencies=[Auth],
+             responses=_errors(401, 404))
+    @app.get("/v2/models/{name}/versions/{version}", response_model=protocol.ModelMetadata, dependencies=[Auth],
+             responses=_errors(401, 404))
     def model_metadata(name: str, version: str | None = None) -> protocol.ModelMetadata:
         """The model's inputs and outputs (the version it serves now)."""
         model = served(name, version)
@@ -195,63 +306,81 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
                      protocol.TensorMeta(name=protocol.PREDICTIONS, shape=[-1],
                                          datatype=protocol.datatype_of(model.saved.classes or [0.0]))])
 
-    @app.get("/v2/models/{name}/ready", dependencies=[Auth])
-    @app.get("/v2/models/{name}/versions/{version}/ready", dependencies=[Auth])
+    @app.get("/v2/models/{name}/ready", dependencies=[Auth], responses=_errors(401, 404))
+    @app.get("/v2/models/{name}/versions/{version}/ready", dependencies=[Auth], responses=_errors(401, 404))
     def model_ready(name: str, version: str | None = None) -> dict:
         """Whether this model (version) answers inference requests."""
         return {"name": served(name, version).name, "ready": True}
 
     # The hot path: the body is read and checked by pydantic's JSON parser in one pass, and the token
     # checked here, not by FastAPI's dependency solver (together a fifth of a request's time).
-    @app.post("/v2/models/{name}/infer", response_model=protocol.InferenceResponse, openapi_extra=INFER_BODY)
+    @app.post("/v2/models/{name}/infer", response_model=protocol.InferenceResponse, openapi_extra=INFER_BODY,
+              responses={**INFER_BINARY, **_errors(400, 401, 404, 413, 422)})
     @app.post("/v2/models/{name}/versions/{version}/infer", response_model=protocol.InferenceResponse,
-              openapi_extra=INFER_BODY)
+              openapi_extra=INFER_BODY, responses={**INFER_BINARY, **_errors(400, 401, 404, 413, 422)})
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        """Scores and predictions for the `features` input (N, F) FP32, the model's preprocessed input
-        (send `Authorization: Bearer TOKEN` unless the server runs with --no-auth)."""
-        started = time.perf_counter()
+        """Scores and predictions for the `features` input (N, F) FP32 or FP64, the model's
+        preprocessed input, as JSON `data` or as binary data after the JSON (the binary tensor data
+        extension; outputs as binary data when asked); send `Authorization: Bearer TOKEN` unless
+        the server runs with --no-auth."""
         if tokens is not None:
             await tokens.check(request.headers.get("authorization"))
         model = served(name, version)
         try:
-            body = protocol.parse_request(await request.body())
-        except protocol.ProtocolError as exc:
-            metrics.observe("infer", 422, started)
-            raise HTTPException(422, str(exc)) from None
-        try:
+            body = protocol.parse_request(await request.body(), request.headers.get(protocol.HEADER_LENGTH))
             features = protocol.features_of(body, model.n_features)
             wanted = protocol.wanted_outputs(body)
         except protocol.ProtocolError as exc:
-            metrics.observe("infer", 400, started)
-            raise HTTPException(400, str(exc)) from None
+            raise HTTPException(exc.status, str(exc)) from None
         scores = await state["batcher"].submit(features)
-        outputs = {OUTPUT: scores, protocol.PREDICTIONS: model.saved.decode_scores(scores)}
-        metrics.observe("infer", 200, started)
-        return Response(protocol.response_json(model.name, model.version, body.id, outputs, wanted),
-                        media_type="application/json")
-
-    @app.post("/predict", response_model=Predictions, dependencies=[Auth])
-    async def predict(body: Rows) -> Predictions:
-        """Predictions for raw rows: the model's saved preprocessing is applied first."""
-        started = time.perf_counter()
-        model = current()
         try:
-            features = model.saved.preprocessor.transform_rows(body.rows, where="rows")
+            check_scores(scores, features, [], f"input '{INPUT}'")
         except UserError as exc:
-            metrics.observe("predict", 422, started)
+            raise HTTPException(422, exc.line()) from None
+        outputs = {OUTPUT: scores, protocol.PREDICTIONS: model.saved.decode_scores(scores)}
+        content, header_length = protocol.response_body(model.name, model.version, body.id, outputs, wanted)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream",
+                        headers={protocol.HEADER_LENGTH: str(header_length)})
+
+    @app.post("/predict", response_model=Predictions, dependencies=[Auth], responses=_errors(401, 413, 422))
+    async def predict(body: Rows) -> Predictions:
+        """Predictions for raw rows: the model's saved preprocessing is applied first. A row unlike
+        the training data, or with a value past float32's range once scaled, gets 422 naming it."""
+        model = current()
+        names = model.saved.preprocessor.feature_names
+        try:
+            with np.errstate(over="ignore"):   # a value past float32's range becomes inf: checked next
+                features = model.saved.preprocessor.transform_rows(body.rows, where="rows")
+            check_features(features, names, "rows")
+        except UserError as exc:
             raise HTTPException(422, exc.line()) from None
         scores = await state["batcher"].submit(features)
-        metrics.observe("predict", 200, started)
+        try:
+            check_scores(scores, features, names, "rows")
+        except UserError as exc:
+            raise HTTPException(422, exc.line()) from None
         return Predictions(model_name=model.name, model_version=model.version,
                            predictions=model.saved.decode_scores(scores))
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's document, plus the inference request's schema, which `infer` parses itself."""
+        """FastAPI's document, plus the inference request's schema, which `infer` parses itself, and
+        the bearer token as the security scheme of the routes that need it (without --no-auth)."""
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, routes=app.routes)
             request_schema = protocol.InferenceRequest.model_json_schema(ref_template=SCHEMA_REF)
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            schemas.update(request_schema.pop("$defs", {}), InferenceRequest=request_schema)
+            components = document.setdefault("components", {})
+            components.setdefault("schemas", {}).update(request_schema.pop("$defs", {}),
+                                                        InferenceRequest=request_schema)
+            if tokens is not None:
+                components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for operation in (op for item in document["paths"].values() for op in item.values()):
+                if "401" in operation["responses"]:
+                    if tokens is None:
+                        del operation["responses"]["401"]
+                    else:
+                        operation["security"] = [{"bearer": []}]
             app.openapi_schema = document
         return app.openapi_schema
 
