@@ -37,6 +37,7 @@ _DECIMAL_POINT = re.compile(r"[+-]?(?:\d{1,3}(?:[, '_\u00a0\u202f]\d{3})+|\d*)\.
 _UNNAMED = re.compile(r"\s*|Unnamed: \d+|__index_level_\d+__")   # pandas' names for a blank header, and its index
 # Thousands grouped by one mark, per decimal mark: 1,483.62 / 1 483,62 / 1'483.62.
 _GROUPS = {".": (",", "'", " ", "\u00a0", "\u202f", "_"), ",": (".", "'", " ", "\u00a0", "\u202f")}
+_DIGITS_AND_MARKS = r"[+-]?[\d.,' _\u00a0\u202f]+"
 
 
 @dataclass
@@ -248,6 +249,8 @@ def _read_grouped_numbers(frame: pd.DataFrame, decimal: str, skip: str | None) -
         if len(present) == 0 or not all(isinstance(v, str) for v in present):
             continue
         texts = present.str.strip()
+        if not texts.str.fullmatch(_DIGITS_AND_MARKS).all():   # text, not numbers: one pass decides
+            continue
         for mark in _GROUPS[decimal]:
             pattern = _grouped_number(mark, decimal)
             matched = texts.str.fullmatch(pattern)
