@@ -18,6 +18,7 @@ from elastrain.data.preprocess import (
     fit_scaling,
     fit_table,
     flatten_samples,
+    row_place,
 )
 from elastrain.data.sources import RawData, read_source
 from elastrain.data.tables import read_table, table_format
@@ -178,7 +179,7 @@ def _encode_target(target: np.ndarray, task: str, where: str, name: str, line_of
     present = pd.notna(target)
     if not present.all():
         row = int(np.argmin(present))
-        raise UserError(f"target '{name}' is missing at {_place(row, line_offset)}", where=where,
+        raise UserError(f"target '{name}' is missing at {row_place(row, line_offset)}", where=where,
                         fix="fill in or drop rows without a target")
     numeric = pd.to_numeric(pd.Series(target), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if task == "regression":
@@ -197,8 +198,8 @@ def _encode_target(target: np.ndarray, task: str, where: str, name: str, line_of
     elif text.sum() <= STRAY_SHARE * len(text) and not text.all():
         row = int(np.argmax(text))
         warnings.append(f"{where}: target '{name}' holds numbers, and '{str(target[row]).strip()}' at "
-                        f"{_place(row, line_offset)} ({int(text.sum())} such row(s)): it is trained as a class of its "
-                        "own; correct or drop these rows if they are mistakes")
+                        f"{row_place(row, line_offset)} ({int(text.sum())} such row(s)): it is trained as a class of "
+                        "its own; correct or drop these rows if they are mistakes")
     classes, ids = _class_labels(target)
     if len(classes) < 2:
         raise UserError(f"target '{name}' has only one class ({classes[0]})", where=where,
@@ -240,10 +241,6 @@ def _class_order(key: str) -> tuple:
     except InvalidOperation:
         number = None
     return (0, number, "") if number is not None and number.is_finite() else (1, Decimal(0), key)
-
-
-def _place(row: int, line_offset: int | None) -> str:
-    return f"data row {row + 1}" + (f", line {row + line_offset}" if line_offset else "")
 
 
 def _validation_only(classes: list, y_train: np.ndarray, y_val: np.ndarray, where: str, name: str) -> list[str]:

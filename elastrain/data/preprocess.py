@@ -263,7 +263,7 @@ def _one_hot(series: pd.Series, column: str, categories: list[str], where: str, 
     if unseen:
         row = unseen[0]
         what = "is blank" if keys[row] == MISSING_CATEGORY else f"has the category '{keys[row]}'"
-        raise UserError(f"column '{column}' {what} at {_place(row, line_offset)}, which the training data did not "
+        raise UserError(f"column '{column}' {what} at {row_place(row, line_offset)}, which the training data did not "
                         f"have (categories: {', '.join(categories[:20])})", where=where,
                         fix="correct or drop that row, or train on data that has this category")
     encoded = np.zeros((len(keys), len(categories)))
@@ -289,7 +289,8 @@ def category_key(value: object) -> str:
     return format(number.normalize(), "f") if number.is_finite() else text
 
 
-def _place(row: int, line_offset: int | None) -> str:
+def row_place(row: int, line_offset: int | None) -> str:
+    """Where row `row` (0-based) is, for errors: "data row 3", and ", line 4" when rows have lines."""
     return f"data row {row + 1}" + (f", line {row + line_offset}" if line_offset else "")
 
 
@@ -299,7 +300,7 @@ def _numeric_column(series: pd.Series, column: str, where: str, line_offset: int
     if bad.any():
         row = int(np.argmax(bad))
         raw = series.iloc[row]
-        place = _place(row, line_offset)
+        place = row_place(row, line_offset)
         if pd.isna(raw):
             raise UserError(f"column '{column}' has a missing value at {place}", where=where,
                             fix="fill in or drop rows with missing values")
