@@ -49,7 +49,7 @@ MAX_BODY_BYTES = 16_000_000             # a request body larger than this gets 4
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI `responses` of these 4xx, each with the `ErrorBody` every 4xx of the server has."""
-    said = {400: "The request does not fit the model (the line says what to send)",
+    said = {400: "The body cannot be read, or does not fit the model (the line says what to send)",
             401: "No API token, or not a valid one", 404: "No such model or version",
             413: "The request body is over the server's limit",
             422: "The body is not an inference request, or a value is out of range"}
@@ -344,7 +344,7 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
         return Response(content, media_type="application/octet-stream",
                         headers={protocol.HEADER_LENGTH: str(header_length)})
 
-    @app.post("/predict", response_model=Predictions, dependencies=[Auth], responses=_errors(401, 413, 422))
+    @app.post("/predict", response_model=Predictions, dependencies=[Auth], responses=_errors(400, 401, 413, 422))
     async def predict(body: Rows) -> Predictions:
         """Predictions for raw rows: the model's saved preprocessing is applied first. A row unlike
         the training data, or with a value past float32's range once scaled, gets 422 naming it."""
@@ -386,7 +386,8 @@ def create_serve_app(config: ServeConfig) -> FastAPI:
 
     app.openapi = openapi
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {
+        "schema": {"type": "string"}}}, "description": "Prometheus' text format"}})
     def prometheus() -> Response:
         """Requests, latency and batch sizes in Prometheus' text format."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
