@@ -72,15 +72,15 @@ def one_line(err: str) -> str:
 
 
 def test_a_read_only_home_is_one_line_that_names_it(cli, read_only, monkeypatch, tmp_path):
-    """Kind 11 (read-only ELASTRAIN_HOME): the registry, a run and a prediction by name each say in one line
-    that the folder is not writable and to set ELASTRAIN_HOME elsewhere; never an OSError traceback or
-    "start the database server" (the SQLite file is local)."""
+    """Kind 11 (read-only ELASTRAIN_HOME): the registry, a run, a prediction by name and the server (before
+    it announces itself) each say in one line that the folder is not writable and to set ELASTRAIN_HOME
+    elsewhere; never an OSError traceback or "start the database server" (the SQLite file is local)."""
     monkeypatch.setenv("ELASTRAIN_HOME", str(read_only))
     monkeypatch.delenv("ELASTRAIN_DB_URL", raising=False)
     rows = tmp_path / "rows.csv"
     rows.write_text("a,b,c,d\n1,2,3,4\n")
     for args in (["models"], ["run", REPO / "examples" / "logistic_breast_cancer.yaml"],
-                 ["predict", "some-model", "-i", rows]):
+                 ["predict", "some-model", "-i", rows], ["server", "--port", free_port()]):
         code, _, err = cli(*args)
         line = one_line(err)
         assert code == 2, err
