@@ -67,7 +67,9 @@ def test_a_pandas_index_column_is_dropped_with_a_warning_not_trained_on(cli, tmp
     frame = sorted_by_label()
     frame.to_csv(tmp_path / "indexed.csv")
     pd.read_csv(tmp_path / "indexed.csv").to_csv(tmp_path / "unnamed.csv", index=False)
-    for name, header in (("indexed.csv", "''"), ("unnamed.csv", "'Unnamed: 0'")):
+    halves = [frame.head(60).reset_index(drop=True), frame.tail(60).reset_index(drop=True)]
+    pd.concat(halves).to_csv(tmp_path / "concat.csv", sep=";")   # the index repeats: 0..59 twice
+    for name, header in (("indexed.csv", "''"), ("unnamed.csv", "'Unnamed: 0'"), ("concat.csv", "''")):
         data = prepared(tmp_path, f"csv:{name}")
         assert data.preprocessor.columns == ["a", "b"], name
         assert any(header in w and "to_csv()" in w for w in data.warnings), data.warnings

@@ -215,7 +215,8 @@ def _long_row(path: Path, sep: str, compression: str | None, width: int, how: st
 
 def _drop_unnamed(table: Table, header: list[str], path: Path) -> None:
     """Drop the columns without a name that carry nothing to learn: a first column of distinct values
-    (the row index `to_csv()` writes) and empty columns (a separator at the end of each line).
+    or of integers (the row index `to_csv()` writes; concatenated frames repeat theirs) and empty
+    columns (a separator at the end of each line).
 
     Raises:
         UserError: another column without a name holds values.
@@ -228,10 +229,10 @@ def _drop_unnamed(table: Table, header: list[str], path: Path) -> None:
         if values.isna().all():
             table.warnings.append(f"{path}: column {position + 1} has no name and no values (a separator at the "
                                   "end of each line?); it is ignored")
-        elif position == 0 and values.notna().all() and values.is_unique:
-            table.warnings.append(f"{path}: column 1 ('{written}') has no name and a distinct value on every row: "
-                                  "the row index that pandas' to_csv() writes; it is not trained on (write the file "
-                                  "with index=False, or name the column to train on it)")
+        elif position == 0 and values.notna().all() and (values.is_unique or pd.api.types.is_integer_dtype(values)):
+            table.warnings.append(f"{path}: column 1 ('{written}') has no name and holds row labels: the row index "
+                                  "that pandas' to_csv() writes; it is not trained on (write the file with "
+                                  "index=False, or name the column to train on it)")
         else:
             raise UserError(f"column {position + 1} has no name but holds values", where=str(path),
                             fix="name it in the header row, or remove it")
