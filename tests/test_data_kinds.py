@@ -94,6 +94,18 @@ def test_predictions_on_index_free_input_agree_with_the_indexed_training_file(cl
     assert answers[0] == answers[1] and len(answers[0]) == len(frame)
 
 
+@pytest.mark.usefixtures("ray_address")
+def test_a_job_on_ray_workers_says_what_the_reader_dropped(cli, tmp_path, elastrain_home):
+    """Kind: the row index written by to_csv() dropped without a word: a job whose driver runs on
+    Ray says it too, on the terminal and in the run's log."""
+    sorted_by_label().to_csv(tmp_path / "train.csv")
+    spec = write(tmp_path / "job.yaml", "data: {source: 'csv:train.csv', target: label}\nmodel: {kind: logistic}\n"
+                                        "train: {epochs: 1}\nresources: {workers: {min: 2, max: 2}}\n")
+    code, out, err = cli("run", spec, "--json")
+    assert code == 0 and "to_csv()" in err, err
+    assert "to_csv()" in (Path(last_json(out)["run_dir"]) / "job.log").read_text()
+
+
 def test_an_unnamed_column_that_is_not_an_index_is_refused_and_an_empty_one_ignored(tmp_path):
     """Kind: columns without a name: one holding values that are not a row index is refused by
     position; an empty one (a separator closing the header and every row) is ignored with a warning."""
