@@ -3,7 +3,8 @@ aliases, users.
 
 Every route but the OpenAPI document needs `Authorization: Bearer TOKEN`. A user sees and acts
 on their own jobs and models only (anything else is 404, as if it did not exist); an admin sees
-all and manages users.
+all and manages users. An error's body is `{"detail": "line"}`, or `{"detail": {"message",
+"field"}}` for a 422; the OpenAPI document says which answer which.
 """
 # No `from __future__ import annotations` here: FastAPI must see the real dependency types of
 # the routes defined inside create_app.
@@ -18,6 +19,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -206,6 +209,61 @@ class Bundled(BaseModel):
     bytes: int
 
 
+class ErrorOut(BaseModel):
+    """The body of a 4xx but 422: one line."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    """What is wrong, and in which field of the request (None: the request as a whole)."""
+
+    message: str
+    field: str | None
+
+
+class FieldErrorOut(BaseModel):
+    """The body of a 422: what is wrong, and where."""
+
+    detail: FieldError
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of these 4xx/5xx codes with their bodies (`ErrorOut`, a 422's `FieldErrorOut`)."""
+    said = {400: "The body cannot be parsed", 401: "No token, or not a valid one", 403: "Only an admin may do this",
+            404: "No such thing that you may see", 409: "The job or user is not in a state that allows this",
+            413: "The body is over the server's limit", 422: "A value is not valid (the field says which)",
+            503: "Try again"}
+    return {code: {"model": FieldErrorOut if code == 422 else ErrorOut, "description": said[code]} for code in codes}
+
+
+def _document_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with what every route of the API may answer besides its own errors: 401 and the
+    bearer token (every route), 404 (a route with path parameters), 400 and 413 (a route that
+    takes a body), and a 422 in the shape the API sends."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ErrorOut, FieldError, FieldErrorOut):
+        schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name in ("HTTPValidationError", "ValidationError"):   # FastAPI's 422 shape, which the API never sends
+        schemas.pop(name, None)
+    document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    field_error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/FieldErrorOut"}}}}
+    for path, item in document["paths"].items():
+        for operation in item.values():
+            responses = operation["responses"]
+            added = {"401": "No token, or not a valid one"}
+            if "{" in path:
+                added["404"] = "No such thing that you may see"
+            if "requestBody" in operation:
+                added |= {"400": "The body cannot be parsed", "413": "The body is over the server's limit"}
+            for code, description in added.items():
+                responses.setdefault(code, {"description": description, **error})
+            responses["422"] = {"description": "A value is not valid (the field says which)", **field_error}
+            operation["security"] = [{"bearer": []}]
+    return document
+
+
 class BodyGuard(BaseHTTPMiddleware):
     """Refuses, before any route parses it, a request body over `limit` bytes (413; a bundle upload
     may have up to `bundles.MAX_BUNDLE_BYTES`) and a JSON body nested deeper than `MAX_DEPTH` (422:
@@ -238,9 +296,27 @@ class BodyGuard(BaseHTTPMiddleware):
 
 def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None = None) -> FastAPI:
     """The API over `store`; job logs are read from the run folders under `home`."""
-    app = FastAPI(title="elastrain", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
-                  redoc_url=None)
+    # The document is public (it describes the routes and holds no data); no docs UI: Swagger UI
+    # would load from a CDN, which offline machines cannot reach.
+    app = FastAPI(title="elastrain", version="1", openapi_url=f"{API}/openapi.json", docs_url=None, redoc_url=None)
     app.add_middleware(BodyGuard, limit=max_body)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document with the errors the API really answers, and the bearer token."""
+        if app.openapi_schema is None:
+            app.openapi_schema = _document_errors(get_openapi(title=app.title, version=app.version,
+                                                              routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A 422 in the API's one shape: the first problem and its field, never the input echoed."""
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"][1:]) or None
+        return JSONResponse({"detail": {"message": f"{field}: {first['msg']}" if field else first["msg"],
+                                        "field": field}}, status_code=422)
     router = APIRouter(prefix=API)
 
     def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> UserInfo:
@@ -268,7 +344,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             raise HTTPException(404, f"no job '{job_id}'")
         return job
 
-    @router.post("/jobs", status_code=201, response_model=Submitted,
+    @router.post("/jobs", status_code=201, response_model=Submitted, responses=_errors(503),
                  openapi_extra={"requestBody": {"required": True, "content": {
                      "application/json": {"schema": {"type": "object"}},
                      "application/yaml": {"schema": {"type": "string"}}}}})
@@ -300,7 +376,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
         assert home is not None
         return home / "bundles"
 
-    @router.post("/bundles", status_code=201, response_model=Bundled,
+    @router.post("/bundles", status_code=201, response_model=Bundled, responses=_errors(409),
                  openapi_extra={"requestBody": {"required": True, "content": {
                      "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload_bundle(request: Request, user: User) -> Bundled:
@@ -341,7 +417,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
         """One job."""
         return job_views([visible_job(job_id, user)])[0]
 
-    @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
+    @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, responses=_errors(409))
     def cancel(job_id: str, user: User) -> JobOut:
         """Cancel a job: a queued one at once, a running one at its next step boundary."""
         job = visible_job(job_id, user)
@@ -353,7 +429,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             store.update_job(job_id, cancel_requested=True)
         return job_views([store.job(job_id)])[0]
 
-    @router.post("/jobs/{job_id}/scale", status_code=202, response_model=JobOut)
+    @router.post("/jobs/{job_id}/scale", status_code=202, response_model=JobOut, responses=_errors(409))
     def scale(job_id: str, body: ScaleRequest, user: User) -> JobOut:
         """Ask for `workers` workers (within the spec's min..max); the scheduler grants what fits."""
         job = visible_job(job_id, user)
@@ -385,7 +461,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             status = replace(status, state=job.status, message=job.message or status.message)
         return status
 
-    @router.get("/jobs/{job_id}/result", response_model=JobResult)
+    @router.get("/jobs/{job_id}/result", response_model=JobResult, responses=_errors(409))
     def job_result(job_id: str, user: User) -> JobResult:
         """The result of a job that ran to its end (409 while it is queued or running, or if it
         ended without one: cancelled while queued, or failed before training)."""
@@ -481,7 +557,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             raise HTTPException(404, f"no study '{name}'")
         return StudyOut(name=found[0].name, direction=found[0].direction, trials=found[0].trials)
 
-    @router.post("/users", status_code=201, response_model=UserOut)
+    @router.post("/users", status_code=201, response_model=UserOut, responses=_errors(403, 409))
     def create_user(body: UserIn, _: Admin) -> UserOut:
         """Create a user and return their first token (shown only here)."""
         try:
@@ -490,12 +566,12 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             raise HTTPException(409, exc.line()) from None
         return UserOut(name=user.name, admin=user.is_admin, token=token)
 
-    @router.get("/users", response_model=list[UserOut])
+    @router.get("/users", response_model=list[UserOut], responses=_errors(403))
     def list_users(_: Admin) -> list[UserOut]:
         """Every user (no tokens)."""
         return [UserOut(name=u.name, admin=u.is_admin) for u in store.users()]
 
-    @router.post("/users/{name}/tokens", status_code=201, response_model=UserOut)
+    @router.post("/users/{name}/tokens", status_code=201, response_model=UserOut, responses=_errors(403))
     def issue_token(name: str, _: Admin) -> UserOut:
         """A further token for user `name` (shown only here)."""
         try:
@@ -505,7 +581,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
         user = store.user(name)
         return UserOut(name=user.name, admin=user.is_admin, token=token)
 
-    @router.get("/users/{name}/tokens", response_model=list[TokenOut])
+    @router.get("/users/{name}/tokens", response_model=list[TokenOut], responses=_errors(403))
     def list_tokens(name: str, _: Admin) -> list[TokenOut]:
         """User `name`'s tokens, by prefix."""
         return [TokenOut(**t) for t in store.tokens(name)]
