@@ -4,20 +4,34 @@ HTTP proxy, on the Ray cluster this process joins."""
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 from fastapi import FastAPI
 
+from elastrain.extras import extra_error
 from elastrain.serve.app import ServeConfig, create_serve_app
 
 APP_NAME = "elastrain-serve"
+
+
+def ray_serve() -> ModuleType:
+    """Ray Serve's module.
+
+    Raises:
+        UserError: Ray Serve's dependencies (the extra `serve`) are not installed.
+    """
+    try:
+        from ray import serve
+    except ModuleNotFoundError as exc:   # Ray without its extra `serve` (aiohttp, starlette, ...)
+        raise extra_error(f"Ray Serve's dependency {exc.name}", ("serve",), "elastrain serve --replicas") from None
+    return serve
 
 
 def deploy_replicas(config: ServeConfig, replicas: int, host: str, port: int) -> None:
     """Deploy `replicas` copies of the server app (each loads the model and batches its own
     requests) with Ray Serve listening on host:port; returns once they answer. Ray must be
     connected."""
-    from ray import serve
-
+    serve = ray_serve()
     serve.start(http_options={"host": host, "port": port})
     def build() -> FastAPI:   # a builder, not an app: each replica builds its own and loads the model itself
         return create_serve_app(config)
@@ -35,10 +49,9 @@ def serve_replicas(config: ServeConfig, replicas: int, host: str, port: int) -> 
     """
     import time
 
-    from ray import serve
-
     from elastrain.elastic.connect import connect_ray
 
+    serve = ray_serve()
     started = connect_ray(os.environ.get("RAY_ADDRESS"))
     try:
         deploy_replicas(config, replicas, host, port)
