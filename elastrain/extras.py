@@ -3,6 +3,8 @@ which to install when one is missing (the CLI prints it instead of an import tra
 
 from __future__ import annotations
 
+import importlib.util
+
 from elastrain.errors import UserError
 
 # The top-level module each optional dependency installs -> the extras (pyproject.toml) that bring it.
@@ -18,6 +20,18 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("serve", "optimize"),   # serving an optimized (ONNX) model, or making one
     "s3fs": ("s3",),
 }
+
+
+def require(*modules: str, where: str) -> None:
+    """Return when the optional `modules` (keys of EXTRAS) are installed; checked before a command
+    starts its work, so that it stops before printing or starting anything.
+
+    Raises:
+        UserError: the first one missing, naming the extra that brings it (exit code 1).
+    """
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise extra_error(module, EXTRAS[module], where)
 
 
 def missing_extra(exc: BaseException) -> UserError | None:

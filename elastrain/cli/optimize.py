@@ -65,8 +65,11 @@ def optimize(
     fastest at batch 64 that loses at most --max-drop points and is not slower at batch 1: on a
     small model int8 often is not faster, so nothing is assumed. Exit code 0; 2 for bad input.
     """
+    from elastrain.extras import require
     from elastrain.optimize.run import OptimizeOptions, optimize_model
     from elastrain.spec import load_spec
+
+    require("onnx", "onnxscript", "onnxruntime", "torchao", "torch_pruning", where="elastrain optimize")
 
     del structured   # the only kind there is; the flag is accepted as the issue's command line writes it
     options = OptimizeOptions(quantize=quantize, calibration=calibration, prune=prune,

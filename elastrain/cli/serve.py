@@ -50,10 +50,12 @@ def serve(
     """
     import uvicorn
 
+    from elastrain.extras import require
     from elastrain.security.transport import check_listen
     from elastrain.serve.app import CONFIG_ENV, ServeConfig, config_env, create_serve_app
     from elastrain.serve.model import load, locate
 
+    require("prometheus_client", where="elastrain serve")   # /metrics; onnxruntime only for ONNX models
     check_listen(host, tls=False, insecure=insecure)
     _check_range("--max-batch", max_batch, 1, 4096)
     _check_range("--max-wait-ms", max_wait_ms, 0, 1000)

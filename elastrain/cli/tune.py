@@ -94,6 +94,9 @@ def tune(
     or its tune section is wrong.
     """
     from elastrain.cli.remote import read_token
+    from elastrain.extras import require
+
+    require("optuna", where="elastrain tune")   # before the tuner's modules, which import it
     from elastrain.tune.study import Study
 
     reach = {"server": server, "token": read_token(token), "ca_cert": ca_cert}
