@@ -139,3 +139,28 @@ def server(tmp_path, elastrain_home, ray_address):
     service.stop()
 
 
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    """A real tmpfs mounted at `path` with mount `options` (e.g. "ro,size=1m") while in the block;
+    skips the test where mounting is refused (it needs root; chmod does not stop root, a read-only
+    or full mount does)."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs at {path} ({done.stderr.strip()}): the test needs root")
+    try:
+        yield path
+    finally:
+        # Lazily: a file a failed run left open must not leave the mount behind.
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def train_digits_model(tmp_path_factory, epochs: int) -> Path:
+    """The model directory of examples/mlp_digits.yaml trained for `epochs` epochs in a home of its own."""
+    from elastrain.sdk import Job
+
+    home = tmp_path_factory.mktemp("home")
+    return Job.from_yaml(REPO / "examples" / "mlp_digits.yaml", {"train.epochs": epochs}).run(home=home).model_path

@@ -21,25 +21,9 @@ from elastrain.models import build_model
 from elastrain.spec import ModelSpec
 from elastrain.store.model_ref import local_registry
 from elastrain.train.artifact import save_model
-from tests.conftest import REPO
+from tests.conftest import REPO, tmpfs
 
 COLUMNS = ["a", "b", "c", "d"]
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str):
-    """A real tmpfs mounted at `path` with mount `options` (e.g. ro); skips the test where mounting
-    is refused (it needs root; chmod does not stop root, a read-only mount does)."""
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs at {path} ({done.stderr.strip()}): the test needs root")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(path)], check=False)   # a file still open: detach it anyway
 
 
 @pytest.fixture

@@ -14,17 +14,13 @@ from elastrain.optimize.run import save_candidate
 from elastrain.store.model_ref import local_registry
 from elastrain.train import load_model
 from elastrain.train.artifact import model_files, read_meta
-from tests.conftest import REPO
+from tests.conftest import REPO, train_digits_model
 
 
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     """A digits MLP trained for 4 epochs: its model directory."""
-    from elastrain.sdk import Job
-
-    home = tmp_path_factory.mktemp("home")
-    result = Job.from_yaml(REPO / "examples" / "mlp_digits.yaml", {"train.epochs": 4}).run(home=home)
-    return result.model_path
+    return train_digits_model(tmp_path_factory, epochs=4)
 
 
 def last_json(text):

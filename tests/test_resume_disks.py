@@ -1,8 +1,6 @@
 """Resume on the data a job started on, full and read-only disks, and what Ctrl-C promises
 (issue 27, findings 9, 10 and 14). The disks are real: small tmpfs mounts (root only)."""
 
-import contextlib
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.control import JobControl
 from elastrain.errors import JobInterrupted
 from elastrain.spec import load_spec, parse_spec
+from tests.conftest import tmpfs
 
 CSV_JOB = """
 name: resume-test
@@ -133,22 +132,6 @@ def test_an_interrupted_run_without_checkpoints_says_resume_starts_again_at_step
     assert start["detail"]["from_checkpoint"] is None
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, size: int, read_only: bool = False):
-    """A real tmpfs of `size` bytes mounted at `path` (read-only if asked) while in the block."""
-    path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        # Lazily: a file a failed run left open must not leave the mount behind.
-        subprocess.run(["umount", "--lazy", str(path)], check=True)
-
-
 WIDE_JOB = """
 name: disk-test
 data: {source: 'builtin:digits'}
@@ -189,7 +172,7 @@ def test_a_full_checkpoint_disk_warns_keeps_the_last_good_checkpoint_and_trainin
     ended "lost" with an OSError and a `KeyError: 'status'` traceback)."""
     spec = parse_spec(WIDE_JOB + "checkpoint: {every_steps: 5, keep: 3}\n")
     size = checkpoint_bytes(spec, elastrain_home)
-    with tmpfs(tmp_path / "small", size * 3 // 2) as disk:
+    with tmpfs(tmp_path / "small", f"size={size * 3 // 2}") as disk:
         spec.checkpoint.dir = str(disk)
         progress = Warnings()
         result = run_job(spec, elastrain_home, progress=progress)
@@ -211,7 +194,7 @@ def test_a_read_only_checkpoint_folder_warns_and_the_run_succeeds(tmp_path, cli)
     """Kind 10 (read-only disk): every checkpoint write fails with EROFS; `elastrain run` warns in
     one line per checkpoint naming the path, trains to its end and exits 0 without a traceback."""
     spec_file = tmp_path / "job.yaml"
-    with tmpfs(tmp_path / "ro", 1 << 20, read_only=True) as disk:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as disk:
         spec_file.write_text(WIDE_JOB + f"checkpoint: {{every_steps: 10, dir: '{disk}'}}\n")
         code, _, err = cli("run", spec_file)
     line = " ".join(err.split())
@@ -226,7 +209,7 @@ def test_a_full_home_fails_the_job_cleanly_when_the_model_cannot_be_saved(tmp_pa
     `save_model` before)."""
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(WIDE_JOB)
-    with tmpfs(tmp_path / "home", 64 << 10) as home:
+    with tmpfs(tmp_path / "home", "size=64k") as home:
         monkeypatch.setenv("ELASTRAIN_HOME", str(home))
         code, _, err = cli("run", spec_file)
         [folder] = RunFolder.all(home)
@@ -243,7 +226,7 @@ def test_a_read_only_checkpoint_folder_under_ray_workers_warns_and_the_job_succe
     """Kind 10 (read-only disk), on an elastic group of Ray workers: the rank-0 worker's failed
     checkpoint writes reach the job as `checkpoint_failed` events and warnings (path, reason,
     bytes needed), and the job trains to its end and saves its model."""
-    with tmpfs(tmp_path / "ro", 1 << 20, read_only=True) as disk:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as disk:
         spec = parse_spec(WIDE_JOB.replace("epochs: 2", "epochs: 1")
                           + f"checkpoint: {{every_steps: 10, dir: '{disk}'}}\n"
                           "resources: {workers: {min: 1, max: 2}, cpus_per_worker: 1, wait_timeout_s: 60}\n")

@@ -18,16 +18,13 @@ from elastrain.serve.app import ServeConfig, create_serve_app
 from elastrain.serve.batcher import DynamicBatcher
 from elastrain.store.model_ref import local_registry
 from elastrain.train import load_model
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO, train_digits_model, wait_until
 
 
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     """A digits MLP trained for 3 epochs: its model directory."""
-    from elastrain.sdk import Job
-
-    home = tmp_path_factory.mktemp("home")
-    return Job.from_yaml(REPO / "examples" / "mlp_digits.yaml", {"train.epochs": 3}).run(home=home).model_path
+    return train_digits_model(tmp_path_factory, epochs=3)
 
 
 @pytest.fixture

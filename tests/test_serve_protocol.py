@@ -17,7 +17,7 @@ from elastrain.api.server import serving_in_thread
 from elastrain.serve.app import ServeConfig, create_serve_app
 from elastrain.store.model_ref import local_registry
 from elastrain.train import load_model
-from tests.conftest import REPO
+from tests.conftest import train_digits_model
 
 LIMIT = 200_000   # bytes of body the limited server takes
 
@@ -25,10 +25,7 @@ LIMIT = 200_000   # bytes of body the limited server takes
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     """A digits MLP (images: features named by index) trained for 2 epochs: its model directory."""
-    from elastrain.sdk import Job
-
-    home = tmp_path_factory.mktemp("home")
-    return Job.from_yaml(REPO / "examples" / "mlp_digits.yaml", {"train.epochs": 2}).run(home=home).model_path
+    return train_digits_model(tmp_path_factory, epochs=2)
 
 
 @pytest.fixture(scope="module")

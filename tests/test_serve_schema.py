@@ -23,7 +23,7 @@ from schemathesis.checks import (
 
 from elastrain.api.server import serving_in_thread
 from elastrain.serve.app import ServeConfig, create_serve_app
-from tests.conftest import REPO
+from tests.conftest import train_digits_model
 
 DOCUMENT = create_serve_app(ServeConfig(model="unused", auth=False)).openapi()
 CONFORMS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -37,10 +37,7 @@ schema = schemathesis.openapi.from_dict(
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     """A digits MLP trained for 2 epochs: its model directory."""
-    from elastrain.sdk import Job
-
-    home = tmp_path_factory.mktemp("home")
-    return Job.from_yaml(REPO / "examples" / "mlp_digits.yaml", {"train.epochs": 2}).run(home=home).model_path
+    return train_digits_model(tmp_path_factory, epochs=2)
 
 
 @pytest.fixture(scope="module")
