@@ -5,7 +5,7 @@ example's time per epoch on the GPU against the CPU. Needs a CUDA GPU (and a CUD
    data and gradient buffer are on the GPU) against the same model, data, batch and optimizer in
    a hand-written loop that keeps everything on the GPU and reads the loss once per step (as a
    loop that logs it does). Interleaved repetitions; target: median ratio >= 0.95.
-2. The CNN example (examples/cnn_mnist.yaml, MNIST from the shared data folder) for one epoch
+2. The CNN example (examples/cnn_mnist.yaml, MNIST from datasets/) for one epoch
    with `device: cuda` and with `device: cpu`: seconds per epoch, each side's mean.
 
 Usage: python -m bench.gpu [--repetitions 3] [--steps 2000] [--mnist DIR] [--save]
@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--mnist", type=Path, default=REPO.parent / "shared" / "datasets" / "mnist-t10k")
+    parser.add_argument("--mnist", type=Path, default=REPO / "datasets" / "mnist-t10k")
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
     import torch

@@ -1,5 +1,5 @@
 """Optimize for inference, measured: the digits MLP (examples/mlp_digits.yaml) and, when
-../shared holds MNIST, the CNN of examples/cnn_mnist.yaml are trained, then `elastrain optimize`
+datasets/ holds MNIST, the CNN of examples/cnn_mnist.yaml are trained, then `elastrain optimize`
 tries every candidate (ONNX Runtime float32, dynamic and static int8; torchao int8; 50 % structured
 pruning, fine-tuned, in the same ONNX forms) and ships the fastest at batch 64 that loses at most
 0.5 accuracy points and is not slower at batch 1.
@@ -20,7 +20,7 @@ from pathlib import Path
 from bench import common
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist-t10k"
+MNIST = Path(__file__).resolve().parents[1] / "datasets" / "mnist-t10k"
 
 
 def workloads() -> dict[str, Path]:

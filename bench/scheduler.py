@@ -1,4 +1,4 @@
-"""Scheduling policies on the Pollux traces (`../shared/traces/`), and the speed of one round.
+"""Scheduling policies on the Pollux traces (the repository's `traces/`), and the speed of one round.
 
 What it measures (all with `elastrain.sim`, 16 nodes x 4 GPUs, 60 s rounds unless said):
 
@@ -49,9 +49,9 @@ from elastrain.sim.simulator import PoolConfig, SimConfig, Simulator
 from elastrain.sim.spot import load_availability, load_prices
 from elastrain.sim.traces import load_apps, load_workload
 
-SHARED = Path(os.environ.get("ELASTRAIN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-POLLUX = SHARED / "traces" / "pollux"
-ZONES = sorted((SHARED / "traces" / "spot" / "availability" / "16-node" / "aws-08-27-2023").glob("*.json"))
+TRACES = Path(__file__).resolve().parents[1] / "traces"
+POLLUX = TRACES / "pollux"
+ZONES = sorted((TRACES / "spot" / "availability" / "16-node" / "aws-08-27-2023").glob("*.json"))
 PRICES = Path(__file__).resolve().parents[1] / "examples" / "prices.yaml"
 NODES = 16
 DAY_S = 86_400.0

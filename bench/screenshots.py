@@ -21,7 +21,7 @@ from bench.dashboard import browser_page
 from elastrain.spec.load import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-TRACES = Path(os.environ.get("ELASTRAIN_SHARED", REPO.parent / "shared")) / "traces" / "pollux"
+TRACES = REPO / "traces" / "pollux"
 PAGES = {"jobs": "/", "cluster": "/cluster", "models": "/models", "studies": "/studies"}
 
 

@@ -10,7 +10,7 @@ The model (--workload), trained first and served as saved (float32, PyTorch):
   call reads its 17 MB of weights for one row, so batching pays, as it does for the large dense
   models dynamic batching exists for;
 - `digits`: examples/mlp_digits.yaml (64-128-10): a call costs microseconds, HTTP dominates;
-- `mnist`: the CNN of examples/cnn_mnist.yaml on ../shared's MNIST test set.
+- `mnist`: the CNN of examples/cnn_mnist.yaml on the MNIST test set in datasets/.
 The client is a minimal asyncio HTTP/1.1 client (no HTTP library), so that it takes little of the
 2 cores the servers share with it.
 
@@ -37,7 +37,7 @@ import numpy as np
 from bench import common
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist-t10k"
+MNIST = Path(__file__).resolve().parents[1] / "datasets" / "mnist-t10k"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -146,7 +146,7 @@ def main() -> None:
 
     spec = EXAMPLES / ("cnn_mnist.yaml" if options.workload == "mnist" else "mlp_digits.yaml")
     if options.workload == "mnist" and not MNIST.is_dir():
-        raise SystemExit(f"the MNIST test set is not at {MNIST}: --workload mnist needs ../shared")
+        raise SystemExit(f"the MNIST test set is not at {MNIST}: --workload mnist needs it")
     overrides = {"name": "wide-mlp", "model.hidden": [2048, 2048], "train.epochs": 1} if options.workload == "wide" \
         else {}
     with tempfile.TemporaryDirectory() as home:

@@ -3,7 +3,7 @@
     python -m bench.tune [--workload digits|mnist] [--seeds 0 1 2] [--trials 48] [--target T] [--save]
 
 The same job (an MLP on scikit-learn's digits, 20 epochs, target 0.975; or with --workload mnist
-the CNN of examples/cnn_mnist.yaml on the MNIST test set in ../shared, 8 epochs, target 0.985),
+the CNN of examples/cnn_mnist.yaml on the MNIST test set in datasets/, 8 epochs, target 0.985),
 the same 4-parameter space, the same
 TPE seeds, trial budget and pruning (successive halving from 1 epoch, reduction factor 3) on each
 side (see bench/tune_peers.py); each seed runs the three systems one after the other. Times count
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=48)
     parser.add_argument("--workload", choices=("digits", "mnist"), default="digits",
-                        help="digits: an MLP on scikit-learn's digits; mnist: a CNN on ../shared's MNIST test set")
+                        help="digits: an MLP on scikit-learn's digits; mnist: a CNN on the MNIST test set in datasets/")
     parser.add_argument("--target", type=float, default=None, help="validation accuracy to reach "
                                                                    "(default: 0.975 digits, 0.985 mnist)")
     parser.add_argument("--save", action="store_true", help="also write the report to bench/results/")
@@ -91,7 +91,7 @@ def main() -> None:
     from bench.tune_peers import EPOCHS, MNIST, TARGET, import_training, run_optuna_alone, run_ray_tune_asha
 
     if options.workload == "mnist" and not MNIST.is_dir():
-        raise SystemExit(f"the MNIST test set is not at {MNIST}: --workload mnist needs ../shared")
+        raise SystemExit(f"the MNIST test set is not at {MNIST}: --workload mnist needs it")
     options.target = options.target or TARGET
 
     import_training()

@@ -28,10 +28,10 @@ from typing import Any
 import psutil
 
 # The job and space tuned: "digits" (an MLP on scikit-learn's digits) or "mnist" (the CNN of
-# examples/cnn_mnist.yaml on the MNIST test set in ../shared), by BENCH_TUNE_WORKLOAD. It is read
+# examples/cnn_mnist.yaml on the MNIST test set in datasets/), by BENCH_TUNE_WORKLOAD. It is read
 # at import, so that Ray Tune's trial processes, which import this module anew, tune the same one.
 WORKLOAD = os.environ.get("BENCH_TUNE_WORKLOAD", "digits")
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist-t10k"
+MNIST = Path(__file__).resolve().parents[1] / "datasets" / "mnist-t10k"
 WORKLOADS: dict[str, tuple[dict, dict, float]] = {
     "digits": ({
         "name": "tune-bench",

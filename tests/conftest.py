@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated ELASTRAIN_HOME, the shared reference data, the CLI."""
+"""Shared fixtures: an isolated ELASTRAIN_HOME, the reference data of datasets/ and traces/, the CLI."""
 
 import contextlib
 import os
@@ -20,8 +20,8 @@ from elastrain.scheduler import FifoPacking
 from elastrain.store import Store, connect
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ELASTRAIN_SHARED", REPO.parent / "shared"))
-MNIST = SHARED / "datasets" / "mnist-t10k"
+MNIST = REPO / "datasets" / "mnist-t10k"   # copies in the repository, with their provenance (README.md)
+TRACES = REPO / "traces"
 PG_URL = os.environ.get("ELASTRAIN_TEST_PG_URL")
 
 
@@ -95,8 +95,7 @@ def store(database_url):
 
 @pytest.fixture
 def mnist_dir():
-    if not (MNIST / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"the MNIST test set is not at {MNIST} (set ELASTRAIN_SHARED to the shared/ folder)")
+    """The MNIST test set in IDX format."""
     return MNIST
 
 

@@ -1,4 +1,4 @@
-"""The scheduler's models against the Pollux traces (../shared/traces/pollux): the fitted step-time
+"""The scheduler's models against the Pollux traces (traces/pollux): the fitted step-time
 model, statistical efficiency from gradient noise, the simulator's application model, and a
 short simulation under Tiresias and the goodput policy."""
 
@@ -12,16 +12,15 @@ from elastrain.scheduler.throughput import step_time
 from elastrain.sim.apps import AppModel
 from elastrain.sim.simulator import PoolConfig, SimConfig, Simulator
 from elastrain.sim.traces import load_app, load_workload
-from tests.conftest import SHARED
+from tests.conftest import TRACES as REFERENCE_TRACES
 
-POLLUX = SHARED / "traces" / "pollux"
+POLLUX = REFERENCE_TRACES / "pollux"
 TRACES = POLLUX / "traces"
 
 
 @pytest.fixture(scope="module")
 def pollux():
-    if not (POLLUX / "workloads" / "workload-1.csv").is_file() or not (TRACES / "cifar10").is_dir():
-        pytest.skip(f"the Pollux traces are not at {POLLUX} (set ELASTRAIN_SHARED to the shared/ folder)")
+    """The Pollux traces."""
     return POLLUX
 
 

@@ -4,23 +4,21 @@ import itertools
 import json
 
 import pytest
-from conftest import REPO, SHARED
+from conftest import REPO, TRACES
 
 from elastrain.errors import UserError
 from elastrain.scheduler import Allocation, Cluster, NodePool
 from elastrain.scheduler.nodes import FixedSize
 from elastrain.sim.spot import Availability, Prices, load_availability, load_prices
 
-POLLUX = SHARED / "traces" / "pollux"
-ZONES = SHARED / "traces" / "spot" / "availability" / "16-node" / "aws-08-27-2023"
+POLLUX = TRACES / "pollux"
+ZONES = TRACES / "spot" / "availability" / "16-node" / "aws-08-27-2023"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
 def traces():
-    if not (POLLUX / "workloads" / "workload-1.csv").is_file() or not ZONES.is_dir():
-        pytest.skip(f"the Pollux and spot traces are not under {SHARED / 'traces'} "
-                    "(set ELASTRAIN_SHARED to the shared/ folder)")
+    """The Pollux traces."""
     return POLLUX
 
 

@@ -1,18 +1,17 @@
-"""Reading the Pollux artifact's workloads and application measurements (../shared/traces)."""
+"""Reading the Pollux artifact's workloads and application measurements (traces/pollux)."""
 
 import pytest
 
 from elastrain.errors import UserError
 from elastrain.sim import load_app, load_apps, load_workload
-from tests.conftest import SHARED
+from tests.conftest import TRACES
 
-POLLUX = SHARED / "traces" / "pollux"
+POLLUX = TRACES / "pollux"
 
 
 @pytest.fixture
 def pollux():
-    if not (POLLUX / "workloads" / "workload-1.csv").is_file():
-        pytest.skip(f"the Pollux traces are not at {POLLUX} (set ELASTRAIN_SHARED to the shared/ folder)")
+    """The Pollux traces."""
     return POLLUX
 
 

@@ -1,5 +1,5 @@
 """What the traces say one application does: seconds per step where it runs, progress per step
-at a batch size, and when it is done (the semantics of `../shared/traces/README.md`).
+at a batch size, and when it is done (the semantics of the repository's `traces/README.md`).
 
 This is the simulator's ground truth. Policies never read it: they see only what a running job
 would report (step times it has shown, gradient noise at its batch size).

@@ -1,5 +1,5 @@
 """Spot capacity for the simulator: availability traces (the `spot/` data of
-`../shared/traces/README.md`), and node prices from a user's config.
+the repository's `traces/README.md`), and node prices from a user's config.
 
 An availability trace is `{"metadata": {"gap_seconds": 300}, "data": [...]}`: the number of spot
 instances on offer at each tick. Each instance on offer counts as one node of the simulated
@@ -78,7 +78,7 @@ def _zone(path: Path) -> tuple[float, tuple[int, ...]]:
 class Prices:
     """What one node costs per hour (USD), per kind of node.
 
-    The defaults are the list prices of `../shared/traces/README.md` (AWS us-east-1,
+    The defaults are the list prices of the repository's `traces/README.md` (AWS us-east-1,
     p3.2xlarge): on-demand 3.06; spot the midpoint of its usual 0.9-1.2.
     """
 

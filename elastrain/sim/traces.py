@@ -1,4 +1,4 @@
-"""Reading the Pollux artifact's data (see `../shared/traces/README.md`): workloads of job
+"""Reading the Pollux artifact's data (see the repository's `traces/README.md`): workloads of job
 submissions and, per application, step-time measurements and validation runs.
 
 Only the data formats come from there; the reading is ours.
