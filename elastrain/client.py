@@ -1,4 +1,5 @@
-"""Talking to `elastrain server`: one small client whose errors are one line for the user."""
+"""The HTTP client of `elastrain server`, used by the SDK, studies and the CLI: one small client whose
+errors are one line for the user."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from elastrain.errors import UserError
 from elastrain.spec import JobSpec, apply_overrides, load_spec, validate_spec
 
 if TYPE_CHECKING:
-    from elastrain.cli.remote import Remote
+    from elastrain.client import Remote
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -108,7 +108,7 @@ class Job:
             UserError: no token, `ca_cert` unreadable, the server cannot be reached or not trusted,
                 or it refuses the job.
         """
-        from elastrain.cli.remote import DEFAULT_SERVER, Remote, submit_job
+        from elastrain.client import DEFAULT_SERVER, Remote, submit_job
         from elastrain.security.transport import CA_CERT_ENV
 
         remote = Remote(server or os.environ.get("ELASTRAIN_SERVER") or DEFAULT_SERVER,

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from elastrain.cli.remote import Remote
+from elastrain.client import Remote
 from elastrain.elastic.collective import free_port
 from elastrain.sdk import ServerJobHandle
 from tests.conftest import REPO

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from elastrain.cli.remote import Remote
+from elastrain.client import Remote
 from elastrain.elastic.collective import free_port
 from elastrain.errors import UserError
 from elastrain.security.certs import issue_cert

@@ -13,7 +13,7 @@ import optuna
 import pytest
 import yaml
 
-from elastrain.cli.remote import Remote
+from elastrain.client import Remote
 from elastrain.data import prepare_dataset
 from elastrain.elastic.job import RunOptions, run_job
 from elastrain.elastic.run_folder import RunFolder

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.table import Table
 
-from elastrain.cli.remote import Remote
 from elastrain.cli.tables import print_table
+from elastrain.client import Remote
 
 ENDED = ("succeeded", "failed", "cancelled")
 # The series `metrics` shows at a terminal (all of them go to a pipe and to --json).

@@ -215,7 +215,7 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML)."
     What the job needs from this machine travels with it: a `python:module:function` model found
     beside the spec, and a local data file or folder (up to 64 MiB zipped).
     """
-    from elastrain.cli.remote import submit_job
+    from elastrain.client import submit_job
     from elastrain.spec import load_spec
 
     made = submit_job(remote_of(server, token, ca_cert), load_spec(spec_file, overrides or []),

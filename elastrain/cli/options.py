@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from elastrain.cli.remote import Remote
+    from elastrain.client import Remote
 
 ServerOption = Annotated[str | None, typer.Option(
     "--server", help="An elastrain server's URL, e.g. http://127.0.0.1:8080 (default: $ELASTRAIN_SERVER; "
@@ -25,6 +25,6 @@ CaCertOption = Annotated[Path | None, typer.Option(
 
 def remote_of(server: str | None, token: str | None, ca_cert: Path | None) -> Remote:
     """The server `--server` names (else $ELASTRAIN_SERVER, else the local default), as `--token`."""
-    from elastrain.cli.remote import DEFAULT_SERVER, Remote, read_token
+    from elastrain.client import DEFAULT_SERVER, Remote, read_token
 
     return Remote(server or os.environ.get("ELASTRAIN_SERVER") or DEFAULT_SERVER, read_token(token), ca_cert)

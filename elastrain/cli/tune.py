@@ -93,7 +93,7 @@ def tune(
     registers their models. Exit code 0 when a trial completed, 1 when none did, 2 when the spec
     or its tune section is wrong.
     """
-    from elastrain.cli.remote import read_token
+    from elastrain.client import read_token
     from elastrain.extras import require
 
     require("optuna", where="elastrain tune")   # before the tuner's modules, which import it

@@ -41,7 +41,7 @@ from elastrain.tune.trials import PoolTrials, ServerTrials, TrialRunner
 if TYPE_CHECKING:
     import optuna
 
-    from elastrain.cli.remote import Remote
+    from elastrain.client import Remote
     from elastrain.sdk import JobHandle
 
 # How often the study follows its trials (metrics, ends) and re-plans the workers: here, or over a
@@ -196,7 +196,7 @@ class Study:
         self.server = server
         self._remote: Remote | None = None
         if server:
-            from elastrain.cli.remote import Remote
+            from elastrain.client import Remote
             from elastrain.security.transport import CA_CERT_ENV
 
             self._remote = Remote(server, token or os.environ.get("ELASTRAIN_TOKEN"),

@@ -18,7 +18,7 @@ from elastrain.spec import JobSpec
 from elastrain.tune.allocate import RunningTrial, TrialPlan, plan_trials
 
 if TYPE_CHECKING:
-    from elastrain.cli.remote import Remote
+    from elastrain.client import Remote
     from elastrain.sdk import JobHandle
     from elastrain.tune.gate import OptunaPruneGate
 
@@ -150,7 +150,7 @@ class ServerTrials:
         return TrialPlan({}, (0,) if may_start > 0 and not waiting else ())
 
     def launch(self, spec: JobSpec, job_id: str, workers: int, gate: OptunaPruneGate) -> JobHandle:
-        from elastrain.cli.remote import submit_job
+        from elastrain.client import submit_job
         from elastrain.sdk import ServerJobHandle
 
         made = submit_job(self.remote, spec, self.spec_dir, self.bundles)
