@@ -5,10 +5,7 @@ the file format it would ship in."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +16,7 @@ import torch
 from torch import nn
 
 from elastrain.models.onnx_runtime import INPUT, OUTPUT, OnnxModule
+from elastrain.models.quiet import quiet
 from elastrain.train.losses import loss_sum
 
 ONNX_OPSET = 18
@@ -96,8 +94,8 @@ def onnx_int8_static(fp32: Candidate, work: Path, calibration: np.ndarray, name:
 
 
 def torchao_int8(model: nn.Module, work: Path) -> Candidate:
-    """`model` with torchao's int8 linear layers (see `elastrain.optimize.torchao_int8`)."""
-    from elastrain.optimize.torchao_int8 import quantize_int8
+    """`model` with torchao's int8 linear layers (see `elastrain.models.torchao_int8`)."""
+    from elastrain.models.torchao_int8 import quantize_int8
 
     with quiet():
         quantized = quantize_int8(copy.deepcopy(model).eval())
@@ -157,18 +155,3 @@ class _Calibration:
         return self._batches
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silences the warnings and log lines of the exporters and quantizers for one call."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch.utils._pytree",
-                                                    "torchao", "torch_pruning", "root")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)

@@ -353,7 +353,7 @@ def _network(directory: Path, meta: dict, folder: str) -> Any:
         raise damaged(folder, f"{META}'s model spec is not one elastrain knows ({at}: {problem['msg']})") from None
     model = build_model(spec, tuple(meta["input_shape"]), meta["n_outputs"])
     if meta["format"] == "torchao-int8":
-        from elastrain.optimize.torchao_int8 import quantize_int8
+        from elastrain.models.torchao_int8 import quantize_int8
 
         model = quantize_int8(model.eval())
     state = _state_dict(weights, folder)
