@@ -72,9 +72,10 @@ def serve(
               f"http://{host}:{port}/v2/models/{escape(found.name)}/infer and /predict"
               f"{'' if auth else ', no token needed'}", soft_wrap=True)
     if replicas is not None:
+        from elastrain.elastic.connect import connect_ray
         from elastrain.serve.replicas import serve_replicas
 
-        serve_replicas(config, replicas, host, port)
+        serve_replicas(config, replicas, host, port, lambda: connect_ray(os.environ.get("RAY_ADDRESS")))
         return
     if workers == 1:
         uvicorn.run(create_serve_app(config), host=host, port=port, log_level="warning")

@@ -3,7 +3,7 @@ HTTP proxy, on the Ray cluster this process joins."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from types import ModuleType
 
 from fastapi import FastAPI
@@ -41,18 +41,20 @@ def deploy_replicas(config: ServeConfig, replicas: int, host: str, port: int) ->
     serve.run(deployment.bind(), name=APP_NAME, route_prefix="/", blocking=False)
 
 
-def serve_replicas(config: ServeConfig, replicas: int, host: str, port: int) -> None:
+def serve_replicas(config: ServeConfig, replicas: int, host: str, port: int, connect: Callable[[], bool]) -> None:
     """Serve with Ray Serve until interrupted, then remove the deployment.
+
+    Args:
+        connect: joins Ray (the caller's, so that serving stays below the elastic layer) and says
+            whether it started a Ray instance, which is shut down on leaving.
 
     Raises:
         UserError: Ray cannot be reached.
     """
     import time
 
-    from elastrain.elastic.connect import connect_ray
-
     serve = ray_serve()
-    started = connect_ray(os.environ.get("RAY_ADDRESS"))
+    started = connect()
     try:
         deploy_replicas(config, replicas, host, port)
         while True:
