@@ -1,7 +1,7 @@
 """The policy interface and the first-come-first-served policy.
 
 A policy is a pure function of plain data: the same object runs in the live server and in the
-simulator (invariant 4 of ARCHITECTURE.md).
+simulator (invariant 4 of docs/architecture.md).
 """
 
 from __future__ import annotations

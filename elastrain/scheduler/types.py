@@ -1,4 +1,4 @@
-"""The plain data every policy reads and returns (invariant 4 of ARCHITECTURE.md: the same
+"""The plain data every policy reads and returns (invariant 4 of docs/architecture.md: the same
 objects describe a live cluster and a simulated one).
 
 Capacity is counted in *slots*: GPUs in the simulator and on GPU clusters, CPUs on a laptop.
