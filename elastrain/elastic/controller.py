@@ -37,6 +37,7 @@ from elastrain.elastic.events import Event, EventLog
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.liveness import Liveness, Prober
 from elastrain.elastic.pool import WorkerPool
+from elastrain.elastic.reports import GroupRun, Progress, RunResult, RunStatus
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
 from elastrain.spec import JobSpec
@@ -97,11 +98,15 @@ class ResizeRequest:
 
 @dataclass
 class Watch:
-    """What happened while the group was running."""
+    """What a watch of the running group has seen so far (see `GroupRun`, what it comes to)."""
 
-    results: dict[int, dict] = field(default_factory=dict)   # worker_id -> run() result
+    results: dict[int, RunResult] = field(default_factory=dict)
     dead: set[int] = field(default_factory=set)
     hung: set[int] = field(default_factory=set)   # killed by the controller: they stopped answering
+
+    def seen(self) -> GroupRun:
+        """What the watch saw, frozen."""
+        return GroupRun(dict(self.results), frozenset(self.dead), frozenset(self.hung))
 
 
 class ElasticController:
@@ -129,7 +134,7 @@ class ElasticController:
 
     def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, total_steps: int, *,
                  resume: bool = False,
-                 chaos: list[ChaosAction] | None = None, on_progress: Callable[[dict], None] | None = None,
+                 chaos: list[ChaosAction] | None = None, on_progress: Callable[[Progress], None] | None = None,
                  on_status: Callable[..., None] | None = None,
                  on_warning: Callable[[str], None] | None = None, control: JobControl | None = None,
                  extra_paths: list[str] | None = None, trace_dir: str | None = None,
@@ -198,24 +203,23 @@ class ElasticController:
             self._admit(wait_for=self.minimum)
             self._form(reason="start")
             while True:
-                watch = self._watch()
-                gated = any(result.get("stopped") for result in watch.results.values())   # its epoch gate
-                returned = Returned({worker_id: result["status"] for worker_id, result in watch.results.items()},
-                                    dead=bool(watch.dead), interrupt=self.control.interrupt_requested(),
-                                    cancel=self.cancel_requested or gated)
+                group = self._watch()
+                returned = Returned({worker_id: result.status for worker_id, result in group.results.items()},
+                                    dead=bool(group.dead), interrupt=self.control.interrupt_requested(),
+                                    cancel=self.cancel_requested or group.stopped)
                 match decide(returned):
                     case Fail(worker_id):
-                        return self._ended(self._failed(worker_id, watch.results[worker_id]))
+                        return self._ended(self._failed(worker_id, group.results[worker_id]))
                     case Finish():
-                        return self._ended(self._finish(watch))
+                        return self._ended(self._finish(group))
                     case Interrupt():
                         raise JobInterrupted(f"stopped at step {self.step} for the driver's shutdown")
                     case Cancel():
                         return self._ended(self._cancelled())
                     case Recover():
-                        self._recover(watch)
+                        self._recover(group)
                     case Resize():
-                        self._resize(watch)
+                        self._resize(group)
         finally:
             self._stop_all()
 
@@ -396,7 +400,8 @@ class ElasticController:
                 break
             except GROUP_ERRORS as exc:
                 self._count_failure(f"forming the group: {first_line(exc)}")
-                self._release(self._lost(self.members), unresponsive=True)
+                lost = self._lost(self.members)
+                self._release([m for m in self.members if m.worker_id in lost], unresponsive=True)
                 if len(self.members) < self.minimum:
                     self._admit(wait_for=self.minimum)
         duration = time.perf_counter() - began
@@ -433,13 +438,11 @@ class ElasticController:
         self.step = self.step_at_formation = max(
             ray.get([m.actor.sync.remote(source) for m in self.members], timeout=bound))
 
-    def _lost(self, members: list[Member], watch: Watch | None = None) -> list[Member]:
-        """Of `members`, those that are gone or hung (see `liveness`), once each is known: a slow
-        member is waited for, up to the hang timeout. Hung ones are added to `watch.hung`."""
+    def _lost(self, members: list[Member]) -> dict[int, Liveness]:
+        """Of `members`, those that are gone or hung (see `liveness`), by worker id with their
+        verdict, once each is known: a slow member is waited for, up to the hang timeout."""
         verdicts = Prober(self.spec.resources.hang_timeout_s).settle({m.worker_id: m.actor for m in members})
-        if watch is not None:
-            watch.hung |= {worker_id for worker_id, verdict in verdicts.items() if verdict is Liveness.HUNG}
-        return [m for m in members if verdicts[m.worker_id] is not Liveness.ALIVE]
+        return {worker_id: verdict for worker_id, verdict in verdicts.items() if verdict is not Liveness.ALIVE}
 
     def _kill(self, member: Member, unresponsive: bool = False) -> None:
         """End `member`'s process. An `unresponsive` one (stopped) does not act on Ray's kill
@@ -480,7 +483,7 @@ class ElasticController:
 
     # running ------------------------------------------------------------------------------
 
-    def _watch(self) -> Watch:
+    def _watch(self) -> GroupRun:
         """Run the group until every member's `run` returns; meanwhile report progress and carry
         out chaos actions and resize requests (by asking the group to pause).
 
@@ -504,12 +507,12 @@ class ElasticController:
                 member = running.pop(ref)
                 try:
                     watch.results[member.worker_id] = result = ray.get(ref)
-                    self.step = max(self.step, result["step"])   # where a paused group stopped
+                    self.step = max(self.step, result.step)   # where a paused group stopped
                 except GROUP_ERRORS:
                     watch.dead.add(member.worker_id)
-            if any(r["status"] in ("diverged", "error") for r in watch.results.values()):
-                return watch   # the job fails; members still in a collective are killed with the group
-            if watch.dead or any(r["status"] == "broken" for r in watch.results.values()):
+            if any(r.status.failed for r in watch.results.values()):
+                return watch.seen()   # the job fails; members still in a collective are killed with the group
+            if watch.dead or any(r.status is RunStatus.BROKEN for r in watch.results.values()):
                 if broken_at is None:
                     broken_at, prober = time.monotonic(), Prober(hang_timeout)
                 in_step = [m for m in running.values() if m.worker_id not in watch.dead]
@@ -521,7 +524,7 @@ class ElasticController:
                 continue
             before = self.step
             report = self._progress()
-            if report is not None and report["step"] > before:
+            if report is not None and report.step > before:
                 stalled_since, prober = time.monotonic(), None
             elif time.monotonic() - stalled_since > hang_timeout:
                 prober = prober or Prober(hang_timeout)
@@ -544,7 +547,7 @@ class ElasticController:
             if not self.pause_asked and (stopping or self._membership_should_change()):
                 self.members[0].actor.request_pause.remote()
                 self.pause_asked = True
-        return watch
+        return watch.seen()
 
     def _drop_lost(self, watch: Watch, members: list[Member], prober: Prober | None) -> list[Liveness]:
         """Kill those of `members` that `prober` finds gone or hung (all of them when `prober` is
@@ -560,30 +563,30 @@ class ElasticController:
             self.events.folder.log("dropped worker(s) " + ", ".join(f"pid {m.pid} ({v.value})" for m, v in lost))
         return verdicts
 
-    def _progress(self) -> dict | None:
+    def _progress(self) -> Progress | None:
         try:
             report = ray.get(self.members[0].actor.progress.remote(), timeout=ANSWER_S)
         except GROUP_ERRORS:
             return None
-        if report["step"] > self.step_at_formation and self.kill_at is not None \
+        if report.step > self.step_at_formation and self.kill_at is not None \
                 and self.generation > self.kill_generation:
-            self.events.add(Event("recovered", report["step"], len(self.members), self.generation,
-                                  round(report["last_step_at"] - self.kill_at, 4),
+            self.events.add(Event("recovered", report.step, len(self.members), self.generation,
+                                  round(report.last_step_at - self.kill_at, 4),
                                   detail={"from": "the last step completed before the loss to the next one"}))
             self.kill_at = None
-        if self.resized is not None and report.get("first_step_at"):
+        if self.resized is not None and report.first_step_at:
             asked, paused_at, forming_s = self.resized
             self.events.add(Event("resized", self.step_at_formation + 1, len(self.members), self.generation,
-                                  round(report["first_step_at"] - asked.asked_at, 4),
-                                  detail={"pause_s": round(report["first_step_at"] - paused_at, 4),
+                                  round(report.first_step_at - asked.asked_at, 4),
+                                  detail={"pause_s": round(report.first_step_at - paused_at, 4),
                                           "forming_s": round(forming_s, 4), "asked_step": asked.step,
                                           "from_workers": asked.workers, "asked_at": asked.asked_at,
-                                          "first_step_at": report["first_step_at"],
+                                          "first_step_at": report.first_step_at,
                                           "from": "the request to the first step of the resized group"}))
             self.resized = None
-        if report["step"] > self.step:
-            self.last_step_at = report["last_step_at"]
-        self.step = report["step"]
+        if report.step > self.step:
+            self.last_step_at = report.last_step_at
+        self.step = report.step
         self.on_progress(report)
         return report
 
@@ -625,7 +628,7 @@ class ElasticController:
                               detail={"asked": workers, "target": self.desired, "source": source}))
         self._grow_to(self.desired)
 
-    def _resize(self, watch: Watch) -> None:
+    def _resize(self, group: GroupRun) -> None:
         """The group paused: members whose node is being preempted leave, ready workers join or
         extra ones leave, then the group re-forms. Once the size asked for is reached, the first
         step of the new group ends the resize (`resized`). Chaos actions due by now are carried
@@ -633,7 +636,7 @@ class ElasticController:
         self.paused_at = time.time()   # the members' run() returned just after their last step
         self._progress()   # the events of the steps before the pause come before those of the resize
         before = [m.worker_id for m in self.members]
-        preempted = self._let_preempted_go(watch)
+        preempted = self._let_preempted_go(group)
         if len(self.members) < self.minimum:
             self._admit(wait_for=self.minimum)
         self._fire_chaos()
@@ -651,13 +654,12 @@ class ElasticController:
             self.resized = (self.resize_asked, self.paused_at, time.perf_counter() - began)
             self.resize_asked = None
 
-    def _let_preempted_go(self, watch: Watch) -> int:
+    def _let_preempted_go(self, group: GroupRun) -> int:
         """Members that reported a preemption notice leave the group (event `preempted`, with the
         notice's lead time); replacements are asked for. A leaving member keeps its CPUs reserved
         until its node's end, so that no replacement lands on the node being taken. Returns how
         many left."""
-        notices = {worker_id: result["preempted"] for worker_id, result in watch.results.items()
-                   if result.get("preempted")}
+        notices = group.preempted
         leaving = [m for m in self.members if m.worker_id in notices]
         if not leaving:
             return 0
@@ -668,10 +670,10 @@ class ElasticController:
         self.members = [m for m in self.members if m.worker_id not in notices]
         for member in leaving:
             notice = notices[member.worker_id]
-            self.parked.append((member, notice["terminate_at"]))
+            self.parked.append((member, notice.terminate_at))
             self.events.add(Event("preempted", self.step, len(self.members), self.generation,
-                                  detail={"source": notice["source"], "action": notice["action"],
-                                          "lead_s": round(notice["terminate_at"] - notice["seen_at"], 3),
+                                  detail={"source": notice.source, "action": notice.action,
+                                          "lead_s": round(notice.terminate_at - notice.seen_at, 3),
                                           "host": member.host, "pid": member.pid}))
         self._grow_to(self.desired)
         return len(leaving)
@@ -683,14 +685,14 @@ class ElasticController:
             self._kill(member)
         self.parked = [(member, until) for member, until in self.parked if until > now]
 
-    def _recover(self, watch: Watch) -> None:
+    def _recover(self, group: GroupRun) -> None:
         """A member died, hung or broke the collective: re-form among the survivors, in place.
         The outage counts from the last step the group completed."""
         before = len(self.members)
-        errors = sorted({r["error"] for r in watch.results.values() if r["status"] == "broken"})
-        self._count_failure("; ".join(errors) or "a worker process died")
-        survivors = [m for m in self.members if m.worker_id not in watch.dead]
-        self._release([m for m in self.members if m.worker_id in watch.dead] + self._lost(survivors, watch),
+        self._count_failure("; ".join(sorted(set(group.errors.values()))) or "a worker process died")
+        lost = self._lost([m for m in self.members if m.worker_id not in group.dead])
+        hung = group.hung | {worker_id for worker_id, verdict in lost.items() if verdict is Liveness.HUNG}
+        self._release([m for m in self.members if m.worker_id in group.dead or m.worker_id in lost],
                       unresponsive=True)
         lost = before - len(self.members)
         if self.kill_at is None:
@@ -700,7 +702,7 @@ class ElasticController:
         self._grow_to(self.desired)   # replacements join at a later step boundary
         if len(self.members) < self.minimum:
             self._admit(wait_for=self.minimum)
-        detail = {"hung": len(watch.hung)} if watch.hung else {}
+        detail = {"hung": len(hung)} if hung else {}
         self._form(reason="worker_lost", lost=lost, detail=detail)
 
     # ending -------------------------------------------------------------------------------
@@ -708,14 +710,14 @@ class ElasticController:
     def _state_of(self, member: Member) -> dict:
         return torch.load(io.BytesIO(ray.get(member.actor.state.remote())), weights_only=True)
 
-    def _finish(self, watch: Watch) -> Outcome:
+    def _finish(self, group: GroupRun) -> Outcome:
         """Every member finished: take the final state from any that is still alive."""
         self._progress()
         state = metrics = None
         for member in self.members:
             try:
                 state = self._state_of(member)
-                metrics = watch.results[member.worker_id]["metrics"]
+                metrics = group.results[member.worker_id].metrics
                 ray.get(member.actor.shutdown.remote())
                 break
             except GROUP_ERRORS:
@@ -730,13 +732,13 @@ class ElasticController:
         `cancelled` event, with the job's duration, is the run's final event)."""
         return Outcome("cancelled", self._state_of(self.members[0]))
 
-    def _failed(self, worker_id: int, result: dict) -> Outcome:
+    def _failed(self, worker_id: int, result: RunResult) -> Outcome:
         """A member's training diverged or its training code raised: the same inputs would do so
         again, so the job fails at once with that member's state (the last completed step)."""
         member = next(m for m in self.members if m.worker_id == worker_id)
         state = self._state_of(member)
-        return Outcome("failed", state, message=result["message"], last_good_state=state,
-                       traceback=result.get("traceback"))
+        return Outcome("failed", state, message=result.message, last_good_state=state,
+                       traceback=result.traceback)
 
     def _ended(self, outcome: Outcome) -> Outcome:
         self.ended = True

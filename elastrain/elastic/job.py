@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -24,7 +25,7 @@ import torch
 
 from elastrain.data import prepare_dataset
 from elastrain.elastic.chaos import ChaosAction
-from elastrain.elastic.checkpoints import CheckpointStore
+from elastrain.elastic.checkpoints import CheckpointInfo, CheckpointStore
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
@@ -32,6 +33,7 @@ from elastrain.elastic.driver import runs_in_process
 from elastrain.elastic.events import Event, EventLog, RecordSink
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.pool import WorkerPool
+from elastrain.elastic.reports import Progress, RunResult, RunStatus
 from elastrain.elastic.run_folder import RunFolder, absolute_paths, new_job_id
 from elastrain.elastic.status import FINAL_STATES, JobResult, JobStatus, Observation
 from elastrain.elastic.worker import Worker
@@ -195,66 +197,66 @@ class _Reporter:
         self.snapshot = replace(self.snapshot, observations=observations,
                                 max_workers_seen=max((workers for _, workers, _ in self.step_times), default=0))
 
-    def _measurements(self, report: dict) -> None:
-        measured = [entry for entry in report.get("step_times", []) if entry["intervals"]]
+    def _measurements(self, report: Progress) -> None:
+        measured = [entry for entry in report.step_times if entry.intervals]
         for entry in measured:
-            key = (entry["nodes"], entry["workers"], entry["local_batch"])
-            self.step_times.setdefault(key, _StepTimes()).add(entry["intervals"])
+            key = (entry.nodes, entry.workers, entry.local_batch)
+            self.step_times.setdefault(key, _StepTimes()).add(entry.intervals)
         if measured:
             self._observed()
-        if report.get("grad_noise") is not None:
-            grad_sqr, grad_var = report["grad_noise"]
+        if report.grad_noise is not None:
+            grad_sqr, grad_var = report.grad_noise
             self.snapshot = replace(self.snapshot, grad_sqr=grad_sqr, grad_var=grad_var)
 
-    def report(self, report: dict) -> None:
+    def report(self, report: Progress) -> None:
         now = time.time()
-        if self.window is None or report["samples"] < self.window[1]:
-            self.window = (now, report["samples"])
+        if self.window is None or report.samples < self.window[1]:
+            self.window = (now, report.samples)
         elif now - self.window[0] >= 1.0:
-            rate = round((report["samples"] - self.window[1]) / (now - self.window[0]), 1)
+            rate = round((report.samples - self.window[1]) / (now - self.window[0]), 1)
             self.snapshot = replace(self.snapshot, samples_per_s=rate)
-            self.points.append({"name": "samples_per_s", "step": report["step"], "epoch": report["epoch"],
+            self.points.append({"name": "samples_per_s", "step": report.step, "epoch": report.epoch,
                                 "value": rate, "t": now})
-            self.window = (now, report["samples"])
-        self.snapshot = replace(self.snapshot, step=report["step"], epoch=report["epoch"],
-                                step_ms=report.get("step_ms") or self.snapshot.step_ms)
+            self.window = (now, report.samples)
+        self.snapshot = replace(self.snapshot, step=report.step, epoch=report.epoch,
+                                step_ms=report.step_ms or self.snapshot.step_ms)
         self._measurements(report)
-        for checkpoint in report["checkpoints"]:
-            if checkpoint.get("error"):
+        for checkpoint in report.checkpoints:
+            if checkpoint.error:
                 self._checkpoint_failed(checkpoint)
                 continue
-            self.events.add(Event("checkpoint", checkpoint["step"], self.snapshot.workers,
+            self.events.add(Event("checkpoint", checkpoint.step, self.snapshot.workers,
                                   self.snapshot.generation,
-                                  round(checkpoint["snapshot_s"] + checkpoint["write_s"], 4),
-                                  detail={"bytes": checkpoint["bytes"], "path": checkpoint["path"],
-                                          "sha256": checkpoint["sha256"],
-                                          "snapshot_s": round(checkpoint["snapshot_s"], 4)}))
-        if report["step"] > 0:
-            self.last = (report["last_step_at"], report["step"])
-            if self.first is None or report["step"] < self.first[1]:
+                                  round(checkpoint.snapshot_s + checkpoint.write_s, 4),
+                                  detail={"bytes": checkpoint.bytes, "path": checkpoint.path,
+                                          "sha256": checkpoint.sha256,
+                                          "snapshot_s": round(checkpoint.snapshot_s, 4)}))
+        if report.step > 0:
+            self.last = (report.last_step_at, report.step)
+            if self.first is None or report.step < self.first[1]:
                 self.first = self.last
         if self.progress:
-            self.progress.advance(report["step"], report["loss"], self.snapshot.workers)
-        self._record_losses(report.get("losses", []), now)
-        for record in report["epochs"]:
-            scalars = scalar_metrics(record["metrics"])
-            self.folder.append_history({"epoch": record["epoch"], "step": record["step"], "t": now, **scalars})
-            self.points += [{"name": name, "step": record["step"], "epoch": record["epoch"], "value": value,
+            self.progress.advance(report.step, report.loss, self.snapshot.workers)
+        self._record_losses(report.losses, now)
+        for record in report.epochs:
+            scalars = scalar_metrics(record.metrics)
+            self.folder.append_history({"epoch": record.epoch, "step": record.step, "t": now, **scalars})
+            self.points += [{"name": name, "step": record.step, "epoch": record.epoch, "value": value,
                              "t": now} for name, value in scalars.items()]
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(record["metrics"]).items())
-            self.folder.log(f"epoch {record['epoch']} (step {record['step']}): {shown}")
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(record.metrics).items())
+            self.folder.log(f"epoch {record.epoch} (step {record.step}): {shown}")
             if self.progress:
-                self.progress.epoch(record["epoch"], record["metrics"])
+                self.progress.epoch(record.epoch, record.metrics)
         self._send_points()
         if now - self.last_written >= 0.5:
             self.write()
 
-    def _checkpoint_failed(self, checkpoint: dict) -> None:
+    def _checkpoint_failed(self, checkpoint: CheckpointInfo) -> None:
         """A periodic checkpoint could not be written (full or read-only disk): training goes on, and
         the user is told where, why, and that the older checkpoints stay."""
-        message = f"{checkpoint['error']}; training goes on, earlier checkpoints are kept"
-        self.events.add(Event("checkpoint_failed", checkpoint["step"], self.snapshot.workers, self.snapshot.generation,
-                              detail={"message": message, "path": checkpoint["path"], "bytes": checkpoint["bytes"]}))
+        message = f"{checkpoint.error}; training goes on, earlier checkpoints are kept"
+        self.events.add(Event("checkpoint_failed", checkpoint.step, self.snapshot.workers, self.snapshot.generation,
+                              detail={"message": message, "path": checkpoint.path, "bytes": checkpoint.bytes}))
         self.folder.log(f"warning: {message}")
         self.warn(message)
 
@@ -263,7 +265,7 @@ class _Reporter:
             self.events.sink.metrics(self.points)
         self.points = []
 
-    def _record_losses(self, losses: list, now: float, final: bool = False) -> None:
+    def _record_losses(self, losses: Sequence[tuple[int, int, float]], now: float, final: bool = False) -> None:
         """Write the training loss: a point per `loss_block` steps (their mean), closing a block
         early at an epoch's end and when the job ends (`final`)."""
         for step, epoch, loss in losses:
@@ -430,8 +432,8 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
         events.add(Event("resume", loaded["step"] or 0, 1, 0, detail={"from_checkpoint": loaded["step"]}))
     events.add(Event("start", worker.trainer.step, 1, 0))
     reporter.status(state="running", workers=1)
-    result: dict = {}
-    thread = threading.Thread(target=_run_worker, args=(worker, result), daemon=True)
+    ended: list[RunResult] = []
+    thread = threading.Thread(target=_run_worker, args=(worker, ended), daemon=True)
     thread.start()
     try:
         while thread.is_alive():
@@ -446,23 +448,24 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
     finally:
         worker.shutdown()
     reporter.report(worker.progress())
-    if result["status"] == "paused" and control.interrupt_requested():
+    result = ended[0]
+    if result.status is RunStatus.PAUSED and control.interrupt_requested():
         raise JobInterrupted(f"stopped at step {worker.trainer.step} for the driver's shutdown")
-    if result["status"] == "paused":   # otherwise only a cancel or the gate pauses a job of one worker
+    if result.status is RunStatus.PAUSED:   # otherwise only a cancel or the gate pauses a job of one worker
         return Outcome("cancelled", worker.trainer.state_dict())
-    if result["status"] in ("diverged", "error"):
-        return Outcome("failed", worker.trainer.state_dict(), message=result["message"],
-                       traceback=result.get("traceback"))
-    return Outcome("done", worker.trainer.state_dict(), metrics=result["metrics"])
+    if result.status.failed:
+        return Outcome("failed", worker.trainer.state_dict(), message=result.message, traceback=result.traceback)
+    return Outcome("done", worker.trainer.state_dict(), metrics=result.metrics)
 
 
-def _run_worker(worker: Worker, result: dict) -> None:
-    """Run `worker` to its end, its outcome put into `result`: an error raised outside its steps
-    (finishing a checkpoint write, say) becomes the outcome "error" rather than dying with the thread."""
+def _run_worker(worker: Worker, ended: list[RunResult]) -> None:
+    """Run `worker` to its end, its result appended to `ended`: an error raised outside its steps
+    (finishing a checkpoint write, say) becomes the result ERROR rather than dying with the thread."""
     try:
-        result.update(worker.run())
+        ended.append(worker.run())
     except Exception as exc:
-        result.update(status="error", message=first_line(exc), traceback=traceback.format_exc())
+        ended.append(RunResult(RunStatus.ERROR, worker.trainer.step, message=first_line(exc),
+                               traceback=traceback.format_exc()))
 
 
 def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter,

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.collective import GroupCollective, PeerLost, bind_to_address
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.preemption import Notice, NoticeWatcher
+from elastrain.elastic.reports import EpochRecord, Progress, RunResult, RunStatus, StepIntervals
 from elastrain.errors import TrainingDiverged, UserError
 from elastrain.spec import JobSpec
 from elastrain.train.breakdown import StepBreakdown
@@ -83,12 +84,11 @@ class StepTimer:
             self.pending.setdefault(self.config, deque(maxlen=PENDING_INTERVALS)).append(now - self.last_at)
         self.last_at, self.evaluated = now, epoch_done
 
-    def drain(self) -> list[dict]:
-        """The intervals measured since the last call, as {nodes, workers, local_batch, intervals}
-        per configuration."""
+    def drain(self) -> tuple[StepIntervals, ...]:
+        """The intervals measured since the last call, one entry per configuration."""
         drained, self.pending = self.pending, {}
-        return [{"nodes": nodes, "workers": workers, "local_batch": local_batch, "intervals": list(intervals)}
-                for (nodes, workers, local_batch), intervals in drained.items()]
+        return tuple(StepIntervals(nodes, workers, local_batch, tuple(intervals))
+                     for (nodes, workers, local_batch), intervals in drained.items())
 
 
 class Worker:
@@ -137,7 +137,7 @@ class Worker:
         self.last_loss = float("nan")
         self.last_step_at = time.time()
         self.samples_done = 0
-        self.epochs: list[dict] = []
+        self.epochs: list[EpochRecord] = []
         self.losses: list[tuple[int, int, float]] = []   # (step, epoch from 1, training loss) since the last report
         self.timer = StepTimer(float(self.trainer.batch_size))
         self.first_step_at: float | None = None   # wall time of the current formation's first step
@@ -191,40 +191,38 @@ class Worker:
             self.noise = self.trainer.gradient_noise()
         return {"step": self.trainer.step, "skipped": list(loaded.skipped)}
 
-    def run(self, pause_after: int | None = None) -> dict:
+    def run(self, pause_after: int | None = None) -> RunResult:
         """Train in lock step with the group until the job is done, the group pauses (asked to, or
-        after step `pause_after`), or a peer is lost.
+        after step `pause_after`), or a peer is lost (the step in flight is then discarded).
 
         Returns:
-            {"status": "done", "metrics"}, {"status": "paused"}, {"status": "broken", "error"}
-            (a peer was lost; the step in flight was discarded), {"status": "diverged", "message"}
-            or {"status": "error", "message", "traceback"} (the training code raised: the same
-            inputs would raise again, so the job must fail rather than retry); with "step".
+            how it ended (see `RunStatus`): DONE with the final metrics, PAUSED (with `stopped`
+            when the epoch gate closed, `preempted` with this node's notice), BROKEN with the
+            error, DIVERGED or ERROR with a message (and the traceback): the same inputs would
+            fail again, so the job must fail rather than retry.
         """
         self.pause_after = pause_after
         try:
             outcome = fit(self.trainer, on_step=self._on_step, on_epoch=self._on_epoch,
                           pause_requested=self._pause_due)
         except TrainingDiverged as exc:
-            return {"status": "diverged", "message": exc.line(), "step": self.trainer.step}
+            return RunResult(RunStatus.DIVERGED, self.trainer.step, message=exc.line())
         except PeerLost as exc:
-            return {"status": "broken", "error": str(exc), "step": self.trainer.step}
+            return RunResult(RunStatus.BROKEN, self.trainer.step, error=str(exc))
         except Exception as exc:
-            return {"status": "error", "message": step_error_line(exc, self.trainer),
-                    "traceback": traceback.format_exc(), "step": self.trainer.step}
+            return RunResult(RunStatus.ERROR, self.trainer.step, message=step_error_line(exc, self.trainer),
+                             traceback=traceback.format_exc())
         if outcome.status == "paused":
             self.pause.clear()
             self.pause_after = None
-            paused = {"status": "paused", "step": self.trainer.step}
-            if self.gate_closed:
-                paused["stopped"] = True
+            preempted = None
             if self.notice is not None and not self.notice_reported:
                 self.notice_reported = True
-                paused["preempted"] = asdict(self.notice)
-            return paused
+                preempted = self.notice
+            return RunResult(RunStatus.PAUSED, self.trainer.step, stopped=self.gate_closed, preempted=preempted)
         if self.store:
             self.store.wait()
-        return {"status": "done", "metrics": outcome.metrics, "step": self.trainer.step}
+        return RunResult(RunStatus.DONE, self.trainer.step, metrics=outcome.metrics)
 
     def _on_step(self, report: StepReport) -> None:
         with self.lock:
@@ -248,7 +246,7 @@ class Worker:
     def _on_epoch(self, epoch: int, metrics: dict) -> None:
         if self.collective.rank == 0:
             with self.lock:
-                self.epochs.append({"epoch": epoch, "step": self.trainer.step, "metrics": metrics})
+                self.epochs.append(EpochRecord(epoch, self.trainer.step, metrics))
             if self.gate is not None and not self.trainer.done and self.gate(epoch, metrics):
                 self.gate_closed = True
                 self.request_pause()
@@ -282,20 +280,19 @@ class Worker:
         notice so that the controller lets this worker go."""
         self.notice = notice
 
-    def progress(self) -> dict:
-        """Step, epoch, loss and samples so far; epoch metrics and checkpoints since the last call;
-        the mean step breakdown of the current formation (`step_ms`, see `StepBreakdown.as_ms`) and
-        the wall time of its first step (`first_step_at`, None before it); each step's training
-        loss since the last call (`losses`: (step, epoch from 1, loss))."""
-        checkpoints = [vars(info) | {"path": str(info.path)} for info in self.store.drain_completed()] \
-            if self.store else []
+    def progress(self) -> Progress:
+        """Where this replica is, and the losses, evaluations, checkpoints and step times since
+        the last call (see `Progress`)."""
+        checkpoints = tuple(replace(info, path=str(info.path)) for info in self.store.drain_completed()) \
+            if self.store else ()
         with self.lock:
             epochs, self.epochs = self.epochs, []
             losses, self.losses = self.losses, []
-            return {"losses": losses, "step": self.trainer.step, "epoch": self.trainer.epoch, "loss": self.last_loss,
-                    "last_step_at": self.last_step_at, "samples": self.samples_done, "epochs": epochs,
-                    "checkpoints": checkpoints, "step_times": self.timer.drain(), "grad_noise": self.noise,
-                    "step_ms": self.trainer.breakdown.as_ms(), "first_step_at": self.first_step_at}
+            return Progress(step=self.trainer.step, epoch=self.trainer.epoch, loss=self.last_loss,
+                            last_step_at=self.last_step_at, samples=self.samples_done, losses=tuple(losses),
+                            epochs=tuple(epochs), checkpoints=checkpoints, step_times=self.timer.drain(),
+                            grad_noise=self.noise, step_ms=self.trainer.breakdown.as_ms(),
+                            first_step_at=self.first_step_at)
 
     def state(self) -> bytes:
         """The full training state, serialized with torch.save (load with weights_only=True)."""
