@@ -25,6 +25,7 @@ from elastrain.elastic.events import Event, EventLog
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.group import ANSWER_S, GROUP_ERRORS, Member, WorkerGroup
 from elastrain.elastic.liveness import Liveness, Prober
+from elastrain.elastic.phase import Phase, advance
 from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.reports import GroupRun, Progress, RunResult, RunStatus
 from elastrain.errors import JobInterrupted, UserError, first_line
@@ -130,7 +131,7 @@ class ElasticController:
         self.failures = 0   # group failures at `failure_step` (after a resume from a checkpoint too)
         self.failure_step = -1
         self.member_steps: list[int] = []   # each member's step when the group last re-formed
-        self.ended = False   # the group ended the job (done, cancelled, failed): its workers may be reused
+        self.phase = Phase.STARTING
         self.resize_asked: ResizeRequest | None = None   # the resize request not yet carried out
         self.paused_at = 0.0                             # wall time the group last stopped to re-form
         # (the request, paused at, seconds re-forming) of a resize whose first step is not yet seen
@@ -147,6 +148,7 @@ class ElasticController:
             self.group.grow_to(self.desired)
             self._admit(wait_for=self.minimum)
             self._form(reason="start")
+            self._enter(Phase.RUNNING)
             while True:
                 ran = self._watch()
                 returned = Returned({worker_id: result.status for worker_id, result in ran.results.items()},
@@ -154,19 +156,33 @@ class ElasticController:
                                     cancel=self.cancel_requested or ran.stopped)
                 match decide(returned):
                     case Fail(worker_id):
-                        return self._ended(self._failed(worker_id, ran.results[worker_id]))
+                        return self._end(Phase.FAILED, self._failed(worker_id, ran.results[worker_id]))
                     case Finish():
-                        return self._ended(self._finish(ran))
+                        return self._end(Phase.FINISHED, self._finish(ran))
                     case Interrupt():
+                        self._enter(Phase.INTERRUPTED)
                         raise JobInterrupted(f"stopped at step {self.step} for the driver's shutdown")
                     case Cancel():
-                        return self._ended(self._cancelled())
+                        return self._end(Phase.CANCELLED, self._cancelled())
                     case Recover():
+                        self._enter(Phase.RECOVERING)
                         self._recover(ran)
+                        self._enter(Phase.RUNNING)
                     case Resize():
+                        self._enter(Phase.RESIZING)
                         self._resize(ran)
+                        self._enter(Phase.RUNNING)
         finally:
-            self.group.stop_all(keep=self.ended)
+            self.group.stop_all(keep=self.phase.ended_by_group)
+
+    def _enter(self, phase: Phase) -> None:
+        """Move the loop to `phase` (see `phase.TRANSITIONS`)."""
+        self.phase = advance(self.phase, phase)
+
+    def _end(self, phase: Phase, outcome: Outcome) -> Outcome:
+        """The group ended the job in `phase` with `outcome`: its workers may be reused."""
+        self._enter(phase)
+        return outcome
 
     # membership ---------------------------------------------------------------------------
 
@@ -202,6 +218,7 @@ class ElasticController:
                                       detail={"need": wait_for, "message": "waiting for resources"}))
             group.grow_to(max(self.desired, wait_for))
             if self.control.interrupt_requested():
+                self._enter(Phase.INTERRUPTED)
                 raise JobInterrupted(f"stopped at step {self.step} while waiting for workers")
             if time.monotonic() > deadline:
                 free = ray.available_resources().get("CPU", 0)
@@ -521,7 +538,3 @@ class ElasticController:
         state = self.group.state_of(member)
         return Outcome("failed", state, message=result.message, last_good_state=state,
                        traceback=result.traceback)
-
-    def _ended(self, outcome: Outcome) -> Outcome:
-        self.ended = True
-        return outcome
