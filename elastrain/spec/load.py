@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read the spec ({exc})", where=str(path)) from None
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:   # the spec's plugins and python: models may lie beside it
+        sys.path.insert(0, folder)
     return _paths_relative_to(parse_spec(text, source=str(path), overrides=overrides), path.parent)
 
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from elastrain.plugins import LEARNERS, SOURCES, import_plugins
 from elastrain.spec.metrics import metric_name
 from elastrain.spec.tune import TuneSpec
 
@@ -83,10 +84,12 @@ class DataSpec(_Strict):
     @classmethod
     def _known_source(cls, value: str) -> str:
         kind, _, arg = value.partition(":")
+        if kind in SOURCES:   # a plugin's scheme: its class reads the argument
+            return value
         if kind not in SOURCE_KINDS or not arg:
             raise ValueError(
                 f"'{value}' is not a data source; use one of "
-                + ", ".join(f"{k}:..." for k in SOURCE_KINDS)
+                + ", ".join(f"{k}:..." for k in (*SOURCE_KINDS, *SOURCES))
             )
         if kind == "builtin" and arg not in BUILTIN_DATASETS:
             raise ValueError(f"unknown built-in data set '{arg}'; choose one of {', '.join(BUILTIN_DATASETS)}")
@@ -142,14 +145,15 @@ class ModelSpec(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
-        if value in MODEL_KINDS:
+        if value in MODEL_KINDS or value in LEARNERS:
             return value
         if value.startswith("python:"):
             parts = value.split(":")
             if len(parts) == 3 and all(parts[1:]):
                 return value
             raise ValueError(f"'{value}' must look like python:package.module:function")
-        raise ValueError(f"unknown model '{value}'; choose one of {', '.join(MODEL_KINDS)} or python:module:function")
+        raise ValueError(f"unknown model '{value}'; choose one of {', '.join((*MODEL_KINDS, *LEARNERS))} or "
+                         "python:module:function (or name the plugin that registers it under `plugins`)")
 
     @field_validator("gamma")
     @classmethod
@@ -336,6 +340,8 @@ class JobSpec(_Strict):
     """A whole training job."""
 
     name: str = Field("job", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    plugins: list[str] = Field(default_factory=list, description="modules that register more model kinds or data "
+                                                                 "sources (elastrain.plugins), imported first")
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
@@ -343,6 +349,14 @@ class JobSpec(_Strict):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tune: TuneSpec | None = Field(None, description="a hyperparameter study over this job (`elastrain tune`); "
                                                     "`elastrain run` trains the job as it is and ignores it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, raw: object) -> object:
+        """Import the spec's plugins before its sections are read, so their kinds are known."""
+        if isinstance(raw, dict) and isinstance(raw.get("plugins"), list):
+            import_plugins(str(name) for name in raw["plugins"])
+        return raw
 
     @model_validator(mode="after")
     def _loss_fits_model(self) -> JobSpec:
