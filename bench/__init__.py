@@ -1,1 +1,1 @@
-"""Benchmarks (see ../shared/BENCHMARKS.md): each prints one JSON object as its last line."""
+"""Benchmarks, measured as docs/benchmarks.md's "How we measure" says: each prints one JSON object as its last line."""

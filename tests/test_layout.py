@@ -4,6 +4,7 @@ the elastic layer's public names."""
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -140,4 +141,13 @@ def test_the_api_uses_only_the_elastic_layers_public_names():
             if isinstance(node, ast.Import):
                 offenders += [f"{path.relative_to(REPO)}:{node.lineno} {alias.name}" for alias in node.names
                               if alias.name.startswith("elastrain.elastic.")]
+    assert offenders == []
+
+
+def test_no_tracked_file_names_the_folder_beside_the_repository():
+    """A user's clone has nothing beside it, so no file of the repository may point at the folder beside it."""
+    needle = ("../" + "shared").encode()  # spelt in two parts so that this file, tracked too, does not name it
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.decode()
+    offenders = [name for name in tracked.split("\0")
+                 if name and (REPO / name).is_file() and needle in (REPO / name).read_bytes()]
     assert offenders == []
