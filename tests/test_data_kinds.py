@@ -334,9 +334,9 @@ def test_the_cnn_with_four_even_kernel_layers_trains_a_correct_model_on_two_work
     import torch
 
     from elastrain.models.zoo import build_model
-    from elastrain.spec import ModelSpec
+    from elastrain.spec import CnnModelSpec
 
-    model = build_model(ModelSpec(kind="cnn", channels=[8, 8, 8, 8], kernel_size=2, hidden=[64]), (1, 8, 8), 10)
+    model = build_model(CnnModelSpec(channels=[8, 8, 8, 8], kernel_size=2, hidden=[64]), (1, 8, 8), 10)
     shapes = []
     x = torch.zeros(3, 64)
     for layer in model:

@@ -18,7 +18,7 @@ from torch import nn
 from elastrain.data import Preprocessor
 from elastrain.elastic.collective import free_port
 from elastrain.models import build_model
-from elastrain.spec import ModelSpec
+from elastrain.spec import MlpModelSpec
 from elastrain.store.model_ref import local_registry
 from elastrain.train.artifact import save_model
 from tests.conftest import REPO, tmpfs
@@ -150,7 +150,7 @@ def test_processes_that_first_use_a_new_database_at_once_all_succeed(database_ur
 
 def write_model(folder: Path) -> Path:
     """A small MLP classifier's model folder (4 columns, 3 classes), as `elastrain run` saves one."""
-    spec = ModelSpec(kind="mlp", hidden=[8])
+    spec = MlpModelSpec(hidden=[8])
     model = build_model(spec, (4,), 3)
     preprocessor = Preprocessor(layout="table", input_shape=(4,), columns=COLUMNS, center=[0.0] * 4,
                                 scale=[1.0] * 4, classes=["x", "y", "z"])

@@ -1,9 +1,25 @@
 """The job spec: defaults, normalization, and one actionable line for every kind of mistake."""
 
+import json
+
 import pytest
 
 from elastrain.errors import UserError
-from elastrain.spec import load_spec, parse_spec
+from elastrain.plugins import LEARNERS, register_learner
+from elastrain.spec import (
+    CnnModelSpec,
+    LinearModelSpec,
+    MlpModelSpec,
+    PluginModelSpec,
+    PythonModelSpec,
+    SvmModelSpec,
+    load_spec,
+    parse_model_spec,
+    parse_spec,
+    validate_spec,
+)
+from elastrain.spec.tune import TuneSpec
+from elastrain.tune.space import check_space
 
 
 def error_line(text: str, overrides=None) -> str:
@@ -80,3 +96,107 @@ def test_relative_data_paths_follow_the_spec_file(tmp_path):
     spec = load_spec(spec_file)
     assert spec.data.source == f"csv:{tmp_path / 'data' / 'train.csv'}"
     assert spec.checkpoint.dir == str(tmp_path / "jobs" / "ckpt")
+
+
+@pytest.mark.parametrize(("model", "member", "fields"), [
+    ("{kind: linear}", LinearModelSpec, {}),
+    ("{kind: logistic, task: classification}", LinearModelSpec, {"task": "classification"}),
+    ("{kind: softmax}", LinearModelSpec, {}),
+    ("{kind: svm, kernel: rbf, gamma: 0.5, n_components: 64}", SvmModelSpec,
+     {"kernel": "rbf", "gamma": 0.5, "n_components": 64}),
+    ("{hidden: [32, 16], activation: tanh, dropout: 0.25}", MlpModelSpec,
+     {"kind": "mlp", "hidden": [32, 16], "activation": "tanh", "dropout": 0.25}),
+    ("{kind: cnn, channels: [8], kernel_size: 5, hidden: [16], activation: gelu, dropout: 0.1}", CnnModelSpec,
+     {"channels": [8], "kernel_size": 5, "hidden": [16], "activation": "gelu", "dropout": 0.1}),
+    ("{kind: 'python:my_model:build', options: {width: 8}}", PythonModelSpec, {"options": {"width": 8}}),
+])
+def test_each_model_kind_validates_to_its_own_fields(model, member, fields):
+    spec = parse_spec(f"model: {model}\n")
+    assert type(spec.model) is member
+    assert {name: getattr(spec.model, name) for name in fields} == fields
+    assert validate_spec(spec.model_dump(mode="json")).model == spec.model   # what a job stores reads back
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ("kind: mlp\n  kernel: rbf", "job.yaml:4: model.kernel: kernel rbf applies to model svm, not mlp;"),
+    ("kind: svm\n  hidden: [32]", "job.yaml:4: model.hidden: hidden applies to models mlp, cnn, not svm;"),
+    ("kind: linear\n  channels: [4]", "job.yaml:4: model.channels: channels applies to model cnn, not linear;"),
+    ("kind: mlp\n  options: {a: 1}", "job.yaml:4: model.options: options applies to models "
+                                      "python:module:function"),
+])
+def test_a_field_of_another_kind_is_one_line_naming_the_kinds_that_take_it(model, expected):
+    line = error_line(f"name: x\nmodel:\n  {model}\n")
+    assert line.startswith(expected) and len(line.splitlines()) == 1, line
+
+
+def test_a_field_of_another_kind_at_its_default_is_dropped_so_the_kind_can_be_overridden():
+    dumped = parse_spec("model: {kind: mlp}").model_dump(mode="json")   # hidden, activation, dropout: defaults
+    assert type(parse_spec(json.dumps(dumped), overrides=["model.kind=svm"]).model) is SvmModelSpec   # JSON is YAML
+    line = error_line("model: {kind: mlp, hidden: [32]}", ["model.kind=svm"])
+    assert "model.hidden: hidden applies to models mlp, cnn, not svm" in line
+
+
+def test_a_typo_in_a_model_field_names_the_nearest_field_of_its_kind():
+    line = error_line("model:\n  kind: cnn\n  chanels: [8]\n")
+    assert line.startswith("job.yaml:3: unknown field 'model.chanels'") and "did you mean 'channels'?" in line
+    assert "model.hidden: every layer size must be >= 1" in error_line("model: {hidden: [0]}")
+    assert "model.gamma: gamma must be a positive number or scale" in error_line("model: {kind: svm, gamma: -1}")
+
+
+def test_an_unknown_model_kind_is_one_line_with_the_kinds_there_are():
+    line = error_line("model:\n  kind: transformer\n")
+    assert line == ("job.yaml:2: model.kind: unknown model 'transformer'; choose one of linear, logistic, softmax, "
+                    "svm, mlp, cnn or python:module:function (or name the plugin that registers it under `plugins`)")
+    assert "must look like python:package.module:function" in error_line("model: {kind: 'python:x'}")
+    assert "model: Input should be a mapping of the model's fields" in error_line("model: mlp")
+
+
+def test_a_flat_model_spec_an_older_version_saved_still_loads():
+    # Every model.json before the union held all of these, whatever the kind.
+    flat = {"kind": "svm", "task": "classification", "hidden": [128], "activation": "relu", "dropout": 0.0,
+            "channels": [16, 32], "kernel_size": 3, "kernel": "rbf", "gamma": 0.5, "n_components": 200,
+            "options": {}}
+    assert parse_model_spec(flat) == SvmModelSpec(task="classification", kernel="rbf", gamma=0.5, n_components=200)
+    older = {key: value for key, value in flat.items() if key not in ("kernel", "gamma", "n_components")}
+    assert parse_model_spec({**older, "kind": "mlp"}) == MlpModelSpec(task="classification", hidden=[128])
+    assert type(validate_spec({"model": {**flat, "kind": "cnn"}}).model) is CnnModelSpec   # a stored job's spec
+
+
+def test_a_kind_a_plugin_registers_is_a_plugin_model_spec():
+    @register_learner("test-median")
+    class MedianLearner:
+        pass
+
+    try:
+        spec = parse_spec("model: {kind: test-median, task: regression, options: {quantile: 0.5}}")
+        assert type(spec.model) is PluginModelSpec
+        assert (spec.model.kind, spec.model.task) == ("test-median", "regression")
+        assert spec.model.options == {"quantile": 0.5}
+        assert "model.hidden: hidden applies to models mlp, cnn, not test-median" in error_line(
+            "model: {kind: test-median, hidden: [8]}")
+        assert "unknown field 'model.depth'" in error_line("model: {kind: test-median, depth: 3}")
+        assert "choose one of linear, logistic, softmax, svm, mlp, cnn, test-median or" in error_line(
+            "model: {kind: test-mean}")
+    finally:
+        del LEARNERS["test-median"]
+    assert "unknown model 'test-median'" in error_line("model: {kind: test-median}")
+
+
+def test_the_model_task_can_be_set_after_validation_and_is_checked():
+    spec = parse_spec("model: {kind: cnn}")
+    spec.model.task = "regression"   # as the data reader does when the target decides the task
+    assert spec.model.task == "regression"
+    with pytest.raises(ValueError, match="task"):
+        spec.model.task = "ranking"
+
+
+def test_a_study_may_vary_the_model_kind_with_fields_conditional_on_it():
+    spec = parse_spec("model: {kind: svm}")
+    tune = TuneSpec.model_validate({"space": {
+        "model.kind": {"type": "categorical", "choices": ["svm", "mlp"]},
+        "model.hidden": {"type": "categorical", "choices": [[32], [64, 32]], "when": {"model.kind": "mlp"}},
+    }})
+    check_space(spec, tune, "job.yaml")
+    unconditional = TuneSpec.model_validate({"space": {"model.hidden": {"type": "categorical", "choices": [[32]]}}})
+    with pytest.raises(UserError, match="hidden applies to models mlp, cnn, not svm"):
+        check_space(spec, unconditional, "job.yaml")

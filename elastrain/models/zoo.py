@@ -11,7 +11,7 @@ from torch import nn
 from elastrain.errors import UserError
 from elastrain.models.dropout import SampleDropout
 from elastrain.models.kernels import RandomFourierFeatures
-from elastrain.spec import ModelSpec
+from elastrain.spec import CnnModelSpec, LinearModelSpec, MlpModelSpec, ModelSpec, PythonModelSpec, SvmModelSpec
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
@@ -33,21 +33,25 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int,
         A module taking float32 (N, prod(input_shape)) and returning (N, n_outputs).
 
     Raises:
-        UserError: a `python:` model cannot be imported or returns the wrong shape.
+        UserError: a `python:` model cannot be imported or returns the wrong shape, or the kind is a
+            plugin's (its learner builds what it trains).
     """
     n_features = math.prod(input_shape)
-    if spec.kernel == "rbf":
+    if isinstance(spec, SvmModelSpec) and spec.kernel == "rbf":
         # scikit-learn's SVC gamma="scale"; a constant input (variance 0) counts as variance 1.
         gamma = spec.gamma if spec.gamma != "scale" else 1.0 / (n_features * (feature_variance or 1.0))
         return nn.Sequential(RandomFourierFeatures(n_features, spec.n_components, gamma),
                              nn.Linear(spec.n_components, n_outputs))
-    if spec.kind in ("linear", "logistic", "softmax", "svm"):
+    if isinstance(spec, LinearModelSpec | SvmModelSpec):
         return nn.Linear(n_features, n_outputs)
-    if spec.kind == "mlp":
+    if isinstance(spec, MlpModelSpec):
         return _mlp(n_features, spec.hidden, n_outputs, spec.activation, spec.dropout)
-    if spec.kind == "cnn":
+    if isinstance(spec, CnnModelSpec):
         return _cnn(input_shape, spec, n_outputs)
-    return _user_model(spec, input_shape, n_outputs)
+    if isinstance(spec, PythonModelSpec):
+        return _user_model(spec, input_shape, n_outputs)
+    raise UserError(f"model '{spec.kind}' is trained by its plugin's learner, which builds its own model",
+                    where="model.kind")
 
 
 def _mlp(n_in: int, hidden: list[int], n_out: int, activation: str, dropout: float) -> nn.Sequential:
@@ -61,7 +65,7 @@ def _mlp(n_in: int, hidden: list[int], n_out: int, activation: str, dropout: flo
     return nn.Sequential(*layers)
 
 
-def _cnn(input_shape: tuple[int, ...], spec: ModelSpec, n_outputs: int) -> nn.Sequential:
+def _cnn(input_shape: tuple[int, ...], spec: CnnModelSpec, n_outputs: int) -> nn.Sequential:
     if len(input_shape) != 3:
         raise UserError(f"model cnn needs image data (C, H, W), but this data has shape {input_shape}",
                         where="model.kind", fix="use an idx: source or builtin:digits, or model mlp")
@@ -83,7 +87,7 @@ def _cnn(input_shape: tuple[int, ...], spec: ModelSpec, n_outputs: int) -> nn.Se
     return nn.Sequential(*layers)
 
 
-def _user_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+def _user_model(spec: PythonModelSpec, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
     _, module_name, function_name = spec.kind.split(":")
     try:
         module = importlib.import_module(module_name)

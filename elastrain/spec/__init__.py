@@ -3,19 +3,27 @@
 from elastrain.spec.load import apply_overrides, load_spec, parse_spec, validate_spec
 from elastrain.spec.models import (
     CheckpointSpec,
+    CnnModelSpec,
     CsvSpec,
     DataSpec,
     JobSpec,
+    LinearModelSpec,
+    MlpModelSpec,
     ModelSpec,
+    PluginModelSpec,
+    PythonModelSpec,
     ResourcesSpec,
     ScheduleSpec,
+    SvmModelSpec,
     SyntheticSpec,
     TrainSpec,
     WorkersSpec,
+    parse_model_spec,
 )
 
 __all__ = [
-    "CheckpointSpec", "CsvSpec", "DataSpec", "JobSpec", "ModelSpec", "ResourcesSpec", "ScheduleSpec",
-    "SyntheticSpec", "TrainSpec", "WorkersSpec", "apply_overrides", "load_spec", "parse_spec",
+    "CheckpointSpec", "CnnModelSpec", "CsvSpec", "DataSpec", "JobSpec", "LinearModelSpec", "MlpModelSpec",
+    "ModelSpec", "PluginModelSpec", "PythonModelSpec", "ResourcesSpec", "ScheduleSpec", "SvmModelSpec",
+    "SyntheticSpec", "TrainSpec", "WorkersSpec", "apply_overrides", "load_spec", "parse_model_spec", "parse_spec",
     "validate_spec",
 ]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from elastrain.errors import UserError
 from elastrain.spec.limits import BoundedYamlLoader, find_excess
-from elastrain.spec.models import FILE_SOURCES, FieldError, JobSpec
+from elastrain.spec.models import FILE_SOURCES, FieldError, JobSpec, tagged_members
 
 SHOWN_PARTS = 6   # a field path in an error names at most this many levels (a deep one goes on for 32)
 
@@ -181,13 +181,13 @@ def _user_error(exc: ValidationError, source: str, lines: dict[tuple, int],
                 overridden: set[tuple]) -> UserError:
     error = exc.errors()[0]
     cause = error.get("ctx", {}).get("error")
-    loc = cause.loc if isinstance(cause, FieldError) else tuple(
-        part for part in error["loc"] if not _is_pydantic_branch(part))
+    loc = cause.loc if isinstance(cause, FieldError) else _walk(error["loc"])[0]
     field = ".".join(str(part) for part in loc) or "spec"
     where = _place(loc, source, lines, overridden)
     kind = error["type"]
     if kind == "extra_forbidden":
-        valid = _fields_at(loc[:-1])
+        parent = _walk(error["loc"][:-1])[1]
+        valid = list(parent.model_fields) if parent is not None else []
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'?" if close else f"valid fields here: {', '.join(valid)}"
         return UserError(f"unknown field '{field}'", where=where, fix=hint, field=field)
@@ -214,15 +214,28 @@ def _place(loc: tuple, source: str, lines: dict[tuple, int], overridden: set[tup
     return source
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    model: type[BaseModel] = JobSpec
+def _walk(loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
+    """A pydantic error location as the spec's field path, and the spec model that path ends in
+    (None when it ends past a model, in a value).
+
+    The path leaves out union branches, validator steps and the tag of a discriminated union
+    (`model.mlp.hidden` is the spec's `model.hidden`); the tag picks the model that goes on.
+    """
+    path: list = []
+    model: type[BaseModel] | None = JobSpec
+    members: dict[str, type[BaseModel]] = {}
     for part in loc:
-        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
-            return []
-    return list(model.model_fields)
+        if _is_pydantic_branch(part):
+            continue
+        if members:
+            model, members = members.get(str(part)), {}
+            continue
+        path.append(part)
+        field = model.model_fields.get(str(part)) if model is not None else None
+        annotation = field.annotation if field is not None else None
+        members = tagged_members(annotation)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return tuple(path), model
 
 
 def _fix_for(kind: str, field: str) -> str | None:

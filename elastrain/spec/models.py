@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from elastrain.plugins import LEARNERS, SOURCES, import_plugins
 from elastrain.spec.metrics import metric_name
@@ -115,45 +125,31 @@ class DataSpec(_Strict):
         return self.source_arg if self.source_kind == "synthetic" else None
 
 
-class ModelSpec(_Strict):
-    """Which model to build; `kind` may also be `python:module:function`."""
+class _ModelFields(_Strict):
+    """What every model spec has: its kind and the task it learns."""
 
-    kind: str = "mlp"
+    kind: str
     task: Literal["auto", "classification", "regression"] = "auto"
-    hidden: list[int] = Field(default_factory=lambda: [64])
-    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
-    dropout: float = Field(0.0, ge=0, lt=1)
-    channels: list[int] = Field(default_factory=lambda: [16, 32])
-    kernel_size: int = Field(3, ge=1)
+
+
+class LinearModelSpec(_ModelFields):
+    """One linear layer: linear regression, logistic (binary) or softmax (multi-class) classification."""
+
+    kind: Literal["linear", "logistic", "softmax"] = "linear"
+
+
+class SvmModelSpec(_ModelFields):
+    """A support-vector machine trained by gradient descent on a hinge loss, linear or RBF-kernel."""
+
+    kind: Literal["svm"] = "svm"
     kernel: Literal["linear", "rbf"] = Field(
-        "linear", description="svm only: rbf trains an RBF-kernel SVM by gradient descent on random Fourier features")
+        "linear", description="rbf trains an RBF-kernel SVM by gradient descent on random Fourier features")
     gamma: float | Literal["scale"] = Field(
         "scale", description="the RBF kernel's width: exp(-gamma |x - y|^2); scale is 1 / (features x variance of "
                              "the training features), scikit-learn's default")
     n_components: int = Field(
         1000, ge=1, le=100_000, description="random Fourier features of kernel rbf (more: closer to the exact "
                                            "kernel, slower)")
-    options: dict = Field(default_factory=dict)
-
-    @field_validator("hidden", "channels")
-    @classmethod
-    def _positive_sizes(cls, value: list[int]) -> list[int]:
-        if any(size < 1 for size in value):
-            raise ValueError("every layer size must be >= 1")
-        return value
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, value: str) -> str:
-        if value in MODEL_KINDS or value in LEARNERS:
-            return value
-        if value.startswith("python:"):
-            parts = value.split(":")
-            if len(parts) == 3 and all(parts[1:]):
-                return value
-            raise ValueError(f"'{value}' must look like python:package.module:function")
-        raise ValueError(f"unknown model '{value}'; choose one of {', '.join((*MODEL_KINDS, *LEARNERS))} or "
-                         "python:module:function (or name the plugin that registers it under `plugins`)")
 
     @field_validator("gamma")
     @classmethod
@@ -162,12 +158,187 @@ class ModelSpec(_Strict):
             raise ValueError("gamma must be a positive number or scale")
         return value
 
-    @model_validator(mode="after")
-    def _kernel_needs_svm(self) -> ModelSpec:
-        if self.kernel != "linear" and self.kind != "svm":
-            raise FieldError(("model", "kernel"), f"kernel {self.kernel} applies to model svm, not {self.kind}; "
-                             "set model.kind: svm or remove model.kernel")
-        return self
+
+class _DenseLayers(_ModelFields):
+    """Fully connected hidden layers (an MLP, or a CNN's head)."""
+
+    hidden: list[int] = Field(default_factory=lambda: [64])
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_sizes(cls, value: list[int]) -> list[int]:
+        return _positive_layer_sizes(value)
+
+
+class MlpModelSpec(_DenseLayers):
+    """A multi-layer perceptron."""
+
+    kind: Literal["mlp"] = "mlp"
+
+
+class CnnModelSpec(_DenseLayers):
+    """Convolutions (each with the activation, then a 2x2 max-pool while the image allows it) and a
+    dense head of `hidden` layers with the activation and dropout."""
+
+    kind: Literal["cnn"] = "cnn"
+    channels: list[int] = Field(default_factory=lambda: [16, 32])
+    kernel_size: int = Field(3, ge=1)
+
+    @field_validator("channels")
+    @classmethod
+    def _positive_channels(cls, value: list[int]) -> list[int]:
+        return _positive_layer_sizes(value)
+
+
+def _positive_layer_sizes(value: list[int]) -> list[int]:
+    if any(size < 1 for size in value):
+        raise ValueError("every layer size must be >= 1")
+    return value
+
+
+class PythonModelSpec(_ModelFields):
+    """A user's model: `kind: python:module:function`, called with input_shape=, n_outputs= and
+    the keys of `options`."""
+
+    options: dict = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _module_and_function(cls, value: str) -> str:
+        parts = value.split(":")
+        if len(parts) == 3 and parts[0] == "python" and all(parts[1:]):
+            return value
+        raise ValueError(f"'{value}' must look like python:package.module:function")
+
+
+class PluginModelSpec(_ModelFields):
+    """A kind a plugin registered (`elastrain.plugins.register_learner`); its learner reads `options`."""
+
+    options: dict = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in LEARNERS:
+            raise ValueError(f"no plugin registers model '{value}'; name the plugin under `plugins`")
+        return value
+
+
+# The member of the model spec union each tag stands for (see `model_tag`).
+MODEL_SPECS: dict[str, type[_ModelFields]] = {
+    "linear": LinearModelSpec, "svm": SvmModelSpec, "mlp": MlpModelSpec, "cnn": CnnModelSpec,
+    "python": PythonModelSpec, "plugin": PluginModelSpec,
+}
+# The fields of the flat model spec that elastrain wrote before the union (every saved model's
+# model.json, every stored job's spec carries all of them); see `_check_model_fields`.
+_FLAT_FIELDS = frozenset({"kind", "task", "hidden", "activation", "dropout", "channels", "kernel_size", "options"})
+
+
+def model_tag(kind: object) -> str | None:
+    """The tag of the model spec class that takes `kind` (a key of `MODEL_SPECS`), None if none does.
+
+    A plugin's kind comes first, as in `elastrain.train.learner.learner_class`: the spec takes the
+    fields of the learner that will train it.
+    """
+    if not isinstance(kind, str):
+        return None
+    if kind in LEARNERS:
+        return "plugin"
+    if kind in ("linear", "logistic", "softmax"):
+        return "linear"
+    if kind in MODEL_KINDS:
+        return kind
+    return "python" if kind.startswith("python:") else None
+
+
+def _model_tag(raw: object) -> str | None:
+    # A mapping without a kind is an mlp, the default model.
+    if isinstance(raw, dict):
+        return model_tag(raw.get("kind", "mlp"))
+    return model_tag(getattr(raw, "kind", None)) if isinstance(raw, _ModelFields) else None
+
+
+def _kinds_of(tag: str) -> list[str]:
+    """The kinds a tag stands for, as a person writes them."""
+    if tag == "plugin":
+        return list(LEARNERS) or ["a plugin's kind"]
+    if tag == "python":
+        return ["python:module:function"]
+    return list(get_args(MODEL_SPECS[tag].model_fields["kind"].annotation))
+
+
+def _check_model_fields(raw: object) -> object:
+    """Refuse an unknown kind in one line, and a field of another kind set to a value of its own in
+    one line naming the kinds that take it.
+
+    A field of another kind at its default is dropped: a spec dumped as JSON carries its kind's
+    defaults, and an override (`--set model.kind=...`, a study's trial) may change the kind under
+    them. So is every field the kind does not take from the flat model spec an older elastrain
+    wrote (a saved model's, a stored job's), which carries every kind's fields.
+    """
+    tag = _model_tag(raw)
+    if not isinstance(raw, dict):
+        return raw
+    kind = raw.get("kind", "mlp")
+    if tag is None:
+        raise FieldError(("model", "kind"), f"unknown model '{kind}'; choose one of "
+                         f"{', '.join((*MODEL_KINDS, *LEARNERS))} or python:module:function "
+                         "(or name the plugin that registers it under `plugins`)")
+    fields = MODEL_SPECS[tag].model_fields
+    flat = _FLAT_FIELDS.issubset(raw)
+    kept = {}
+    for key, value in raw.items():
+        others = {other: spec.model_fields[key] for other, spec in MODEL_SPECS.items()
+                  if key in spec.model_fields and key not in fields}
+        if not others:   # its own field, or one no kind has (refused as unknown, with the nearest name)
+            kept[key] = value
+        elif not flat and all(field.get_default(call_default_factory=True) != value for field in others.values()):
+            takers = [k for other in others for k in _kinds_of(other)]
+            setting = f"{key} {value}" if isinstance(value, str | int | float) else key
+            if len(takers) == 1:
+                message = f"{setting} applies to model {takers[0]}, not {kind}; set model.kind: {takers[0]} or "
+            else:
+                message = f"{setting} applies to models {', '.join(takers)}, not {kind}; set model.kind to one of " \
+                          "them or "
+            raise FieldError(("model", key), f"{message}remove model.{key}")
+    return kept
+
+
+ModelSpec = Annotated[
+    Annotated[LinearModelSpec, Tag("linear")] | Annotated[SvmModelSpec, Tag("svm")]
+    | Annotated[MlpModelSpec, Tag("mlp")] | Annotated[CnnModelSpec, Tag("cnn")]
+    | Annotated[PythonModelSpec, Tag("python")] | Annotated[PluginModelSpec, Tag("plugin")],
+    Discriminator(_model_tag, custom_error_type="model_spec_type",
+                  custom_error_message="Input should be a mapping of the model's fields (kind, task, ...)"),
+    BeforeValidator(_check_model_fields),
+]
+"""Which model to build: one class per family of kinds, chosen by `kind` (default mlp); `kind`
+may also be `python:module:function` or a kind a plugin registered."""
+
+_MODEL_SPEC = TypeAdapter(ModelSpec)
+
+
+def tagged_members(annotation: object) -> dict[str, type[BaseModel]]:
+    """The members of a discriminated union annotation (as `ModelSpec`) by their tag; {} for any
+    other annotation. A validation error inside a member has the tag in its location."""
+    members: dict[str, type[BaseModel]] = {}
+    for member in get_args(annotation):
+        cls, *marks = get_args(member) or (member,)
+        members |= {mark.tag: cls for mark in marks if isinstance(mark, Tag)}
+    return members
+
+
+def parse_model_spec(raw: object) -> ModelSpec:
+    """Validate a `model` section given as a dict (a saved model's model.json included, whose
+    older flat form drops the fields its kind does not take).
+
+    Raises:
+        pydantic.ValidationError: the section is not a valid model spec; an error in one kind's
+            field has the kind's tag (a key of `MODEL_SPECS`) first in its location.
+    """
+    return _MODEL_SPEC.validate_python(raw)
 
 
 class ScheduleSpec(_Strict):
@@ -343,7 +514,7 @@ class JobSpec(_Strict):
     plugins: list[str] = Field(default_factory=list, description="modules that register more model kinds or data "
                                                                  "sources (elastrain.plugins), imported first")
     data: DataSpec = DataSpec()
-    model: ModelSpec = ModelSpec()
+    model: ModelSpec = MlpModelSpec()
     train: TrainSpec = TrainSpec()
     resources: ResourcesSpec = ResourcesSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()

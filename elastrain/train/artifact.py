@@ -30,7 +30,8 @@ from torch import nn
 from elastrain.data import Preprocessor
 from elastrain.errors import UserError, first_line
 from elastrain.models import build_model
-from elastrain.spec import ModelSpec
+from elastrain.spec import ModelSpec, parse_model_spec
+from elastrain.spec.models import MODEL_SPECS
 from elastrain.train.losses import predictions
 
 
@@ -346,10 +347,10 @@ def _network(directory: Path, meta: dict, folder: str) -> Any:
     if meta["format"] == "onnx":
         return _onnx_module(weights, folder)
     try:
-        spec = ModelSpec.model_validate(meta["model"])
+        spec = parse_model_spec(meta["model"])
     except ValidationError as exc:
         problem = exc.errors()[0]
-        at = ".".join(str(part) for part in problem["loc"])
+        at = ".".join(str(part) for part in problem["loc"] if part not in MODEL_SPECS)   # without the kind's tag
         raise damaged(folder, f"{META}'s model spec is not one elastrain knows ({at}: {problem['msg']})") from None
     model = build_model(spec, tuple(meta["input_shape"]), meta["n_outputs"])
     if meta["format"] == "torchao-int8":

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from elastrain.errors import UserError
 from elastrain.spec import JobSpec, apply_overrides, validate_spec
+from elastrain.spec.models import tagged_members
 from elastrain.spec.tune import ParamSpec, TuneSpec
 
 if TYPE_CHECKING:
@@ -28,9 +29,11 @@ def check_space(spec: JobSpec, tune: TuneSpec, where: str) -> None:
     raw = spec.model_dump(mode="json", exclude={"tune"})
     for path, param in tune.space.items():
         _check_path(path, where)
+        # A conditional parameter is only ever set with its conditions (e.g. model.hidden with model.kind: mlp).
+        conditions = [f"{other}={_yaml(chosen)}" for other, chosen in (param.when or {}).items()]
         for value in _ends(param):
             trial = copy.deepcopy(raw)
-            apply_overrides(trial, [f"{path}={_yaml(value)}"])
+            apply_overrides(trial, [*conditions, f"{path}={_yaml(value)}"])
             try:
                 validate_spec(trial, source=where, overridden={tuple(path.split("."))})
             except UserError as exc:
@@ -46,25 +49,33 @@ def check_space(spec: JobSpec, tune: TuneSpec, where: str) -> None:
 
 
 def _check_path(path: str, where: str) -> None:
-    model: type[BaseModel] = JobSpec
+    fields = _fields_of(JobSpec)
     parts = path.split(".")
     for depth, part in enumerate(parts):
-        fields = [name for name in model.model_fields if name != "tune"]
         if part not in fields:
-            near = difflib.get_close_matches(part, fields, n=1, cutoff=0.5)
+            near = difflib.get_close_matches(part, list(fields), n=1, cutoff=0.5)
             known = ".".join(parts[:depth])
             full = f"{known}.{near[0]}" if known and near else (near[0] if near else None)
             fix = f"did you mean '{full}'?" if full else \
                 f"fields{' of ' + known if known else ''}: {', '.join(fields)}"
             raise UserError(f"tune.space names '{path}', which is not a field of the job spec", where=where,
                             fix=fix, field=f"tune.space.{path}")
-        annotation = model.model_fields[part].annotation
         if depth < len(parts) - 1:
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            inner = _fields_of(fields[part])
+            if not inner:
                 raise UserError(f"tune.space names '{path}', but '{'.'.join(parts[:depth + 1])}' has no fields",
                                 where=where, fix=f"vary '{'.'.join(parts[:depth + 1])}' itself",
                                 field=f"tune.space.{path}")
-            model = annotation
+            fields = inner
+
+
+def _fields_of(annotation: Any) -> dict[str, Any]:
+    """The fields under a spec annotation, name -> annotation (`tune` left out): a section's, or
+    those of every kind of the model (whether the trial's kind takes one is the trial's check)."""
+    models = list(tagged_members(annotation).values()) or (
+        [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else [])
+    return {name: field.annotation for model in models for name, field in model.model_fields.items()
+            if name != "tune"}
 
 
 def _ends(param: ParamSpec) -> list[Any]:
