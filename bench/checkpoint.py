@@ -25,7 +25,8 @@ TARGET_PCT = 3.0
 
 def throughput(steps: int, every: int | None) -> tuple[float, float | None]:
     """(samples/s, mean seconds the training loop spent snapshotting per checkpoint) of one run."""
-    from elastrain.elastic import RunFolder, run_job
+    from elastrain.elastic import run_job
+    from elastrain.runs import RunFolder
 
     with tempfile.TemporaryDirectory() as home:
         result = run_job(common.elastrain_spec(workers=2, max_steps=steps, every_steps=every), Path(home))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench.common import report
-from elastrain.elastic.run_folder import RunFolder
+from elastrain.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 RECOVERY_TARGET_S = 1.0

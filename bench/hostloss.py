@@ -252,7 +252,7 @@ def elastrain_spec_file(folder: Path, notice: bool) -> Path:
 def elastrain_once(notice: bool) -> dict:
     """One elastrain job on a fresh cluster, host 2 lost after step KILL_AT (after a notice with
     `notice`); its figures (see :func:`elastrain_figures`), or {"note": why there are none}."""
-    from elastrain.elastic import RunFolder
+    from elastrain.runs import RunFolder
 
     with tempfile.TemporaryDirectory(prefix="hostloss-") as tmp, namespace_cluster() as cluster:
         folder, home, trace = Path(tmp), Path(tmp) / "home", Path(tmp) / "trace"

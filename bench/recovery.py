@@ -26,7 +26,8 @@ PEER_TIMEOUT_S = 120   # a peer that has not recovered by then is counted at thi
 
 def elastrain_once(steps: int) -> tuple[float, int]:
     """(seconds from SIGKILL to the next completed step, completed steps lost) for elastrain."""
-    from elastrain.elastic import RunFolder, RunOptions, parse_chaos, run_here
+    from elastrain.elastic import RunOptions, parse_chaos, run_here
+    from elastrain.runs import RunFolder
 
     spec = common.elastrain_spec(workers=2, max_steps=steps, every_steps=CHECKPOINT_EVERY, min_workers=1)
     with tempfile.TemporaryDirectory() as home:

@@ -15,7 +15,8 @@ from bench import common
 
 def once(steps: int) -> tuple[float, float]:
     """(join pause, leave pause) in seconds, from one job's scale_out and scale_in events."""
-    from elastrain.elastic import RunFolder, RunOptions, parse_chaos, run_job
+    from elastrain.elastic import RunOptions, parse_chaos, run_job
+    from elastrain.runs import RunFolder
 
     spec = common.elastrain_spec(workers=2, max_steps=steps, min_workers=1)
     with tempfile.TemporaryDirectory() as home:

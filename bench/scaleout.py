@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from bench import common, raytrain_peer
 
 if TYPE_CHECKING:
-    from elastrain.elastic import RunFolder
+    from elastrain.runs import RunFolder
 
 WAIT_S = 120.0
 
@@ -41,8 +41,9 @@ def once(standby: bool, capacity: bool) -> tuple[float, float]:
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from elastrain.elastic import RunFolder, RunOptions, run_job
+    from elastrain.elastic import RunOptions, run_job
     from elastrain.elastic.control import JobControl
+    from elastrain.runs import RunFolder
 
     spec = common.elastrain_spec(workers=2, max_steps=10**7, min_workers=1)
     resources = spec.resources.model_copy(update={"warm_standby": standby, "cpus_per_worker": 1.0})

@@ -34,7 +34,7 @@ def run_elastrain(seed: int, n_trials: int, target: float) -> dict:
     """One elastrain study (trials as elastic jobs of 1..2 workers on this machine's Ray); the
     figures of `bench.tune_peers` plus `regrow_s`."""
     from bench.tune_peers import BASE_SPEC, MIN_EPOCHS, REDUCTION_FACTOR, SPACE, cpu_busy
-    from elastrain.elastic.run_folder import RunFolder
+    from elastrain.runs import RunFolder
     from elastrain.tune.study import Study
 
     tune = {"space": SPACE, "sampler": "tpe", "seed": seed, "pruner": "asha", "min_epochs": MIN_EPOCHS,

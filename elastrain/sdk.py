@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from elastrain import paths
-from elastrain.elastic import JobResult, RunFolder, RunOptions, parse_chaos
+from elastrain.elastic import RunOptions, parse_chaos
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.driver import run_here
 from elastrain.elastic.events import Event
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.pool import WorkerPool
-from elastrain.elastic.run_folder import new_job_id
-from elastrain.elastic.status import FINAL_STATES, JobStatus
 from elastrain.errors import UserError
+from elastrain.runs import JobResult, JobState, JobStatus, RunFolder, new_job_id
 from elastrain.spec import JobSpec, apply_overrides, load_spec, validate_spec
 
 if TYPE_CHECKING:
@@ -81,8 +80,9 @@ class Job:
             chaos: fault injection, as `elastrain run --chaos` takes it.
 
         Returns:
-            The result: status "succeeded", "failed" (the loss diverged; the last good state is
-            saved) or "cancelled"; `model_path` is what :func:`load_model` takes.
+            The result: status (a :class:`JobState`, equal to its string) SUCCEEDED, FAILED (the
+            loss diverged; the last good state is saved) or CANCELLED; `model_path` is what
+            :func:`load_model` takes.
 
         Raises:
             UserError: the data cannot be used, or too few workers could be started.
@@ -125,7 +125,7 @@ class JobHandle(ABC):
 
     @abstractmethod
     def status(self) -> JobStatus:
-        """Where the job stands (workers, step, samples/s, ...; state "starting" or "queued" before it runs)."""
+        """Where the job stands (workers, step, samples/s, ...; state STARTING or QUEUED before it runs)."""
 
     @abstractmethod
     def events(self, since: float = 0.0) -> list[Event]:
@@ -202,7 +202,7 @@ class LocalJobHandle(JobHandle):
             self._outcome["error"] = exc
 
     def status(self) -> JobStatus:
-        return self.folder.read_status() or JobStatus(self.job_id, "starting")
+        return self.folder.read_status() or JobStatus(self.job_id, JobState.STARTING)
 
     def events(self, since: float = 0.0) -> list[Event]:
         return [Event(**e) for e in self.folder.read_events() if e["t"] > since]
@@ -215,7 +215,7 @@ class LocalJobHandle(JobHandle):
         if not low <= workers <= high:
             raise UserError(f"{workers} workers is outside this job's resources.workers range {low}..{high}",
                             where="JobHandle.scale", fix=f"choose a number from {low} to {high}")
-        if not self._thread.is_alive() or self.status().state in FINAL_STATES:
+        if not self._thread.is_alive() or self.status().state.is_final:
             raise UserError(f"job {self.job_id} has ended", where="JobHandle.scale", fix="start a new job")
         self._control.scale(workers)
 
@@ -260,7 +260,7 @@ class ServerJobHandle(JobHandle):
 
     def wait(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.remote.call("GET", f"/jobs/{self.job_id}")["status"] not in FINAL_STATES:
+        while not JobState(self.remote.call("GET", f"/jobs/{self.job_id}")["status"]).is_final:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(self.POLL_S)

@@ -14,8 +14,7 @@ import pytest
 from bench.dashboard import wait_for_body_data
 from elastrain.api import create_app
 from elastrain.api.server import serving_in_thread
-from elastrain.elastic.run_folder import RunFolder
-from elastrain.elastic.status import JobStatus
+from elastrain.runs import JobStatus, RunFolder
 from elastrain.spec import validate_spec
 from elastrain.store import Store, connect
 from tests.test_dashboard_browser import JOB, WAIT_S, browser, log_in  # noqa: F401 (browser: a fixture)

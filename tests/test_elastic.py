@@ -15,7 +15,8 @@ import torch
 
 from elastrain.data import prepare_dataset
 from elastrain.data.sampler import epoch_order
-from elastrain.elastic import RunFolder, RunOptions, parse_chaos, resume_job, run_job
+from elastrain.elastic import RunOptions, parse_chaos, resume_job, run_job
+from elastrain.runs import RunFolder
 from elastrain.spec import parse_spec
 from tests.conftest import REPO, wait_until
 

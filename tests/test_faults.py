@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from elastrain.api.service import JobService
-from elastrain.elastic import RunFolder, RunOptions, run_job
+from elastrain.elastic import RunOptions, run_job
 from elastrain.elastic.control import JobControl
+from elastrain.runs import RunFolder
 from elastrain.scheduler import FifoPacking
 from elastrain.spec import parse_spec
 from elastrain.store import Store, connect

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from elastrain.elastic import RunFolder
+from elastrain.runs import RunFolder
 from elastrain.security.certs import issue_cert
 from tests import netns_cluster
 from tests.conftest import REPO, wait_until

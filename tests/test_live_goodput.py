@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from elastrain.api.service import JobService
-from elastrain.elastic import RunFolder, run_job
-from elastrain.elastic.status import JobStatus
+from elastrain.elastic import run_job
+from elastrain.runs import JobStatus, RunFolder
 from elastrain.scheduler import GoodputPolicy, GradientNoise
 from elastrain.scheduler.throughput import step_time
 from elastrain.spec import parse_spec

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elastrain.elastic import RunFolder, RunOptions, resume_job, run_job
+from elastrain.elastic import RunOptions, resume_job, run_job
 from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.control import JobControl
 from elastrain.errors import JobInterrupted
+from elastrain.runs import RunFolder
 from elastrain.spec import load_spec, parse_spec
 from tests.conftest import tmpfs
 

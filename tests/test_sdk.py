@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import elastrain
-from elastrain.elastic import RunFolder
+from elastrain.runs import RunFolder
 from tests.conftest import REPO, wait_until
 
 

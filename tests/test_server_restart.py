@@ -10,8 +10,9 @@ import time
 import httpx
 import pytest
 
-from elastrain.elastic import RunFolder, run_job
+from elastrain.elastic import run_job
 from elastrain.elastic.collective import free_port
+from elastrain.runs import RunFolder
 from elastrain.spec import validate_spec
 from elastrain.store import Store, connect
 from tests.conftest import start_server, wait_until

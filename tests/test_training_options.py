@@ -14,8 +14,9 @@ from sklearn.svm import SVC
 from sklearn.utils.class_weight import compute_class_weight
 
 from elastrain.data import prepare_dataset
-from elastrain.elastic import RunFolder, RunOptions, parse_chaos, run_job
+from elastrain.elastic import RunOptions, parse_chaos, run_job
 from elastrain.paths import home
+from elastrain.runs import RunFolder
 from elastrain.spec import load_spec, parse_spec
 from elastrain.train import Trainer, fit, load_model
 from elastrain.train.losses import class_weight_vector, loss_sum

@@ -16,7 +16,7 @@ import yaml
 from elastrain.client import Remote
 from elastrain.data import prepare_dataset
 from elastrain.elastic.job import RunOptions, run_job
-from elastrain.elastic.run_folder import RunFolder
+from elastrain.runs import RunFolder
 from elastrain.scheduler.policy import FifoPacking
 from elastrain.spec import validate_spec
 from elastrain.spec.tune import TuneSpec

@@ -28,15 +28,15 @@ from starlette.middleware.base import BaseHTTPMiddleware
 
 from elastrain import bundle as bundles
 from elastrain.api.studies import TrialView, load_studies
-from elastrain.elastic import JobResult, JobStatus, RunFolder, new_job_id
 from elastrain.errors import UserError
 from elastrain.optimize.report import REPORT_FILE
+from elastrain.runs import JobResult, JobState, JobStatus, RunFolder, new_job_id
 from elastrain.spec import validate_spec
 from elastrain.spec.limits import check_json_depth
 from elastrain.spec.load import read_yaml
 from elastrain.store import JobInfo, ModelInfo, Store, UserInfo
 from elastrain.store.decisions import recent_decisions
-from elastrain.store.repository import JOB_SORTS, MAX_VERSION, ModelNotFound, check_alias
+from elastrain.store.repository import JOB_SORTS, JOB_STATES, MAX_VERSION, ModelNotFound, check_alias
 from elastrain.store.usage import jobs_worker_seconds
 from elastrain.web import dashboard_router
 from elastrain.web.auth import cookie_user
@@ -45,7 +45,7 @@ API = "/api/v1"
 MAX_BODY_BYTES = 1_000_000
 MAX_OFFSET = 2**62   # past it, SQLite cannot hold the number (a 5xx before)
 LOG_CHUNK_BYTES = 256_000
-STATUS_PATTERN = "^(queued|running|succeeded|failed|cancelled)$"
+STATUS_PATTERN = f"^({'|'.join(JOB_STATES)})$"
 SORT_PATTERN = f"^({'|'.join(JOB_SORTS)})$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"   # a job's name, which its model is registered under
 
@@ -57,7 +57,7 @@ class JobOut(BaseModel):
     seq: int
     owner: str
     name: str
-    status: str
+    status: JobState = Field(description="queued, running, or how it ended: succeeded, failed, cancelled")
     workers: int
     requested_workers: int | None = None
     cancel_requested: bool = False
@@ -90,7 +90,7 @@ class Submitted(BaseModel):
 
     job_id: str
     seq: int
-    status: str
+    status: JobState
 
 
 class ScaleRequest(BaseModel):
@@ -399,8 +399,9 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
                   sort: Annotated[str, Query(pattern=SORT_PATTERN, description="seq (oldest first), name or "
                                              "status; a leading '-' reverses")] = "seq") -> JobList:
         """Your jobs (an admin: everyone's), oldest submission first unless `sort` says otherwise."""
-        jobs = store.jobs(user, status, limit, offset, search=q, sort=sort)
-        return JobList(jobs=job_views(jobs), total=store.count_jobs(user, status, search=q), limit=limit,
+        state = JobState(status) if status else None
+        jobs = store.jobs(user, state, limit, offset, search=q, sort=sort)
+        return JobList(jobs=job_views(jobs), total=store.count_jobs(user, state, search=q), limit=limit,
                        offset=offset)
 
     def job_views(jobs: list[JobInfo]) -> list[JobOut]:
@@ -409,7 +410,8 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
         latest = recent_decisions(store, limit=1)
         cpu_hour_price = latest[0].cost_per_hour / latest[0].cpus_total if latest and latest[0].cpus_total else 0.0
         return [_job_out(job, used[job.job_id], cpu_hour_price,
-                         RunFolder.of(home, job.job_id).read_status() if home and job.status == "running" else None)
+                         RunFolder.of(home, job.job_id).read_status()
+                         if home and job.status is JobState.RUNNING else None)
                 for job in jobs]
 
     @router.get("/jobs/{job_id}", response_model=JobOut)
@@ -421,10 +423,10 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
     def cancel(job_id: str, user: User) -> JobOut:
         """Cancel a job: a queued one at once, a running one at its next step boundary."""
         job = visible_job(job_id, user)
-        if job.status not in ("queued", "running"):
+        if job.status.is_final:
             raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
-        if job.status == "queued":
-            store.update_job(job_id, status="cancelled", message=f"cancelled by {user.name}")
+        if job.status is JobState.QUEUED:
+            store.update_job(job_id, status=JobState.CANCELLED, message=f"cancelled by {user.name}")
         else:
             store.update_job(job_id, cancel_requested=True)
         return job_views([store.job(job_id)])[0]
@@ -437,7 +439,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
         if not low <= body.workers <= high:
             raise HTTPException(422, {"message": f"workers must be within this job's range {low}..{high}",
                                       "field": "workers"})
-        if job.status not in ("queued", "running"):
+        if job.status.is_final:
             raise HTTPException(409, f"job '{job_id}' already ended ({job.status})")
         store.update_job(job_id, requested_workers=body.workers)
         return job_views([store.job(job_id)])[0]
@@ -457,7 +459,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
         the state is the store's once the job has ended or while it is queued."""
         job = visible_job(job_id, user)
         status = (RunFolder.of(home, job_id).read_status() if home else None) or JobStatus(job_id, job.status)
-        if job.status != "running":
+        if job.status is not JobState.RUNNING:
             status = replace(status, state=job.status, message=job.message or status.message)
         return status
 
@@ -635,7 +637,7 @@ def _job_out(job: JobInfo, worker_seconds: float, cpu_hour_price: float, status:
     metrics = {k: v for k, v in ((job.result or {}).get("metrics") or {}).items() if isinstance(v, int | float)}
     workers = job.spec["resources"]["workers"]
     progress = eta_s = None
-    if job.status == "succeeded":
+    if job.status is JobState.SUCCEEDED:
         progress = 1.0
     elif status is not None and status.total_steps:
         progress = min(1.0, status.step / status.total_steps)

@@ -27,15 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from elastrain import bundle as bundles
-from elastrain.elastic import (
-    DriverLaunch,
-    DriverOutcome,
-    JobResult,
-    RunFolder,
-    find_driver,
-    launch_driver,
-)
+from elastrain.elastic import DriverLaunch, DriverOutcome, find_driver, launch_driver
 from elastrain.errors import UserError, first_line
+from elastrain.runs import JobResult, JobState, RunFolder
 from elastrain.scheduler import (
     Allocation,
     Cluster,
@@ -130,7 +124,7 @@ class JobService:
 
         if not ray.is_initialized():
             raise RuntimeError("JobService runs its jobs on Ray: connect this process first (connect_ray)")
-        for job in self.store.jobs(status="running", limit=10_000):
+        for job in self.store.jobs(status=JobState.RUNNING, limit=10_000):
             driver = find_driver(job.job_id)
             if driver is not None:
                 run = _Running(workers=job.workers or 0, driver=driver, ended=driver.wait.remote())
@@ -139,8 +133,8 @@ class JobService:
                 continue
             ended = RunFolder.of(self.home, job.job_id).read_result()
             if ended is not None:   # it finished just before the previous server died
-                run = _Running(workers=0, outcome=DriverOutcome(ended["status"], JobResult(**ended),
-                                                                ended.get("message")))
+                result = JobResult(**ended)
+                run = _Running(workers=0, outcome=DriverOutcome(result.status, result, result.message))
                 self._finish(job.job_id, run)
                 continue
             self._launch(job, job.workers or job.spec["resources"]["workers"]["min"], resume=True)
@@ -185,8 +179,8 @@ class JobService:
         for job_id, run in list(self.running.items()):
             if self._ended(job_id, run):
                 self._finish(job_id, run)
-        queued = self.store.jobs(status="queued", limit=1000)
-        running = [job for job in self.store.jobs(status="running", limit=10_000) if job.job_id in self.running]
+        queued = self.store.jobs(status=JobState.QUEUED, limit=1000)
+        running = [job for job in self.store.jobs(status=JobState.RUNNING, limit=10_000) if job.job_id in self.running]
         for job in running:
             run = self.running[job.job_id]
             if run.driver is None:   # its driver is starting again (see _ended)
@@ -289,7 +283,7 @@ class JobService:
 
     def _launch(self, job: JobInfo, workers: int, resume: bool) -> None:
         run = _Running(workers=workers)
-        self.store.update_job(job.job_id, status="running", workers=workers,
+        self.store.update_job(job.job_id, status=JobState.RUNNING, workers=workers,
                               started_at=job.started_at or datetime.now(UTC))
         self.running[job.job_id] = run
         log.info("%s job %s (%s) on %d worker(s)", "resuming" if resume else "starting", job.job_id, job.owner,
@@ -304,7 +298,7 @@ class JobService:
             if job.bundle:   # the code and data it was submitted with (the driver imports the model)
                 spec, code_paths = bundles.resolve(spec, self.home / "bundles" / job.bundle)
         except UserError as exc:
-            run.outcome = DriverOutcome("failed", message=exc.line())
+            run.outcome = DriverOutcome(JobState.FAILED, message=exc.line())
             return
         resumable = resume and RunFolder.of(self.home, job.job_id).spec_file.is_file()
         sink = StoreSink(self.store.engine.url.render_as_string(hide_password=False), job.job_id)
@@ -332,11 +326,12 @@ class JobService:
         except ray.exceptions.RayActorError as exc:
             ended = RunFolder.of(self.home, job_id).read_result()
             if ended is not None:   # it wrote its result, then died
-                run.outcome = DriverOutcome(ended["status"], JobResult(**ended), ended.get("message"))
+                result = JobResult(**ended)
+                run.outcome = DriverOutcome(result.status, result, result.message)
                 return True
             log.warning("the driver of job %s died (%s); resuming the job from its last checkpoint", job_id,
                         first_line(exc))
-        if run.outcome is not None and run.outcome.status != "interrupted":
+        if run.outcome is not None and run.outcome.status is not JobState.INTERRUPTED:
             return True
         run.outcome = None
         ray.kill(run.driver)
@@ -355,7 +350,7 @@ class JobService:
             ray.kill(run.driver)
         del self.running[job_id]
         self.fits.pop(job_id, None)
-        if outcome.status == "succeeded" and result and result.get("model_path"):
+        if outcome.status is JobState.SUCCEEDED and result and result.get("model_path"):
             job = self.store.job(job_id)
             owner = self.store.user(job.owner)
             spec_hash = hashlib.sha256(json.dumps(job.spec, sort_keys=True).encode()).hexdigest()

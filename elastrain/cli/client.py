@@ -13,8 +13,8 @@ from rich.table import Table
 
 from elastrain.cli.tables import print_table
 from elastrain.client import Remote
+from elastrain.runs import JobState
 
-ENDED = ("succeeded", "failed", "cancelled")
 # The series `metrics` shows at a terminal (all of them go to a pipe and to --json).
 TERMINAL_SERIES = ("train_loss", "val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro",
                    "val_mse", "val_r2")
@@ -83,7 +83,8 @@ def print_logs(remote: Remote, job_id: str, follow: bool, as_json: bool) -> None
         chunk = remote.call("GET", f"/jobs/{job_id}/logs", params={"offset": offset})
         return chunk["text"], chunk["offset"]
 
-    follow_log(job_id, read, lambda: remote.call("GET", f"/jobs/{job_id}")["status"] in ENDED, follow, as_json)
+    follow_log(job_id, read, lambda: JobState(remote.call("GET", f"/jobs/{job_id}")["status"]).is_final, follow,
+               as_json)
 
 
 def follow_log(job_id: str, read: Callable[[int], tuple[str, int]], ended: Callable[[], bool], follow: bool,

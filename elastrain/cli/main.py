@@ -27,6 +27,7 @@ from elastrain.cli.simulate import simulate
 from elastrain.cli.tune import tune
 from elastrain.errors import JobInterrupted, UserError
 from elastrain.extras import missing_extra
+from elastrain.runs import JobState
 
 if TYPE_CHECKING:
     from elastrain.elastic.control import JobControl
@@ -88,7 +89,7 @@ def run(
     from elastrain.elastic import RunOptions, parse_chaos
     from elastrain.elastic.control import JobControl
     from elastrain.elastic.driver import run_here
-    from elastrain.elastic.run_folder import new_job_id
+    from elastrain.runs import new_job_id
     from elastrain.spec import load_spec
 
     actions = parse_chaos(chaos)
@@ -152,7 +153,7 @@ def _on_server(server: str | None, job_id: str) -> bool:
     """Whether a command about `job_id` goes to a server: always with --server; with only
     ELASTRAIN_SERVER, when the id names none of this machine's runs (a local run taken although
     the variable is set is said on stderr)."""
-    from elastrain.elastic.run_folder import RunFolder
+    from elastrain.runs import RunFolder
 
     if server:
         return True
@@ -281,7 +282,8 @@ def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption 
         _say(as_json, {"job_id": job_id, "status": "cancelling"}, f"{job_id}: cancelling")
         return
     job = remote_of(server, token, ca_cert).call("POST", f"/jobs/{job_id}/cancel")
-    _say(as_json, job, f"{job_id}: {'cancelled' if job['status'] == 'cancelled' else 'cancelling'}")
+    cancelled = job["status"] == JobState.CANCELLED   # a queued job is cancelled at once
+    _say(as_json, job, f"{job_id}: {job['status'] if cancelled else 'cancelling'}")
 
 
 app.add_typer(models_app, name="models")
@@ -467,7 +469,7 @@ def plot(job_id: JobArgument,
         events = remote.call("GET", f"/jobs/{job_id}/events")
         target = output or Path(f"{job_id}.png")
     else:
-        from elastrain.elastic.run_folder import RunFolder
+        from elastrain.runs import RunFolder
 
         folder = RunFolder.find(paths.home(), job_id)
         job_id, series, events = folder.job_id, folder.read_metrics(), folder.read_events()
@@ -478,20 +480,20 @@ def plot(job_id: JobArgument,
 
 def _report(result, as_json: bool) -> None:
     _draw_curves(result)
-    if result.status != "succeeded":
+    if result.status is not JobState.SUCCEEDED:
         err.print(f"[red]error:[/red] {result.message}", soft_wrap=True)
     if as_json:
         print(json.dumps(result.to_dict()))
     else:
         _print_result(result)
-    if result.status != "succeeded":
+    if result.status is not JobState.SUCCEEDED:
         raise typer.Exit(1)
 
 
 def _draw_curves(result) -> None:
     """The run's curves into its run folder, as `elastrain plot` draws them."""
-    from elastrain.elastic.run_folder import RunFolder
     from elastrain.report.curves import draw_curves
+    from elastrain.runs import RunFolder
 
     folder = RunFolder(Path(result.run_dir))
     try:
@@ -512,10 +514,10 @@ def _print_result(result) -> None:
     table.add_row("wall time", f"{result.wall_s:.1f} s")
     out.print(table)
     from elastrain.cli.status import print_events
-    from elastrain.elastic.run_folder import RunFolder
+    from elastrain.runs import RunFolder
 
     events = RunFolder(Path(result.run_dir)).read_events()
-    if any(e["kind"] not in ("start", "succeeded", "failed", "checkpoint") for e in events):
+    if any(e["kind"] not in ("start", JobState.SUCCEEDED, JobState.FAILED, "checkpoint") for e in events):
         print_events(out, events)
     if result.model_path:
         out.print(f"model saved to {result.model_path}", soft_wrap=True)

@@ -16,13 +16,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from elastrain.elastic.run_folder import RunFolder
-from elastrain.elastic.status import FINAL_STATES, JobStatus
 from elastrain.errors import UserError
+from elastrain.runs import ENDED, JobState, JobStatus, RunFolder
 
 
 def job_status(home: Path, job_id: str) -> dict:
-    """The job's status snapshot with its events; `state` says `lost` if its driver is gone.
+    """The job's status snapshot with its events; `state` is LOST if its driver is gone.
 
     Raises:
         UserError: no such job.
@@ -33,9 +32,9 @@ def job_status(home: Path, job_id: str) -> dict:
 
 def _live_status(folder: RunFolder) -> JobStatus:
     """The run's status as its driver last wrote it while that driver runs on this machine, from
-    its driver actor on its Ray cluster otherwise; `lost` if the driver is gone."""
-    status = folder.read_status() or JobStatus(folder.job_id, "unknown")
-    if status.state in FINAL_STATES:
+    its driver actor on its Ray cluster otherwise; LOST if the driver is gone."""
+    status = folder.read_status() or JobStatus(folder.job_id, JobState.UNKNOWN)
+    if status.state.is_final:
         return status
     if _driver_alive(status.driver_pid):   # on this machine: its status file is current
         return status
@@ -45,7 +44,7 @@ def _live_status(folder: RunFolder) -> JobStatus:
             import ray
 
             return ray.get(driver.status.remote())
-    return replace(status, state="lost (driver gone; `elastrain resume` continues it)")
+    return replace(status, state=JobState.LOST)
 
 
 def _driver(status: JobStatus) -> object | None:
@@ -97,8 +96,7 @@ def local_log_reader(home: Path, job_id: str) -> tuple[Callable[[int], tuple[str
     folder = RunFolder.find(home, job_id)
 
     def stopped() -> bool:
-        state = _live_status(folder).state
-        return state in FINAL_STATES or state.startswith(("lost", "interrupted"))
+        return _live_status(folder).state.is_stopped
 
     return folder.read_log, stopped
 
@@ -136,7 +134,7 @@ def _ask(folder: RunFolder, request: str, *args: int) -> None:
         UserError: the job is not running.
     """
     status = _live_status(folder)
-    if status.state in FINAL_STATES or status.state.startswith("lost"):
+    if status.state.is_final or status.state is JobState.LOST:
         raise UserError(f"job {folder.job_id} is not running ({status.state})", where=f"elastrain {request}",
                         fix="see `elastrain status JOB_ID`")
     if status.ray_address:
@@ -171,7 +169,7 @@ def print_status(console: Console, snapshot: dict) -> None:
 def _time_left(snapshot: dict) -> str:
     """The steps left at the current throughput, as h:mm:ss; "-" when unknown or ended."""
     rate, batch = snapshot.get("samples_per_s"), snapshot.get("batch_size")
-    if snapshot.get("state") in FINAL_STATES or not rate or not batch:
+    if snapshot.get("state") in ENDED or not rate or not batch:
         return "-"
     seconds = int(max(0, snapshot.get("total_steps", 0) - snapshot.get("step", 0)) * batch / rate)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -183,7 +181,7 @@ def print_events(console: Console, events: list[dict]) -> None:
         return
     # One clock with the job's wall time: the final event's duration counts from when the run was
     # asked for (before Ray and the workers started).
-    final = next((e for e in reversed(events) if e["kind"] in FINAL_STATES and e.get("duration_s")), None)
+    final = next((e for e in reversed(events) if e["kind"] in ENDED and e.get("duration_s")), None)
     began = min(events[0]["t"], final["t"] - final["duration_s"]) if final else events[0]["t"]
     timeline, last = [], None
     for event in events:

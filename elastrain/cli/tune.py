@@ -50,9 +50,11 @@ class RichStudyProgress:
         self.console.print(f"trial {number} runs on {workers} worker{'s' * (workers > 1)}")
 
     def trial_ended(self, record: TrialRecord, finished: int, best: float | None) -> None:
+        from elastrain.tune.study import TrialStatus
+
         value = "" if record.value is None else f" {self.metric} {record.value:.4f}"
         reason = f": {record.message}" if record.message else ""
-        where = f" at epoch {record.epochs}" if record.state == "pruned" else ""
+        where = f" at epoch {record.epochs}" if record.state is TrialStatus.PRUNED else ""
         self.console.print(f"trial {record.number} {record.state}{where}{value}{escape(reason)}", soft_wrap=True)
         self.bar.update(self.task, completed=finished, best="" if best is None else f"best {best:.4f}")
 
@@ -130,13 +132,15 @@ def tune(
 
 
 def _print_table(result: StudyResult, console: Console) -> None:
+    from elastrain.tune.study import TrialStatus
+
     table = Table(box=box.SIMPLE_HEAD, title=f"study {result.study}")
     paths = list(dict.fromkeys(path for record in result.table for path in record.params))
     for column in ("trial", "state", result.metric, "epochs", *paths):
         table.add_column(column, justify="right" if column in ("trial", result.metric, "epochs") else "left")
     for record in result.table:
         value = "" if record.value is None else f"{record.value:.4f}"
-        best = record.job_id == result.best_job and record.state == "complete"
+        best = record.job_id == result.best_job and record.state is TrialStatus.COMPLETE
         table.add_row(str(record.number), record.state + (" (best)" if best else ""), value, str(record.epochs),
                       *(escape(_short(record.params[path])) if path in record.params else "-" for path in paths),
                       style="bold" if best else None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-from elastrain.elastic.run_folder import RunFolder
+from elastrain.runs import RunFolder
 
 
 class JobControl:

@@ -29,6 +29,7 @@ from elastrain.elastic.phase import Phase, advance
 from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.reports import GroupRun, Progress, RunResult, RunStatus
 from elastrain.errors import JobInterrupted, UserError, first_line
+from elastrain.runs import JobState
 from elastrain.spec import JobSpec
 
 POLL_S = 0.2   # progress polling; a finished or failed run() wakes the controller at once
@@ -47,7 +48,7 @@ WAITING_AFTER_S = 1.0
 class Outcome:
     """How the job ended: final metrics and state, or the divergence message."""
 
-    status: str                   # "done" | "failed" (diverged, or the training code raised) | "cancelled"
+    status: JobState   # SUCCEEDED (its last step taken), FAILED (diverged, or the training code raised), CANCELLED
     state: dict
     metrics: dict | None = None
     message: str | None = None
@@ -213,9 +214,9 @@ class ElasticController:
             if not reported and time.monotonic() - began > min(WAITING_AFTER_S, (deadline - began) / 2) \
                     and group.short_of_resources():
                 reported = True
-                self.on_status(state="waiting for resources", workers=len(group.members))
+                self.on_status(state=JobState.WAITING, workers=len(group.members))
                 self.events.add(Event("waiting", self.step, len(group.members), self.generation,
-                                      detail={"need": wait_for, "message": "waiting for resources"}))
+                                      detail={"need": wait_for, "message": str(JobState.WAITING)}))
             group.grow_to(max(self.desired, wait_for))
             if self.control.interrupt_requested():
                 self._enter(Phase.INTERRUPTED)
@@ -254,7 +255,7 @@ class ElasticController:
             detail = {"lost": lost, "member_steps": self.member_steps, **(detail or {})}
         self.events.add(Event(reason, self.step, len(self.group.members), self.generation, round(duration, 4),
                               detail=detail or {}))
-        self.on_status(state="running", workers=len(self.group.members), generation=self.generation)
+        self.on_status(state=JobState.RUNNING, workers=len(self.group.members), generation=self.generation)
 
     def _form_once(self) -> None:
         self.group.form(self.generation)
@@ -524,17 +525,17 @@ class ElasticController:
         if state is None:   # all died after the last step: the durable checkpoint holds the end
             raise UserError("every worker died after the last step", where="elastic job",
                             fix="run `elastrain resume JOB_ID`", exit_code=1)
-        return Outcome("done", state, metrics=metrics)
+        return Outcome(JobState.SUCCEEDED, state, metrics=metrics)
 
     def _cancelled(self) -> Outcome:
         """The group paused on a cancel request: the job ends with the state it reached (its
         `cancelled` event, with the job's duration, is the run's final event)."""
-        return Outcome("cancelled", self.group.state_of(self.group.members[0]))
+        return Outcome(JobState.CANCELLED, self.group.state_of(self.group.members[0]))
 
     def _failed(self, worker_id: int, result: RunResult) -> Outcome:
         """A member's training diverged or its training code raised: the same inputs would do so
         again, so the job fails at once with that member's state (the last completed step)."""
         member = next(m for m in self.group.members if m.worker_id == worker_id)
         state = self.group.state_of(member)
-        return Outcome("failed", state, message=result.message, last_good_state=state,
+        return Outcome(JobState.FAILED, state, message=result.message, last_good_state=state,
                        traceback=result.traceback)

@@ -25,9 +25,8 @@ from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.connect import connect_ray
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.events import RecordSink
-from elastrain.elastic.run_folder import RunFolder, absolute_paths, new_job_id
-from elastrain.elastic.status import JobResult, JobStatus
 from elastrain.errors import JobInterrupted, UserError, first_line
+from elastrain.runs import JobResult, JobState, JobStatus, RunFolder, absolute_paths, new_job_id
 from elastrain.spec import JobSpec
 
 if TYPE_CHECKING:   # the runner (torch, the data stack) is imported where a job runs, not by the server
@@ -85,14 +84,14 @@ class DriverOutcome:
     """How a driver's run of its job ended.
 
     Attributes:
-        status: succeeded, failed or cancelled (the job ended), or interrupted (the driver was
+        status: SUCCEEDED, FAILED or CANCELLED (the job ended), or INTERRUPTED (the driver was
             asked to stop; the job stays resumable from its checkpoints).
         result: the job's result (None when it ended before training: bad data, too few workers).
         message: why it failed, or how it was stopped.
         error: the expected error that ended it before training, as raised.
     """
 
-    status: str
+    status: JobState
     result: JobResult | None = None
     message: str | None = None
     error: UserError | None = None
@@ -170,12 +169,12 @@ class JobDriver:
                 result = run_job(launch.spec, home, self.progress_log, options)
             self.outcome = DriverOutcome(result.status, result, result.message)
         except JobInterrupted as exc:
-            self.outcome = DriverOutcome("interrupted", message=str(exc))
+            self.outcome = DriverOutcome(JobState.INTERRUPTED, message=str(exc))
         except UserError as exc:
-            self.outcome = DriverOutcome("failed", message=exc.line(), error=exc)
+            self.outcome = DriverOutcome(JobState.FAILED, message=exc.line(), error=exc)
         except Exception as exc:   # an unexpected error ends this job, not its driver
             log.exception("job %s crashed", launch.job_id)
-            self.outcome = DriverOutcome("failed", message=f"internal error: {first_line(exc)}")
+            self.outcome = DriverOutcome(JobState.FAILED, message=f"internal error: {first_line(exc)}")
         self.ended.set()
 
     def wait(self, timeout: float | None = None) -> DriverOutcome | None:
@@ -186,7 +185,7 @@ class JobDriver:
     def status(self) -> JobStatus:
         """The job's status as its runner last recorded it."""
         folder = RunFolder.of(Path(self.launch.home), self.launch.job_id)
-        return folder.read_status() or JobStatus(self.launch.job_id, "starting", ray_address=self.ray_address)
+        return folder.read_status() or JobStatus(self.launch.job_id, JobState.STARTING, ray_address=self.ray_address)
 
     def progress(self, since: int = 0) -> ProgressUpdate:
         """The progress reported since the call that returned `since` as `next`."""
@@ -315,7 +314,7 @@ def drive(launch: DriverLaunch, progress: Any | None, control: JobControl) -> Jo
             ray.shutdown()
     if outcome.error is not None:
         raise outcome.error
-    if outcome.status == "interrupted":
+    if outcome.status is JobState.INTERRUPTED:
         raise JobInterrupted(outcome.message)
     return outcome.result
 

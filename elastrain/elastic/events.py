@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from elastrain.elastic.run_folder import RunFolder
+from elastrain.runs import RunFolder
 
 
 @dataclass

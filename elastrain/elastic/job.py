@@ -34,10 +34,9 @@ from elastrain.elastic.events import Event, EventLog, RecordSink
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.reports import Progress, RunResult, RunStatus
-from elastrain.elastic.run_folder import RunFolder, absolute_paths, new_job_id
-from elastrain.elastic.status import FINAL_STATES, JobResult, JobStatus, Observation
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
+from elastrain.runs import JobResult, JobState, JobStatus, Observation, RunFolder, absolute_paths, new_job_id
 from elastrain.spec import JobSpec
 from elastrain.train.artifact import WriteFailed, model_files, save_model
 from elastrain.train.trainer import Trainer
@@ -83,7 +82,7 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
     """Train `spec`, save the model, and record the result under `home/runs`.
 
     Returns:
-        The result; a diverging loss gives status "failed" with the last good state saved.
+        The result; a diverging loss gives status FAILED with the last good state saved.
 
     Raises:
         UserError: the data or the spec cannot be used (nothing is written then), or too few
@@ -161,9 +160,9 @@ class _Reporter:
                  ray_address: str | None) -> None:
         self.events = events
         self.folder = folder
-        before = folder.read_status() or JobStatus(folder.job_id, "starting")
+        before = folder.read_status() or JobStatus(folder.job_id, JobState.STARTING)
         self.step_times = {(o.nodes, o.workers, o.local_batch): _StepTimes(o) for o in before.observations}
-        self.snapshot = JobStatus(folder.job_id, "starting", total_steps=int(trainer.total_steps),
+        self.snapshot = JobStatus(folder.job_id, JobState.STARTING, total_steps=int(trainer.total_steps),
                                   driver_pid=os.getpid(), ray_address=ray_address, run_dir=str(folder.path),
                                   batch_size=trainer.batch_size, grad_sqr=before.grad_sqr, grad_var=before.grad_var)
         self._observed()
@@ -182,8 +181,9 @@ class _Reporter:
         """Change fields of the job's status (see `JobStatus`) and write it; a job not yet
         training shows its new state on the progress bar (e.g. waiting for resources)."""
         self.snapshot = replace(self.snapshot, **change)
-        if self.progress and change.get("state") not in (None, "running", *FINAL_STATES, "interrupted"):
-            self.progress.phase(str(change["state"]))
+        state = change.get("state")
+        if self.progress and state is not None and state != JobState.RUNNING and not JobState(state).is_stopped:
+            self.progress.phase(str(state))
         self.write()
 
     def phase(self, text: str) -> None:
@@ -324,18 +324,18 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
         else:
             outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume)
     except UserError as exc:
-        reporter.status(state="failed", message=exc.line())
+        reporter.status(state=JobState.FAILED, message=exc.line())
         raise
     except (KeyboardInterrupt, JobInterrupted):
         step = reporter.snapshot.step
         message = f"job {job_id} interrupted at step {step}; {resume_hint(spec, folder)}"
-        events.add(Event("interrupted", step, reporter.snapshot.workers, reporter.snapshot.generation))
-        reporter.status(state="interrupted", message=message)
+        events.add(Event(JobState.INTERRUPTED, step, reporter.snapshot.workers, reporter.snapshot.generation))
+        reporter.status(state=JobState.INTERRUPTED, message=message)
         raise JobInterrupted(message) from None
     reporter.finish()
     trainer.load_state_dict(outcome.state)
     model_path, message = None, None
-    if outcome.status == "done":
+    if outcome.status is JobState.SUCCEEDED:
         for event in selection_events(trainer, reporter.snapshot.workers, reporter.snapshot.generation):
             events.add(event)
         try:
@@ -343,10 +343,10 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
                                         trainer.n_outputs, trainer.data.task, trainer.loss_name,
                                         trainer.data.preprocessor, spec.model_dump(mode="json")))
         except WriteFailed as exc:   # a full or read-only disk: the job fails, its trained state kept if it can be
-            outcome = replace(outcome, status="failed")
+            outcome = replace(outcome, status=JobState.FAILED)
             message = f"{exc}; {_keep_state(outcome.state, trainer.step, folder)}"
             folder.log(f"error: {message}")
-    elif outcome.status == "cancelled":
+    elif outcome.status is JobState.CANCELLED:
         message = f"cancelled at step {trainer.step}"
     else:
         message = outcome.message
@@ -355,7 +355,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
             folder.log(outcome.traceback.rstrip())
             message = f"{message}; {kept}, the traceback in {folder.log_file}"
     metrics = outcome.metrics or {}
-    status = {"done": "succeeded", "cancelled": "cancelled"}.get(outcome.status, "failed")
+    status = outcome.status
     events.add(Event(status, trainer.step, reporter.snapshot.workers, reporter.snapshot.generation,
                      round(time.time() - started, 3)))
     data = trainer.data
@@ -431,7 +431,7 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
             reporter.warn(message)
         events.add(Event("resume", loaded["step"] or 0, 1, 0, detail={"from_checkpoint": loaded["step"]}))
     events.add(Event("start", worker.trainer.step, 1, 0))
-    reporter.status(state="running", workers=1)
+    reporter.status(state=JobState.RUNNING, workers=1)
     ended: list[RunResult] = []
     thread = threading.Thread(target=_run_worker, args=(worker, ended), daemon=True)
     thread.start()
@@ -452,10 +452,11 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
     if result.status is RunStatus.PAUSED and control.interrupt_requested():
         raise JobInterrupted(f"stopped at step {worker.trainer.step} for the driver's shutdown")
     if result.status is RunStatus.PAUSED:   # otherwise only a cancel or the gate pauses a job of one worker
-        return Outcome("cancelled", worker.trainer.state_dict())
+        return Outcome(JobState.CANCELLED, worker.trainer.state_dict())
     if result.status.failed:
-        return Outcome("failed", worker.trainer.state_dict(), message=result.message, traceback=result.traceback)
-    return Outcome("done", worker.trainer.state_dict(), metrics=result.metrics)
+        return Outcome(JobState.FAILED, worker.trainer.state_dict(), message=result.message,
+                       traceback=result.traceback)
+    return Outcome(JobState.SUCCEEDED, worker.trainer.state_dict(), metrics=result.metrics)
 
 
 def _run_worker(worker: Worker, ended: list[RunResult]) -> None:

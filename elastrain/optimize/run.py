@@ -153,7 +153,7 @@ def _job_spec(directory: Path, meta: dict) -> JobSpec:
     """The job spec the model was trained by: recorded in model.json, else its run folder's."""
     if meta.get("job"):
         return validate_spec(meta["job"], str(directory / META))
-    from elastrain.elastic.run_folder import RunFolder
+    from elastrain.runs import RunFolder
 
     run = RunFolder(directory.parent)   # a model of `elastrain run` lies in its run folder
     if run.spec_file.is_file():

@@ -9,15 +9,17 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from elastrain.runs import JobState
+
 # Validation metrics drawn, the first present of each pair (classification, regression).
 SHOWN = (("val_accuracy", "val_r2"), ("val_f1_macro", "val_mse"))
 # Events marked on both panels: (label, color). A resize's scale_in / scale_out event is shown
 # by its `resized` event, a chaos kill by the `worker_lost` it causes.
 MARKED = {"resized": ("resized", "tab:green"), "worker_lost": ("worker lost", "tab:red"),
           "recovered": ("recovered", "tab:purple"), "resume": ("resumed", "tab:blue")}
-# Events whose worker count is the group's from then on.
-MEMBERSHIP = ("start", "scale_out", "scale_in", "resized", "worker_lost", "recovered", "resume", "succeeded",
-              "failed", "cancelled", "interrupted")
+# Events whose worker count is the group's from then on (a job's last event is the state it ended in).
+MEMBERSHIP = ("start", "scale_out", "scale_in", "resized", "worker_lost", "recovered", "resume", JobState.SUCCEEDED,
+              JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED)
 
 
 def draw_curves(series: dict[str, list[dict]], events: list[dict], title: str, out: Path) -> Path:

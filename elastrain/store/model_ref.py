@@ -148,7 +148,7 @@ def locate_model(text: str, url: str | None = None) -> str:
 def _run_model(job: str) -> str | None:
     """The model directory of the run `job` names on this machine, if it saved one."""
     from elastrain import paths
-    from elastrain.elastic.run_folder import RunFolder
+    from elastrain.runs import RunFolder
 
     try:
         folder = RunFolder.find(paths.home(), job)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from elastrain.errors import UserError
+from elastrain.runs import JobState
 from elastrain.store.schema import (
     CheckpointRecord,
     Job,
@@ -28,7 +29,9 @@ from elastrain.store.schema import (
 )
 
 TOKEN_PREFIX = "et_"
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+# The states a server's job is recorded in: its driver's others (starting, waiting for resources,
+# interrupted) are running here, and the job ends in one of `runs.ENDED`.
+JOB_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 # The orders `Store.jobs` lists jobs in: by submission, name or status ("-": descending).
 JOB_SORTS = ("seq", "-seq", "name", "-name", "status", "-status")
 MAX_VERSION = 2**31 - 1   # a model version is a 32-bit INTEGER column
@@ -55,7 +58,7 @@ class JobInfo:
     owner: str
     name: str
     spec: dict
-    status: str
+    status: JobState   # one of JOB_STATES
     workers: int
     requested_workers: int | None
     cancel_requested: bool
@@ -204,7 +207,7 @@ class Store:
         """Record a queued job (with the hash of the bundle it needs, if any); submissions are
         ordered by the sequence number they get here."""
         with self.session.begin() as session:
-            job = Job(job_id=job_id, owner_id=owner.id, name=spec.get("name", "job"), spec=spec, status="queued",
+            job = Job(job_id=job_id, owner_id=owner.id, name=spec.get("name", "job"), spec=spec, status=JobState.QUEUED,
                       workers=0, cancel_requested=False, bundle=bundle, submitted_at=_now())
             session.add(job)
             try:
@@ -219,7 +222,7 @@ class Store:
             row = session.execute(self._visible(viewer).where(Job.job_id == job_id)).first()
             return self._job_info(*row) if row else None
 
-    def jobs(self, viewer: UserInfo | None = None, status: str | None = None, limit: int = 50, offset: int = 0,
+    def jobs(self, viewer: UserInfo | None = None, status: JobState | None = None, limit: int = 50, offset: int = 0,
              search: str | None = None, sort: str = "seq") -> list[JobInfo]:
         """Jobs `viewer` may see, optionally of one status and with `search` in their id or name,
         ordered by `sort` (one of `JOB_SORTS`; default: oldest submission first).
@@ -235,7 +238,7 @@ class Store:
         with self.session() as session:
             return [self._job_info(*row) for row in session.execute(query)]
 
-    def count_jobs(self, viewer: UserInfo | None = None, status: str | None = None, search: str | None = None
+    def count_jobs(self, viewer: UserInfo | None = None, status: JobState | None = None, search: str | None = None
                    ) -> int:
         """How many jobs `viewer` may see (of one status, with `search` in their id or name)."""
         query = select(func.count()).select_from(Job)
@@ -245,7 +248,7 @@ class Store:
             return int(session.scalar(self._filtered(query, status, search)))
 
     @staticmethod
-    def _filtered(query: Select, status: str | None, search: str | None) -> Select:
+    def _filtered(query: Select, status: JobState | None, search: str | None) -> Select:
         if status:
             query = query.where(Job.status == status)
         if search:
@@ -279,7 +282,7 @@ class Store:
 
     @staticmethod
     def _job_info(job: Job, owner: str) -> JobInfo:
-        return JobInfo(job.seq, job.job_id, owner, job.name, job.spec, job.status, job.workers,
+        return JobInfo(job.seq, job.job_id, owner, job.name, job.spec, JobState(job.status), job.workers,
                        job.requested_workers, bool(job.cancel_requested), job.submitted_at, job.started_at,
                        job.finished_at, job.result, job.message, job.bundle)
 

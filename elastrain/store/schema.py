@@ -64,7 +64,7 @@ class Job(Base):
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     name: Mapped[str] = mapped_column(String(128))
     spec: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), index=True)   # queued, running, succeeded, failed, cancelled
+    status: Mapped[str] = mapped_column(String(16), index=True)   # a JobState of repository.JOB_STATES
     workers: Mapped[int] = mapped_column(Integer, default=0)      # current allocation
     requested_workers: Mapped[int | None] = mapped_column(Integer)   # a user's resize request
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -24,11 +24,13 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from elastrain import paths
 from elastrain.errors import UserError
+from elastrain.runs import JobState
 from elastrain.spec import JobSpec, load_spec, validate_spec
 from elastrain.spec.metrics import DEFAULT_METRIC
 from elastrain.spec.tune import TuneSpec
@@ -53,13 +55,25 @@ SPEC_ATTR, PATHS_ATTR, SERVER_ATTR = "elastrain_spec", "elastrain_code_paths", "
 JOB_ATTR, INTERRUPTED_ATTR = "job_id", "interrupted"
 
 
+class TrialStatus(StrEnum):
+    """Where a trial of a study is, as the study's table and progress show it (Optuna's own
+    `TrialState` is what the study stores)."""
+
+    COMPLETE = "complete"   # its job succeeded with the study's metric, told to Optuna
+    PRUNED = "pruned"       # stopped early by the pruner
+    FAILED = "failed"       # its job failed, could not run, or ended without the metric
+    RUNNING = "running"     # not ended when the study's table was made
+    STOPPED = "stopped"     # cancelled when the study's budget ran out (not counted as a trial)
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One trial of a study.
 
     Attributes:
         number: Optuna's trial number (0-based, in the order trials were asked for).
-        state: complete, pruned, failed (the job failed or could not run), or running.
+        state: COMPLETE, PRUNED, FAILED (the job failed or could not run), or RUNNING; STOPPED
+            only in what the progress is told (a stopped trial is left out of the table).
         value: the study's metric at the trial's end (complete) or at its last epoch (pruned).
         params: the spec fields the trial set, by dotted path.
         job_id: the trial's job (its run folder, events and model).
@@ -68,7 +82,7 @@ class TrialRecord:
     """
 
     number: int
-    state: str
+    state: TrialStatus
     value: float | None
     params: dict[str, Any]
     job_id: str | None
@@ -384,25 +398,25 @@ class Study:
             run.epoch = max(run.epoch, result.epochs)   # its last epoch may not have been read yet
         except UserError as exc:
             result, message = None, exc.line()
-        if run.stopping is not None and not (result and result.status == "succeeded"):
+        if run.stopping is not None and not (result and result.status is JobState.SUCCEEDED):
             run.trial.set_user_attr(INTERRUPTED_ATTR, run.stopping)
             study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
-            state, value = "stopped", None
-        elif run.pruning or (self._runner.gated and result is not None and result.status == "cancelled"):
-            state, value = "pruned", study.tell(run.trial, state=optuna.trial.TrialState.PRUNED).value
-        elif result is not None and result.status == "succeeded" and self.metric in result.metrics:
+            state, value = TrialStatus.STOPPED, None
+        elif run.pruning or (self._runner.gated and result is not None and result.status is JobState.CANCELLED):
+            state, value = TrialStatus.PRUNED, study.tell(run.trial, state=optuna.trial.TrialState.PRUNED).value
+        elif result is not None and result.status is JobState.SUCCEEDED and self.metric in result.metrics:
             value = result.metrics[self.metric]
             study.tell(run.trial, value)
-            state = "complete"
+            state = TrialStatus.COMPLETE
         else:
-            cancelled = result is not None and result.status == "cancelled"
+            cancelled = result is not None and result.status is JobState.CANCELLED
             message = message or (result.message if result else None) or (
                 "its job was cancelled outside the study" if cancelled else "the trial ended without its metric")
             run.trial.set_user_attr("message", message)
             study.tell(run.trial, state=optuna.trial.TrialState.FAIL)
-            state, value = "failed", None
+            state, value = TrialStatus.FAILED, None
         record = TrialRecord(run.trial.number, state, value, run.params, run.handle.job_id, run.epoch, message)
-        if state != "stopped":
+        if state is not TrialStatus.STOPPED:
             tally.finished += 1
         if progress:
             progress.trial_ended(record, tally.finished, _best(study))
@@ -448,8 +462,9 @@ class Study:
         for trial in study.get_trials(deepcopy=False):
             if INTERRUPTED_ATTR in trial.user_attrs:
                 continue
-            state = {optuna.trial.TrialState.COMPLETE: "complete", optuna.trial.TrialState.PRUNED: "pruned",
-                     optuna.trial.TrialState.FAIL: "failed"}.get(trial.state, "running")
+            state = {optuna.trial.TrialState.COMPLETE: TrialStatus.COMPLETE,
+                     optuna.trial.TrialState.PRUNED: TrialStatus.PRUNED,
+                     optuna.trial.TrialState.FAIL: TrialStatus.FAILED}.get(trial.state, TrialStatus.RUNNING)
             table.append(TrialRecord(trial.number, state, trial.value, trial_overrides(trial.params, self.tune.space),
                                      trial.user_attrs.get(JOB_ATTR), max(trial.intermediate_values, default=0),
                                      trial.user_attrs.get("message")))
@@ -465,8 +480,9 @@ class Study:
             best_value=best.value if best else None,
             best_params=trial_overrides(best.params, self.tune.space) if best else {},
             best_job=best_job, best_model=model, best_model_path=model_path,
-            trials=sum(r.state != "running" for r in table), pruned=sum(r.state == "pruned" for r in table),
-            failed=sum(r.state == "failed" for r in table), wall_s=round(wall_s, 3),
+            trials=sum(r.state is not TrialStatus.RUNNING for r in table),
+            pruned=sum(r.state is TrialStatus.PRUNED for r in table),
+            failed=sum(r.state is TrialStatus.FAILED for r in table), wall_s=round(wall_s, 3),
             worker_s=round(tally.worker_s, 3), stopped_by=tally.stopped_by or "n_trials", table=tuple(table),
             plots=tuple(str(path) for path in drawn))
 

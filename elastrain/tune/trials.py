@@ -110,7 +110,7 @@ class PoolTrials:
 
     def model_of(self, job_id: str, spec: JobSpec) -> tuple[str | None, str | None]:
         """Registers the trial's model as the next version of the job's model (owner: this OS user)."""
-        from elastrain.elastic.run_folder import RunFolder
+        from elastrain.runs import RunFolder
         from elastrain.store.model_ref import local_registry
 
         folder = RunFolder.of(self.home, job_id)

@@ -1,10 +1,13 @@
-"""A job's live status: one typed definition, written by its driver and read by `elastrain
-status`, the server and its scheduler (`RunFolder.read_status` / `write_status`)."""
+"""What a job's run folder records about it, one typed definition each: its live status, written
+by its driver and read by `elastrain status`, the server and its scheduler (`RunFolder.read_status`
+/ `write_status`), and its result once it ended (`result.json`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from elastrain.runs.state import JobState
 
 
 @dataclass(frozen=True)
@@ -25,16 +28,13 @@ class Observation:
     steps: int
 
 
-FINAL_STATES = ("succeeded", "failed", "cancelled")   # a job in one of these has ended
-
-
 @dataclass(frozen=True)
 class JobStatus:
     """Where a job stands, as its driver last wrote it.
 
     Attributes:
-        job_id, state: the job and its state (starting, running, waiting for resources,
-            succeeded, failed, cancelled, interrupted).
+        job_id, state: the job and where it is in its life (a `JobState`; a string is taken as
+            the state it names).
         workers, generation: the group's size and membership generation.
         step, epoch, total_steps: progress.
         samples_per_s: training throughput over the last second or so (None before it is known).
@@ -53,7 +53,7 @@ class JobStatus:
     """
 
     job_id: str
-    state: str
+    state: JobState
     workers: int = 0
     generation: int = 0
     step: int = 0
@@ -71,6 +71,9 @@ class JobStatus:
     step_ms: dict[str, float] | None = None
     message: str | None = None
     updated: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", JobState(self.state))   # JSON and the store hand it a string
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable copy."""
@@ -90,7 +93,7 @@ class JobResult:
     """The outcome of a job, as `elastrain run --json` prints it."""
 
     job_id: str
-    status: str                      # "succeeded" | "failed" | "cancelled"
+    status: JobState                 # how it ended: SUCCEEDED, FAILED or CANCELLED (a string is taken as its state)
     epochs: int                      # full epochs completed
     steps: int
     metrics: dict                    # scalar validation metrics, "val_" + name
@@ -104,6 +107,9 @@ class JobResult:
     step_ms: dict | None = None          # the last formation's mean step: compute, all_reduce, bookkeeping, total
     data_fingerprint: str | None = None  # sha256 of the preprocessed training arrays (model lineage)
     model_bytes: int | None = None       # the saved model's size on disk (its files: metadata, preprocessing, weights)
+
+    def __post_init__(self) -> None:
+        self.status = JobState(self.status)   # result.json and the API hand it a string
 
     def to_dict(self) -> dict:
         """A JSON-serializable copy."""

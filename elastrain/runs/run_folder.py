@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from elastrain.elastic.status import JobStatus
 from elastrain.errors import UserError
+from elastrain.runs.status import JobStatus
 from elastrain.spec import JobSpec, validate_spec
 from elastrain.spec.models import FILE_SOURCES
 
