@@ -29,7 +29,8 @@ def per_sample_truth(trainer: Trainer) -> tuple[float, float]:
     grads = []
     for i in range(trainer.n_train):
         trainer.model.zero_grad()
-        loss_sum(trainer.loss_name, trainer.model(trainer.x_train[i:i + 1]), trainer.y_train[i:i + 1]).backward()
+        loss_sum(trainer.loss_name, trainer.model(torch.from_numpy(trainer.data.x_train[i:i + 1])),
+                 torch.from_numpy(trainer.data.y_train[i:i + 1])).backward()
         grads.append(torch.cat([p.grad.reshape(-1).double() for p in trainer.params]))
     stacked = torch.stack(grads)
     return float(stacked.mean(0).square().sum()), float(stacked.var(0, unbiased=True).sum())

@@ -11,12 +11,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {"Dataset": "dataset", "prepare_dataset": "dataset", "read_prediction_input": "dataset",
+          "DataSource": "rows", "open_source": "rows",
           "Preprocessor": "preprocess"}
-__all__ = ["Dataset", "Preprocessor", "prepare_dataset", "read_prediction_input"]
+__all__ = ["DataSource", "Dataset", "Preprocessor", "open_source", "prepare_dataset", "read_prediction_input"]
 
 if TYPE_CHECKING:
     from elastrain.data.dataset import Dataset, prepare_dataset, read_prediction_input
     from elastrain.data.preprocess import Preprocessor
+    from elastrain.data.rows import DataSource, open_source
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from elastrain.errors import UserError
+from elastrain.plugins import SOURCES
 from elastrain.spec import DataSpec
 
 
@@ -28,6 +29,8 @@ def check_source(data: DataSpec) -> str:
             the spec names.
     """
     kind, arg = data.source_kind, data.source_arg
+    if kind in SOURCES:
+        return f"data: '{data.source}', read by the plugin {SOURCES[kind].__module__} while training"
     if kind in ("builtin", "synthetic"):
         return f"data: {kind} '{arg}' (nothing to read before training)"
     path = Path(arg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -48,6 +49,38 @@ class Dataset:
     input_shape: tuple[int, ...]
     preprocessor: Preprocessor
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_train(self) -> int:
+        """Rows in the training split."""
+        return len(self.y_train)
+
+    @property
+    def n_val(self) -> int:
+        """Rows in the validation split."""
+        return len(self.y_val)
+
+    def train_rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features and targets of training rows `indices` (see `elastrain.data.rows.DataSource`)."""
+        return self.x_train[indices], self.y_train[indices]
+
+    def val_rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features and targets of validation rows `indices`."""
+        return self.x_val[indices], self.y_val[indices]
+
+    def feature_variance(self) -> float:
+        """The variance of the training features, all values together."""
+        return float(self.x_train.var())
+
+    def class_counts(self) -> np.ndarray | None:
+        """Training rows per class id (None for regression)."""
+        if self.n_classes is None:
+            return None
+        return np.bincount(self.y_train, minlength=self.n_classes)
+
+    def fingerprint(self) -> str:
+        """sha256 of the preprocessed training arrays."""
+        return hashlib.sha256(self.x_train.tobytes() + self.y_train.tobytes()).hexdigest()
 
 
 def prepare_dataset(spec: JobSpec) -> Dataset:

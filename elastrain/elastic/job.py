@@ -7,7 +7,6 @@ Everything a job records goes to its run folder (`RunFolder`).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -23,7 +22,6 @@ from typing import Protocol
 
 import torch
 
-from elastrain.data import prepare_dataset
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.checkpoints import CheckpointInfo, CheckpointStore
 from elastrain.elastic.connect import connect_ray
@@ -38,8 +36,8 @@ from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
 from elastrain.runs import JobResult, JobState, JobStatus, Observation, RunFolder, absolute_paths, new_job_id
 from elastrain.spec import JobSpec
-from elastrain.train.artifact import WriteFailed, model_files, save_model
-from elastrain.train.trainer import Trainer
+from elastrain.train.artifact import WriteFailed
+from elastrain.train.learner import Learner, build_learner
 
 # A job records at most about this many training-loss points: one per step, or the mean over
 # blocks of steps for longer jobs.
@@ -92,16 +90,16 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
     spec = absolute_paths(spec)   # the run folder records where the data is, not where we are
     if progress:
         progress.phase("loading data")
-    trainer = Trainer(spec, prepare_dataset(spec))   # checks data and spec before anything is written
-    trainer.check_model()
+    learner = build_learner(spec)   # checks data and spec before anything is written
+    learner.check()
     options = options or RunOptions()
     folder = RunFolder.of(home, options.job_id or new_job_id(spec.name))
     folder.create(spec)
-    for message in trainer.data.warnings:   # what the data reader dropped or doubts, said before training
+    for message in learner.data.warnings:   # what the data reader dropped or doubts, said before training
         folder.log(f"warning: {message}")
         if progress:
             progress.warn(message)
-    return _execute(spec, trainer, folder, progress, options, started, resume=False)
+    return _execute(spec, learner, folder, progress, options, started, resume=False)
 
 
 def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
@@ -120,13 +118,13 @@ def resume_job(job_id: str, home: Path, progress: ProgressSink | None = None,
                         fix="start a new job with `elastrain run`")
     spec = folder.read_spec()
     folder.check_data(spec)
-    trainer = Trainer(spec, prepare_dataset(spec))
+    learner = build_learner(spec)
     if _last_checkpoint(spec, folder) is None:
         started_over = f"job {folder.job_id} kept no checkpoint: it starts again at step 0"
         folder.log(f"warning: {started_over}")
         if progress:
             progress.warn(f"{started_over}{_how_to_keep(spec)}")
-    return _execute(spec, trainer, folder, progress, options or RunOptions(), started, resume=True)
+    return _execute(spec, learner, folder, progress, options or RunOptions(), started, resume=True)
 
 
 class _StepTimes:
@@ -156,7 +154,7 @@ class _Reporter:
     measured.
     """
 
-    def __init__(self, folder: RunFolder, trainer: Trainer, progress: ProgressSink | None, events: EventLog,
+    def __init__(self, folder: RunFolder, trainer: Learner, progress: ProgressSink | None, events: EventLog,
                  ray_address: str | None) -> None:
         self.events = events
         self.folder = folder
@@ -305,7 +303,7 @@ class _Reporter:
         self.folder.write_status(replace(self.snapshot, updated=self.last_written))
 
 
-def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: ProgressSink | None,
+def _execute(spec: JobSpec, trainer: Learner, folder: RunFolder, progress: ProgressSink | None,
              options: RunOptions, started: float, resume: bool) -> JobResult:
     """Run the job whose run folder is `folder`; `started` is when it was asked for (wall clock,
     epoch seconds): its final event's duration and the result's wall time count from then."""
@@ -339,9 +337,7 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
         for event in selection_events(trainer, reporter.snapshot.workers, reporter.snapshot.generation):
             events.add(event)
         try:
-            model_path = str(save_model(folder.model_dir, trainer.model, spec.model, trainer.data.input_shape,
-                                        trainer.n_outputs, trainer.data.task, trainer.loss_name,
-                                        trainer.data.preprocessor, spec.model_dump(mode="json")))
+            model_path = str(trainer.save(folder.model_dir, spec.model_dump(mode="json")))
         except WriteFailed as exc:   # a full or read-only disk: the job fails, its trained state kept if it can be
             outcome = replace(outcome, status=JobState.FAILED)
             message = f"{exc}; {_keep_state(outcome.state, trainer.step, folder)}"
@@ -358,18 +354,22 @@ def _execute(spec: JobSpec, trainer: Trainer, folder: RunFolder, progress: Progr
     status = outcome.status
     events.add(Event(status, trainer.step, reporter.snapshot.workers, reporter.snapshot.generation,
                      round(time.time() - started, 3)))
-    data = trainer.data
     result = JobResult(job_id=job_id, status=status, epochs=trainer.epoch, steps=trainer.step,
-                       data_fingerprint=hashlib.sha256(data.x_train.tobytes() + data.y_train.tobytes()).hexdigest(),
+                       data_fingerprint=trainer.data.fingerprint(),
                        metrics=scalar_metrics(metrics), model_path=model_path,
                        wall_s=round(time.time() - started, 3), run_dir=str(folder.path), message=message,
                        details={k: v for k, v in metrics.items() if isinstance(v, list)},
                        events=len(events.events), samples_per_s=reporter.samples_per_s(),
                        step_ms=reporter.snapshot.step_ms,
-                       model_bytes=sum(f.stat().st_size for f in model_files(model_path)) if model_path else None)
+                       model_bytes=_folder_bytes(Path(model_path)) if model_path else None)
     folder.write_result(result.to_dict())
     reporter.status(state=status, step=trainer.step, epoch=trainer.epoch)
     return result
+
+
+def _folder_bytes(folder: Path) -> int:
+    """The size of the files under `folder` (a saved model), in bytes."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def _keep_state(state: dict, step: int, folder: RunFolder) -> str:
@@ -430,7 +430,7 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
             events.add(Event("checkpoint_skipped", 0, 1, 0, detail={"message": message}))
             reporter.warn(message)
         events.add(Event("resume", loaded["step"] or 0, 1, 0, detail={"from_checkpoint": loaded["step"]}))
-    events.add(Event("start", worker.trainer.step, 1, 0))
+    events.add(Event("start", worker.learner.step, 1, 0))
     reporter.status(state=JobState.RUNNING, workers=1)
     ended: list[RunResult] = []
     thread = threading.Thread(target=_run_worker, args=(worker, ended), daemon=True)
@@ -450,13 +450,13 @@ def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: 
     reporter.report(worker.progress())
     result = ended[0]
     if result.status is RunStatus.PAUSED and control.interrupt_requested():
-        raise JobInterrupted(f"stopped at step {worker.trainer.step} for the driver's shutdown")
+        raise JobInterrupted(f"stopped at step {worker.learner.step} for the driver's shutdown")
     if result.status is RunStatus.PAUSED:   # otherwise only a cancel or the gate pauses a job of one worker
-        return Outcome(JobState.CANCELLED, worker.trainer.state_dict())
+        return Outcome(JobState.CANCELLED, worker.learner.state_dict())
     if result.status.failed:
-        return Outcome(JobState.FAILED, worker.trainer.state_dict(), message=result.message,
+        return Outcome(JobState.FAILED, worker.learner.state_dict(), message=result.message,
                        traceback=result.traceback)
-    return Outcome(JobState.SUCCEEDED, worker.trainer.state_dict(), metrics=result.metrics)
+    return Outcome(JobState.SUCCEEDED, worker.learner.state_dict(), metrics=result.metrics)
 
 
 def _run_worker(worker: Worker, ended: list[RunResult]) -> None:
@@ -465,7 +465,7 @@ def _run_worker(worker: Worker, ended: list[RunResult]) -> None:
     try:
         ended.append(worker.run())
     except Exception as exc:
-        ended.append(RunResult(RunStatus.ERROR, worker.trainer.step, message=first_line(exc),
+        ended.append(RunResult(RunStatus.ERROR, worker.learner.step, message=first_line(exc),
                                traceback=traceback.format_exc()))
 
 
@@ -494,7 +494,7 @@ def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Rep
             ray.shutdown()
 
 
-def selection_events(trainer: Trainer, workers: int, generation: int) -> list[Event]:
+def selection_events(trainer: Learner, workers: int, generation: int) -> list[Event]:
     """What early stopping and train.keep_best decided in a finished job, as events: `early_stopped`
     (the metric, its best value and epoch, the patience) and `best_kept` (the epoch, step and
     value of the model saved)."""

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from elastrain.data import prepare_dataset
 from elastrain.data.sampler import global_batch, shard
 from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.collective import GroupCollective, PeerLost, bind_to_address
@@ -32,8 +31,8 @@ from elastrain.elastic.reports import EpochRecord, Progress, RunResult, RunStatu
 from elastrain.errors import TrainingDiverged, UserError
 from elastrain.spec import JobSpec
 from elastrain.train.breakdown import StepBreakdown
+from elastrain.train.learner import Learner, StepReport, build_learner
 from elastrain.train.loop import fit
-from elastrain.train.trainer import StepReport, Trainer
 
 # Steps of a formation whose times are not measured: the first steps after the group (re)forms
 # are slow (connections, caches), and would bias the step time the scheduler models.
@@ -92,7 +91,7 @@ class StepTimer:
 
 
 class Worker:
-    """A replica of the job's trainer, driven by the controller.
+    """A replica of the job's learner, driven by the controller.
 
     Args:
         spec: the job spec (as a JSON-able dict).
@@ -125,8 +124,7 @@ class Worker:
             import ray
 
             bind_to_address(ray.util.get_node_ip_address())
-        self.trainer = Trainer(self.spec, prepare_dataset(self.spec), self.collective,
-                               device=worker_device(self.spec))
+        self.learner = build_learner(self.spec, collective=self.collective, device=worker_device(self.spec))
         self.checkpoint_url = checkpoint_url
         self.store: CheckpointStore | None = None
         self.policy = CheckpointPolicy(self.spec.checkpoint.every_steps, self.spec.checkpoint.every_seconds)
@@ -139,9 +137,9 @@ class Worker:
         self.samples_done = 0
         self.epochs: list[EpochRecord] = []
         self.losses: list[tuple[int, int, float]] = []   # (step, epoch from 1, training loss) since the last report
-        self.timer = StepTimer(float(self.trainer.batch_size))
+        self.timer = StepTimer(float(self.learner.batch_size))
         self.first_step_at: float | None = None   # wall time of the current formation's first step
-        self.noise: tuple[float, float] | None = self.trainer.gradient_noise()
+        self.noise: tuple[float, float] | None = self.learner.gradient_noise()
         self.notice: Notice | None = None    # this node's preemption notice, once seen
         self.notice_reported = False
         notices = self.spec.resources.preemption_notices
@@ -152,7 +150,7 @@ class Worker:
         """Where this worker runs and how far its replica is."""
         import ray
 
-        return {"pid": os.getpid(), "host": ray.util.get_node_ip_address(), "step": self.trainer.step,
+        return {"pid": os.getpid(), "host": ray.util.get_node_ip_address(), "step": self.learner.step,
                 "gpus": torch.cuda.device_count(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def listen(self) -> int:
@@ -167,29 +165,29 @@ class Worker:
         self.collective.form(generation, rank, world_size, master, port, backend,
                              self.spec.resources.hang_timeout_s)
         with self.lock:
-            self.timer.restart(nodes, world_size, self.trainer.batch_size / world_size)
-            self.trainer.breakdown = StepBreakdown()
+            self.timer.restart(nodes, world_size, self.learner.batch_size / world_size)
+            self.learner.breakdown = StepBreakdown()
             self.first_step_at = None
 
     def sync(self, source: int) -> int:
         """Make this replica equal to the one of rank `source`; returns the step it holds."""
-        state = self.trainer.state_dict() if self.collective.rank == source else None
+        state = self.learner.state_dict() if self.collective.rank == source else None
         state = self.collective.broadcast_state(state, source)
         if self.collective.rank != source:
-            self.trainer.load_state_dict(state)
+            self.learner.load_state_dict(state)
         with self.lock:
-            self.noise = self.trainer.gradient_noise()
-        return self.trainer.step
+            self.noise = self.learner.gradient_noise()
+        return self.learner.step
 
     def load_checkpoint(self) -> dict:
         """Load the newest valid durable checkpoint; returns its step and the broken ones skipped."""
         loaded = CheckpointStore(self.checkpoint_url).latest()
         if loaded is None:
             return {"step": None, "skipped": []}
-        self.trainer.load_state_dict(loaded.state)
+        self.learner.load_state_dict(loaded.state)
         with self.lock:
-            self.noise = self.trainer.gradient_noise()
-        return {"step": self.trainer.step, "skipped": list(loaded.skipped)}
+            self.noise = self.learner.gradient_noise()
+        return {"step": self.learner.step, "skipped": list(loaded.skipped)}
 
     def run(self, pause_after: int | None = None) -> RunResult:
         """Train in lock step with the group until the job is done, the group pauses (asked to, or
@@ -203,14 +201,14 @@ class Worker:
         """
         self.pause_after = pause_after
         try:
-            outcome = fit(self.trainer, on_step=self._on_step, on_epoch=self._on_epoch,
+            outcome = fit(self.learner, on_step=self._on_step, on_epoch=self._on_epoch,
                           pause_requested=self._pause_due)
         except TrainingDiverged as exc:
-            return RunResult(RunStatus.DIVERGED, self.trainer.step, message=exc.line())
+            return RunResult(RunStatus.DIVERGED, self.learner.step, message=exc.line())
         except PeerLost as exc:
-            return RunResult(RunStatus.BROKEN, self.trainer.step, error=str(exc))
+            return RunResult(RunStatus.BROKEN, self.learner.step, error=str(exc))
         except Exception as exc:
-            return RunResult(RunStatus.ERROR, self.trainer.step, message=step_error_line(exc, self.trainer),
+            return RunResult(RunStatus.ERROR, self.learner.step, message=step_error_line(exc, self.learner),
                              traceback=traceback.format_exc())
         if outcome.status == "paused":
             self.pause.clear()
@@ -219,10 +217,10 @@ class Worker:
             if self.notice is not None and not self.notice_reported:
                 self.notice_reported = True
                 preempted = self.notice
-            return RunResult(RunStatus.PAUSED, self.trainer.step, stopped=self.gate_closed, preempted=preempted)
+            return RunResult(RunStatus.PAUSED, self.learner.step, stopped=self.gate_closed, preempted=preempted)
         if self.store:
             self.store.wait()
-        return RunResult(RunStatus.DONE, self.trainer.step, metrics=outcome.metrics)
+        return RunResult(RunStatus.DONE, self.learner.step, metrics=outcome.metrics)
 
     def _on_step(self, report: StepReport) -> None:
         with self.lock:
@@ -233,28 +231,28 @@ class Worker:
                 self.first_step_at = self.last_step_at
             self.samples_done += report.samples
             self.timer.step_done(report.epoch_done)
-            self.noise = self.trainer.gradient_noise()
+            self.noise = self.learner.gradient_noise()
         if self.trace:
             self._trace(report)
         if self.collective.rank == 0 and self.policy.due(report.step):
             if self.store is None:
                 self.store = CheckpointStore(self.checkpoint_url, keep=self.spec.checkpoint.keep)
-            self.store.save_async(report.step, self.trainer.state_dict(),
+            self.store.save_async(report.step, self.learner.state_dict(),
                                   meta={"generation": self.collective.generation,
                                         "workers": self.collective.world_size})
 
     def _on_epoch(self, epoch: int, metrics: dict) -> None:
         if self.collective.rank == 0:
             with self.lock:
-                self.epochs.append(EpochRecord(epoch, self.trainer.step, metrics))
-            if self.gate is not None and not self.trainer.done and self.gate(epoch, metrics):
+                self.epochs.append(EpochRecord(epoch, self.learner.step, metrics))
+            if self.gate is not None and not self.learner.done and self.gate(epoch, metrics):
                 self.gate_closed = True
                 self.request_pause()
 
     def _trace(self, report: StepReport) -> None:
-        trainer = self.trainer
-        start = (trainer.n_train if report.epoch_done else trainer.position) - report.samples
-        batch = global_batch(trainer.n_train, self.spec.train.seed, report.epoch, start, trainer.batch_size)
+        learner = self.learner
+        start = (learner.n_train if report.epoch_done else learner.position) - report.samples
+        batch = global_batch(learner.n_train, self.spec.train.seed, report.epoch, start, learner.batch_size)
         mine = shard(batch, self.collective.rank, self.collective.world_size)
         record = {"generation": self.collective.generation, "step": report.step, "epoch": report.epoch,
                   "rank": self.collective.rank, "world_size": self.collective.world_size, "indices": mine.tolist(),
@@ -272,7 +270,7 @@ class Worker:
 
     def _pause_due(self) -> bool:
         after = self.pause_after
-        return (self.pause.is_set() or (after is not None and self.trainer.step + 1 >= after)
+        return (self.pause.is_set() or (after is not None and self.learner.step + 1 >= after)
                 or (self.notice is not None and not self.notice_reported))
 
     def _on_notice(self, notice: Notice) -> None:
@@ -288,16 +286,16 @@ class Worker:
         with self.lock:
             epochs, self.epochs = self.epochs, []
             losses, self.losses = self.losses, []
-            return Progress(step=self.trainer.step, epoch=self.trainer.epoch, loss=self.last_loss,
+            return Progress(step=self.learner.step, epoch=self.learner.epoch, loss=self.last_loss,
                             last_step_at=self.last_step_at, samples=self.samples_done, losses=tuple(losses),
                             epochs=tuple(epochs), checkpoints=checkpoints, step_times=self.timer.drain(),
-                            grad_noise=self.noise, step_ms=self.trainer.breakdown.as_ms(),
+                            grad_noise=self.noise, step_ms=self.learner.breakdown.as_ms(),
                             first_step_at=self.first_step_at)
 
     def state(self) -> bytes:
         """The full training state, serialized with torch.save (load with weights_only=True)."""
         buffer = io.BytesIO()
-        torch.save(self.trainer.state_dict(), buffer)
+        torch.save(self.learner.state_dict(), buffer)
         return buffer.getvalue()
 
     def shutdown(self) -> None:
@@ -329,7 +327,7 @@ def worker_device(spec: JobSpec) -> str:
     return f"cuda:{torch.cuda.current_device()}"
 
 
-def step_error_line(exc: BaseException, trainer: Trainer) -> str:
+def step_error_line(exc: BaseException, trainer: Learner) -> str:
     """One line naming the exception the training code raised and where: the step (1-based) it
     was taking, or the evaluation after the step that ended an epoch."""
     what = " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from elastrain.train.trainer import StepReport, Trainer
+from elastrain.train.learner import Learner, StepReport
 
 StepCallback = Callable[[StepReport], None]
 EpochCallback = Callable[[int, dict], None]
@@ -24,12 +24,12 @@ class FitOutcome:
     metrics: dict | None
 
 
-def fit(trainer: Trainer, on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
+def fit(trainer: Learner, on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
         pause_requested: Callable[[], bool] | None = None) -> FitOutcome:
     """Train until the trainer is done, or until a worker of the group asks to pause.
 
     Args:
-        trainer: the worker's trainer (possibly resumed mid-epoch or mid-evaluation).
+        trainer: the worker's learner (possibly resumed mid-epoch or mid-evaluation).
         on_step: called after every completed step.
         on_epoch: called with (epoch number, 1-based; validation metrics) after every epoch.
         pause_requested: polled before each step; when it is true on any worker, the whole
@@ -54,7 +54,7 @@ def fit(trainer: Trainer, on_step: StepCallback | None = None, on_epoch: EpochCa
     return FitOutcome("done", trainer.finish(metrics))
 
 
-def _evaluate(trainer: Trainer, on_epoch: EpochCallback | None) -> dict:
+def _evaluate(trainer: Learner, on_epoch: EpochCallback | None) -> dict:
     metrics = trainer.evaluate()
     trainer.record_evaluation(metrics)
     if on_epoch:

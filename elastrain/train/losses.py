@@ -61,9 +61,10 @@ def loss_sum(loss: str, outputs: torch.Tensor, targets: torch.Tensor, class_weig
     return per_sample.sum() if weights is None else (per_sample * weights).sum()
 
 
-def class_weight_vector(option: str | dict | None, y_train: np.ndarray, classes: list) -> np.ndarray | None:
+def class_weight_vector(option: str | dict | None, class_counts: np.ndarray, classes: list) -> np.ndarray | None:
     """The weight of each class id, float32 (n_classes,), for train.class_weights; None when unset.
 
+    `class_counts` are the training split's rows per class id, int64 (n_classes,).
     `balanced` gives n_samples / (n_classes * count of the class in the training split)
     (scikit-learn's `compute_class_weight`; a class absent from the split counts once); a
     mapping gives its labels their weights, and every other class 1.
@@ -74,8 +75,8 @@ def class_weight_vector(option: str | dict | None, y_train: np.ndarray, classes:
     if option is None:
         return None
     if option == "balanced":
-        counts = np.maximum(np.bincount(y_train, minlength=len(classes)), 1)
-        return (len(y_train) / (len(classes) * counts)).astype(np.float32)
+        counts = np.maximum(class_counts, 1)
+        return (int(class_counts.sum()) / (len(classes) * counts)).astype(np.float32)
     index = {str(label): i for i, label in enumerate(classes)}
     unknown = [str(label) for label in option if str(label) not in index]
     if unknown:

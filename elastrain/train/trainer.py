@@ -15,14 +15,13 @@ import math
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Protocol
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from elastrain.data import Dataset
-from elastrain.data.sampler import global_batch, shard
+from elastrain.data.rows import DataSource
 from elastrain.errors import TrainingDiverged, UserError, first_line
 from elastrain.models import build_model
 from elastrain.models.dropout import sample_masks
@@ -30,15 +29,15 @@ from elastrain.spec import JobSpec
 from elastrain.spec.metrics import DEFAULT_METRIC
 from elastrain.spec.models import FieldError, check_loss_options
 from elastrain.train import metrics as metric_fns
-from elastrain.train.breakdown import StepBreakdown
+from elastrain.train.artifact import save_model
+from elastrain.train.learner import Collective, LearnerBase, StepReport
 from elastrain.train.losses import class_weight_vector, loss_sum, output_size, predictions
 from elastrain.train.noise import GradientNoiseEstimate, local_batch_harmonic
 from elastrain.train.optim import build_optimizer, lr_factor
 from elastrain.train.selection import BestEpoch, check_metric_task, judge
 
 _MODEL_INIT = threading.Lock()
-DEFAULT_BATCH_SIZE = 32
-# What to change when a model of this kind cannot take the data (see Trainer.check_model).
+# What to change when a model of this kind cannot take the data (see Trainer.check).
 _MODEL_FIXES = {
     "cnn": "use fewer model.channels or a smaller model.kernel_size: every conv block halves the image's sides",
     "mlp": "check model.hidden",
@@ -46,45 +45,13 @@ _MODEL_FIXES = {
 EVAL_CHUNK = 4096
 
 
-class Collective(Protocol):
-    """How workers add tensors together (torch.distributed in a worker group)."""
-
-    rank: int
-    world_size: int
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> None:
-        """Replace `tensor` in place by its sum over all workers."""
-
-
-class LocalCollective:
-    """The collective of a group of one worker."""
-
-    rank = 0
-    world_size = 1
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> None:
-        """Nothing to add: this worker is the whole group."""
-
-
-@dataclass(frozen=True)
-class StepReport:
-    """What a completed step did."""
-
-    step: int          # steps completed, this one included
-    epoch: int         # epoch the step belonged to
-    loss: float        # mean loss over the global batch
-    samples: int       # size of the global batch
-    lr: float
-    epoch_done: bool   # this step finished its epoch
-    signal: float = 0.0   # the sum over the group of the `signal` each worker passed
-
-
-class Trainer:
-    """One replica of a data-parallel job: model, optimizer, data and progress.
+class Trainer(LearnerBase):
+    """One replica of a data-parallel torch job: model, optimizer, data and progress (the learner of
+    every built-in model kind and of `python:` models; see `elastrain.train.learner.Learner`).
 
     Args:
         spec: the job.
-        dataset: the prepared data (every worker holds the same arrays).
+        dataset: the job's rows (see `elastrain.data.rows.DataSource`).
         collective: how gradients and statistics are added across workers; on a CUDA device,
             one that adds CUDA tensors (NCCL).
         device: where the model, its optimizer state, the training data and the gradient
@@ -92,20 +59,11 @@ class Trainer:
             checkpoint taken on one device resumes on another.
     """
 
-    def __init__(self, spec: JobSpec, dataset: Dataset, collective: Collective | None = None,
+    def __init__(self, spec: JobSpec, dataset: DataSource, collective: Collective | None = None,
                  device: str | torch.device = "cpu") -> None:
-        self.spec = spec
+        super().__init__(spec, dataset, collective)
         self.device = torch.device(device)
-        self.data = dataset
-        self.collective = collective or LocalCollective()
         self.loss_name = spec.loss
-        self.n_train = len(dataset.y_train)
-        self.batch_size = self._batch_size()
-        self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
-        self.total_steps = min(
-            spec.train.max_steps or math.inf,
-            (spec.train.epochs or math.inf) * self.steps_per_epoch,
-        )
         # Parameters are drawn from the job's seed, so every replica starts identical. The random
         # generator is global to the process: the lock keeps jobs that start together in one
         # process (the server's) from drawing from each other's seeding.
@@ -113,25 +71,15 @@ class Trainer:
         with _MODEL_INIT:
             _seed_everything(spec.train.seed)
             self.model = build_model(spec.model, dataset.input_shape, self.n_outputs,
-                                     feature_variance=float(dataset.x_train.var())).to(self.device)
+                                     feature_variance=dataset.feature_variance()).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.gradient_size = sum(p.numel() for p in self.params)   # the all-reduce buffer's gradient part
         self.buffer = self._gradient_buffer()
         self.optimizer = build_optimizer(spec.train, self.params)
-        self.x_train = torch.from_numpy(dataset.x_train).to(self.device)
-        self.y_train = torch.from_numpy(dataset.y_train).to(self.device)
-        self.step = 0
-        self.epoch = 0
-        self.position = 0
-        self.eval_pending = False   # an epoch ended and its validation metrics are not yet reported
         self.noise = GradientNoiseEstimate()
-        self.breakdown = StepBreakdown()
         self.class_weights, self.label_smoothing = self._loss_options()
         self.best_metric, self.stop_metric = self._watched_metrics()
-        self.best: BestEpoch | None = None        # the best evaluation on best_metric so far
-        self.best_state: dict | None = None       # its {"model": parameters on the CPU, "metrics"}
-        self.watch: BestEpoch | None = None       # the best evaluation on stop_metric so far
-        self.stopped_early = False
+        self.best_state: dict | None = None       # the best evaluation's {"model": parameters on the CPU, "metrics"}
 
     def _loss_options(self) -> tuple[torch.Tensor | None, float]:
         """train.class_weights as a (n_classes,) tensor on the device (or None) and train.label_smoothing.
@@ -146,7 +94,7 @@ class Trainer:
             raise UserError(str(exc), where=".".join(exc.loc)) from None
         weights = None
         if self.data.task == "classification":
-            weights = class_weight_vector(train.class_weights, self.data.y_train, self.data.preprocessor.classes)
+            weights = class_weight_vector(train.class_weights, self.data.class_counts(), self._class_labels())
         return (None if weights is None else torch.from_numpy(weights).to(self.device)), train.label_smoothing
 
     def _watched_metrics(self) -> tuple[str | None, str | None]:
@@ -186,17 +134,18 @@ class Trainer:
             offset += param.numel()
         return buffer
 
-    def _batch_size(self) -> int:
-        train = self.spec.train
-        if train.optimizer == "gd":
-            return self.n_train
-        size = train.batch_size or min(DEFAULT_BATCH_SIZE, self.n_train)
-        if size > self.n_train:
-            raise UserError(f"train.batch_size is {size}, larger than the {self.n_train} training samples",
-                            where="train.batch_size", fix=f"set it to at most {self.n_train}")
-        return size
+    def _class_labels(self) -> list:
+        """The class labels by id: the preprocessor's, else the ids themselves."""
+        if self.data.preprocessor is not None:
+            return self.data.preprocessor.classes
+        return list(range(self.data.n_classes or 0))
 
-    def check_model(self) -> None:
+    def _rows(self, rows: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows from the data source as tensors on the device."""
+        return tuple(torch.from_numpy(a if a.flags.writeable else a.copy()).to(self.device)
+                     for a in map(np.ascontiguousarray, rows))
+
+    def check(self) -> None:
         """Run the model once on two training samples (in eval mode, no gradient, the random
         generator untouched), so that a model that cannot take the data fails before any worker starts.
 
@@ -207,12 +156,13 @@ class Trainer:
         shape = "x".join(map(str, self.data.input_shape))
         try:
             with torch.no_grad():
-                output = self.model.eval()(self.x_train[:2])
+                x, y = self._rows(self.data.train_rows(np.arange(min(2, self.n_train))))
+                output = self.model.eval()(x)
                 if tuple(output.shape) != (2, self.n_outputs):
                     raise UserError(f"the model maps samples of shape {shape} to {tuple(output.shape)[1:]} per sample, "
                                     f"but the loss needs ({self.n_outputs},)", where="model",
                                     fix="make its last layer output one score per class (one for regression)")
-                loss_sum(self.loss_name, output, self.y_train[:2], self.class_weights, self.label_smoothing)
+                loss_sum(self.loss_name, output, y, self.class_weights, self.label_smoothing)
         except UserError:
             raise
         except Exception as exc:
@@ -221,11 +171,6 @@ class Trainer:
         finally:
             self.model.train()
             self._set_rng_state(rng)
-
-    @property
-    def done(self) -> bool:
-        """Whether the job has taken all its steps, or stopped early (train.early_stopping)."""
-        return self.step >= self.total_steps or self.stopped_early
 
     def record_evaluation(self, metrics: dict) -> None:
         """Take in the validation metrics of the current model (the end of an epoch's, or the
@@ -251,10 +196,6 @@ class Trainer:
         self.model.load_state_dict(self.best_state["model"])
         return self.best_state["metrics"]
 
-    def next_batch(self) -> np.ndarray:
-        """The sample indices of the global batch the next step trains on."""
-        return global_batch(self.n_train, self.spec.train.seed, self.epoch, self.position, self.batch_size)
-
     def train_step(self, indices: np.ndarray | None = None, signal: float = 0.0) -> StepReport:
         """Take one optimizer step on the global batch `indices` (default: the next batch).
 
@@ -267,16 +208,17 @@ class Trainer:
                 (the random generator is rewound, so the step can be redone exactly).
         """
         indices = self.next_batch() if indices is None else indices
-        mine = torch.tensor(shard(indices, self.collective.rank, self.collective.world_size), device=self.device)
+        share = self.my_share(indices)
+        mine = torch.tensor(share, device=self.device)
         rng_before = self._rng_state()
         self.model.train()
         began = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=False)
         local_loss = torch.zeros((), device=self.device)
         if len(mine):
+            x, y = self._rows(self.data.train_rows(share))
             with sample_masks(self.model, self.spec.train.seed, self.epoch, mine):
-                local_loss = loss_sum(self.loss_name, self.model(self.x_train[mine]), self.y_train[mine],
-                                      self.class_weights, self.label_smoothing)
+                local_loss = loss_sum(self.loss_name, self.model(x), y, self.class_weights, self.label_smoothing)
             local_loss.backward()
         computed = time.perf_counter()
         grouped = self.collective.world_size > 1
@@ -318,7 +260,7 @@ class Trainer:
         self.optimizer.step()
         ended = time.perf_counter()
         self.breakdown.add((computed - began) + (ended - updating), reduced - reducing, ended)
-        return self._advance(len(indices), mean_loss, lr, signal_sum)
+        return self.advance(len(indices), mean_loss, lr, signal_sum)
 
     def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The random generators a step draws from: the CPU's, and the device's on a GPU."""
@@ -343,33 +285,25 @@ class Trainer:
             return None
         return self.noise.sqr, self.noise.trace / self.batch_size
 
-    def _advance(self, samples: int, loss: float, lr: float, signal: float) -> StepReport:
-        epoch = self.epoch
-        self.step += 1
-        self.position += samples
-        epoch_done = self.position >= self.n_train
-        if epoch_done:
-            self.epoch += 1
-            self.position = 0
-            self.eval_pending = True
-        return StepReport(self.step, epoch, loss, samples, lr, epoch_done, signal)
-
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict:
         """Metrics of the current model on `split` ("val" or "train"), each worker scoring its share."""
-        x = getattr(self.data, f"x_{split}")
-        y = getattr(self.data, f"y_{split}")
-        mine = shard(np.arange(len(y)), self.collective.rank, self.collective.world_size)
+        rows = self.data.val_rows if split == "val" else self.data.train_rows
+        mine = self.my_share(np.arange(self.data.n_val if split == "val" else self.n_train))
         self.breakdown.interrupt()
         self.model.eval()
-        predicted = [predictions(self.model(torch.from_numpy(x[chunk]).to(self.device)), self.data.task).cpu().numpy()
-                     for chunk in np.array_split(mine, max(1, math.ceil(len(mine) / EVAL_CHUNK)))
-                     if len(chunk)]
+        predicted, targets = [], []
+        for chunk in np.array_split(mine, max(1, math.ceil(len(mine) / EVAL_CHUNK))):
+            if len(chunk):   # one chunk of rows in memory at a time
+                x, y = self._rows(rows(chunk))
+                predicted.append(predictions(self.model(x), self.data.task).cpu().numpy())
+                targets.append(y.cpu().numpy())
         predicted_all = np.concatenate(predicted) if predicted else np.zeros(0)
+        target_all = np.concatenate(targets) if targets else np.zeros(0, np.int64)
         if self.data.task == "classification":
-            stats = metric_fns.confusion(predicted_all.astype(np.int64), y[mine], self.data.n_classes)
+            stats = metric_fns.confusion(predicted_all.astype(np.int64), target_all, self.data.n_classes)
         else:
-            stats = metric_fns.regression_sums(predicted_all, y[mine])
+            stats = metric_fns.regression_sums(predicted_all, target_all)
         summed = torch.from_numpy(stats).to(self.device)
         self.collective.all_reduce_sum(summed)
         totals = summed.cpu().numpy()
@@ -383,10 +317,7 @@ class Trainer:
         return {
             "model": _on_cpu(self.model.state_dict()),
             "optimizer": _on_cpu(self.optimizer.state_dict()),
-            "step": self.step,
-            "epoch": self.epoch,
-            "position": self.position,
-            "eval_pending": self.eval_pending,
+            **self.progress_state(),
             "torch_rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "grad_noise": self.noise.state_dict(),
@@ -399,10 +330,7 @@ class Trainer:
         """Continue from a :meth:`state_dict` of a trainer of the same job."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
-        self.eval_pending = bool(state["eval_pending"])
+        self.load_progress(state)
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and "cuda_rng" in state:   # absent when it was taken on a CPU
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
@@ -412,6 +340,16 @@ class Trainer:
         self.best_state = selection.get("best_state")
         self.watch = BestEpoch(**selection["watch"]) if selection.get("watch") else None
         self.stopped_early = bool(selection.get("stopped_early", False))
+
+    def save(self, directory: Path, job: dict) -> Path:
+        """Write the model, its preprocessing and the job spec `job` to `directory` (see
+        `elastrain.train.artifact.save_model`).
+
+        Raises:
+            WriteFailed: the disk is full or read-only.
+        """
+        return save_model(directory, self.model, self.spec.model, self.data.input_shape, self.n_outputs,
+                          self.data.task, self.loss_name, self.data.preprocessor, job)
 
 
 def _squared_norm(vector: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,255 @@
+"""The learner seam: what a worker trains, behind one protocol, chosen by the model's kind.
+
+The elastic engine (worker, controller, checkpoints) drives any `Learner` the same way: lock-step
+steps on global batches, an evaluation at each epoch's end, the state as a dict of tensors and
+plain values (checkpointed, broadcast to a new member, resumed on any world size) and, at the end,
+the model saved. The torch trainer (`elastrain.train.trainer.Trainer`) learns every built-in kind
+and `python:` models; a plugin registers a learner for a kind of its own
+(`elastrain.plugins.register_learner`), usually by subclassing `LearnerBase`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from elastrain.data.rows import DataSource, open_source
+from elastrain.data.sampler import global_batch, shard
+from elastrain.errors import UserError
+from elastrain.plugins import LEARNERS, import_plugins
+from elastrain.spec import JobSpec
+from elastrain.train.breakdown import StepBreakdown
+from elastrain.train.selection import BestEpoch
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class Collective(Protocol):
+    """How workers add tensors together (torch.distributed in a worker group)."""
+
+    rank: int
+    world_size: int
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> None:
+        """Replace `tensor` in place by its sum over all workers."""
+
+
+class LocalCollective:
+    """The collective of a group of one worker."""
+
+    rank = 0
+    world_size = 1
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> None:
+        """Nothing to add: this worker is the whole group."""
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What a completed step did."""
+
+    step: int          # steps completed, this one included
+    epoch: int         # epoch the step belonged to
+    loss: float        # mean loss over the global batch
+    samples: int       # size of the global batch
+    lr: float
+    epoch_done: bool   # this step finished its epoch
+    signal: float = 0.0   # the sum over the group of the `signal` each worker passed
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """One data-parallel replica of a job's learning state, stepped in lock step with its group.
+
+    Every step is a collective over `collective` (every member takes the same step on its share
+    of the same global batch); so is `evaluate`. Attributes give the job's progress (`step`
+    completed, `epoch` from 0, `position` in the epoch's samples, `eval_pending` after a step that
+    ended an epoch until its evaluation is recorded) and its size (`batch_size` the global batch,
+    `n_train` rows, `steps_per_epoch`, `total_steps`).
+    """
+
+    spec: JobSpec
+    data: DataSource
+    collective: Collective
+    step: int
+    epoch: int
+    position: int
+    eval_pending: bool
+    batch_size: int
+    n_train: int
+    steps_per_epoch: int
+    total_steps: float
+    breakdown: StepBreakdown
+    best_metric: str | None        # what train.keep_best selects by, and its best evaluation so far
+    best: BestEpoch | None
+    stop_metric: str | None        # what early stopping watches, and its best evaluation so far
+    watch: BestEpoch | None
+    stopped_early: bool
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has taken all its steps (or stopped early)."""
+
+    def check(self) -> None:
+        """Fail before any worker starts if the model cannot take the data.
+
+        Raises:
+            UserError: what is wrong and what to change.
+        """
+
+    def train_step(self, signal: float = 0.0) -> StepReport:
+        """Take one step on the next global batch; `signal` is summed over the group into the report.
+
+        Raises:
+            TrainingDiverged: the step would make the state non-finite; nothing changed.
+            Exception: whatever the collective raises when a peer is lost; nothing changed, so
+                the step can be taken again exactly.
+        """
+
+    def evaluate(self) -> dict:
+        """Validation metrics of the current state (scalars by name; lists for per-class ones)."""
+
+    def record_evaluation(self, metrics: dict) -> None:
+        """Take in an evaluation of the current state (the epoch's evaluation is no longer pending)."""
+
+    def finish(self, metrics: dict) -> dict:
+        """The job's final metrics, given the last evaluation's (and the state it keeps)."""
+
+    def gradient_noise(self) -> tuple[float, float] | None:
+        """(|G|^2, variance of a mean gradient at `batch_size`) for the scheduler, or None."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit for bit, tensors on the CPU."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict` of a learner of the same job."""
+
+    def save(self, directory: Path, job: dict) -> Path:
+        """Write the trained model to `directory` (with the job spec `job`); returns the folder.
+
+        Raises:
+            WriteFailed: the disk is full or read-only (nothing half-written is left).
+        """
+
+
+class LearnerBase:
+    """What most learners share: progress through the training split by seeded global batches
+    (`elastrain.data.sampler`), the batch size, the step count, and no model selection.
+
+    Args:
+        spec: the job.
+        data: its rows.
+        collective: how the group adds tensors (a group of one by default).
+
+    Raises:
+        UserError: train.batch_size larger than the training split.
+    """
+
+    def __init__(self, spec: JobSpec, data: DataSource, collective: Collective | None = None) -> None:
+        self.spec = spec
+        self.data = data
+        self.collective = collective or LocalCollective()
+        self.n_train = data.n_train
+        self.batch_size = self._batch_size()
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
+        self.total_steps = min(spec.train.max_steps or math.inf,
+                               (spec.train.epochs or math.inf) * self.steps_per_epoch)
+        self.step = 0
+        self.epoch = 0
+        self.position = 0
+        self.eval_pending = False   # an epoch ended and its validation metrics are not yet reported
+        self.breakdown = StepBreakdown()
+        self.best_metric: str | None = None
+        self.best: BestEpoch | None = None
+        self.stop_metric: str | None = None
+        self.watch: BestEpoch | None = None
+        self.stopped_early = False
+
+    def _batch_size(self) -> int:
+        train = self.spec.train
+        if train.optimizer == "gd":
+            return self.n_train
+        size = train.batch_size or min(DEFAULT_BATCH_SIZE, self.n_train)
+        if size > self.n_train:
+            raise UserError(f"train.batch_size is {size}, larger than the {self.n_train} training samples",
+                            where="train.batch_size", fix=f"set it to at most {self.n_train}")
+        return size
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has taken all its steps, or stopped early (train.early_stopping)."""
+        return self.step >= self.total_steps or self.stopped_early
+
+    def check(self) -> None:
+        """Nothing to check beyond what the data source did."""
+
+    def next_batch(self) -> np.ndarray:
+        """The sample indices of the global batch the next step trains on."""
+        return global_batch(self.n_train, self.spec.train.seed, self.epoch, self.position, self.batch_size)
+
+    def my_share(self, indices: np.ndarray) -> np.ndarray:
+        """This member's share of the global batch `indices` (see `elastrain.data.sampler.shard`)."""
+        return shard(indices, self.collective.rank, self.collective.world_size)
+
+    def advance(self, samples: int, loss: float, lr: float, signal: float) -> StepReport:
+        """Count a completed step of `samples` rows; the report of it."""
+        epoch = self.epoch
+        self.step += 1
+        self.position += samples
+        epoch_done = self.position >= self.n_train
+        if epoch_done:
+            self.epoch += 1
+            self.position = 0
+            self.eval_pending = True
+        return StepReport(self.step, epoch, loss, samples, lr, epoch_done, signal)
+
+    def record_evaluation(self, metrics: dict) -> None:
+        """The epoch's evaluation is done; nothing is selected."""
+        self.eval_pending = False
+
+    def finish(self, metrics: dict) -> dict:
+        """The last evaluation's metrics."""
+        return metrics
+
+    def gradient_noise(self) -> tuple[float, float] | None:
+        """Not measured."""
+        return None
+
+    def progress_state(self) -> dict:
+        """The progress part of a state dict (step, epoch, position, eval_pending)."""
+        return {"step": self.step, "epoch": self.epoch, "position": self.position, "eval_pending": self.eval_pending}
+
+    def load_progress(self, state: dict) -> None:
+        """Continue from the progress part of a state dict."""
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.eval_pending = bool(state["eval_pending"])
+
+
+def learner_class(kind: str) -> type:
+    """The learner class of a model kind: a plugin's, else the torch trainer (the built-in kinds
+    and `python:` models)."""
+    plugin = LEARNERS.get(kind)
+    if plugin is not None:
+        return plugin
+    from elastrain.train.trainer import Trainer
+
+    return Trainer
+
+
+def build_learner(spec: JobSpec, data: DataSource | None = None, collective: Collective | None = None,
+                  device: str = "cpu") -> Learner:
+    """The learner of `spec`'s model kind on `data` (default: the spec's data source, opened).
+
+    Raises:
+        UserError: the data cannot be read, or does not fit the spec.
+    """
+    import_plugins(spec.plugins)   # a spec that crossed to this process unvalidated (pickled) names them
+    data = open_source(spec) if data is None else data
+    return learner_class(spec.model.kind)(spec, data, collective, device)
