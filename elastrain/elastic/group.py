@@ -206,8 +206,13 @@ class WorkerGroup:
         return member
 
     def short_of_resources(self) -> bool:
-        """Whether a pending worker has not been given its CPUs (or GPUs) yet: its reservation is not
-        placed, or, for a worker that holds its own, Ray has not leased it a process on a node."""
+        """Whether a pending worker waits for CPUs (or GPUs) the cluster lacks: its reservation is not
+        placed (or, for a worker that holds its own, Ray has not leased it a process on a node) and
+        Ray's free resources are short of one worker's. A reservation merely slow to be placed while
+        the resources are free (Ray's own processes starved on a busy machine) is starting, not waiting."""
+        free, asks = ray.available_resources(), self.spec.resources
+        if free.get("CPU", 0) >= asks.cpus_per_worker and free.get("GPU", 0) >= asks.gpus_per_worker:
+            return False
         return any(placement_group_table(member.reservation)["state"] != "CREATED" if member.reservation is not None
                    else member.actor is not None and not _leased(member.actor)
                    for member, _ in self.pending.values())
