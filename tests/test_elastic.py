@@ -218,6 +218,7 @@ def test_workers_slow_to_load_are_starting_not_waiting(elastrain_home, tmp_path,
     monkeypatch.syspath_prepend(str(tmp_path))   # the driver builds the model too, to check it
     spec = parse_spec(JOB.format(epochs=1, max_workers=2, every=100, hidden=[32], dropout=0.0).replace(
         "{kind: mlp, hidden: [32], dropout: 0.0}", "{kind: 'python:slow_model:build'}").replace("min: 1", "min: 2"))
+    assert spec.model.kind == "python:slow_model:build" and spec.resources.workers.min == 2   # JOB still matched
     result = run_job(spec, elastrain_home, options=RunOptions(extra_paths=[str(tmp_path)]))
     events = RunFolder(Path(result.run_dir)).read_events()
     assert result.status == "succeeded" and events[0]["kind"] == "start" and events[0]["workers"] == 2
