@@ -44,26 +44,20 @@ def distinct_free_ports(count: int) -> list[int]:
 
 
 def stop_session(leader: int) -> None:
-    """Stop every process of the session `leader` started (the head's daemons and their workers):
-    SIGTERM, then SIGKILL to what is left after 10 s."""
-    def members() -> list[psutil.Process]:
-        found = []
-        for process in psutil.process_iter():
-            try:
-                if os.getsid(process.pid) == leader:
-                    found.append(process)
-            except OSError:   # it ended meanwhile
-                pass
-        return found
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = members()
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(sig)
-        _, alive = psutil.wait_procs(alive, timeout=10)
-        if not alive:
-            return
+    """Kill every process of the session `leader` started (the head's daemons and their workers) and
+    wait for them to end. SIGKILL at once: the head's folder is a temporary one, and some of Ray's
+    daemons take SIGTERM's grace period whole."""
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == leader:
+                members.append(process)
+        except OSError:   # it ended meanwhile
+            pass
+    for process in members:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(members, timeout=30)
 
 
 @pytest.fixture(scope="module")

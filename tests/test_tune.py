@@ -207,7 +207,7 @@ def test_a_budget_stops_the_study(ray_address, elastrain_home):
 
 
 def test_resume_after_sigkill_repeats_no_finished_trial(ray_address, elastrain_home, tmp_path, cli):
-    job = small_job(n_trials=6, max_concurrent=1)
+    job = small_job(n_trials=4, max_concurrent=1)   # 2 end before the kill, 2 after the resume
     job["train"]["epochs"] = 2
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(job))
@@ -227,13 +227,13 @@ def test_resume_after_sigkill_repeats_no_finished_trial(ray_address, elastrain_h
         tuner.wait()
     finished = [t for t in optuna.load_study(study_name="killed", storage=storage).trials if t.state.is_finished()]
     before = {t.number: (t.state, t.value, t.user_attrs["job_id"]) for t in finished}
-    assert 1 <= len(before) < 6   # the second trial to end may not have been told yet
+    assert 1 <= len(before) < 4   # the second trial to end may not have been told yet
     code, out, err = cli("tune", "--resume", "killed", "--json")
     assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["trials"] == 6
+    assert json.loads(out.strip().splitlines()[-1])["trials"] == 4
     after = optuna.load_study(study_name="killed", storage=storage).trials
     done = [t for t in after if t.state.is_finished() and "interrupted" not in t.user_attrs]
-    assert len(done) == 6
+    assert len(done) == 4
     assert {t.number: (t.state, t.value, t.user_attrs["job_id"]) for t in done if t.number in before} == before
     interrupted = [t for t in after if "interrupted" in t.user_attrs]
     for trial in interrupted:   # run again, with the same parameters, as a later trial
