@@ -14,13 +14,14 @@ from elastrain.store import Store, connect
 
 SPEC = {"name": "faults-job", "data": {"source": "builtin:iris"}, "model": {"kind": "softmax"}}
 SPEC_YAML = "name: faults-job\ndata: {source: 'builtin:iris'}\nmodel:\n  kind: softmax\n"
+USER_MODEL = "python:my_model:build"   # a kind that takes free-form options (never imported here)
 
 
 def aliases_in_options(depth: int) -> str:
     """A valid spec whose model.options holds anchors that each hold the one before: shallow text, a value
     `depth` levels deep."""
     chain = ["    x0: &x0 [1]\n", *(f"    x{i}: &x{i} [*x{i - 1}]\n" for i in range(1, depth))]
-    return "".join([SPEC_YAML, "  options:\n", *chain])
+    return "".join([SPEC_YAML.replace("softmax", USER_MODEL), "  options:\n", *chain])
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_model_options_nested_3000_deep_in_a_valid_spec_is_422(api, content_type
     """Hostile request bodies: a valid spec whose free-form model.options nests 3,000 deep passed validation and
     failed when stored as JSON, a 500."""
     client, store = api
-    spec = json.dumps({**SPEC, "model": {"kind": "softmax", "options": {"layers": "DEEP"}}})
+    spec = json.dumps({**SPEC, "model": {"kind": USER_MODEL, "options": {"layers": "DEEP"}}})
     answer = refused(client, store, "/jobs", spec.replace('"DEEP"', "[" * 3000 + "]" * 3000), content_type)
     assert answer["status"] == 422 and f"nested deeper than {MAX_DEPTH} levels" in answer["message"], answer
 
@@ -82,11 +83,11 @@ def test_a_large_shallow_free_form_value_is_422_with_its_field(api):
     """Hostile request bodies: a 200 KB string in model.options (under the 1 MB body limit) was stored in every job
     row and sent back in every listing; the stored spec is bounded by MAX_SPEC_BYTES."""
     client, store = api
-    spec = {**SPEC, "model": {"kind": "softmax", "options": {"blob": "x" * 200_000}}}
+    spec = {**SPEC, "model": {"kind": USER_MODEL, "options": {"blob": "x" * 200_000}}}
     answer = refused(client, store, "/jobs", json.dumps(spec), "application/json")
     assert answer["status"] == 422 and answer["field"] == "model.options.blob", answer
     assert f"over {MAX_SPEC_BYTES} bytes as JSON" in answer["message"]
-    many = {**SPEC, "model": {"kind": "softmax", "options": {f"k{i}": i for i in range(20_000)}}}
+    many = {**SPEC, "model": {"kind": USER_MODEL, "options": {f"k{i}": i for i in range(20_000)}}}
     assert refused(client, store, "/jobs", json.dumps(many), "application/json")["status"] == 422
 
 
