@@ -42,11 +42,8 @@ def run(command: list, cwd: Path, env: dict[str, str], timeout: float = 300) -> 
 
 
 def pip(venv: Path, *args: str | Path, cwd: Path, env: dict[str, str]) -> None:
-    """`pip install ARGS` in `venv`; fails the test with pip's output if pip does. Nothing is compiled
-    to bytecode up front: most of torch's modules are never imported here, and Python compiles the
-    ones that are on their first import."""
-    done = run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-compile", *args], cwd, env,
-               PIP_TIMEOUT_S)
+    """`pip install ARGS` in `venv`; fails the test with pip's output if pip does."""
+    done = run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", *args], cwd, env, PIP_TIMEOUT_S)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
