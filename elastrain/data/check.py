@@ -1,5 +1,6 @@
 """What can be checked of a job's data without training: the file or folder exists and can be
-read; a table reads as training reads it (the same reader, so `validate` and `run` cannot
+read; shards match the glob and share one schema that holds the target (from their metadata
+only); a table reads as training reads it (the same reader, so `validate` and `run` cannot
 disagree), holds the target column, and its values pass training's checks; an .npz archive
 holds its two keys.
 
@@ -33,6 +34,10 @@ def check_source(data: DataSpec) -> str:
         return f"data: '{data.source}', read by the plugin {SOURCES[kind].__module__} while training"
     if kind in ("builtin", "synthetic"):
         return f"data: {kind} '{arg}' (nothing to read before training)"
+    if data.streamed:
+        from elastrain.data.streaming import describe_shards
+
+        return describe_shards(data)
     path = Path(arg)
     if kind == "idx":
         if not path.is_dir() or not any("images-idx3-ubyte" in p.name for p in path.iterdir()):

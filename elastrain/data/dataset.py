@@ -21,6 +21,7 @@ from elastrain.data.preprocess import (
     flatten_samples,
     row_place,
 )
+from elastrain.data.rows import RowsByIndex
 from elastrain.data.sources import RawData, read_source
 from elastrain.data.tables import read_table, table_format
 from elastrain.errors import UserError
@@ -36,7 +37,7 @@ _PLAIN_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d*)?")
 
 
 @dataclass
-class Dataset:
+class Dataset(RowsByIndex):
     """Training and validation data: float32 features (N, F), targets as class ids (int64)
     or values (float32), the fitted preprocessing, and warnings for the user about the data."""
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from elastrain.data.sampler import global_batch, shard
 from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.collective import GroupCollective, PeerLost, bind_to_address
 from elastrain.elastic.gate import EpochGate
@@ -207,6 +206,8 @@ class Worker:
             return RunResult(RunStatus.DIVERGED, self.learner.step, message=exc.line())
         except PeerLost as exc:
             return RunResult(RunStatus.BROKEN, self.learner.step, error=str(exc))
+        except UserError as exc:   # the data broke (a shard vanished): its own line, the same on a retry
+            return RunResult(RunStatus.ERROR, self.learner.step, message=exc.line())
         except Exception as exc:
             return RunResult(RunStatus.ERROR, self.learner.step, message=step_error_line(exc, self.learner),
                              traceback=traceback.format_exc())
@@ -252,8 +253,8 @@ class Worker:
     def _trace(self, report: StepReport) -> None:
         learner = self.learner
         start = (learner.n_train if report.epoch_done else learner.position) - report.samples
-        batch = global_batch(learner.n_train, self.spec.train.seed, report.epoch, start, learner.batch_size)
-        mine = shard(batch, self.collective.rank, self.collective.world_size)
+        batch, mine = learner.data.batch_ids(self.spec.train.seed, report.epoch, start, learner.batch_size,
+                                             self.collective.rank, self.collective.world_size)
         record = {"generation": self.collective.generation, "step": report.step, "epoch": report.epoch,
                   "rank": self.collective.rank, "world_size": self.collective.world_size, "indices": mine.tolist(),
                   "batch": batch.tolist()}

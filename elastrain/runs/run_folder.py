@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ import yaml
 from elastrain.errors import UserError
 from elastrain.runs.status import JobStatus
 from elastrain.spec import JobSpec, validate_spec
-from elastrain.spec.models import FILE_SOURCES
+from elastrain.spec.models import npy_targets
 
 # A job id: the job's name, when it was made (UTC, to the second) and 8 random hex digits.
 _JOB_ID = re.compile(r"(?P<name>.+)-\d{8}-\d{6}-[0-9a-f]{8}")
@@ -276,7 +277,7 @@ def absolute_paths(spec: JobSpec) -> JobSpec:
     working directory, so that the job reads and writes the same places from any other folder."""
     spec = spec.model_copy(deep=True)
     data = spec.data
-    if data.source_kind in FILE_SOURCES and not os.path.isabs(data.source_arg):
+    if data.on_local_disk and not os.path.isabs(data.source_arg):
         data.source = f"{data.source_kind}:{os.path.abspath(data.source_arg)}"
     if spec.checkpoint.dir and "://" not in spec.checkpoint.dir:
         spec.checkpoint.dir = os.path.abspath(spec.checkpoint.dir)
@@ -284,11 +285,15 @@ def absolute_paths(spec: JobSpec) -> JobSpec:
 
 
 def data_files(spec: JobSpec) -> list[str]:
-    """The files a job's data comes from: its data file, or each file of its data folder (IDX);
-    none for built-in and synthetic data."""
-    if spec.data.source_kind not in FILE_SOURCES:
+    """The files a job's data comes from: its data file, each file of its data folder (IDX) or
+    each shard its glob matches; none for built-in and synthetic data, or data at a URL."""
+    data = spec.data
+    if not data.on_local_disk:
         return []
-    source = Path(spec.data.source_arg)
+    if data.streamed:
+        shards = sorted(glob.glob(data.source_arg))
+        return sorted(shards + [npy_targets(s) for s in shards if s.endswith(".x.npy")])
+    source = Path(data.source_arg)
     if source.is_dir():
         return sorted(str(path) for path in source.iterdir() if path.is_file())
     return [str(source)]

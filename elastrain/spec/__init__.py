@@ -14,6 +14,7 @@ from elastrain.spec.models import (
     PythonModelSpec,
     ResourcesSpec,
     ScheduleSpec,
+    ShardManifest,
     SvmModelSpec,
     SyntheticSpec,
     TrainSpec,
@@ -23,7 +24,7 @@ from elastrain.spec.models import (
 
 __all__ = [
     "CheckpointSpec", "CnnModelSpec", "CsvSpec", "DataSpec", "JobSpec", "LinearModelSpec", "MlpModelSpec",
-    "ModelSpec", "PluginModelSpec", "PythonModelSpec", "ResourcesSpec", "ScheduleSpec", "SvmModelSpec",
+    "ModelSpec", "PluginModelSpec", "PythonModelSpec", "ResourcesSpec", "ScheduleSpec", "ShardManifest", "SvmModelSpec",
     "SyntheticSpec", "TrainSpec", "WorkersSpec", "apply_overrides", "load_spec", "parse_model_spec", "parse_spec",
     "validate_spec",
 ]

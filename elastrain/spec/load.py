@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from elastrain.errors import UserError
 from elastrain.spec.limits import BoundedYamlLoader, find_excess
-from elastrain.spec.models import FILE_SOURCES, FieldError, JobSpec, tagged_members
+from elastrain.spec.models import FieldError, JobSpec, tagged_members
 
 SHOWN_PARTS = 6   # a field path in an error names at most this many levels (a deep one goes on for 32)
 
@@ -48,7 +48,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
 
 def _paths_relative_to(spec: JobSpec, folder: Path) -> JobSpec:
     data = spec.data
-    if data.source_kind in FILE_SOURCES and not os.path.isabs(data.source_arg):
+    if data.on_local_disk and not os.path.isabs(data.source_arg):
         data.source = f"{data.source_kind}:{os.path.normpath(folder / data.source_arg)}"
     if spec.checkpoint.dir and "://" not in spec.checkpoint.dir and not os.path.isabs(spec.checkpoint.dir):
         spec.checkpoint.dir = os.path.normpath(folder / spec.checkpoint.dir)

@@ -20,8 +20,11 @@ from elastrain.plugins import LEARNERS, SOURCES, import_plugins
 from elastrain.spec.metrics import metric_name
 from elastrain.spec.tune import TuneSpec
 
-SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "idx", "synthetic")
-FILE_SOURCES = ("csv", "parquet", "npz", "idx")
+SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "npy", "idx", "synthetic")
+FILE_SOURCES = ("csv", "parquet", "npz", "npy", "idx")
+# Formats whose shards are streamed to the workers (`elastrain.data.streaming`).
+SHARD_FORMATS = ("parquet", "npy")
+GLOB_WILDCARDS = "*?["
 # Each built-in data set's task: the one `model.task: auto` takes when model and loss leave it open.
 BUILTIN_TASKS = {"digits": "classification", "iris": "classification", "wine": "classification",
                  "breast_cancer": "classification", "diabetes": "regression"}
@@ -76,8 +79,49 @@ class CsvSpec(_Strict):
         return self
 
 
+def npy_targets(features_file: str) -> str:
+    """The targets file of a `.npy` shard pair (NAME.y.npy), given its features file (NAME.x.npy)."""
+    return features_file.removesuffix(".x.npy") + ".y.npy"
+
+
+class ShardManifest(_Strict):
+    """What a job on sharded data trains on, fixed when it starts: written by elastrain into the
+    job's spec (leave it out of yours), so that every worker and a resume see the same shards, the
+    same split and the same preprocessing (see `elastrain.data.streaming`).
+
+    Per shard, in listing order: `pieces` rows per piece (a Parquet row group, a run of `.npy`
+    rows), `piece_bytes` bytes each piece reads from storage, `train` its training rows (the rest
+    are validation rows, by hash of the row id with `seed`). `features` the feature columns in
+    model-input order (empty for `.npy`), `width` features per row; `center`/`scale` the fitted
+    scaling (one value each for global scaling); `feature_mean`/`feature_var` each feature's raw
+    mean and variance over the training rows; `classes` the class labels and `class_counts` their
+    training rows (None for regression); `stats_s` the seconds the statistics pass took.
+    """
+
+    shards: list[str]
+    pieces: list[list[int]]
+    piece_bytes: list[list[int]]
+    train: list[list[int]] = []
+    features: list[str]
+    width: int
+    seed: int
+    center: list[float] = []
+    scale: list[float] = []
+    feature_mean: list[float] = []
+    feature_var: list[float] = []
+    classes: list[int | float | str] | None = None
+    class_counts: list[int] | None = None
+    stats_s: float = 0.0
+
+
 class DataSpec(_Strict):
-    """Where the data comes from and how it is split and preprocessed."""
+    """Where the data comes from and how it is split and preprocessed.
+
+    `source` names one file read into memory (`csv:`, `parquet:`, `npz:`, `idx:`), built-in or
+    synthetic data, or shards streamed to the workers: `parquet:` or `npy:` with a glob or a URL
+    (`parquet:s3://bucket/higgs/part-*.parquet`). Streamed rows are shuffled within windows of
+    `shuffle_window` training rows (see `elastrain.data.stream_order`).
+    """
 
     source: str = "builtin:digits"
     target: str = "target"
@@ -89,6 +133,8 @@ class DataSpec(_Strict):
     scaling_per: Literal["auto", "feature", "global"] = "auto"
     synthetic: SyntheticSpec = SyntheticSpec()
     csv: CsvSpec = CsvSpec()
+    shuffle_window: int = Field(1_000_000, ge=1)
+    manifest: ShardManifest | None = None
 
     @field_validator("source")
     @classmethod
@@ -116,6 +162,20 @@ class DataSpec(_Strict):
     def source_arg(self) -> str:
         """The part of `source` after the colon (a name, a path or a synthetic kind)."""
         return self.source.partition(":")[2]
+
+    @property
+    def streamed(self) -> bool:
+        """Whether `source` names shards to stream (a glob or a URL, or `.npy` pairs) rather than
+        one file read into memory."""
+        arg = self.source_arg
+        return self.source_kind in SHARD_FORMATS and (any(c in arg for c in GLOB_WILDCARDS) or "://" in arg
+                                                     or self.source_kind == "npy")
+
+    @property
+    def on_local_disk(self) -> bool:
+        """Whether `source` names a local file, folder or glob (a path made absolute against the
+        spec's folder), not built-in data or a URL."""
+        return self.source_kind in FILE_SOURCES and "://" not in self.source_arg
 
     @property
     def task(self) -> str | None:

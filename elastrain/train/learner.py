@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
-from elastrain.data.rows import DataSource, open_source
-from elastrain.data.sampler import global_batch, shard
+from elastrain.data.rows import DataSource, Share, open_source
 from elastrain.errors import UserError
 from elastrain.plugins import LEARNERS, import_plugins
 from elastrain.spec import JobSpec
@@ -188,13 +186,10 @@ class LearnerBase:
     def check(self) -> None:
         """Nothing to check beyond what the data source did."""
 
-    def next_batch(self) -> np.ndarray:
-        """The sample indices of the global batch the next step trains on."""
-        return global_batch(self.n_train, self.spec.train.seed, self.epoch, self.position, self.batch_size)
-
-    def my_share(self, indices: np.ndarray) -> np.ndarray:
-        """This member's share of the global batch `indices` (see `elastrain.data.sampler.shard`)."""
-        return shard(indices, self.collective.rank, self.collective.world_size)
+    def next_share(self) -> Share:
+        """This member's rows of the global batch the next step trains on (see `DataSource.share`)."""
+        return self.data.share(self.spec.train.seed, self.epoch, self.position, self.batch_size,
+                               self.collective.rank, self.collective.world_size)
 
     def advance(self, samples: int, loss: float, lr: float, signal: float) -> StepReport:
         """Count a completed step of `samples` rows; the report of it."""

@@ -42,7 +42,6 @@ _MODEL_FIXES = {
     "cnn": "use fewer model.channels or a smaller model.kernel_size: every conv block halves the image's sides",
     "mlp": "check model.hidden",
 }
-EVAL_CHUNK = 4096
 
 
 class Trainer(LearnerBase):
@@ -146,17 +145,22 @@ class Trainer(LearnerBase):
                      for a in map(np.ascontiguousarray, rows))
 
     def check(self) -> None:
-        """Run the model once on two training samples (in eval mode, no gradient, the random
-        generator untouched), so that a model that cannot take the data fails before any worker starts.
+        """Run the model once on two samples of the data's shape (in eval mode, no gradient, the
+        random generator untouched), so that a model that cannot take the data fails before any
+        worker starts.
 
         Raises:
             UserError: the model raised on the data's shape (exit code 2).
         """
         rng = self._rng_state()
         shape = "x".join(map(str, self.data.input_shape))
+        # Two samples of the data's shape, zeros: checking the shapes reads no rows (the driver of a
+        # job on sharded data reads only their metadata).
+        x = torch.zeros((2, math.prod(self.data.input_shape)), device=self.device)   # rows come flattened
+        y = torch.zeros(2, dtype=torch.int64 if self.data.task == "classification" else torch.float32,
+                        device=self.device)
         try:
             with torch.no_grad():
-                x, y = self._rows(self.data.train_rows(np.arange(min(2, self.n_train))))
                 output = self.model.eval()(x)
                 if tuple(output.shape) != (2, self.n_outputs):
                     raise UserError(f"the model maps samples of shape {shape} to {tuple(output.shape)[1:]} per sample, "
@@ -196,8 +200,8 @@ class Trainer(LearnerBase):
         self.model.load_state_dict(self.best_state["model"])
         return self.best_state["metrics"]
 
-    def train_step(self, indices: np.ndarray | None = None, signal: float = 0.0) -> StepReport:
-        """Take one optimizer step on the global batch `indices` (default: the next batch).
+    def train_step(self, signal: float = 0.0) -> StepReport:
+        """Take one optimizer step on the next global batch, this member computing its share.
 
         `signal` is added up over the group with the gradients and returned in the report,
         so that one worker can ask the whole group to stop after the same step.
@@ -207,16 +211,15 @@ class Trainer(LearnerBase):
             Exception: whatever the collective raises when a peer is lost; no state was changed
                 (the random generator is rewound, so the step can be redone exactly).
         """
-        indices = self.next_batch() if indices is None else indices
-        share = self.my_share(indices)
-        mine = torch.tensor(share, device=self.device)
+        share = self.next_share()
+        mine = torch.tensor(share.ids, device=self.device)
         rng_before = self._rng_state()
         self.model.train()
         began = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=False)
         local_loss = torch.zeros((), device=self.device)
         if len(mine):
-            x, y = self._rows(self.data.train_rows(share))
+            x, y = self._rows((share.x, share.y))
             with sample_masks(self.model, self.spec.train.seed, self.epoch, mine):
                 local_loss = loss_sum(self.loss_name, self.model(x), y, self.class_weights, self.label_smoothing)
             local_loss.backward()
@@ -249,7 +252,7 @@ class Trainer(LearnerBase):
                 fix=f"lower train.lr (now {self.spec.train.lr:g}), e.g. --set train.lr={self.spec.train.lr / 10:g}",
             )
         if grouped:
-            self._measure_noise(local_sqr_sum, mean_sqr, len(indices))
+            self._measure_noise(local_sqr_sum, mean_sqr, share.batch)
         clip = self.spec.train.clip_grad_norm
         if clip is not None and mean_sqr > clip * clip:   # after the all-reduce: the same on any world size
             gradient.mul_(clip / math.sqrt(mean_sqr))
@@ -260,7 +263,7 @@ class Trainer(LearnerBase):
         self.optimizer.step()
         ended = time.perf_counter()
         self.breakdown.add((computed - began) + (ended - updating), reduced - reducing, ended)
-        return self.advance(len(indices), mean_loss, lr, signal_sum)
+        return self.advance(share.batch, mean_loss, lr, signal_sum)
 
     def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The random generators a step draws from: the CPU's, and the device's on a GPU."""
@@ -286,18 +289,16 @@ class Trainer(LearnerBase):
         return self.noise.sqr, self.noise.trace / self.batch_size
 
     @torch.no_grad()
-    def evaluate(self, split: str = "val") -> dict:
-        """Metrics of the current model on `split` ("val" or "train"), each worker scoring its share."""
-        rows = self.data.val_rows if split == "val" else self.data.train_rows
-        mine = self.my_share(np.arange(self.data.n_val if split == "val" else self.n_train))
+    def evaluate(self) -> dict:
+        """Metrics of the current model on the validation split, each worker scoring its share
+        (the confusion matrix or the regression sums are added over the group: exact)."""
         self.breakdown.interrupt()
         self.model.eval()
         predicted, targets = [], []
-        for chunk in np.array_split(mine, max(1, math.ceil(len(mine) / EVAL_CHUNK))):
-            if len(chunk):   # one chunk of rows in memory at a time
-                x, y = self._rows(rows(chunk))
-                predicted.append(predictions(self.model(x), self.data.task).cpu().numpy())
-                targets.append(y.cpu().numpy())
+        for rows in self.data.val_chunks(self.collective.rank, self.collective.world_size):
+            x, y = self._rows(rows)   # one chunk of rows in memory at a time
+            predicted.append(predictions(self.model(x), self.data.task).cpu().numpy())
+            targets.append(y.cpu().numpy())
         predicted_all = np.concatenate(predicted) if predicted else np.zeros(0)
         target_all = np.concatenate(targets) if targets else np.zeros(0, np.int64)
         if self.data.task == "classification":

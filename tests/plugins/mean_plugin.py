@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from elastrain.data.rows import RowsByIndex
 from elastrain.plugins import register_learner, register_source
 from elastrain.train.learner import LearnerBase, StepReport
 
@@ -30,7 +31,7 @@ def target(rows: np.ndarray) -> np.ndarray:
 
 
 @register_source("counting")
-class CountingSource:
+class CountingSource(RowsByIndex):
     """`counting:N`: N training rows and N // 4 validation rows, row i's features (i, i mod 5) and
     target `target(i)`, made on demand from the index (nothing is held in memory)."""
 
@@ -87,19 +88,18 @@ class MeanLearner(LearnerBase):
         return self.total / self.count if self.count else 0.0
 
     def train_step(self, signal: float = 0.0) -> StepReport:
-        batch = self.next_batch()
-        _, y = self.data.train_rows(self.my_share(batch))
+        share = self.next_share()
+        y = share.y
         sums = torch.tensor([float(np.sum(y, dtype=np.float64)), float(len(y)),
                              float(np.sum((y - self.mean) ** 2, dtype=np.float64)), signal], dtype=torch.float64)
         self.collective.all_reduce_sum(sums)   # raises when a peer is lost: nothing has changed yet
         total, count, squared, signal_sum = sums.tolist()
         self.total += total
         self.count += int(count)
-        return self.advance(len(batch), squared / count, 0.0, signal_sum)
+        return self.advance(share.batch, squared / count, 0.0, signal_sum)
 
     def evaluate(self) -> dict:
-        mine = self.my_share(np.arange(self.data.n_val))
-        _, y = self.data.val_rows(mine)
+        y = np.concatenate([y for _, y in self.data.val_chunks(self.collective.rank, self.collective.world_size)])
         sums = torch.tensor([float(np.sum((y - self.mean) ** 2, dtype=np.float64)), float(len(y))],
                             dtype=torch.float64)
         self.collective.all_reduce_sum(sums)
