@@ -9,6 +9,7 @@ import secrets
 
 import fsspec
 import httpx
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,32 @@ def test_the_server_publishes_models_to_s3_and_predict_reads_them_there(bucket, 
         answer = httpx.post(f"{url}/predict", json={"rows": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"] == [0, 2] and answer.json()["model_name"] == "iris"
+
+
+def test_a_job_streams_its_shards_from_s3_every_row_once_per_epoch(bucket, elastrain_home, tmp_path):
+    """Parquet shards in a bucket: listed and read through fsspec's s3://, each training row once
+    per epoch (the trace of every step's samples), and the job learns."""
+    from bench.higgs_like import write_shards
+    from elastrain.data.streaming import validation_mask
+    from elastrain.elastic.job import RunOptions
+
+    local = tmp_path / "shards"
+    written = write_shards(local, 3000, 1000, 250, seed=0)
+    s3 = fsspec.filesystem("s3", skip_instance_cache=True)
+    for path in written:
+        s3.put_file(str(path), f"{bucket}/higgs/{path.name}".removeprefix("s3://"))
+    spec = parse_spec(f"""
+data: {{source: 'parquet:{bucket}/higgs/part-*.parquet', target: label, shuffle_window: 700}}
+model: {{kind: mlp, hidden: [16]}}
+train: {{optimizer: adam, lr: 0.01, batch_size: 50, epochs: 2, seed: 4}}
+""")
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    result = run_job(spec, elastrain_home, options=RunOptions(trace_dir=str(trace)))
+    assert result.status == "succeeded", result.message
+    assert result.metrics["val_accuracy"] > 0.7
+    records = [json.loads(line) for f in trace.glob("*.jsonl") for line in f.read_text().splitlines()]
+    train_ids = sorted(np.flatnonzero(~validation_mask(np.arange(3000), 4, 0.2)).tolist())
+    for epoch in (0, 1):
+        consumed = [i for r in records if r["epoch"] == epoch for i in r["indices"]]
+        assert sorted(consumed) == train_ids

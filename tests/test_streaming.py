@@ -3,7 +3,11 @@ read piece by piece, every training row exactly once per epoch across resizes, a
 resume, the statistics equal to a single-process fit, and bad shards refused naming the shard."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from bench.higgs_like import write_shards
@@ -18,9 +23,12 @@ from elastrain.data.rows import open_source
 from elastrain.data.stream_order import epoch_plan
 from elastrain.data.streaming import ShardedSource, validation_mask
 from elastrain.elastic.chaos import parse_chaos
-from elastrain.elastic.job import RunOptions, run_job
+from elastrain.elastic.job import RunOptions, resume_job, run_job
 from elastrain.errors import UserError
+from elastrain.runs import RunFolder
 from elastrain.spec import parse_spec
+from tests.conftest import REPO, wait_until
+from tests.test_elastic import parameters, worker_processes
 
 ROWS, SHARD_ROWS, GROUP_ROWS = 6000, 1500, 500   # 4 shards of 3 pieces
 
@@ -186,3 +194,34 @@ def test_a_shard_that_vanishes_or_breaks_mid_epoch_fails_the_job_naming_it_and_k
     assert result["steps"] > 0   # it failed mid-epoch, not before training
     kept = list(Path(result["run_dir"]).glob("checkpoints/last-good-step-*.pt"))
     assert [p.name for p in kept] == [f"last-good-step-{result['steps']}.pt"]
+
+
+@pytest.mark.slow
+def test_after_the_driver_is_sigkilled_resume_continues_at_the_position_as_if_uninterrupted(
+        shards, elastrain_home, tmp_path, ray_address):
+    """A job on shards, on 2 workers, checkpoints every 8 steps; its driver is SIGKILLed; `resume`
+    continues from the newest checkpoint's position in the epoch and ends with the parameters of an
+    uninterrupted run: the same batches, each row once."""
+    spec = spec_for(shards, epochs=3, max_workers=2, batch_size=60)
+    spec.checkpoint.every_steps = 8
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    env = {**os.environ, "RAY_ADDRESS": ray_address, "ELASTRAIN_HOME": str(elastrain_home)}
+    driver = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(list(elastrain_home.glob("runs/*/checkpoints/ckpt-*.json"))) >= 3)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+    wait_until(lambda: not worker_processes())
+    run_dir = next(elastrain_home.glob("runs/*"))
+    assert not (run_dir / "result.json").exists()
+    resumed = resume_job(run_dir.name, elastrain_home)
+    uninterrupted = run_job(parse_spec(spec_file.read_text()), elastrain_home)
+    assert resumed.status == "succeeded" and resumed.steps == uninterrupted.steps
+    assert any(e["kind"] == "resume" and e["detail"]["from_checkpoint"] > 0 for e in RunFolder(run_dir).read_events())
+    ours, theirs = parameters(resumed), parameters(uninterrupted)
+    for name, value in theirs.items():
+        torch.testing.assert_close(ours[name], value, rtol=1e-5, atol=1e-6)
