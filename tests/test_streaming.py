@@ -225,3 +225,27 @@ def test_after_the_driver_is_sigkilled_resume_continues_at_the_position_as_if_un
     ours, theirs = parameters(resumed), parameters(uninterrupted)
     for name, value in theirs.items():
         torch.testing.assert_close(ours[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_npy_shard_pairs_stream_in_pieces_with_a_regression_target(tmp_path, elastrain_home):
+    """`npy:GLOB` reads NAME.x.npy (features) with NAME.y.npy (targets) beside it, in runs of rows
+    (ranged reads); a float target with many values is a regression."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=6)
+    for index in range(3):
+        x = rng.normal(size=(900, 6)).astype(np.float32)
+        np.save(tmp_path / f"part-{index}.x.npy", x)
+        np.save(tmp_path / f"part-{index}.y.npy", x @ weights + rng.normal(scale=0.1, size=900))
+    spec = parse_spec(f"""
+data: {{source: 'npy:{tmp_path}/part-*.x.npy', shuffle_window: 1000}}
+model: {{kind: linear}}
+train: {{optimizer: adam, lr: 0.05, batch_size: 64, epochs: 6}}
+""")
+    source = open_source(spec)
+    assert source.task == "regression" and source.input_shape == (6,) and source.n_train + source.n_val == 2700
+    result = run_job(spec, elastrain_home)
+    assert result.status == "succeeded", result.message
+    assert result.metrics["val_r2"] > 0.95
+    (tmp_path / "part-1.y.npy").unlink()
+    with pytest.raises(UserError, match="part-1.y.npy"):
+        open_source(spec.model_copy(update={"data": spec.data.model_copy(update={"manifest": None})}))

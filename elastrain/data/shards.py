@@ -104,8 +104,7 @@ def shard_info(kind: str, url: str) -> ShardInfo:
 
 def _npy_header(url: str) -> tuple[tuple[int, ...], str]:
     with fsspec.open(url, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        shape, fortran, dtype = np.lib.format._read_array_header(handle, version)
+        shape, fortran, dtype = _read_header(handle)
     if fortran:
         raise UserError("the array is in Fortran order", where=url, fix="save it with numpy.save of a C-ordered array")
     return tuple(shape), str(dtype)
@@ -139,11 +138,20 @@ def read_piece(kind: str, shard: ShardInfo, piece: int, features: list[str], tar
                                     "job again") from None
 
 
+def _read_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The shape, Fortran order and dtype of the `.npy` file open at `handle` (left after the header)."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle)
+    raise ValueError(f".npy format version {version[0]}.{version[1]} (1.0 and 2.0 are read)")
+
+
 def _npy_rows(url: str, start: int, rows: int) -> np.ndarray:
     """Rows [start, start + rows) of a C-ordered `.npy` file, read with one ranged read."""
     with fsspec.open(url, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        shape, _, dtype = np.lib.format._read_array_header(handle, version)
+        shape, _, dtype = _read_header(handle)
         row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         handle.seek(handle.tell() + start * row_bytes)
         data = handle.read(rows * row_bytes)
