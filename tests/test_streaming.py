@@ -27,6 +27,7 @@ from elastrain.elastic.job import RunOptions, resume_job, run_job
 from elastrain.errors import UserError
 from elastrain.runs import RunFolder
 from elastrain.spec import parse_spec
+from elastrain.train.learner import build_learner
 from tests.conftest import REPO, wait_until
 from tests.test_elastic import parameters, worker_processes
 
@@ -109,6 +110,20 @@ def test_a_job_on_shards_trains_in_process_and_learns(shards, elastrain_home):
     result = run_job(spec_for(shards, epochs=3), elastrain_home)
     assert result.status == "succeeded", result.message
     assert result.metrics["val_accuracy"] > 0.75
+
+
+def test_each_step_reports_the_bytes_the_group_read_for_it(shards):
+    """The step's all-reduce carries what each member read since its previous step: over an epoch
+    the reports add up to about the data set's size (what the prefetch reads after the last step
+    counts in the next)."""
+    learner = build_learner(spec_for(shards))
+    reports = []
+    while not reports or not reports[-1].epoch_done:
+        reports.append(learner.train_step())
+    size = sum(p.stat().st_size for p in shards.glob("part-*.parquet"))
+    reported = sum(r.bytes_read for r in reports)
+    assert 0.5 * size < reported <= learner.data.bytes_read <= 1.2 * size
+    assert all(r.data_wait_s >= 0 for r in reports) and reports[0].data_wait_s > 0   # the first rows were awaited
 
 
 @pytest.mark.slow
@@ -247,5 +262,5 @@ train: {{optimizer: adam, lr: 0.05, batch_size: 64, epochs: 6}}
     assert result.status == "succeeded", result.message
     assert result.metrics["val_r2"] > 0.95
     (tmp_path / "part-1.y.npy").unlink()
-    with pytest.raises(UserError, match="part-1.y.npy"):
+    with pytest.raises(UserError, match=r"part-1\.y\.npy"):
         open_source(spec.model_copy(update={"data": spec.data.model_copy(update={"manifest": None})}))

@@ -162,6 +162,9 @@ def print_status(console: Console, snapshot: dict) -> None:
                         ("epoch", snapshot.get("epoch")), ("samples/s", "-" if rate is None else f"{rate:,.0f}"),
                         ("time left", _time_left(snapshot))]:
         figures.add_row(name, str(value))
+    if snapshot.get("read_bytes_per_s") is not None:   # data streamed from storage
+        figures.add_row("read", f"{snapshot['read_bytes_per_s'] / 1e6:,.1f} MB/s")
+        figures.add_row("waiting on data", f"{100 * snapshot['data_wait_share']:.1f} %")
     console.print(figures)
     print_events(console, snapshot["events"])
 

@@ -60,6 +60,8 @@ class DataSource(Protocol):
         preprocessor: how raw samples become rows and class ids become labels, saved with the
             model (None when the source yields model-ready rows and labels are the ids).
         warnings: what the reader doubts about the data, said to the user before training.
+        bytes_read, wait_s: what this process read from storage so far, and how long its steps
+            waited for rows not yet read (0 for data in memory).
     """
 
     task: str
@@ -67,6 +69,8 @@ class DataSource(Protocol):
     input_shape: tuple[int, ...]
     preprocessor: Preprocessor | None
     warnings: list[str]
+    bytes_read: int
+    wait_s: float
 
     @property
     def n_train(self) -> int: ...
@@ -106,6 +110,9 @@ class RowsByIndex:
     """`share`, `batch_ids` and `val_chunks` for a source that reads its rows by index
     (`train_rows`, `val_rows`, `n_train`, `n_val`): the global batch is a slice of the epoch's
     seeded permutation (`elastrain.data.sampler`), split into contiguous shares."""
+
+    bytes_read = 0   # rows in memory: nothing read while training, no wait
+    wait_s = 0.0
 
     def share(self, seed: int, epoch: int, position: int, batch_size: int, rank: int, world_size: int) -> Share:
         """See `DataSource.share`."""

@@ -143,6 +143,16 @@ class _StepTimes:
         return statistics.median(self.window) if self.window else self.carried
 
 
+@dataclass(frozen=True)
+class _Window:
+    """The group's totals when a throughput window began (see `Progress`)."""
+
+    at: float
+    samples: int
+    bytes_read: float
+    data_wait_s: float
+
+
 class _Reporter:
     """Turns workers' progress reports into the progress bar, the epoch history, checkpoint
     events and the job's status (`JobStatus`).
@@ -165,7 +175,7 @@ class _Reporter:
                                   batch_size=trainer.batch_size, grad_sqr=before.grad_sqr, grad_var=before.grad_var)
         self._observed()
         self.progress = progress
-        self.window: tuple[float, int] | None = None
+        self.window: _Window | None = None   # where the throughput's current window began
         self.batch_size = trainer.batch_size
         self.first: tuple[float, int] | None = None   # (time, step) of the first step seen done
         self.last: tuple[float, int] | None = None
@@ -208,14 +218,21 @@ class _Reporter:
 
     def report(self, report: Progress) -> None:
         now = time.time()
-        if self.window is None or report.samples < self.window[1]:
-            self.window = (now, report.samples)
-        elif now - self.window[0] >= 1.0:
-            rate = round((report.samples - self.window[1]) / (now - self.window[0]), 1)
-            self.snapshot = replace(self.snapshot, samples_per_s=rate)
-            self.points.append({"name": "samples_per_s", "step": report.step, "epoch": report.epoch,
-                                "value": rate, "t": now})
-            self.window = (now, report.samples)
+        if self.window is None or report.samples < self.window.samples:
+            self.window = _Window(now, report.samples, report.bytes_read, report.data_wait_s)
+        elif now - self.window.at >= 1.0:
+            elapsed = now - self.window.at
+            rate = round((report.samples - self.window.samples) / elapsed, 1)
+            io = {}
+            if report.bytes_read:
+                io = {"read_bytes_per_s": round((report.bytes_read - self.window.bytes_read) / elapsed, 1),
+                      "data_wait_share": round(min(1.0, (report.data_wait_s - self.window.data_wait_s)
+                                                   / (elapsed * max(1, self.snapshot.workers))), 4)}
+            self.snapshot = replace(self.snapshot, samples_per_s=rate, **io)
+            for name, value in {"samples_per_s": rate, **io}.items():
+                self.points.append({"name": name, "step": report.step, "epoch": report.epoch, "value": value,
+                                    "t": now})
+            self.window = _Window(now, report.samples, report.bytes_read, report.data_wait_s)
         self.snapshot = replace(self.snapshot, step=report.step, epoch=report.epoch,
                                 step_ms=report.step_ms or self.snapshot.step_ms)
         self._measurements(report)

@@ -77,6 +77,8 @@ class Progress:
         step, epoch, loss: the last completed step, its epoch (from 0) and training loss.
         last_step_at: wall time of the last completed step.
         samples: samples trained on by the whole group so far in this process.
+        bytes_read, data_wait_s: read from storage by the whole group so far in this process, and
+            the seconds its members' steps waited for rows, summed over the members.
         losses: each step's training loss since the last report, as (step, epoch from 1, loss).
         epochs: evaluations since the last report.
         checkpoints: checkpoints written (or failed, `error` set) since the last report.
@@ -99,6 +101,8 @@ class Progress:
     grad_noise: tuple[float, float] | None = None
     step_ms: dict[str, float] | None = None
     first_step_at: float | None = None
+    bytes_read: float = 0.0
+    data_wait_s: float = 0.0
 
 
 @dataclass(frozen=True)

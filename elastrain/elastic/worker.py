@@ -134,6 +134,8 @@ class Worker:
         self.last_loss = float("nan")
         self.last_step_at = time.time()
         self.samples_done = 0
+        self.bytes_read = 0.0     # by the group, as each step's all-reduce summed it
+        self.data_wait_s = 0.0
         self.epochs: list[EpochRecord] = []
         self.losses: list[tuple[int, int, float]] = []   # (step, epoch from 1, training loss) since the last report
         self.timer = StepTimer(float(self.learner.batch_size))
@@ -231,6 +233,8 @@ class Worker:
             if self.first_step_at is None:
                 self.first_step_at = self.last_step_at
             self.samples_done += report.samples
+            self.bytes_read += report.bytes_read
+            self.data_wait_s += report.data_wait_s
             self.timer.step_done(report.epoch_done)
             self.noise = self.learner.gradient_noise()
         if self.trace:
@@ -291,7 +295,8 @@ class Worker:
                             last_step_at=self.last_step_at, samples=self.samples_done, losses=tuple(losses),
                             epochs=tuple(epochs), checkpoints=checkpoints, step_times=self.timer.drain(),
                             grad_noise=self.noise, step_ms=self.learner.breakdown.as_ms(),
-                            first_step_at=self.first_step_at)
+                            first_step_at=self.first_step_at, bytes_read=self.bytes_read,
+                            data_wait_s=self.data_wait_s)
 
     def state(self) -> bytes:
         """The full training state, serialized with torch.save (load with weights_only=True)."""

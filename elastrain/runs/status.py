@@ -38,6 +38,9 @@ class JobStatus:
         workers, generation: the group's size and membership generation.
         step, epoch, total_steps: progress.
         samples_per_s: training throughput over the last second or so (None before it is known).
+        read_bytes_per_s, data_wait_share: for data streamed from storage, the group's reads over
+            the same window (bytes/s) and the share of the workers' time their steps waited for
+            rows (0..1); None for data in memory.
         driver_pid: the driver's process (a job whose driver is gone is lost).
         ray_address: the Ray cluster (GCS address) where the job's driver is a named actor
             (`elastic.driver`); None for a job driven inside a local process.
@@ -60,6 +63,8 @@ class JobStatus:
     epoch: int = 0
     total_steps: int = 0
     samples_per_s: float | None = None
+    read_bytes_per_s: float | None = None
+    data_wait_share: float | None = None
     driver_pid: int | None = None
     ray_address: str | None = None
     run_dir: str = ""

@@ -58,6 +58,8 @@ class StepReport:
     lr: float
     epoch_done: bool   # this step finished its epoch
     signal: float = 0.0   # the sum over the group of the `signal` each worker passed
+    bytes_read: float = 0.0   # read from storage by the group since the previous step
+    data_wait_s: float = 0.0  # summed over the group: how long members waited for rows since the previous step
 
 
 @runtime_checkable
@@ -191,8 +193,10 @@ class LearnerBase:
         return self.data.share(self.spec.train.seed, self.epoch, self.position, self.batch_size,
                                self.collective.rank, self.collective.world_size)
 
-    def advance(self, samples: int, loss: float, lr: float, signal: float) -> StepReport:
-        """Count a completed step of `samples` rows; the report of it."""
+    def advance(self, samples: int, loss: float, lr: float, signal: float, bytes_read: float = 0.0,
+                data_wait_s: float = 0.0) -> StepReport:
+        """Count a completed step of `samples` rows; the report of it (with the group's I/O since
+        the previous step)."""
         epoch = self.epoch
         self.step += 1
         self.position += samples
@@ -201,7 +205,7 @@ class LearnerBase:
             self.epoch += 1
             self.position = 0
             self.eval_pending = True
-        return StepReport(self.step, epoch, loss, samples, lr, epoch_done, signal)
+        return StepReport(self.step, epoch, loss, samples, lr, epoch_done, signal, bytes_read, data_wait_s)
 
     def record_evaluation(self, metrics: dict) -> None:
         """The epoch's evaluation is done; nothing is selected."""

@@ -38,6 +38,8 @@ from elastrain.train.selection import BestEpoch, check_metric_task, judge
 
 _MODEL_INIT = threading.Lock()
 # What to change when a model of this kind cannot take the data (see Trainer.check).
+# Scalars the step's all-reduce carries after the gradient (see Trainer._gradient_buffer).
+SCALARS = 6
 _MODEL_FIXES = {
     "cnn": "use fewer model.channels or a smaller model.kernel_size: every conv block halves the image's sides",
     "mlp": "check model.hidden",
@@ -74,6 +76,7 @@ class Trainer(LearnerBase):
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.gradient_size = sum(p.numel() for p in self.params)   # the all-reduce buffer's gradient part
         self.buffer = self._gradient_buffer()
+        self.io_seen = (0, 0.0)   # the data source's (bytes_read, wait_s) the previous step reported
         self.optimizer = build_optimizer(spec.train, self.params)
         self.noise = GradientNoiseEstimate()
         self.class_weights, self.label_smoothing = self._loss_options()
@@ -115,8 +118,9 @@ class Trainer(LearnerBase):
     def _gradient_buffer(self) -> torch.Tensor:
         """The one buffer the group adds up each step: every parameter's gradient, which autograd
         accumulates into it in place (each `.grad` is a view of it, so no copy is made before the
-        all-reduce), then four scalars: the squared norm of this worker's mean gradient (with the
-        global mean it measures the gradient noise), the loss sum, the signal, the sample count.
+        all-reduce), then six scalars: the bytes this worker read from storage and the seconds its
+        steps waited for rows since its previous step, the squared norm of its mean gradient (with
+        the global mean it measures the gradient noise), the loss sum, the signal, the sample count.
 
         Raises:
             UserError: the model's trainable parameters are not all of one floating-point dtype.
@@ -126,7 +130,7 @@ class Trainer(LearnerBase):
             raise UserError(f"the model's trainable parameters have dtypes {sorted(map(str, dtypes))}; "
                             "elastrain trains models whose parameters share one floating-point dtype",
                             where="model", fix="convert the model to one dtype, e.g. model.float()")
-        buffer = torch.zeros(self.gradient_size + 4, dtype=dtypes.pop(), device=self.device)
+        buffer = torch.zeros(self.gradient_size + SCALARS, dtype=dtypes.pop(), device=self.device)
         offset = 0
         for param in self.params:
             param.grad = buffer[offset:offset + param.numel()].view_as(param)
@@ -227,6 +231,9 @@ class Trainer(LearnerBase):
         grouped = self.collective.world_size > 1
         buffer = self.buffer
         gradient = buffer[:self.gradient_size]
+        read, waited = self.data.bytes_read, self.data.wait_s
+        buffer[-6] = read - self.io_seen[0]
+        buffer[-5] = waited - self.io_seen[1]
         buffer[-4] = _squared_norm(gradient) / len(mine) ** 2 if grouped and len(mine) else 0.0
         buffer[-3] = local_loss.detach()
         buffer[-2] = signal
@@ -239,7 +246,8 @@ class Trainer(LearnerBase):
             self.breakdown.interrupt()
             raise
         reduced = time.perf_counter()
-        local_sqr_sum, loss_total, signal_sum, samples = buffer[-4:].tolist()
+        bytes_read, data_wait_s, local_sqr_sum, loss_total, signal_sum, samples = buffer[-SCALARS:].tolist()
+        self.io_seen = (read, waited)
         buffer /= samples   # sums over the global batch -> means
         mean_loss = loss_total / samples
         # Also the check for a diverged step: a NaN or infinity anywhere in the gradient (or a
@@ -263,7 +271,7 @@ class Trainer(LearnerBase):
         self.optimizer.step()
         ended = time.perf_counter()
         self.breakdown.add((computed - began) + (ended - updating), reduced - reducing, ended)
-        return self.advance(share.batch, mean_loss, lr, signal_sum)
+        return self.advance(share.batch, mean_loss, lr, signal_sum, bytes_read, data_wait_s)
 
     def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The random generators a step draws from: the CPU's, and the device's on a GPU."""
