@@ -234,7 +234,8 @@ class _Reporter:
                                     "t": now})
             self.window = _Window(now, report.samples, report.bytes_read, report.data_wait_s)
         self.snapshot = replace(self.snapshot, step=report.step, epoch=report.epoch,
-                                step_ms=report.step_ms or self.snapshot.step_ms)
+                                step_ms=report.step_ms or self.snapshot.step_ms,
+                                read_bytes=report.bytes_read or self.snapshot.read_bytes)
         self._measurements(report)
         for checkpoint in report.checkpoints:
             if checkpoint.error:

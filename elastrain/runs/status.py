@@ -41,6 +41,8 @@ class JobStatus:
         read_bytes_per_s, data_wait_share: for data streamed from storage, the group's reads over
             the same window (bytes/s) and the share of the workers' time their steps waited for
             rows (0..1); None for data in memory.
+        read_bytes: what the group read from storage for its steps since this driver started
+            (None for data in memory).
         driver_pid: the driver's process (a job whose driver is gone is lost).
         ray_address: the Ray cluster (GCS address) where the job's driver is a named actor
             (`elastic.driver`); None for a job driven inside a local process.
@@ -65,6 +67,7 @@ class JobStatus:
     samples_per_s: float | None = None
     read_bytes_per_s: float | None = None
     data_wait_share: float | None = None
+    read_bytes: float | None = None
     driver_pid: int | None = None
     ray_address: str | None = None
     run_dir: str = ""
