@@ -36,7 +36,10 @@ from elastrain.train.noise import GradientNoiseEstimate, local_batch_harmonic
 from elastrain.train.optim import build_optimizer, lr_factor
 from elastrain.train.selection import BestEpoch, check_metric_task, judge
 
-_MODEL_INIT = threading.Lock()
+# The process's random generator is shared by the jobs of a process (the server's, or threads of
+# the SDK): whoever seeds and draws from it, or saves and restores it, holds this lock, so that one
+# job's restore cannot rewind another's parameter draws.
+_GLOBAL_RNG = threading.RLock()
 # What to change when a model of this kind cannot take the data (see Trainer.check).
 # Scalars the step's all-reduce carries after the gradient (see Trainer._gradient_buffer).
 SCALARS = 6
@@ -65,11 +68,9 @@ class Trainer(LearnerBase):
         super().__init__(spec, dataset, collective)
         self.device = torch.device(device)
         self.loss_name = spec.loss
-        # Parameters are drawn from the job's seed, so every replica starts identical. The random
-        # generator is global to the process: the lock keeps jobs that start together in one
-        # process (the server's) from drawing from each other's seeding.
+        # Parameters are drawn from the job's seed, so every replica starts identical.
         self.n_outputs = output_size(dataset.task, dataset.n_classes, self.loss_name)
-        with _MODEL_INIT:
+        with _GLOBAL_RNG:
             _seed_everything(spec.train.seed)
             self.model = build_model(spec.model, dataset.input_shape, self.n_outputs,
                                      feature_variance=dataset.feature_variance()).to(self.device)
@@ -156,7 +157,16 @@ class Trainer(LearnerBase):
         Raises:
             UserError: the model raised on the data's shape (exit code 2).
         """
-        rng = self._rng_state()
+        with _GLOBAL_RNG:
+            rng = self._rng_state()
+            try:
+                self._check_shapes()
+            finally:
+                self.model.train()
+                self._set_rng_state(rng)
+
+    def _check_shapes(self) -> None:
+        """Run the model once on two samples of zeros (see :meth:`check`)."""
         shape = "x".join(map(str, self.data.input_shape))
         # Two samples of the data's shape, zeros: checking the shapes reads no rows (the driver of a
         # job on sharded data reads only their metadata).
@@ -176,9 +186,6 @@ class Trainer(LearnerBase):
         except Exception as exc:
             raise UserError(f"the model cannot take samples of shape {shape}: {first_line(exc)}", where="model",
                             fix=_MODEL_FIXES.get(self.spec.model.kind, "check the model against the data")) from None
-        finally:
-            self.model.train()
-            self._set_rng_state(rng)
 
     def record_evaluation(self, metrics: dict) -> None:
         """Take in the validation metrics of the current model (the end of an epoch's, or the
@@ -278,9 +285,10 @@ class Trainer(LearnerBase):
         return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
 
     def _set_rng_state(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-        torch.set_rng_state(state[0])
-        if state[1] is not None:
-            torch.cuda.set_rng_state(state[1], self.device)
+        with _GLOBAL_RNG:
+            torch.set_rng_state(state[0])
+            if state[1] is not None:
+                torch.cuda.set_rng_state(state[1], self.device)
 
     def _measure_noise(self, local_sqr_sum: float, mean_sqr: float, samples: int) -> None:
         """Update the gradient-noise estimate from one step of a group (see `train.noise`)."""
@@ -340,9 +348,8 @@ class Trainer(LearnerBase):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.load_progress(state)
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and "cuda_rng" in state:   # absent when it was taken on a CPU
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        # cuda_rng is absent from a checkpoint taken on a CPU
+        self._set_rng_state((state["torch_rng"], state.get("cuda_rng") if self.device.type == "cuda" else None))
         self.noise.load_state_dict(state.get("grad_noise"))   # absent from checkpoints of older versions
         selection = state.get("selection") or {}
         self.best = BestEpoch(**selection["best"]) if selection.get("best") else None
