@@ -203,12 +203,17 @@ def build_manifest(spec: JobSpec) -> ShardManifest:
 def _summarize(kind: str, infos: list[ShardInfo], jobs: list[tuple[int, int, int]], features: list[str],
                target: str, seed: int, fraction: float) -> list[tuple[int, _PieceStats]]:
     """Each piece's training rows and their statistics, in `jobs` order ((shard, piece, first row
-    id) each): on Ray tasks when this process is connected to Ray, else on threads of this process."""
+    id) each): on Ray tasks spread over the nodes when this process is connected to a Ray cluster of
+    several nodes, else on threads of this process.
+
+    On one node the threads read as fast as tasks would, and with this process's storage settings
+    (an fsspec endpoint or credentials set in it do not reach Ray's worker processes); tasks on
+    other nodes read with those nodes' settings, as the job's workers there do."""
     per_batch = max(1, len(jobs) // (4 * READ_THREADS))
     batches = [jobs[start:start + per_batch] for start in range(0, len(jobs), per_batch)]
     args = (kind, infos, features, target, seed, fraction)
     ray = sys.modules.get("ray")   # not imported: not connected (and not worth importing for the check)
-    if ray is None or not ray.is_initialized():
+    if ray is None or not ray.is_initialized() or sum(node["Alive"] for node in ray.nodes()) < 2:
         with ThreadPoolExecutor(READ_THREADS) as pool:
             return [r for part in pool.map(lambda batch: _piece_summaries(batch, *args), batches) for r in part]
     # No CPU reserved: a pass that waited for CPUs other jobs hold would look like a hang.
@@ -318,6 +323,7 @@ class ShardedSource:
         self.target = data.target
         self.pieces = _Pieces(manifest, data.source_kind)
         self.train_counts = tuple(count for rows in manifest.train for count in rows)
+        self._n_train = sum(self.train_counts)
         self.window = data.shuffle_window
         self.task = "classification" if manifest.classes is not None else "regression"
         self.n_classes = len(manifest.classes) if manifest.classes is not None else None
@@ -337,7 +343,7 @@ class ShardedSource:
 
     @property
     def n_train(self) -> int:
-        return sum(self.train_counts)
+        return self._n_train
 
     @property
     def n_val(self) -> int:
@@ -373,8 +379,12 @@ class ShardedSource:
         plan = epoch_plan(self.train_counts, seed, epoch, self.window)
         place = batch_place(plan, seed, epoch, position, batch_size)
         window = plan.window_of(position)
-        ahead = (pieces_of(plan, window + 1, rank, world_size) if window + 1 < plan.n_windows else
-                 pieces_of(epoch_plan(self.train_counts, seed, epoch + 1, self.window), 0, rank, world_size))
+        if window + 1 < plan.n_windows:
+            ahead = pieces_of(plan, window + 1, rank, world_size)
+        elif epoch + 1 < self._epochs(batch_size):
+            ahead = pieces_of(epoch_plan(self.train_counts, seed, epoch + 1, self.window), 0, rank, world_size)
+        else:   # the job ends with this epoch: nothing to read ahead
+            ahead = np.zeros(0, np.int64)
         self._want([*pieces_of(plan, window, rank, world_size).tolist(), *ahead.tolist(),
                     *np.unique(place.piece[place.owned_by(rank, world_size)]).tolist()])
         mine = place.owned_by(rank, world_size)
@@ -391,6 +401,12 @@ class ShardedSource:
             self.wait_s += time.perf_counter() - began
             x[at], y[at], ids[at] = px[rows[at]], py[rows[at]], pids[rows[at]]
         return Share(ids, x, y, len(place.piece))
+
+    def _epochs(self, batch_size: int) -> float:
+        """The epochs the job starts, by train.epochs and train.max_steps (early stopping may end it sooner)."""
+        train = self.spec.train
+        by_steps = math.ceil(train.max_steps / math.ceil(self.n_train / batch_size)) if train.max_steps else math.inf
+        return min(train.epochs or math.inf, by_steps)
 
     def batch_ids(self, seed: int, epoch: int, position: int, batch_size: int, rank: int,
                   world_size: int) -> tuple[np.ndarray, np.ndarray]:
