@@ -4,7 +4,8 @@ its data in memory, on a seeded HIGGS-like table (`bench.higgs_like`) of two siz
 Each run is `elastrain run` in its own process with its own local Ray; a sampler thread records
 the peak resident memory (VmHWM) of every worker process. Measured:
 
-- memory as data grows: each worker's peak RSS on the large set against the small one;
+- memory as data grows: each worker's peak RSS on the large set against the small one, and
+  against the streamed runs' declared budget (`resources.memory_per_worker`, 1536 MiB);
 - read amplification: bytes the group read in one epoch / the data set's bytes, on 2 and 3 workers;
 - throughput: samples/s streaming vs the same job with the small set in memory (one Parquet file);
 - time to first step: from the group's start to the first reported step (an upper bound, within
@@ -37,6 +38,8 @@ SHARD_ROWS = 1 << 20      # ~126 MB per shard
 GROUP_ROWS = 1 << 17      # 8 row groups (pieces) per shard
 BATCH = 4096
 HIDDEN = [64]
+# The streamed runs' declared resources.memory_per_worker (MiB): what a worker's peak must stay under.
+MEMORY_BUDGET_MIB = 1536
 
 
 def data_set(folder: Path, gigabytes: float) -> Path:
@@ -65,36 +68,58 @@ def one_file(folder: Path, shards: Path) -> Path:
     return path
 
 
-def spec(source: str, workers: int, max_steps: int | None, epochs: int | None = None) -> dict:
-    """The benchmark job: an MLP 28-64-2 with Adam, global batch 4096."""
+def spec(source: str, workers: int, max_steps: int | None, epochs: int | None = None,
+         memory_mib: float | None = MEMORY_BUDGET_MIB) -> dict:
+    """The benchmark job: an MLP 28-64-2 with Adam, global batch 4096, each worker declaring `memory_mib`."""
     return {"name": "bench-streaming",
             "data": {"source": source, "target": "label"},
             "model": {"kind": "mlp", "hidden": HIDDEN},
             "train": {"optimizer": "adam", "lr": 0.001, "batch_size": BATCH, "max_steps": max_steps,
                       "epochs": epochs, "seed": 0},
             "resources": {"workers": {"min": workers, "max": workers}, "cpus_per_worker": 0.5,
-                          "wait_timeout_s": 120}}
+                          "memory_per_worker": memory_mib, "wait_timeout_s": 120}}
 
 
 class PeakMemory(threading.Thread):
-    """The peak resident memory (MB) of each `ray::Worker` process seen while it runs."""
+    """The peak resident memory (MB) of each `ray::Worker` process started under process `root`
+    (the job's own Ray: workers of another Ray instance on the machine are not counted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: int) -> None:
         super().__init__(daemon=True)
+        self.root = root
         self.peaks: dict[int, float] = {}
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.wait(0.2):
-            for entry in Path("/proc").glob("[0-9]*"):
+            for pid in _descendants(self.root):
+                entry = Path("/proc") / str(pid)
                 try:
                     if not (entry / "cmdline").read_bytes().startswith(b"ray::Worker"):
                         continue
                     for line in (entry / "status").read_text().splitlines():
                         if line.startswith("VmHWM:"):
-                            self.peaks[int(entry.name)] = int(line.split()[1]) / 1024
+                            self.peaks[pid] = int(line.split()[1]) / 1024
                 except OSError:
                     continue   # the process ended while we looked
+
+
+def _descendants(root: int) -> set[int]:
+    """The processes below `root` in the process tree, now."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, frontier = set(), [root]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
 
 
 def run(job: dict, home: Path) -> dict:
@@ -103,15 +128,16 @@ def run(job: dict, home: Path) -> dict:
     spec_file = home / "job.yaml"
     spec_file.write_text(yaml.safe_dump(job))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"ELASTRAIN_HOME": str(home)}
-    memory = PeakMemory()
-    memory.start()
     began = time.time()
-    done = subprocess.run([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], env=env,
-                          capture_output=True, text=True, timeout=3600)
+    job_process = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    memory = PeakMemory(job_process.pid)
+    memory.start()
+    stdout, stderr = job_process.communicate(timeout=3600)
     memory.stopping.set()
-    if done.returncode != 0:
-        raise SystemExit(f"the job failed: {done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if job_process.returncode != 0:
+        raise SystemExit(f"the job failed: {stderr[-2000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
     folder = Path(result["run_dir"])
     status = json.loads((folder / "status.json").read_text())
     events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
@@ -142,7 +168,7 @@ def main() -> None:
     glob = "part-*.parquet"
     streamed_small = run(spec(f"parquet:{small}/{glob}", 2, args.steps), homes / "small")
     streamed_large = run(spec(f"parquet:{large}/{glob}", 2, args.steps), homes / "large")
-    in_memory = run(spec(f"parquet:{whole}", 2, args.steps), homes / "memory")
+    in_memory = run(spec(f"parquet:{whole}", 2, args.steps, memory_mib=None), homes / "memory")
     epochs = {workers: run(spec(f"parquet:{small}/{glob}", workers, None, epochs=1), homes / f"epoch-{workers}")
               for workers in (2, 3)}
     amplification = {w: round(r["read_bytes"] / small_bytes, 3) for w, r in epochs.items()}
@@ -151,6 +177,7 @@ def main() -> None:
         "peak_rss_mb_small": streamed_small["peak_rss_mb"],
         "peak_rss_mb_in_memory": in_memory["peak_rss_mb"],
         "rss_ratio_8g_to_1g": round(streamed_large["peak_rss_mb"] / streamed_small["peak_rss_mb"], 3),
+        "memory_per_worker_mb": MEMORY_BUDGET_MIB,   # MiB, as the peaks (VmHWM / 1024)
         "read_amplification": max(amplification.values()),
         "read_amplification_by_workers": amplification,
         "stream_to_memory_ratio": round(streamed_small["samples_per_s"] / in_memory["samples_per_s"], 3),

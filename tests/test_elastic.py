@@ -209,6 +209,20 @@ def test_too_few_workers_waits_then_fails_with_a_clear_message(cli, tmp_path, el
     assert (run_dir / "spec.yaml").is_file()
 
 
+def test_workers_reserve_the_memory_they_declare_on_ray(cli, tmp_path, elastrain_home):
+    """resources.memory_per_worker is asked of Ray with the CPUs: more than the node has is the
+    waiting failure naming the memory; a budget that fits trains (a standby's reservation too)."""
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(JOB.format(epochs=1, max_workers=2, every=5, hidden=[32], dropout=0.0).replace(
+        "cpus_per_worker: 1, wait_timeout_s: 60", "cpus_per_worker: 1, memory_per_worker: 1000GiB, wait_timeout_s: 3"))
+    code, _, err = cli("run", spec_file)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "could be started in 3 s (each asks for 1 CPU and 1,024,000 MiB;" in err and "memory_per_worker" in err
+    fits = job(epochs=1, max_workers=3).model_copy(deep=True)
+    fits.resources.memory_per_worker = 256
+    assert run_job(fits, elastrain_home).status == "succeeded"
+
+
 def test_workers_slow_to_load_are_starting_not_waiting(elastrain_home, tmp_path, monkeypatch):
     """`waiting` means short of resources: workers that have their CPUs but take seconds to load
     (importing torch on a busy machine; here a model factory that sleeps) log no such event."""

@@ -60,6 +60,18 @@ def test_wrong_type_and_out_of_range():
     assert "train.batch_size" in error_line("train:\n  batch_size: 0\n")
 
 
+def test_a_workers_memory_is_mib_or_a_size_with_its_unit():
+    def memory(value):
+        return parse_spec(f"resources: {{memory_per_worker: {value}}}").resources.memory_per_worker
+
+    assert memory(1536) == 1536 and memory("'2GiB'") == 2048 and memory("'1536 MiB'") == 1536
+    assert memory("'1GB'") == pytest.approx(1e9 / 2**20)
+    assert parse_spec("").resources.memory_per_worker is None and parse_spec("").resources.memory_bytes == 0
+    line = error_line("resources:\n  memory_per_worker: lots\n")
+    assert line.startswith("job.yaml:2:") and "resources.memory_per_worker" in line and "'2GiB'" in line
+    assert "greater than 0" in error_line("resources:\n  memory_per_worker: 0\n")
+
+
 def test_loss_that_does_not_fit_the_model():
     line = error_line("model:\n  kind: linear\ntrain:\n  loss: hinge\n")
     assert line.startswith("job.yaml:4: train.loss") and "mse, mae" in line

@@ -222,12 +222,14 @@ class ElasticController:
                 self._enter(Phase.INTERRUPTED)
                 raise JobInterrupted(f"stopped at step {self.step} while waiting for workers")
             if time.monotonic() > deadline:
-                free = ray.available_resources().get("CPU", 0)
+                free, asks = ray.available_resources(), self.spec.resources
+                memory = (f" and {asks.memory_per_worker:,.0f} MiB; {free.get('memory', 0) / 2**20:,.0f} MiB free"
+                          if asks.memory_bytes else "")
                 raise UserError(
                     f"only {len(group.members)} of the {wait_for} workers needed could be started in "
-                    f"{self.spec.resources.wait_timeout_s:g} s (each asks for {self.spec.resources.cpus_per_worker:g} "
-                    f"CPU; {free:g} CPU free)", where="resources.workers.min",
-                    fix="lower resources.workers.min or cpus_per_worker, add nodes, or raise "
+                    f"{asks.wait_timeout_s:g} s (each asks for {asks.cpus_per_worker:g} "
+                    f"CPU{memory}; {free.get('CPU', 0):g} CPU free)", where="resources.workers.min",
+                    fix="lower resources.workers.min, cpus_per_worker or memory_per_worker, add nodes, or raise "
                         "resources.wait_timeout_s; checkpoints already written are kept (elastrain resume)",
                     exit_code=1)
         group.trim_to(self.desired)

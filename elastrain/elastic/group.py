@@ -120,23 +120,28 @@ class WorkerGroup:
                 member = Member(None, self.next_id, reservation=self._reservation())
                 ref = member.reservation.ready()
             else:
-                member = Member(self._start_worker(resources.cpus_per_worker, resources.gpus_per_worker),
+                member = Member(self._start_worker(resources.cpus_per_worker, resources.gpus_per_worker,
+                                                   resources.memory_bytes),
                                 self.next_id)
                 ref = member.actor.info.remote()
             self.next_id = max(self.next_id, member.worker_id + 1)
             self.pending[member.worker_id] = (member, ref)
 
-    def _start_worker(self, cpus: float, gpus: float, node_id: str | None = None) -> ray.actor.ActorHandle:
-        """A new worker process holding `cpus` and `gpus`, on node `node_id` if given."""
+    def _start_worker(self, cpus: float, gpus: float, memory: int = 0,
+                      node_id: str | None = None) -> ray.actor.ActorHandle:
+        """A new worker process holding `cpus`, `gpus` and `memory` bytes, on node `node_id` if given."""
         strategy = NodeAffinitySchedulingStrategy(node_id, soft=False) if node_id else "DEFAULT"
-        return self.actor_class.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy).remote(
+        return self.actor_class.options(num_cpus=cpus, num_gpus=gpus, memory=memory or None,
+                                        scheduling_strategy=strategy).remote(
             self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url, self.trace_dir, self.gate)
 
     def _reservation(self, node_id: str | None = None) -> PlacementGroup:
-        """A placement group holding one worker's CPUs, on node `node_id` if given."""
+        """A placement group holding one worker's CPUs (and memory, if it declares some), on node `node_id` if given."""
         selector = [{NODE_ID_LABEL_KEY: node_id}] if node_id else None
-        return placement_group([{"CPU": self.spec.resources.cpus_per_worker}], strategy="STRICT_PACK",
-                               bundle_label_selector=selector)
+        resources = self.spec.resources
+        bundle = {"CPU": resources.cpus_per_worker, **({"memory": resources.memory_bytes} if resources.memory_bytes
+                                                       else {})}
+        return placement_group([bundle], strategy="STRICT_PACK", bundle_label_selector=selector)
 
     def reserve_loaded_standbys(self) -> None:
         """Reserve CPUs for former standbys that have finished loading (without pausing the group)."""
@@ -194,7 +199,7 @@ class WorkerGroup:
             return None
         if member.actor is None:   # its CPUs are held: start its process, holding none, on their node
             node_id = placement_group_table(member.reservation)["bundles_to_node_id"][0]
-            member.actor = self._start_worker(0, 0, node_id)
+            member.actor = self._start_worker(0, 0, node_id=node_id)
             self.pending[worker_id] = (member, member.actor.info.remote())
             return None
         if isinstance(answer, dict):   # Worker.info: the process is loaded
@@ -211,7 +216,8 @@ class WorkerGroup:
         Ray's free resources are short of one worker's. A reservation merely slow to be placed while
         the resources are free (Ray's own processes starved on a busy machine) is starting, not waiting."""
         free, asks = ray.available_resources(), self.spec.resources
-        if free.get("CPU", 0) >= asks.cpus_per_worker and free.get("GPU", 0) >= asks.gpus_per_worker:
+        if (free.get("CPU", 0) >= asks.cpus_per_worker and free.get("GPU", 0) >= asks.gpus_per_worker
+                and free.get("memory", 0) >= asks.memory_bytes):
             return False
         return any(placement_group_table(member.reservation)["state"] != "CREATED" if member.reservation is not None
                    else member.actor is not None and not _leased(member.actor)

@@ -518,12 +518,33 @@ class PreemptionSpec(_Strict):
     poll_s: float = Field(1.0, gt=0, le=60, description="seconds between two looks at the endpoint")
 
 
+_MEMORY_UNITS = {"": 1, "mib": 1, "mb": 1e6 / 2**20, "gib": 1024, "gb": 1e9 / 2**20}
+
+
+def _memory_mib(value: object) -> object:
+    """A memory size as MiB: a number is MiB; a string is a number with MiB, MB, GiB or GB."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower().replace(" ", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number):]
+    if unit not in _MEMORY_UNITS or not number:
+        raise ValueError(f"{value!r} is not a memory size: write e.g. 1536 (MiB), '1536MiB', '2GiB' or '2GB'")
+    return float(number) * _MEMORY_UNITS[unit]
+
+
 class ResourcesSpec(_Strict):
     """Compute the job asks for."""
 
     workers: WorkersSpec = WorkersSpec()
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
+    memory_per_worker: Annotated[float | None, BeforeValidator(_memory_mib)] = Field(
+        None, gt=0,
+        description="the memory one worker may use, in MiB (or '2GiB', '2GB'): Ray places a worker only on a node "
+                    "with this much of its memory resource unreserved, and reserves it; default none (workers are "
+                    "placed by their CPUs alone). A worker on sharded data needs about 500 MiB plus two shuffle "
+                    "windows' rows of its share (docs/streaming.md), whatever the data set's size")
     wait_timeout_s: float = Field(300.0, gt=0, description="how long to wait for workers.min workers to start")
     hang_timeout_s: float = Field(
         30.0, ge=1, le=86_400,
@@ -556,6 +577,11 @@ class ResourcesSpec(_Strict):
     def on_gpu(self) -> bool:
         """Whether each worker trains on a CUDA device (and the group's collective is NCCL)."""
         return self.device == "cuda" or (self.device == "auto" and self.gpus_per_worker > 0)
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory a worker reserves on Ray (its `memory` resource), in bytes; 0 for none."""
+        return int(self.memory_per_worker * 2**20) if self.memory_per_worker else 0
 
 
 class CheckpointSpec(_Strict):

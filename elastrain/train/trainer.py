@@ -310,17 +310,16 @@ class Trainer(LearnerBase):
         (the confusion matrix or the regression sums are added over the group: exact)."""
         self.breakdown.interrupt()
         self.model.eval()
-        predicted, targets = [], []
+        classification = self.data.task == "classification"
+        stats = np.zeros((self.data.n_classes, self.data.n_classes) if classification else
+                         len(metric_fns.REGRESSION_STATS))
+        # One chunk of rows in memory at a time, and only its sums kept: the memory an evaluation
+        # takes does not grow with the validation split.
         for rows in self.data.val_chunks(self.collective.rank, self.collective.world_size):
-            x, y = self._rows(rows)   # one chunk of rows in memory at a time
-            predicted.append(predictions(self.model(x), self.data.task).cpu().numpy())
-            targets.append(y.cpu().numpy())
-        predicted_all = np.concatenate(predicted) if predicted else np.zeros(0)
-        target_all = np.concatenate(targets) if targets else np.zeros(0, np.int64)
-        if self.data.task == "classification":
-            stats = metric_fns.confusion(predicted_all.astype(np.int64), target_all, self.data.n_classes)
-        else:
-            stats = metric_fns.regression_sums(predicted_all, target_all)
+            x, y = self._rows(rows)
+            predicted, target = predictions(self.model(x), self.data.task).cpu().numpy(), y.cpu().numpy()
+            stats += (metric_fns.confusion(predicted.astype(np.int64), target, self.data.n_classes) if classification
+                      else metric_fns.regression_sums(predicted, target))
         summed = torch.from_numpy(stats).to(self.device)
         self.collective.all_reduce_sum(summed)
         totals = summed.cpu().numpy()
