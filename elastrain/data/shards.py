@@ -1,10 +1,12 @@
 """Sharded data on local disk or any fsspec URL: listing the shards, their pieces, and reading one piece.
 
-A sharded source is `parquet:GLOB` or `npy:GLOB` where GLOB has a wildcard or a URL scheme
-(`parquet:s3://bucket/higgs/part-*.parquet`, `npy:/data/part-*.x.npy`). Its pieces are what one
-worker reads at once: a Parquet file's row groups, or runs of `NPY_PIECE_ROWS` rows of a `.npy`
-pair (`NAME.x.npy` holds the features (N, F), `NAME.y.npy` the targets (N,)). Listing reads only
-metadata: Parquet footers and `.npy` headers.
+A sharded source is `parquet:GLOB`, `csv:GLOB`, `jsonl:GLOB` or `npy:GLOB` where GLOB has a
+wildcard or a URL scheme (`parquet:s3://bucket/higgs/part-*.parquet`, `csv:/data/part-*.csv.gz`,
+`npy:/data/part-*.x.npy`). Its pieces are what one worker reads at once: a Parquet file's row
+groups, runs of `NPY_PIECE_ROWS` rows of a `.npy` pair (`NAME.x.npy` holds the features (N, F),
+`NAME.y.npy` the targets (N,)), or a whole CSV or JSON Lines file (text has no index to seek a row
+by; gzip and the other codecs fsspec knows are recognised by the file's suffix). Listing reads only
+metadata for Parquet (footers) and `.npy` (headers); a text shard is read once to count its rows.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from elastrain.errors import UserError
 from elastrain.spec.models import GLOB_WILDCARDS, npy_targets
 
 NPY_PIECE_ROWS = 65_536
+TEXT_FORMATS = ("csv", "jsonl")
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,21 @@ def list_shards(kind: str, pattern: str) -> list[str]:
     return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in found]
 
 
-def shard_info(kind: str, url: str) -> ShardInfo:
-    """List one shard's pieces and columns from its metadata alone.
+def shard_info(kind: str, url: str, sep: str = ",") -> ShardInfo:
+    """List one shard's pieces and columns (from its metadata alone, but for text shards: see the
+    module's docstring). `sep` is a CSV shard's separator.
 
     Raises:
         UserError: the shard cannot be opened or is not a file of its format (naming it).
     """
     try:
+        if kind in TEXT_FORMATS:
+            table = _read_text(kind, url, sep, None)
+            fs, path = fsspec.core.url_to_fs(url)
+            stored = fs.size(path)   # bytes read from storage: the file as stored
+            # Text has no types: a column is a number in every shard or not, whatever its digits.
+            columns = tuple((f.name, "double" if _numeric_type(f.type) else str(f.type)) for f in table.schema)
+            return ShardInfo(url, (table.num_rows,), columns, (int(stored),), len(columns))
         if kind == "parquet":
             import pyarrow.parquet as pq
 
@@ -110,15 +121,23 @@ def _npy_header(url: str) -> tuple[tuple[int, ...], str]:
     return tuple(shape), str(dtype)
 
 
-def read_piece(kind: str, shard: ShardInfo, piece: int, features: list[str], target: str
+def read_piece(kind: str, shard: ShardInfo, piece: int, features: list[str], target: str, sep: str = ","
                ) -> tuple[np.ndarray, np.ndarray]:
     """The rows of piece `piece` of `shard`: features float32 (n, F) in the order of `features`
-    (ignored for `.npy`) and the raw targets (n,).
+    (ignored for `.npy`) and the raw targets (n,). `sep` is a CSV shard's separator.
 
     Raises:
         UserError: the shard vanished, is truncated or corrupt (naming it).
     """
     try:
+        if kind in TEXT_FORMATS:
+            table = _read_text(kind, shard.url, sep, [*features, target])
+            if table.num_rows != shard.pieces[piece]:
+                raise ValueError(f"it holds {table.num_rows} rows, not the {shard.pieces[piece]} listed")
+            x = np.empty((table.num_rows, len(features)), np.float32)
+            for j, name in enumerate(features):
+                x[:, j] = table.column(name).to_numpy()
+            return x, table.column(target).to_numpy()
         if kind == "parquet":
             import pyarrow.parquet as pq
 
@@ -136,6 +155,26 @@ def read_piece(kind: str, shard: ShardInfo, piece: int, features: list[str], tar
         raise UserError(f"cannot read piece {piece} of the shard: {type(exc).__name__}: {exc}", where=shard.url,
                         fix="the shard changed or broke after the job listed its shards: restore it and run the "
                                     "job again") from None
+
+
+def _read_text(kind: str, url: str, sep: str, columns: list[str] | None):
+    """A CSV (with a header row) or JSON Lines shard as an Arrow table, decompressed by its
+    suffix; only `columns` (all if None)."""
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+
+    with fsspec.open(url, "rb", compression="infer") as handle:
+        if kind == "csv":
+            return pcsv.read_csv(handle, parse_options=pcsv.ParseOptions(delimiter=sep),
+                                 convert_options=pcsv.ConvertOptions(include_columns=columns))
+        table = pjson.read_json(handle)
+    return table if columns is None else table.select(columns)
+
+
+def _numeric_type(arrow_type) -> bool:
+    import pyarrow.types as pat
+
+    return pat.is_integer(arrow_type) or pat.is_floating(arrow_type) or pat.is_boolean(arrow_type)
 
 
 def _read_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -102,8 +102,9 @@ def _piece_stats(x: np.ndarray, y: np.ndarray) -> _PieceStats:
 class _Pieces:
     """The data set's pieces in one numbering: shard and piece within it, first row id, rows."""
 
-    def __init__(self, manifest: ShardManifest, kind: str) -> None:
+    def __init__(self, manifest: ShardManifest, kind: str, sep: str) -> None:
         self.kind = kind
+        self.sep = sep
         self.shards = [ShardInfo(url, tuple(rows), ()) for url, rows in zip(manifest.shards, manifest.pieces,
                                                                              strict=True)]
         self.where: list[tuple[int, int]] = []   # piece id -> (shard, piece in shard)
@@ -123,7 +124,7 @@ class _Pieces:
     def read(self, piece: int, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw features (n, F), raw targets (n,) and row ids (n,) of piece `piece`."""
         s, p = self.where[piece]
-        x, y = read_piece(self.kind, self.shards[s], p, features, target)
+        x, y = read_piece(self.kind, self.shards[s], p, features, target, self.sep)
         return x, y, np.arange(self.first_id[piece], self.first_id[piece] + len(y), dtype=np.int64)
 
 
@@ -134,7 +135,7 @@ def describe_shards(data: DataSpec) -> str:
         UserError: as `build_manifest`, short of reading rows.
     """
     kind = data.source_kind
-    infos = _list_infos(kind, data.source_arg)
+    infos = _list_infos(kind, data.source_arg, shard_separator(data))
     _check_schemas(kind, infos, data.target)
     rows = sum(info.rows for info in infos)
     width = infos[0].width - (0 if kind == "npy" else 1)
@@ -143,10 +144,15 @@ def describe_shards(data: DataSpec) -> str:
             f"{megabytes:,.1f} MB, {width} features{'' if kind == 'npy' else f' and the target {data.target!r}'}")
 
 
-def _list_infos(kind: str, pattern: str) -> list[ShardInfo]:
+def shard_separator(data: DataSpec) -> str:
+    """The separator of CSV shards: data.csv.sep, else a comma."""
+    return data.csv.sep or ","
+
+
+def _list_infos(kind: str, pattern: str, sep: str) -> list[ShardInfo]:
     urls = list_shards(kind, pattern)
     with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(lambda url: shard_info(kind, url), urls))
+        return list(pool.map(lambda url: shard_info(kind, url, sep), urls))
 
 
 def build_manifest(spec: JobSpec) -> ShardManifest:
@@ -160,7 +166,8 @@ def build_manifest(spec: JobSpec) -> ShardManifest:
     data = spec.data
     kind = data.source_kind
     began = time.perf_counter()
-    infos = _list_infos(kind, data.source_arg)
+    sep = shard_separator(data)
+    infos = _list_infos(kind, data.source_arg, sep)
     urls = [info.url for info in infos]
     features = _check_schemas(kind, infos, data.target)
     seed = data.split_seed if data.split_seed is not None else spec.train.seed
@@ -168,9 +175,9 @@ def build_manifest(spec: JobSpec) -> ShardManifest:
     manifest = ShardManifest(shards=urls, pieces=[list(i.pieces) for i in infos],
                              piece_bytes=[list(i.piece_bytes) for i in infos], features=features, width=width,
                              seed=seed)
-    pieces = _Pieces(manifest, kind)
+    pieces = _Pieces(manifest, kind, sep)
     jobs = [(s, p, pieces.first_id[i]) for i, (s, p) in enumerate(pieces.where)]
-    results = _summarize(kind, infos, jobs, features, data.target, seed, data.validation_fraction)
+    results = _summarize(kind, sep, infos, jobs, features, data.target, seed, data.validation_fraction)
     counts = [count for count, _ in results]
     moments = results[0][1].moments
     for _, stats in results[1:]:
@@ -200,7 +207,7 @@ def build_manifest(spec: JobSpec) -> ShardManifest:
         "stats_s": round(time.perf_counter() - began, 3)})
 
 
-def _summarize(kind: str, infos: list[ShardInfo], jobs: list[tuple[int, int, int]], features: list[str],
+def _summarize(kind: str, sep: str, infos: list[ShardInfo], jobs: list[tuple[int, int, int]], features: list[str],
                target: str, seed: int, fraction: float) -> list[tuple[int, _PieceStats]]:
     """Each piece's training rows and their statistics, in `jobs` order ((shard, piece, first row
     id) each): on Ray tasks spread over the nodes when this process is connected to a Ray cluster of
@@ -211,7 +218,7 @@ def _summarize(kind: str, infos: list[ShardInfo], jobs: list[tuple[int, int, int
     other nodes read with those nodes' settings, as the job's workers there do."""
     per_batch = max(1, len(jobs) // (4 * READ_THREADS))
     batches = [jobs[start:start + per_batch] for start in range(0, len(jobs), per_batch)]
-    args = (kind, infos, features, target, seed, fraction)
+    args = (kind, sep, infos, features, target, seed, fraction)
     ray = sys.modules.get("ray")   # not imported: not connected (and not worth importing for the check)
     if ray is None or not ray.is_initialized() or sum(node["Alive"] for node in ray.nodes()) < 2:
         with ThreadPoolExecutor(READ_THREADS) as pool:
@@ -226,8 +233,8 @@ def _summarize(kind: str, infos: list[ShardInfo], jobs: list[tuple[int, int, int
         raise
 
 
-def _piece_summaries(jobs: list[tuple[int, int, int]], kind: str, infos: list[ShardInfo], features: list[str],
-                     target: str, seed: int, fraction: float) -> list[tuple[int, _PieceStats]]:
+def _piece_summaries(jobs: list[tuple[int, int, int]], kind: str, sep: str, infos: list[ShardInfo],
+                     features: list[str], target: str, seed: int, fraction: float) -> list[tuple[int, _PieceStats]]:
     """(training rows, their statistics) of each piece of `jobs`.
 
     Raises:
@@ -235,7 +242,7 @@ def _piece_summaries(jobs: list[tuple[int, int, int]], kind: str, infos: list[Sh
     """
     found = []
     for shard, piece, first in jobs:
-        x, y = read_piece(kind, infos[shard], piece, features, target)
+        x, y = read_piece(kind, infos[shard], piece, features, target, sep)
         finite = np.isfinite(x).all(axis=1)
         if not finite.all():
             raise UserError(f"row {int(np.argmin(finite))} of piece {piece} has a missing or infinite feature",
@@ -321,7 +328,7 @@ class ShardedSource:
         self.manifest = manifest = data.manifest
         self.spec = spec
         self.target = data.target
-        self.pieces = _Pieces(manifest, data.source_kind)
+        self.pieces = _Pieces(manifest, data.source_kind, shard_separator(data))
         self.train_counts = tuple(count for rows in manifest.train for count in rows)
         self._n_train = sum(self.train_counts)
         self.window = data.shuffle_window

@@ -20,10 +20,10 @@ from elastrain.plugins import LEARNERS, SOURCES, import_plugins
 from elastrain.spec.metrics import metric_name
 from elastrain.spec.tune import TuneSpec
 
-SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "npy", "idx", "synthetic")
-FILE_SOURCES = ("csv", "parquet", "npz", "npy", "idx")
+SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "npy", "jsonl", "idx", "synthetic")
+FILE_SOURCES = ("csv", "parquet", "npz", "npy", "jsonl", "idx")
 # Formats whose shards are streamed to the workers (`elastrain.data.streaming`).
-SHARD_FORMATS = ("parquet", "npy")
+SHARD_FORMATS = ("parquet", "npy", "csv", "jsonl")
 GLOB_WILDCARDS = "*?["
 # Each built-in data set's task: the one `model.task: auto` takes when model and loss leave it open.
 BUILTIN_TASKS = {"digits": "classification", "iris": "classification", "wine": "classification",
@@ -118,9 +118,10 @@ class DataSpec(_Strict):
     """Where the data comes from and how it is split and preprocessed.
 
     `source` names one file read into memory (`csv:`, `parquet:`, `npz:`, `idx:`), built-in or
-    synthetic data, or shards streamed to the workers: `parquet:` or `npy:` with a glob or a URL
-    (`parquet:s3://bucket/higgs/part-*.parquet`). Streamed rows are shuffled within windows of
-    `shuffle_window` training rows (see `elastrain.data.stream_order`).
+    synthetic data, or shards streamed to the workers: `parquet:`, `csv:` (also gzipped) or `npy:`
+    with a glob or a URL (`parquet:s3://bucket/higgs/part-*.parquet`), and `jsonl:` (JSON Lines)
+    always. Streamed rows are shuffled within windows of `shuffle_window` training rows (see
+    `elastrain.data.stream_order`).
     """
 
     source: str = "builtin:digits"
@@ -169,7 +170,7 @@ class DataSpec(_Strict):
         one file read into memory."""
         arg = self.source_arg
         return self.source_kind in SHARD_FORMATS and (any(c in arg for c in GLOB_WILDCARDS) or "://" in arg
-                                                     or self.source_kind == "npy")
+                                                     or self.source_kind in ("npy", "jsonl"))
 
     @property
     def on_local_disk(self) -> bool:
