@@ -9,10 +9,12 @@ the peak resident memory (VmHWM) of every worker process. Measured:
 - read amplification: bytes the group read in one epoch / the data set's bytes, on 2 and 3 workers;
 - throughput: samples/s streaming vs the same job with the small set in memory (one Parquet file);
 - time to first step: from the group's start to the first reported step (an upper bound, within
-  the progress report's interval), and the statistics pass, reported apart.
+  the progress report's interval), and the statistics pass, reported apart;
+- the peer: Ray Train 2.60 + Ray Data's `streaming_split` on the same shards, model, global batch
+  and workers (`bench.raydata_peer`): elastrain's streamed samples/s over its.
 
 Not yet measured here (their keys are null): the exactly-once trace under chaos with a driver
-SIGKILL and resume (the tests check it on small data), and the Ray Train + Ray Data peer.
+SIGKILL and resume (the tests check it on small data).
 
     python -m bench.streaming [--small-gb 1] [--large-gb 8] [--data /tmp/elastrain-bench-streaming]
 """
@@ -150,6 +152,16 @@ def run(job: dict, home: Path) -> dict:
             "stats_s": manifest.get("stats_s")}
 
 
+def ray_data_peer(shards: Path, steps: int) -> dict:
+    """Ray Train + Ray Data on `shards` (`bench.raydata_peer`), in its own process and local Ray."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "bench.raydata_peer", "--data", str(shards), "--steps", str(steps)],
+                          env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"the Ray Data peer failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +184,7 @@ def main() -> None:
     epochs = {workers: run(spec(f"parquet:{small}/{glob}", workers, None, epochs=1), homes / f"epoch-{workers}")
               for workers in (2, 3)}
     amplification = {w: round(r["read_bytes"] / small_bytes, 3) for w, r in epochs.items()}
+    peer = ray_data_peer(small, args.steps)
     common.report("streaming", {
         "peak_rss_mb": streamed_large["peak_rss_mb"],
         "peak_rss_mb_small": streamed_small["peak_rss_mb"],
@@ -181,8 +194,10 @@ def main() -> None:
         "read_amplification": max(amplification.values()),
         "read_amplification_by_workers": amplification,
         "stream_to_memory_ratio": round(streamed_small["samples_per_s"] / in_memory["samples_per_s"], 3),
-        "samples_per_s": {"streamed": streamed_small["samples_per_s"], "in_memory": in_memory["samples_per_s"]},
-        "ratio_to_ray_data": None, "repeated_samples": None, "missing_samples": None,
+        "samples_per_s": {"streamed": streamed_small["samples_per_s"], "in_memory": in_memory["samples_per_s"],
+                          "ray_train_ray_data": peer["samples_per_s"]},
+        "ratio_to_ray_data": round(streamed_small["samples_per_s"] / peer["samples_per_s"], 3),
+        "repeated_samples": None, "missing_samples": None,
         "peer_repeated_samples": None, "peer_missing_samples": None,
         "time_to_first_step_s": streamed_large["time_to_first_step_s"],
         "time_to_first_step_s_small": streamed_small["time_to_first_step_s"],
@@ -191,7 +206,7 @@ def main() -> None:
         "data_bytes": {"small": small_bytes,
                        "large": sum(p.stat().st_size for p in large.glob("part-*.parquet"))},
         "runs": {"small": streamed_small, "large": streamed_large, "in_memory": in_memory,
-                 **{f"epoch_{w}": r for w, r in epochs.items()}},
+                 **{f"epoch_{w}": r for w, r in epochs.items()}, "ray_data_peer": peer},
         "workers": 2, "global_batch": BATCH, "model": f"mlp 28-{HIDDEN[0]}-2, adam", "steps": args.steps,
     }, args.save)
 
