@@ -13,8 +13,11 @@ the peak resident memory (VmHWM) of every worker process. Measured:
 - the peer: Ray Train 2.60 + Ray Data's `streaming_split` on the same shards, model, global batch
   and workers (`bench.raydata_peer`): elastrain's streamed samples/s over its.
 
-Not yet measured here (their keys are null): the exactly-once trace under chaos with a driver
-SIGKILL and resume (the tests check it on small data).
+- exactly once under chaos (`bench.streaming_chaos`): one epoch of the small set while a worker
+  is killed and the group resized 2 -> 1 -> 3 -> 2, then the driver SIGKILLed and the job resumed:
+  training rows repeated and missing in the epoch, from the workers' sample-id traces.
+
+Not yet measured here (their keys are null): the same resizes on the Ray Train + Ray Data peer.
 
     python -m bench.streaming [--small-gb 1] [--large-gb 8] [--data /tmp/elastrain-bench-streaming]
 """
@@ -94,7 +97,7 @@ class PeakMemory(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(0.2):
-            for pid in _descendants(self.root):
+            for pid in descendants(self.root):
                 entry = Path("/proc") / str(pid)
                 try:
                     if not (entry / "cmdline").read_bytes().startswith(b"ray::Worker"):
@@ -106,7 +109,7 @@ class PeakMemory(threading.Thread):
                     continue   # the process ended while we looked
 
 
-def _descendants(root: int) -> set[int]:
+def descendants(root: int) -> set[int]:
     """The processes below `root` in the process tree, now."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").glob("[0-9]*"):
@@ -162,6 +165,16 @@ def ray_data_peer(shards: Path, steps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def exactly_once_under_chaos(folder: Path, gigabytes: float) -> dict:
+    """`bench.streaming_chaos` on the `gigabytes` set under `folder`: one epoch through a kill,
+    resizes, a driver SIGKILL and a resume; its report."""
+    done = subprocess.run([sys.executable, "-m", "bench.streaming_chaos", "--data", str(folder), "--gb",
+                           f"{gigabytes:g}"], capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"the exactly-once run failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,6 +198,7 @@ def main() -> None:
               for workers in (2, 3)}
     amplification = {w: round(r["read_bytes"] / small_bytes, 3) for w, r in epochs.items()}
     peer = ray_data_peer(small, args.steps)
+    chaos = exactly_once_under_chaos(args.data, args.small_gb)
     common.report("streaming", {
         "peak_rss_mb": streamed_large["peak_rss_mb"],
         "peak_rss_mb_small": streamed_small["peak_rss_mb"],
@@ -197,7 +211,7 @@ def main() -> None:
         "samples_per_s": {"streamed": streamed_small["samples_per_s"], "in_memory": in_memory["samples_per_s"],
                           "ray_train_ray_data": peer["samples_per_s"]},
         "ratio_to_ray_data": round(streamed_small["samples_per_s"] / peer["samples_per_s"], 3),
-        "repeated_samples": None, "missing_samples": None,
+        "repeated_samples": chaos["repeated_samples"], "missing_samples": chaos["missing_samples"],
         "peer_repeated_samples": None, "peer_missing_samples": None,
         "time_to_first_step_s": streamed_large["time_to_first_step_s"],
         "time_to_first_step_s_small": streamed_small["time_to_first_step_s"],
@@ -206,7 +220,7 @@ def main() -> None:
         "data_bytes": {"small": small_bytes,
                        "large": sum(p.stat().st_size for p in large.glob("part-*.parquet"))},
         "runs": {"small": streamed_small, "large": streamed_large, "in_memory": in_memory,
-                 **{f"epoch_{w}": r for w, r in epochs.items()}, "ray_data_peer": peer},
+                 **{f"epoch_{w}": r for w, r in epochs.items()}, "ray_data_peer": peer, "chaos": chaos},
         "workers": 2, "global_batch": BATCH, "model": f"mlp 28-{HIDDEN[0]}-2, adam", "steps": args.steps,
     }, args.save)
 
