@@ -7,7 +7,8 @@ the peak resident memory (VmHWM) of every worker process. Measured:
 - memory as data grows: each worker's peak RSS on the large set against the small one, and
   against the streamed runs' declared budget (`resources.memory_per_worker`, 1536 MiB);
 - read amplification: bytes the group read in one epoch / the data set's bytes, on 2 and 3 workers;
-- throughput: samples/s streaming vs the same job with the small set in memory (one Parquet file);
+- throughput: samples/s streaming vs the same job with the small set in memory (one Parquet file),
+  the median of `--repetitions` interleaved runs a side;
 - time to first step: from the group's start to the first reported step (an upper bound, within
   the progress report's interval), and the statistics pass, reported apart;
 - the peer: Ray Train 2.60 + Ray Data's `streaming_split` on the same shards, model, global batch
@@ -19,7 +20,7 @@ the peak resident memory (VmHWM) of every worker process. Measured:
 
 Not yet measured here (their keys are null): the same resizes on the Ray Train + Ray Data peer.
 
-    python -m bench.streaming [--small-gb 1] [--large-gb 8] [--data /tmp/elastrain-bench-streaming]
+    python -m bench.streaming [--small-gb 1] [--large-gb 8] [--repetitions 3] [--data /tmp/elastrain-bench-streaming]
 """
 
 from __future__ import annotations
@@ -183,6 +184,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="steps of the memory and throughput runs")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "elastrain-bench-streaming",
                         help="where the data sets are written once and reused")
+    parser.add_argument("--repetitions", type=int, default=3,
+                        help="interleaved runs of each throughput side (streamed, in memory, the peer); "
+                             "their medians are compared (default 3)")
     parser.add_argument("--save", action="store_true", help="also write the report to bench/results/")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
@@ -191,26 +195,36 @@ def main() -> None:
     small_bytes = sum(p.stat().st_size for p in small.glob("part-*.parquet"))
     homes = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     glob = "part-*.parquet"
-    streamed_small = run(spec(f"parquet:{small}/{glob}", 2, args.steps), homes / "small")
     streamed_large = run(spec(f"parquet:{large}/{glob}", 2, args.steps), homes / "large")
-    in_memory = run(spec(f"parquet:{whole}", 2, args.steps, memory_mib=None), homes / "memory")
+    # The throughput sides one after the other, repeated: the machine's drift falls on all three.
+    small_runs, memory_runs, peer_runs = [], [], []
+    for repetition in range(args.repetitions):
+        small_runs.append(run(spec(f"parquet:{small}/{glob}", 2, args.steps), homes / f"small-{repetition}"))
+        memory_runs.append(run(spec(f"parquet:{whole}", 2, args.steps, memory_mib=None),
+                               homes / f"memory-{repetition}"))
+        peer_runs.append(ray_data_peer(small, args.steps))
+    streamed_small, in_memory = small_runs[0], memory_runs[0]
+    streamed_rate = common.median([r["samples_per_s"] for r in small_runs])
+    memory_rate = common.median([r["samples_per_s"] for r in memory_runs])
+    peer_rate = common.median([r["samples_per_s"] for r in peer_runs])
     epochs = {workers: run(spec(f"parquet:{small}/{glob}", workers, None, epochs=1), homes / f"epoch-{workers}")
               for workers in (2, 3)}
     amplification = {w: round(r["read_bytes"] / small_bytes, 3) for w, r in epochs.items()}
-    peer = ray_data_peer(small, args.steps)
     chaos = exactly_once_under_chaos(args.data, args.small_gb)
     common.report("streaming", {
         "peak_rss_mb": streamed_large["peak_rss_mb"],
-        "peak_rss_mb_small": streamed_small["peak_rss_mb"],
-        "peak_rss_mb_in_memory": in_memory["peak_rss_mb"],
-        "rss_ratio_8g_to_1g": round(streamed_large["peak_rss_mb"] / streamed_small["peak_rss_mb"], 3),
+        "peak_rss_mb_small": max(r["peak_rss_mb"] for r in small_runs),
+        "peak_rss_mb_in_memory": max(r["peak_rss_mb"] for r in memory_runs),
+        "rss_ratio_8g_to_1g": round(streamed_large["peak_rss_mb"] / max(r["peak_rss_mb"] for r in small_runs), 3),
         "memory_per_worker_mb": MEMORY_BUDGET_MIB,   # MiB, as the peaks (VmHWM / 1024)
         "read_amplification": max(amplification.values()),
         "read_amplification_by_workers": amplification,
-        "stream_to_memory_ratio": round(streamed_small["samples_per_s"] / in_memory["samples_per_s"], 3),
-        "samples_per_s": {"streamed": streamed_small["samples_per_s"], "in_memory": in_memory["samples_per_s"],
-                          "ray_train_ray_data": peer["samples_per_s"]},
-        "ratio_to_ray_data": round(streamed_small["samples_per_s"] / peer["samples_per_s"], 3),
+        "stream_to_memory_ratio": round(streamed_rate / memory_rate, 3),
+        "samples_per_s": {"streamed": streamed_rate, "in_memory": memory_rate, "ray_train_ray_data": peer_rate},
+        "samples_per_s_runs": {"streamed": [r["samples_per_s"] for r in small_runs],
+                               "in_memory": [r["samples_per_s"] for r in memory_runs],
+                               "ray_train_ray_data": [r["samples_per_s"] for r in peer_runs]},
+        "ratio_to_ray_data": round(streamed_rate / peer_rate, 3),
         "repeated_samples": chaos["repeated_samples"], "missing_samples": chaos["missing_samples"],
         "peer_repeated_samples": None, "peer_missing_samples": None,
         "time_to_first_step_s": streamed_large["time_to_first_step_s"],
@@ -220,7 +234,7 @@ def main() -> None:
         "data_bytes": {"small": small_bytes,
                        "large": sum(p.stat().st_size for p in large.glob("part-*.parquet"))},
         "runs": {"small": streamed_small, "large": streamed_large, "in_memory": in_memory,
-                 **{f"epoch_{w}": r for w, r in epochs.items()}, "ray_data_peer": peer, "chaos": chaos},
+                 **{f"epoch_{w}": r for w, r in epochs.items()}, "ray_data_peer": peer_runs[0], "chaos": chaos},
         "workers": 2, "global_batch": BATCH, "model": f"mlp 28-{HIDDEN[0]}-2, adam", "steps": args.steps,
     }, args.save)
 
