@@ -134,19 +134,13 @@ def read_piece(kind: str, shard: ShardInfo, piece: int, features: list[str], tar
             table = _read_text(kind, shard.url, sep, [*features, target])
             if table.num_rows != shard.pieces[piece]:
                 raise ValueError(f"it holds {table.num_rows} rows, not the {shard.pieces[piece]} listed")
-            x = np.empty((table.num_rows, len(features)), np.float32)
-            for j, name in enumerate(features):
-                x[:, j] = table.column(name).to_numpy()
-            return x, table.column(target).to_numpy()
+            return _table_rows(table, features, target)
         if kind == "parquet":
             import pyarrow.parquet as pq
 
             with fsspec.open(shard.url, "rb") as handle:
                 table = pq.ParquetFile(handle).read_row_group(piece, columns=[*features, target])
-            x = np.empty((table.num_rows, len(features)), np.float32)
-            for j, name in enumerate(features):
-                x[:, j] = table.column(name).to_numpy()
-            return x, table.column(target).to_numpy()
+            return _table_rows(table, features, target)
         start = piece * NPY_PIECE_ROWS
         rows = shard.pieces[piece]
         return _npy_rows(shard.url, start, rows).astype(np.float32, copy=False), _npy_rows(
@@ -155,6 +149,14 @@ def read_piece(kind: str, shard: ShardInfo, piece: int, features: list[str], tar
         raise UserError(f"cannot read piece {piece} of the shard: {type(exc).__name__}: {exc}", where=shard.url,
                         fix="the shard changed or broke after the job listed its shards: restore it and run the "
                                     "job again") from None
+
+
+def _table_rows(table, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:
+    """An Arrow table's `features` as float32 rows (n, F) and its raw `target` (n,)."""
+    x = np.empty((table.num_rows, len(features)), np.float32)
+    for j, name in enumerate(features):
+        x[:, j] = table.column(name).to_numpy()
+    return x, table.column(target).to_numpy()
 
 
 def _read_text(kind: str, url: str, sep: str, columns: list[str] | None):

@@ -231,7 +231,7 @@ def launch_driver(launch: DriverLaunch, detached: bool) -> Any:
     actor = ray.remote(JobDriver).options(
         name=actor_name(launch.job_id), namespace=NAMESPACE, lifetime="detached" if detached else None,
         num_cpus=resources.cpus_per_worker if own else 0, num_gpus=resources.gpus_per_worker if own else 0,
-        memory=resources.memory_bytes or None if own else None,
+        memory=(resources.memory_bytes or None) if own else None,
         max_concurrency=DRIVER_CONCURRENCY, max_restarts=0, scheduling_strategy=here)
     return actor.remote(launch)
 

@@ -139,8 +139,9 @@ class WorkerGroup:
         """A placement group holding one worker's CPUs (and memory, if it declares some), on node `node_id` if given."""
         selector = [{NODE_ID_LABEL_KEY: node_id}] if node_id else None
         resources = self.spec.resources
-        bundle = {"CPU": resources.cpus_per_worker, **({"memory": resources.memory_bytes} if resources.memory_bytes
-                                                       else {})}
+        bundle = {"CPU": resources.cpus_per_worker}
+        if resources.memory_bytes:
+            bundle["memory"] = resources.memory_bytes
         return placement_group([bundle], strategy="STRICT_PACK", bundle_label_selector=selector)
 
     def reserve_loaded_standbys(self) -> None:
