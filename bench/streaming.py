@@ -16,9 +16,9 @@ the peak resident memory (VmHWM) of every worker process. Measured:
 
 - exactly once under chaos (`bench.streaming_chaos`): one epoch of the small set while a worker
   is killed and the group resized 2 -> 1 -> 3 -> 2, then the driver SIGKILLed and the job resumed:
-  training rows repeated and missing in the epoch, from the workers' sample-id traces.
-
-Not yet measured here (their keys are null): the same resizes on the Ray Train + Ray Data peer.
+  training rows repeated and missing in the epoch, from the workers' sample-id traces; the same
+  kill, resizes and driver loss on the Ray Train + Ray Data peer (`bench.raydata_peer_chaos`), its
+  repeated and missing rows.
 
     python -m bench.streaming [--small-gb 1] [--large-gb 8] [--repetitions 3] [--data /tmp/elastrain-bench-streaming]
 """
@@ -156,23 +156,13 @@ def run(job: dict, home: Path) -> dict:
             "stats_s": manifest.get("stats_s")}
 
 
-def ray_data_peer(shards: Path, steps: int) -> dict:
-    """Ray Train + Ray Data on `shards` (`bench.raydata_peer`), in its own process and local Ray."""
+def child_report(module: str, *args: str) -> dict:
+    """`python -m bench.MODULE ARGS` in its own process (and local Ray): the JSON line it printed last."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-m", "bench.raydata_peer", "--data", str(shards), "--steps", str(steps)],
-                          env=env, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], env=env, capture_output=True, text=True,
+                          timeout=3600)
     if done.returncode != 0:
-        raise SystemExit(f"the Ray Data peer failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def exactly_once_under_chaos(folder: Path, gigabytes: float) -> dict:
-    """`bench.streaming_chaos` on the `gigabytes` set under `folder`: one epoch through a kill,
-    resizes, a driver SIGKILL and a resume; its report."""
-    done = subprocess.run([sys.executable, "-m", "bench.streaming_chaos", "--data", str(folder), "--gb",
-                           f"{gigabytes:g}"], capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise SystemExit(f"the exactly-once run failed: {done.stderr[-2000:]}")
+        raise SystemExit(f"bench.{module} failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -202,7 +192,7 @@ def main() -> None:
         small_runs.append(run(spec(f"parquet:{small}/{glob}", 2, args.steps), homes / f"small-{repetition}"))
         memory_runs.append(run(spec(f"parquet:{whole}", 2, args.steps, memory_mib=None),
                                homes / f"memory-{repetition}"))
-        peer_runs.append(ray_data_peer(small, args.steps))
+        peer_runs.append(child_report("raydata_peer", "--data", str(small), "--steps", str(args.steps)))
     streamed_small, in_memory = small_runs[0], memory_runs[0]
     streamed_rate = common.median([r["samples_per_s"] for r in small_runs])
     memory_rate = common.median([r["samples_per_s"] for r in memory_runs])
@@ -210,7 +200,8 @@ def main() -> None:
     epochs = {workers: run(spec(f"parquet:{small}/{glob}", workers, None, epochs=1), homes / f"epoch-{workers}")
               for workers in (2, 3)}
     amplification = {w: round(r["read_bytes"] / small_bytes, 3) for w, r in epochs.items()}
-    chaos = exactly_once_under_chaos(args.data, args.small_gb)
+    chaos = child_report("streaming_chaos", "--data", str(args.data), "--gb", f"{args.small_gb:g}")
+    peer_chaos = child_report("raydata_peer_chaos", "--data", str(small))
     common.report("streaming", {
         "peak_rss_mb": streamed_large["peak_rss_mb"],
         "peak_rss_mb_small": max(r["peak_rss_mb"] for r in small_runs),
@@ -226,7 +217,8 @@ def main() -> None:
                                "ray_train_ray_data": [r["samples_per_s"] for r in peer_runs]},
         "ratio_to_ray_data": round(streamed_rate / peer_rate, 3),
         "repeated_samples": chaos["repeated_samples"], "missing_samples": chaos["missing_samples"],
-        "peer_repeated_samples": None, "peer_missing_samples": None,
+        "peer_repeated_samples": peer_chaos["peer_repeated_samples"],
+        "peer_missing_samples": peer_chaos["peer_missing_samples"],
         "time_to_first_step_s": streamed_large["time_to_first_step_s"],
         "time_to_first_step_s_small": streamed_small["time_to_first_step_s"],
         "preprocess_stats_s": streamed_large["stats_s"],
@@ -234,7 +226,8 @@ def main() -> None:
         "data_bytes": {"small": small_bytes,
                        "large": sum(p.stat().st_size for p in large.glob("part-*.parquet"))},
         "runs": {"small": streamed_small, "large": streamed_large, "in_memory": in_memory,
-                 **{f"epoch_{w}": r for w, r in epochs.items()}, "ray_data_peer": peer_runs[0], "chaos": chaos},
+                 **{f"epoch_{w}": r for w, r in epochs.items()}, "ray_data_peer": peer_runs[0], "chaos": chaos,
+                 "peer_chaos": peer_chaos},
         "workers": 2, "global_batch": BATCH, "model": f"mlp 28-{HIDDEN[0]}-2, adam", "steps": args.steps,
     }, args.save)
 
