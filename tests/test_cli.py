@@ -51,8 +51,9 @@ def test_validate_prints_the_normalized_spec(cli):
     code, out, _ = cli("validate", REPO / "examples" / "svm_iris.yaml", "--json")
     spec = last_json(out)
     assert code == 0 and spec["model"]["kind"] == "svm" and spec["resources"]["workers"] == {"min": 1, "max": 1}
+    assert "manifest" not in spec["data"]   # the driver's record of the shards it read, not the user's
     code, out, _ = cli("validate", REPO / "examples" / "svm_iris.yaml")
-    assert code == 0 and "optimizer: momentum" in out
+    assert code == 0 and "optimizer: momentum" in out and "manifest" not in out
 
 
 def test_predict_applies_the_saved_preprocessing_and_label_encoding(cli, tmp_path):

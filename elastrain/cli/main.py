@@ -543,7 +543,8 @@ def validate(
 
     spec = load_spec(spec_file, overrides or [])
     err.print(check_source(spec.data), soft_wrap=True, highlight=False)
-    normalized = spec.model_dump(mode="json")
+    # The shard manifest is the driver's record of what it read, not something the user writes.
+    normalized = spec.model_dump(mode="json", exclude={"data": {"manifest"}})
     if as_json:
         print(json.dumps(normalized))
     else:
