@@ -4,8 +4,9 @@ worker is SIGKILLed and the group goes 2 -> 1 -> 3 -> 2, then its driver is lost
 epoch trained, from a trace of every step's rows.
 
 How the chaos reaches the peer, by Ray Train's own mechanisms:
-- the worker kill: rank 1 SIGKILLs itself at the step `bench.streaming_chaos` kills at; Ray Train
-  restarts the group from the latest reported checkpoint (`FailureConfig(max_failures=1)`);
+- the worker kill: rank 1 SIGKILLs itself at the fraction of the epoch where `bench.streaming_chaos`
+  kills a worker (6 %); Ray Train restarts the group from the latest reported checkpoint
+  (`FailureConfig(max_failures=1)`);
 - a resize: Ray Train changes a group's size only by restarting it from its latest checkpoint
   (elastic `ScalingConfig(num_workers=(min, max))` included); here each size is a `fit` of that
   many workers that resumes from the previous one's latest checkpoint, the previous one having
