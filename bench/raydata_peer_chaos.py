@@ -144,11 +144,10 @@ def data_hashes(files: list[str]) -> np.ndarray:
     """The hashes of every row of the shards, a file at a time."""
     import pyarrow.parquet as pq
 
-    parts = []
-    for path in files:
-        table = pq.read_table(path, columns=FEATURES)
-        parts.append(row_hashes(np.column_stack([table.column(name).to_numpy() for name in FEATURES])))
-    return np.concatenate(parts)
+    from elastrain.data.shards import _table_rows  # the workers' own Arrow-to-rows conversion
+
+    return np.concatenate([row_hashes(_table_rows(pq.read_table(path, columns=[*FEATURES, "label"]), FEATURES,
+                                                  "label")[0]) for path in files])
 
 
 def main() -> None:
