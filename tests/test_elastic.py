@@ -382,3 +382,34 @@ def test_more_workers_than_cores_on_one_machine_is_warned_about(elastrain_home):
     fitting = Warnings()
     run_job(job(epochs=1, max_workers=cores, hidden=[8]), elastrain_home, fitting)
     assert not [w for w in fitting.seen if "cores" in w]
+
+
+def test_workers_train_on_the_rows_the_driver_read_and_never_read_the_data_again(elastrain_home, tmp_path,
+                                                                                  monkeypatch):
+    """In-memory data is read and prepared once per job, by the driver: its workers, the first two
+    and the one that replaces a killed worker (the job needs two), get those rows through Ray's
+    object store. The CSV is deleted once the driver has read it, so a worker that opened the
+    source itself would fail to find it."""
+    from sklearn.datasets import load_iris
+
+    import elastrain.elastic.job as job_module
+
+    csv = tmp_path / "iris.csv"
+    load_iris(as_frame=True).frame.to_csv(csv, index=False)
+    build_learner = job_module.build_learner
+    opened = []
+
+    def driver_reads_then_the_file_goes(spec, *args, **kwargs):
+        learner = build_learner(spec, *args, **kwargs)
+        csv.unlink()
+        opened.append(learner.data.n_train)
+        return learner
+
+    monkeypatch.setattr(job_module, "build_learner", driver_reads_then_the_file_goes)
+    spec = parse_spec(JOB.format(epochs=5, max_workers=2, every=1000, hidden=[8], dropout=0.0).replace(
+        "'builtin:digits'", f"'csv:{csv}', target: target").replace("min: 1", "min: 2"))
+    result = run_job(spec, elastrain_home, options=RunOptions(chaos=parse_chaos("kill@step=3")))
+    assert result.status == "succeeded" and result.steps == 10, result.message
+    assert opened == [120] and not csv.exists()
+    events = [(e["kind"], e["workers"]) for e in RunFolder(Path(result.run_dir)).read_events()]
+    assert ("start", 2) in events and ("recovered", 2) in events, events

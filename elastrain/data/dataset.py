@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from elastrain.data.preprocess import (
     Preprocessor,
@@ -290,6 +289,10 @@ def _validation_only(classes: list, y_train: np.ndarray, y_val: np.ndarray, wher
 def _split(n: int, labels: np.ndarray | None, fraction: float, seed: int, where: str
            ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded train / validation row indices, stratified by class when every class has two samples."""
+    # Here, not at the top: a worker given its rows by the driver never splits, and importing
+    # scikit-learn costs a new process ~1.9 CPU-s.
+    from sklearn.model_selection import train_test_split
+
     n_val = round(n * fraction)
     if n_val < 1 or n - n_val < 1:
         raise UserError(f"{n} samples cannot be split with validation_fraction {fraction}", where=where,

@@ -106,6 +106,15 @@ class DataSource(Protocol):
         """A digest of the training rows as the learner sees them (sha256 hex), the model's lineage."""
 
 
+def handed_over(source: DataSource) -> DataSource | None:
+    """`source` itself when a driver hands it to its workers whole (rows held in memory: one read
+    and preparation per job, where each worker would otherwise repeat it), else None: sharded data
+    streamed from storage, or a plugin's source, which each worker opens itself."""
+    from elastrain.data.dataset import Dataset
+
+    return source if isinstance(source, Dataset) else None
+
+
 class RowsByIndex:
     """`share`, `batch_ids` and `val_chunks` for a source that reads its rows by index
     (`train_rows`, `val_rows`, `n_train`, `n_val`): the global batch is a slice of the epoch's

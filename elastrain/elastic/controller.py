@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import ray
 
+from elastrain.data.rows import DataSource
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.decide import Cancel, Fail, Finish, Interrupt, Recover, Resize, Returned, decide
@@ -99,6 +100,8 @@ class ElasticController:
         pool: loaded workers shared with other jobs of this process (a study's trials): the job
             takes its workers from it first and gives them back when it ends (CPU jobs only).
         gate: asked at each epoch's end whether the job stops there (see `EpochGate`).
+        data: the job's data as the driver opened it, handed to every worker the job starts
+            (`elastrain.data.rows.handed_over`); None: each worker opens the spec's source.
     """
 
     def __init__(self, spec: JobSpec, events: EventLog, checkpoint_url: str, total_steps: int, *,
@@ -107,7 +110,8 @@ class ElasticController:
                  on_status: Callable[..., None] | None = None,
                  on_warning: Callable[[str], None] | None = None, control: JobControl | None = None,
                  extra_paths: list[str] | None = None, trace_dir: str | None = None,
-                 workers: int | None = None, pool: WorkerPool | None = None, gate: EpochGate | None = None) -> None:
+                 workers: int | None = None, pool: WorkerPool | None = None, gate: EpochGate | None = None,
+                 data: DataSource | None = None) -> None:
         self.spec = spec
         self.events = events
         self.resume = resume
@@ -120,7 +124,7 @@ class ElasticController:
         self.minimum, self.maximum = workers.min, workers.max
         self.desired = min(self.maximum, max(self.minimum, initial)) if initial else workers.max
         self.total_steps = total_steps
-        self.group = WorkerGroup(spec, checkpoint_url, extra_paths or [], trace_dir, pool, gate)
+        self.group = WorkerGroup(spec, checkpoint_url, extra_paths or [], trace_dir, pool, gate, data)
         self.generation = -1
         self.step = 0
         self.kill_at: float | None = None

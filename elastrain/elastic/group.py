@@ -28,6 +28,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from elastrain.data.rows import DataSource
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.liveness import Liveness, Prober
 from elastrain.elastic.pool import WorkerPool
@@ -74,8 +75,11 @@ class WorkerGroup:
     """
 
     def __init__(self, spec: JobSpec, checkpoint_url: str, extra_paths: list[str], trace_dir: str | None,
-                 pool: WorkerPool | None, gate: EpochGate | None) -> None:
+                 pool: WorkerPool | None, gate: EpochGate | None, data: DataSource | None = None) -> None:
         self.spec = spec
+        # The driver's rows, put once in Ray's object store: each worker maps them instead of
+        # reading and preparing the data again (None: each opens the source itself).
+        self.data = ray.put(data) if data is not None else None
         self.checkpoint_url = checkpoint_url
         self.extra_paths = extra_paths
         self.trace_dir = trace_dir
@@ -115,7 +119,7 @@ class WorkerGroup:
             elif pooled is not None:   # loads this job; its CPUs are reserved on its node once it has
                 member = Member(pooled, self.next_id, from_standby=True)
                 ref = pooled.reload.remote(self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url,
-                                           self.trace_dir, self.gate)
+                                           self.trace_dir, self.gate, self.data)
             elif self.reserve_apart:   # reserve the CPUs first; the process starts on their node
                 member = Member(None, self.next_id, reservation=self._reservation())
                 ref = member.reservation.ready()
@@ -133,7 +137,8 @@ class WorkerGroup:
         strategy = NodeAffinitySchedulingStrategy(node_id, soft=False) if node_id else "DEFAULT"
         return self.actor_class.options(num_cpus=cpus, num_gpus=gpus, memory=memory or None,
                                         scheduling_strategy=strategy).remote(
-            self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url, self.trace_dir, self.gate)
+            self.spec.model_dump(mode="json"), self.extra_paths, self.checkpoint_url, self.trace_dir, self.gate,
+            self.data)
 
     def _reservation(self, node_id: str | None = None) -> PlacementGroup:
         """A placement group holding one worker's CPUs (and memory, if it declares some), on node `node_id` if given."""

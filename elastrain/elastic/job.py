@@ -22,6 +22,7 @@ from typing import Protocol
 
 import torch
 
+from elastrain.data.rows import DataSource, handed_over
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.checkpoints import CheckpointInfo, CheckpointStore
 from elastrain.elastic.connect import connect_ray
@@ -336,9 +337,9 @@ def _execute(spec: JobSpec, trainer: Learner, folder: RunFolder, progress: Progr
         progress.start(int(trainer.total_steps), trainer.steps_per_epoch)
     try:
         if options.on_ray or not runs_in_process(spec, options.chaos):
-            outcome = _on_ray(spec, events, checkpoint_url, reporter, options, control, resume)
+            outcome = _on_ray(spec, events, checkpoint_url, reporter, options, control, resume, trainer.data)
         else:
-            outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume)
+            outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume, trainer.data)
     except UserError as exc:
         reporter.status(state=JobState.FAILED, message=exc.line())
         raise
@@ -434,14 +435,14 @@ def resume_hint(spec: JobSpec, folder: RunFolder) -> str:
 
 
 def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter, options: RunOptions,
-                control: JobControl, resume: bool) -> Outcome:
+                control: JobControl, resume: bool, data: DataSource) -> Outcome:
     """Run the job's single worker in this process, reporting as the elastic controller does.
 
     An interrupt (Ctrl-C) stops the worker after its current step before it propagates, so that
     no training thread outlives the job.
     """
     worker = Worker(spec.model_dump(mode="json"), options.extra_paths, checkpoint_url, options.trace_dir,
-                    options.gate)
+                    options.gate, handed_over(data))
     if resume:
         loaded = worker.load_checkpoint()
         for message in loaded["skipped"]:
@@ -488,7 +489,7 @@ def _run_worker(worker: Worker, ended: list[RunResult]) -> None:
 
 
 def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter,
-            options: RunOptions, control: JobControl, resume: bool) -> Outcome:
+            options: RunOptions, control: JobControl, resume: bool, data: DataSource) -> Outcome:
     import ray
 
     started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
@@ -505,7 +506,7 @@ def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Rep
                                        on_warning=reporter.warn,
                                        control=control, extra_paths=options.extra_paths,
                                        trace_dir=options.trace_dir, workers=options.workers, pool=options.pool,
-                                       gate=options.gate)
+                                       gate=options.gate, data=handed_over(data))
         return controller.run()
     finally:
         if started_here:

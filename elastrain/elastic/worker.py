@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from elastrain.data.rows import DataSource
 from elastrain.elastic.checkpoints import CheckpointStore
 from elastrain.elastic.collective import GroupCollective, PeerLost, bind_to_address
 from elastrain.elastic.gate import EpochGate
@@ -99,21 +100,23 @@ class Worker:
         trace_dir: if set, every completed step's sample shard is appended there (a test hook).
         gate: asked on rank 0 after every epoch's evaluation whether the job stops there (see
             `EpochGate`); the group then stops after its next step and the job ends cancelled.
+        data: the job's data as the driver opened it, when it hands it over (`handed_over`);
+            None: the worker opens the spec's source itself.
     """
 
     def __init__(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None,
-                 gate: EpochGate | None = None) -> None:
-        self._load(spec, extra_paths, checkpoint_url, trace_dir, gate)
+                 gate: EpochGate | None = None, data: DataSource | None = None) -> None:
+        self._load(spec, extra_paths, checkpoint_url, trace_dir, gate, data)
 
     def reload(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None,
-               gate: EpochGate | None = None) -> dict:
+               gate: EpochGate | None = None, data: DataSource | None = None) -> dict:
         """Leave the job this worker trained and load another (a `WorkerPool` worker); its `info`."""
         self.shutdown()
-        self._load(spec, extra_paths, checkpoint_url, trace_dir, gate)
+        self._load(spec, extra_paths, checkpoint_url, trace_dir, gate, data)
         return self.info()
 
     def _load(self, spec: dict, extra_paths: list[str], checkpoint_url: str, trace_dir: str | None,
-              gate: EpochGate | None) -> None:
+              gate: EpochGate | None, data: DataSource | None) -> None:
         sys.path[:0] = [p for p in extra_paths if p not in sys.path]
         self.gate = gate
         self.gate_closed = False   # the gate said stop: the group pauses and the job ends
@@ -123,7 +126,7 @@ class Worker:
             import ray
 
             bind_to_address(ray.util.get_node_ip_address())
-        self.learner = build_learner(self.spec, collective=self.collective, device=worker_device(self.spec))
+        self.learner = build_learner(self.spec, data, collective=self.collective, device=worker_device(self.spec))
         self.checkpoint_url = checkpoint_url
         self.store: CheckpointStore | None = None
         self.policy = CheckpointPolicy(self.spec.checkpoint.every_steps, self.spec.checkpoint.every_seconds)
