@@ -335,11 +335,12 @@ def _execute(spec: JobSpec, trainer: Learner, folder: RunFolder, progress: Progr
         control.follow(folder)
     if progress:
         progress.start(int(trainer.total_steps), trainer.steps_per_epoch)
+    shared = handed_over(trainer.data)   # the rows every worker of the job is given, if they are held in memory
     try:
         if options.on_ray or not runs_in_process(spec, options.chaos):
-            outcome = _on_ray(spec, events, checkpoint_url, reporter, options, control, resume, trainer.data)
+            outcome = _on_ray(spec, events, checkpoint_url, reporter, options, control, resume, shared)
         else:
-            outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume, trainer.data)
+            outcome = _in_process(spec, events, checkpoint_url, reporter, options, control, resume, shared)
     except UserError as exc:
         reporter.status(state=JobState.FAILED, message=exc.line())
         raise
@@ -435,14 +436,14 @@ def resume_hint(spec: JobSpec, folder: RunFolder) -> str:
 
 
 def _in_process(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter, options: RunOptions,
-                control: JobControl, resume: bool, data: DataSource) -> Outcome:
+                control: JobControl, resume: bool, data: DataSource | None) -> Outcome:
     """Run the job's single worker in this process, reporting as the elastic controller does.
 
     An interrupt (Ctrl-C) stops the worker after its current step before it propagates, so that
     no training thread outlives the job.
     """
     worker = Worker(spec.model_dump(mode="json"), options.extra_paths, checkpoint_url, options.trace_dir,
-                    options.gate, handed_over(data))
+                    options.gate, data)
     if resume:
         loaded = worker.load_checkpoint()
         for message in loaded["skipped"]:
@@ -489,7 +490,7 @@ def _run_worker(worker: Worker, ended: list[RunResult]) -> None:
 
 
 def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Reporter,
-            options: RunOptions, control: JobControl, resume: bool, data: DataSource) -> Outcome:
+            options: RunOptions, control: JobControl, resume: bool, data: DataSource | None) -> Outcome:
     import ray
 
     started_here = connect_ray(os.environ.get("RAY_ADDRESS"))
@@ -506,7 +507,7 @@ def _on_ray(spec: JobSpec, events: EventLog, checkpoint_url: str, reporter: _Rep
                                        on_warning=reporter.warn,
                                        control=control, extra_paths=options.extra_paths,
                                        trace_dir=options.trace_dir, workers=options.workers, pool=options.pool,
-                                       gate=options.gate, data=handed_over(data))
+                                       gate=options.gate, data=data)
         return controller.run()
     finally:
         if started_here:
