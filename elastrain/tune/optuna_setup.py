@@ -20,19 +20,22 @@ class AskTellGrid(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(tune: TuneSpec) -> optuna.samplers.BaseSampler:
-    """The sampler `tune.sampler` names, seeded with `tune.seed`."""
+def make_sampler(tune: TuneSpec, asked: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler `tune.sampler` names, for a study that has already asked `asked` trials: seeded
+    with `tune.seed + asked`, so that a resumed study draws new parameters, not its first trials'
+    again, and any two resumes at the same point draw the same."""
+    seed = tune.seed + asked
     match tune.sampler:
         case "tpe":
-            return optuna.samplers.TPESampler(seed=tune.seed)
+            return optuna.samplers.TPESampler(seed=seed)
         case "random":
-            return optuna.samplers.RandomSampler(seed=tune.seed)
+            return optuna.samplers.RandomSampler(seed=seed)
         case "grid":
-            return AskTellGrid(grid_of(tune.space), seed=tune.seed)
+            return AskTellGrid(grid_of(tune.space), seed=seed)
         case "cmaes":   # CMA-ES samples numbers; categorical parameters fall back to random sampling
-            return optuna.samplers.CmaEsSampler(seed=tune.seed, warn_independent_sampling=False)
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         case _:
-            return optuna.samplers.GPSampler(seed=tune.seed)
+            return optuna.samplers.GPSampler(seed=seed)
 
 
 def grid_size(tune: TuneSpec) -> int | None:

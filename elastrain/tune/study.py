@@ -278,8 +278,8 @@ class Study:
         url = self._storage_url = storage_url(self.storage)
         study = optuna.create_study(study_name=self.name, storage=url, load_if_exists=True,
                                     direction="maximize" if self.maximize else "minimize",
-                                    sampler=make_sampler(self.tune),
                                     pruner=make_pruner(self.tune, self._max_epochs()))
+        study.sampler = make_sampler(self.tune, asked=len(study.get_trials(deepcopy=False)))
         study.set_user_attr(SPEC_ATTR, json.dumps(self.spec.model_dump(mode="json")))
         study.set_user_attr(PATHS_ATTR, self.code_paths)
         study.set_user_attr(SERVER_ATTR, self.server)
