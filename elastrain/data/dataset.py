@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from elastrain.data.preprocess import (
     Preprocessor,
@@ -21,10 +21,13 @@ from elastrain.data.preprocess import (
     row_place,
 )
 from elastrain.data.rows import RowsByIndex
-from elastrain.data.sources import RawData, read_source
-from elastrain.data.tables import read_table, table_format
 from elastrain.errors import UserError
 from elastrain.spec import CsvSpec, DataSpec, JobSpec
+
+# The readers (and pandas) are imported where data is read and prepared: a worker handed a
+# prepared `Dataset` by its driver unpickles it without them.
+if TYPE_CHECKING:
+    from elastrain.data.sources import RawData
 
 # A target with more distinct values than both of these is a quantity rather than classes.
 MANY_VALUES = 20
@@ -92,6 +95,8 @@ def prepare_dataset(spec: JobSpec) -> Dataset:
     Raises:
         UserError: the data cannot be read or does not fit the task.
     """
+    from elastrain.data.sources import read_source
+
     data = spec.data
     seed = data.split_seed if data.split_seed is not None else spec.train.seed
     raw = read_source(data, spec.train.seed)
@@ -151,6 +156,8 @@ def read_prediction_input(path: Path, preprocessor: Preprocessor) -> np.ndarray:
     Raises:
         UserError: the file is missing or its features do not match the model's.
     """
+    from elastrain.data.tables import read_table, table_format
+
     where = str(path)
     if not path.is_file():
         raise UserError("input file not found", where=where, fix="check the --input path")
@@ -173,6 +180,8 @@ def read_kept_columns(path: Path, preprocessor: Preprocessor, names: list[str]) 
     Raises:
         UserError: a column is not in the file, or the file is an .npz (it has no named columns).
     """
+    from elastrain.data.tables import read_table, table_format
+
     if not names:
         return {}
     if path.suffix == ".npz":
@@ -190,6 +199,8 @@ def read_kept_columns(path: Path, preprocessor: Preprocessor, names: list[str]) 
 def infer_task(target: np.ndarray) -> str:
     """`regression` for a numeric target with a non-integer value or with many distinct values (more
     than MANY_VALUES and more than MANY_VALUES_SHARE of the rows), else `classification`."""
+    import pandas as pd
+
     numeric = pd.to_numeric(pd.Series(target), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isnan(numeric).any():   # text labels (a missing target is reported when it is encoded)
         return "classification"
@@ -209,6 +220,8 @@ def _encode_target(target: np.ndarray, task: str, where: str, name: str, line_of
     Labels compare by value (1, 1.0 and "1" are one class); see :func:`_class_labels` for how a
     class's label reads. A few text labels among numeric ones add a warning naming one and its row.
     """
+    import pandas as pd
+
     present = pd.notna(target)
     if not present.all():
         row = int(np.argmin(present))
@@ -250,6 +263,8 @@ def _class_labels(target: np.ndarray) -> tuple[list, np.ndarray]:
     (1 and 1.0) or as a plain number: then as its value. When every class is an integer value the
     labels are ints, else text.
     """
+    import pandas as pd
+
     codes, distinct = pd.factorize(pd.Series(target, dtype=object))   # each distinct value once, not each row
     keys = [category_key(value) for value in distinct]
     written: dict[str, set[str]] = {}

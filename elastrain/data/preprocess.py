@@ -13,12 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from elastrain.errors import UserError
+
+if TYPE_CHECKING:   # imported where tables are read: a worker handed arrays saves its model without pandas
+    import pandas as pd
 
 MISSING_CATEGORY = "(missing)"
 # A column found categorical with more categories than both of these has about one per row.
@@ -88,6 +90,8 @@ class Preprocessor:
             UserError: the samples do not match the training data's columns or shape, or hold a
                 value that is not a number or a category the training data did not have.
         """
+        import pandas as pd
+
         if isinstance(rows, pd.DataFrame):
             return self.transform_frame(rows, where)
         if self.layout != "table":
@@ -274,6 +278,8 @@ def _one_hot(series: pd.Series, column: str, categories: list[str], where: str, 
 def category_key(value: object) -> str:
     """A categorical value as text that compares by value: 1, 1.0, "1" and "1.00" all give "1",
     1.5 and "1.50" give "1.5", other text stays as it is (stripped); a blank gives "(missing)"."""
+    import pandas as pd
+
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if not isinstance(value, str) and pd.isna(value):
@@ -295,6 +301,8 @@ def row_place(row: int, line_offset: int | None) -> str:
 
 
 def _numeric_column(series: pd.Series, column: str, where: str, line_offset: int | None) -> np.ndarray:
+    import pandas as pd
+
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -310,6 +318,8 @@ def _numeric_column(series: pd.Series, column: str, where: str, line_offset: int
 
 
 def _all_non_numeric(series: pd.Series) -> bool:
+    import pandas as pd
+
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         return False
     present = series.dropna()
