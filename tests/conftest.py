@@ -163,3 +163,28 @@ def train_digits_model(tmp_path_factory, epochs: int) -> Path:
 
     home = tmp_path_factory.mktemp("home")
     return Job.from_yaml(REPO / "examples" / "mlp_digits.yaml", {"train.epochs": epochs}).run(home=home).model_path
+
+
+
+def pytest_collection_modifyitems(items):
+    """Tests get ids of their own, and the files expected to take longest run first."""
+    name_schemathesis_tests_by_operation(items)
+    # pytest-xdist hands out whole files in this order: a long file handed out last would leave
+    # the other process idle at the end. A file's expected cost: 30 per slow test (over 30 s), 5
+    # per test on Ray (workers start in seconds), little for the rest. A stable sort: each file's
+    # tests keep their order.
+    cost: dict[Path, float] = {}
+    for item in items:
+        cost[item.path] = cost.get(item.path, 0.0) + (
+            30.0 if item.get_closest_marker("slow") else 5.0 if "ray_address" in item.fixturenames else 0.2)
+    items.sort(key=lambda item: -cost[item.path])
+
+
+def name_schemathesis_tests_by_operation(items) -> None:
+    """Each API operation's schemathesis test gets an id of its own: schemathesis 4.32.5 passes the
+    function's name as `originalname`, from which pytest 9.2 builds the id, so every operation's
+    test had the same one, and pytest-xdist, which tells tests apart by id, ran one of them."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        if label and getattr(item, "callspec", None) is None and item.nodeid.endswith(f"::{item.originalname}"):
+            item._id = item._id.with_params(label)
