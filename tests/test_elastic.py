@@ -47,10 +47,10 @@ def kinds(result) -> list[str]:
 
 @pytest.mark.slow
 def test_resizes_and_a_killed_worker_change_neither_the_parameters_nor_the_samples(elastrain_home, tmp_path):
-    # Each chaos action waits until the previous resize has taken effect, and joining workers
-    # take seconds to start (importing torch; 10 s for two while one trains on 2 busy cores):
-    # 50 epochs of a wide MLP (~20 s on one worker) leave them time to join.
-    wide, epochs = (1024, 1024), 50
+    # Each chaos action waits until the previous resize has taken effect. The workers that leave
+    # at step 2 wait loaded as warm standbys and rejoin about 13 steps after step 14 with two busy
+    # processes beside the job; the last action lands at step 60 of 240.
+    wide, epochs = (1024, 1024), 10
     single = run_job(job(epochs=epochs, max_workers=1, hidden=wide), elastrain_home)
     chaos = parse_chaos("scale=1@step=2,scale=3@step=14,kill@step=40,scale=2@step=60")
     elastic = run_job(job(epochs=epochs, hidden=wide), elastrain_home,

@@ -191,6 +191,7 @@ resources: {workers: {min: 1, max: 2}, cpus_per_worker: 1, wait_timeout_s: 60, h
             time.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_address")
 def test_a_slow_survivor_on_an_over_subscribed_machine_is_not_taken_for_lost(elastrain_home, tmp_path):
     """Fault kind: a busy worker taken for a lost host (issue 27: `make demo` killed a healthy
