@@ -19,12 +19,13 @@ demo: $(STAMP)  ## an elastic job on sklearn's digits (embedded Ray, no network)
 	$(BIN)/elastrain run examples/demo.yaml --chaos "$(DEMO_CHAOS)"
 
 # Test files are spread over TEST_WORKERS processes (each with its own Ray instance); a file's
-# tests stay together, as they share module fixtures (a cluster, a venv).
+# tests stay together, as they share module fixtures (a cluster, a venv), and files are handed out
+# in the order tests/conftest.py gives them (longest expected first), not by their number of tests.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)  ## run the whole test suite (slow tests included) and ruff
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -rs -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)  ## run every benchmark (minutes; each prints a JSON line and saves it under bench/results/)
 	for name in throughput recovery rescale scaleout checkpoint api scheduler cli_startup hostloss tune optimize serve dashboard; do $(BIN)/python -m bench.$$name --save || exit 1; done
