@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated ELASTRAIN_HOME, the reference data of datasets/ and traces/, the CLI."""
 
 import contextlib
+import fcntl
 import os
 import secrets
 import subprocess
@@ -124,6 +125,18 @@ def ray_address():
              configure_logging=False, _system_config=EMBEDDED_SYSTEM_CONFIG)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def multi_node_cluster_alone(tmp_path_factory):
+    """For a module that starts a Ray cluster of several nodes on this machine and checks what its
+    autoscaler or nodes do in time: no other such module runs beside it under pytest-xdist (on 2
+    cores, the live scheduler's autoscaler launched a node for demand that the load kept pending
+    while the namespace hosts' cluster ran)."""
+    # The workers' base folders share this parent; a lock file there is seen by all of them.
+    with open(tmp_path_factory.getbasetemp().parent / "multi-node-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from tests.conftest import REPO, wait_until
 from tests.test_elastic import JOB, assert_exactly_once
 
 WHY_NOT = netns_cluster.available()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=f"no namespace cluster: {WHY_NOT}")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("multi_node_cluster_alone"),
+              pytest.mark.skipif(WHY_NOT is not None, reason=f"no namespace cluster: {WHY_NOT}")]
 STEPS_PER_EPOCH = 24   # 1437 training samples of digits in global batches of 60
 
 

@@ -67,7 +67,7 @@ def test_the_loop_records_each_new_decision_and_sends_only_changed_node_requests
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
+def scenario(tmp_path_factory, multi_node_cluster_alone):
     """The scenario's report (about 80 s on 2 cores)."""
     work = tmp_path_factory.mktemp("live")
     process = subprocess.Popen([sys.executable, "-m", "tests.live_scheduler_scenario", str(work)], cwd=REPO,
