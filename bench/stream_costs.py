@@ -1,7 +1,8 @@
 """What a streamed step costs a worker beyond the in-memory one, measured apart in one process
-(issue 29's throughput gap): decoding a piece (reading its Parquet row group, the validation
-split's hash, standardizing) per row, and assembling a member's share of a global batch from
-pieces already decoded (`ShardedSource.share`, rank 0 of 2) per step. Both run on the training
+(issue 29's throughput gap): decoding a piece (reading its Parquet row group, encoding the
+targets, the validation split's hash) per row, and assembling a member's share of a global batch
+from pieces already decoded (`ShardedSource.share`, rank 0 of 2: gathering its rows and
+standardizing them) per step. Both run on the training
 process's CPUs in a job, the decode on background threads.
 
     python -m bench.stream_costs [--data /tmp/elastrain-bench-streaming] [--gb 1] [--steps 100]
@@ -44,7 +45,7 @@ def main() -> None:
     read_s = time.perf_counter() - began
     began = time.perf_counter()
     for piece in chosen:
-        source._split(piece, False)
+        source._decode(piece)
     decode_s = time.perf_counter() - began
     step_s = []
     for step in range(args.steps):
@@ -59,7 +60,7 @@ def main() -> None:
     share_ms = statistics.median(step_s) * 1e3
     common.report("stream_costs", {
         "read_us_per_row": round(read_s / rows * 1e6, 3),
-        "decode_us_per_row": round(decode_us, 3),   # read + split hash + standardize
+        "decode_us_per_row": round(decode_us, 3),   # read + targets encoded + split hash
         "share_ms_per_step": round(share_ms, 3),     # median; rank 0 of 2, global batch BATCH
         "per_worker_step_ms": round(decode_us * BATCH / 2 / 1e3 + share_ms, 3),   # decode of its rows + share
         "rows_decoded": rows, "global_batch": BATCH, "data": str(folder),

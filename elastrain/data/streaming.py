@@ -313,6 +313,23 @@ def _scaling(moments: _Moments, scaling: str, per: str) -> tuple[list[float], li
     return low.tolist(), np.where(spread > 0, spread, 1.0).tolist()
 
 
+@dataclass(frozen=True)
+class _DecodedPiece:
+    """A piece as a member holds it while training from it.
+
+    Attributes:
+        x: raw features of every row of the piece, float32 (n, F) (standardized once gathered).
+        y: encoded targets of every row (n,): class ids int64, or values float32.
+        train_rows: where the piece's training rows lie among its rows, in row order, int64 (t,).
+        first_id: the global row id of the piece's first row.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    train_rows: np.ndarray
+    first_id: int
+
+
 class ShardedSource:
     """A job's sharded data (`DataSource`): training rows streamed by global batch, each member
     reading the pieces it computes; validation rows by hash of the row id.
@@ -356,15 +373,31 @@ class ShardedSource:
     def n_val(self) -> int:
         return sum(sum(rows) for rows in self.manifest.pieces) - self.n_train
 
-    def _split(self, piece: int, validation: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One piece's training (or validation) rows: model-ready features, targets, row ids."""
-        x, y, ids = self.pieces.read(piece, list(self.manifest.features), self.target)
+    def _decode(self, piece: int) -> _DecodedPiece:
+        """One piece as the steps take rows from it (see `_DecodedPiece`)."""
+        x, y, ids = self._read(piece)
+        train = np.flatnonzero(~validation_mask(ids, self.manifest.seed, self.spec.data.validation_fraction))
+        return _DecodedPiece(x, self._encode(y), train, self.pieces.first_id[piece])
+
+    def _validation_rows(self, piece: int) -> tuple[np.ndarray, np.ndarray]:
+        """One piece's validation rows: model-ready features and targets."""
+        x, y, ids = self._read(piece)
+        keep = validation_mask(ids, self.manifest.seed, self.spec.data.validation_fraction)
+        return self._standardize(x[keep]), self._encode(y[keep])
+
+    def _read(self, piece: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A piece's raw features, raw targets and row ids, counted in `bytes_read`."""
+        rows = self.pieces.read(piece, list(self.manifest.features), self.target)
         with self._lock:
             self.bytes_read += self.pieces.bytes[piece]
-        mask = validation_mask(ids, self.manifest.seed, self.spec.data.validation_fraction)
-        keep = mask if validation else ~mask
-        x = (x[keep] - self._center) / self._scale
-        return x.astype(np.float32, copy=False), self._encode(y[keep]), ids[keep]
+        return rows
+
+    def _standardize(self, x: np.ndarray) -> np.ndarray:
+        """Raw float32 features (n, F) made model-ready, in place: (x - center) / scale in float32,
+        the operations the in-memory path applies."""
+        np.subtract(x, self._center, out=x)
+        np.divide(x, self._scale, out=x)
+        return x
 
     def _encode(self, y: np.ndarray) -> np.ndarray:
         if self._classes is None:
@@ -374,11 +407,12 @@ class ShardedSource:
     def _want(self, wanted: list[int]) -> None:
         """Read `wanted` pieces in the background (in order), and forget the others."""
         with self._lock:
-            for piece in [p for p in self._cache if p not in wanted]:
+            keep = set(wanted)
+            for piece in [p for p in self._cache if p not in keep]:
                 self._cache.pop(piece).cancel()
             for piece in wanted:
                 if piece not in self._cache:
-                    self._cache[piece] = self._readers.submit(self._split, piece, False)
+                    self._cache[piece] = self._readers.submit(self._decode, piece)
 
     def share(self, seed: int, epoch: int, position: int, batch_size: int, rank: int, world_size: int) -> Share:
         """This member's rows of the global batch at `position` of epoch `epoch`: those lying in
@@ -392,22 +426,24 @@ class ShardedSource:
             ahead = pieces_of(epoch_plan(self.train_counts, seed, epoch + 1, self.window), 0, rank, world_size)
         else:   # the job ends with this epoch: nothing to read ahead
             ahead = np.zeros(0, np.int64)
-        self._want([*pieces_of(plan, window, rank, world_size).tolist(), *ahead.tolist(),
-                    *np.unique(place.piece[place.owned_by(rank, world_size)]).tolist()])
         mine = place.owned_by(rank, world_size)
         pieces, rows = place.piece[mine], place.row[mine]
+        held = np.unique(pieces).tolist()
+        self._want([*pieces_of(plan, window, rank, world_size).tolist(), *ahead.tolist(), *held])
         x = np.empty((len(pieces), self.input_shape[0]), np.float32)
         y = np.empty(len(pieces), np.int64 if self._classes is not None else np.float32)
         ids = np.empty(len(pieces), np.int64)
-        for piece in np.unique(pieces):
+        for piece in held:
             at = np.flatnonzero(pieces == piece)
             with self._lock:
-                future = self._cache[int(piece)]
+                future = self._cache[piece]
             began = time.perf_counter()
-            px, py, pids = future.result()
+            decoded = future.result()
             self.wait_s += time.perf_counter() - began
-            x[at], y[at], ids[at] = px[rows[at]], py[rows[at]], pids[rows[at]]
-        return Share(ids, x, y, len(place.piece))
+            where = decoded.train_rows[rows[at]]
+            x[at], y[at], ids[at] = decoded.x[where], decoded.y[where], where + decoded.first_id
+        # Standardized here rather than when read: only the rows trained on, in one pass.
+        return Share(ids, self._standardize(x), y, len(place.piece))
 
     def _epochs(self, batch_size: int) -> float:
         """The epochs the job starts, by train.epochs and train.max_steps (early stopping may end it sooner)."""
@@ -437,7 +473,7 @@ class ShardedSource:
         """This member's validation rows, a piece at a time: the pieces whose id is `rank` modulo
         `world_size` (every validation row is scored by exactly one member)."""
         for piece in range(rank, len(self.pieces), world_size):
-            x, y, _ = self._split(piece, True)
+            x, y = self._validation_rows(piece)
             for start in range(0, len(y), EVAL_CHUNK):
                 yield x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
 
