@@ -22,6 +22,7 @@ from elastrain import paths
 from elastrain.cli.models import models_app
 from elastrain.cli.optimize import optimize
 from elastrain.cli.options import CaCertOption, ServerOption, TokenOption, remote_of
+from elastrain.cli.prepare import prepare
 from elastrain.cli.serve import serve
 from elastrain.cli.simulate import simulate
 from elastrain.cli.tune import tune
@@ -616,6 +617,7 @@ def predict(
         print("\n".join("\t".join(str(v) for v in line) for line in [header, *rows]))
 
 
+app.command()(prepare)
 app.command()(simulate)
 app.command()(tune)
 app.command()(optimize)

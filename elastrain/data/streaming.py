@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from elastrain.data.prepared import LABEL, shard_manifest
 from elastrain.data.preprocess import Preprocessor
 from elastrain.data.rows import EVAL_CHUNK, Share
 from elastrain.data.shards import ShardInfo, list_shards, read_piece, shard_info
@@ -340,12 +341,13 @@ class ShardedSource:
 
     def __init__(self, spec: JobSpec) -> None:
         data = spec.data
+        prepared = data.source_kind == "prepared"
         if data.manifest is None:
-            data.manifest = build_manifest(spec)
+            data.manifest = shard_manifest(spec) if prepared else build_manifest(spec)
         self.manifest = manifest = data.manifest
         self.spec = spec
-        self.target = data.target
-        self.pieces = _Pieces(manifest, data.source_kind, shard_separator(data))
+        self.target = LABEL if prepared else data.target
+        self.pieces = _Pieces(manifest, "parquet" if prepared else data.source_kind, shard_separator(data))
         self.train_counts = tuple(count for rows in manifest.train for count in rows)
         self._n_train = sum(self.train_counts)
         self.window = data.shuffle_window
@@ -376,14 +378,22 @@ class ShardedSource:
     def _decode(self, piece: int) -> _DecodedPiece:
         """One piece as the steps take rows from it (see `_DecodedPiece`)."""
         x, y, ids = self._read(piece)
-        train = np.flatnonzero(~validation_mask(ids, self.manifest.seed, self.spec.data.validation_fraction))
+        train = np.flatnonzero(~self._validation(piece, ids))
         return _DecodedPiece(x, self._encode(y), train, self.pieces.first_id[piece])
 
     def _validation_rows(self, piece: int) -> tuple[np.ndarray, np.ndarray]:
         """One piece's validation rows: model-ready features and targets."""
         x, y, ids = self._read(piece)
-        keep = validation_mask(ids, self.manifest.seed, self.spec.data.validation_fraction)
+        keep = self._validation(piece, ids)
         return self._standardize(x[keep]), self._encode(y[keep])
+
+    def _validation(self, piece: int, ids: np.ndarray) -> np.ndarray:
+        """Which of piece `piece`'s rows (ids (n,)) are validation rows: by a hash of their ids, or
+        (a prepared folder) all of a validation shard's and none of a training shard's."""
+        first = self.manifest.validation_from
+        if first is not None:
+            return np.full(len(ids), piece >= first)
+        return validation_mask(ids, self.manifest.seed, self.spec.data.validation_fraction)
 
     def _read(self, piece: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A piece's raw features, raw targets and row ids, counted in `bytes_read`."""
@@ -467,12 +477,12 @@ class ShardedSource:
         s, p = self.pieces.where[piece]
         first = self.pieces.first_id[piece]
         ids = np.arange(first, first + self.manifest.pieces[s][p], dtype=np.int64)
-        return ids[~validation_mask(ids, self.manifest.seed, self.spec.data.validation_fraction)]
+        return ids[~self._validation(piece, ids)]
 
     def val_chunks(self, rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This member's validation rows, a piece at a time: the pieces whose id is `rank` modulo
         `world_size` (every validation row is scored by exactly one member)."""
-        for piece in range(rank, len(self.pieces), world_size):
+        for piece in range((self.manifest.validation_from or 0) + rank, len(self.pieces), world_size):
             x, y = self._validation_rows(piece)
             for start in range(0, len(y), EVAL_CHUNK):
                 yield x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]

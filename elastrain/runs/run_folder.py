@@ -285,11 +285,14 @@ def absolute_paths(spec: JobSpec) -> JobSpec:
 
 
 def data_files(spec: JobSpec) -> list[str]:
-    """The files a job's data comes from: its data file, each file of its data folder (IDX) or
-    each shard its glob matches; none for built-in and synthetic data, or data at a URL."""
+    """The files a job's data comes from: its data file, each file of its data folder (IDX, or
+    what `elastrain prepare` wrote) or each shard its glob matches; none for built-in and
+    synthetic data, or data at a URL."""
     data = spec.data
     if not data.on_local_disk:
         return []
+    if data.source_kind == "prepared":
+        return sorted(str(path) for path in Path(data.source_arg).rglob("*") if path.is_file())
     if data.streamed:
         shards = sorted(glob.glob(data.source_arg))
         return sorted(shards + [npy_targets(s) for s in shards if s.endswith(".x.npy")])

@@ -4,6 +4,7 @@ from elastrain.spec.load import apply_overrides, load_spec, parse_spec, validate
 from elastrain.spec.models import (
     CheckpointSpec,
     CnnModelSpec,
+    ColumnSpec,
     CsvSpec,
     DataSpec,
     JobSpec,
@@ -23,7 +24,7 @@ from elastrain.spec.models import (
 )
 
 __all__ = [
-    "CheckpointSpec", "CnnModelSpec", "CsvSpec", "DataSpec", "JobSpec", "LinearModelSpec", "MlpModelSpec",
+    "CheckpointSpec", "CnnModelSpec", "ColumnSpec", "CsvSpec", "DataSpec", "JobSpec", "LinearModelSpec", "MlpModelSpec",
     "ModelSpec", "PluginModelSpec", "PythonModelSpec", "ResourcesSpec", "ScheduleSpec", "ShardManifest", "SvmModelSpec",
     "SyntheticSpec", "TrainSpec", "WorkersSpec", "apply_overrides", "load_spec", "parse_model_spec", "parse_spec",
     "validate_spec",

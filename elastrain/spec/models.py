@@ -20,8 +20,8 @@ from elastrain.plugins import LEARNERS, SOURCES, import_plugins
 from elastrain.spec.metrics import metric_name
 from elastrain.spec.tune import TuneSpec
 
-SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "npy", "jsonl", "idx", "synthetic")
-FILE_SOURCES = ("csv", "parquet", "npz", "npy", "jsonl", "idx")
+SOURCE_KINDS = ("builtin", "csv", "parquet", "npz", "npy", "jsonl", "idx", "synthetic", "prepared")
+FILE_SOURCES = ("csv", "parquet", "npz", "npy", "jsonl", "idx", "prepared")
 # Formats whose shards are streamed to the workers (`elastrain.data.streaming`).
 SHARD_FORMATS = ("parquet", "npy", "csv", "jsonl")
 GLOB_WILDCARDS = "*?["
@@ -84,6 +84,24 @@ def npy_targets(features_file: str) -> str:
     return features_file.removesuffix(".x.npy") + ".y.npy"
 
 
+class ColumnSpec(_Strict):
+    """How `elastrain prepare` treats one column of a raw table (see `elastrain.prep`).
+
+    `type`: `auto` takes the column's type in the data (numbers are numeric, anything else
+    categorical). `missing`, for a blank cell: `error` (one line naming the row and column),
+    `mean` (numeric), `most_frequent` (categorical; the smallest of tied levels), or `level`
+    (categorical: blanks are a level of their own, last); left out, `error` for numeric columns
+    and `level` for categorical ones. `min_frequency`: a categorical level seen in fewer training
+    rows is treated as unknown. `unknown`: a level the training rows did not have (or too rare)
+    is all zeros (`ignore`) or a one-hot slot of its own, `(unknown)` (`level`).
+    """
+
+    type: Literal["auto", "numeric", "categorical"] = "auto"
+    missing: Literal["error", "mean", "most_frequent", "level"] | None = None
+    min_frequency: int = Field(1, ge=1)
+    unknown: Literal["ignore", "level"] = "ignore"
+
+
 class ShardManifest(_Strict):
     """What a job on sharded data trains on, fixed when it starts: written by elastrain into the
     job's spec (leave it out of yours), so that every worker and a resume see the same shards, the
@@ -112,6 +130,9 @@ class ShardManifest(_Strict):
     classes: list[int | float | str] | None = None
     class_counts: list[int] | None = None
     stats_s: float = 0.0
+    # Pieces from this one on hold only validation rows, and the others only training rows (a
+    # folder `elastrain prepare` wrote); None: each piece's rows are split by a hash of their ids.
+    validation_from: int | None = None
 
 
 class DataSpec(_Strict):
@@ -127,6 +148,7 @@ class DataSpec(_Strict):
     source: str = "builtin:digits"
     target: str = "target"
     categorical: list[str] | None = None
+    columns: dict[str, ColumnSpec] = {}
     npz_keys: tuple[str, str] = ("X", "y")
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int | None = None
@@ -169,8 +191,8 @@ class DataSpec(_Strict):
         """Whether `source` names shards to stream (a glob or a URL, or `.npy` pairs) rather than
         one file read into memory."""
         arg = self.source_arg
-        return self.source_kind in SHARD_FORMATS and (any(c in arg for c in GLOB_WILDCARDS) or "://" in arg
-                                                     or self.source_kind in ("npy", "jsonl"))
+        return self.source_kind == "prepared" or (self.source_kind in SHARD_FORMATS and (
+            any(c in arg for c in GLOB_WILDCARDS) or "://" in arg or self.source_kind in ("npy", "jsonl")))
 
     @property
     def on_local_disk(self) -> bool:

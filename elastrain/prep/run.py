@@ -1,0 +1,348 @@
+"""`elastrain prepare`: one distributed pass over a raw table on Ray Data that fits the
+preprocessing on its training rows and writes model-ready training and validation shards.
+
+Two passes over the input, each streamed block by block on Ray Data's workers (no process holds
+the table): the first computes each block's statistics (`elastrain.prep.fit.block_stats`), merged
+in the blocks' order into the plan; the second applies the plan to every block and writes its
+training and validation rows as Parquet. Ray Data keeps the blocks' order (`preserve_order`) and
+cuts the input into the same blocks whatever the number of workers, so 1 and N workers give the
+same plan and the same shards, bit for bit. Output, under the folder given:
+
+    train/part-00000.parquet ...       f0 .. f{F-1} float32 and `label` (the raw target)
+    validation/part-00000.parquet ...
+    preprocessing.json                 the plan (`PreparePlan.to_json`): apply it to raw rows
+    manifest.json                      `PreparedManifest`
+
+(`elastrain.data.prepared` defines the layout, and reads it as a job's data: `prepared:FOLDER`.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from elastrain.data.prepared import LABEL, MANIFEST_FILE, PLAN_FILE, PreparedManifest, feature_column
+from elastrain.data.shards import list_shards
+from elastrain.errors import UserError
+from elastrain.prep.fit import (
+    BlockStats,
+    block_stats,
+    feature_moments,
+    merge_all,
+    missing_policy,
+    plan_of,
+    validation_rows,
+)
+from elastrain.prep.plan import PreparePlan
+from elastrain.spec import JobSpec
+
+RAW_FORMATS = ("csv", "parquet", "jsonl")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The raw table's columns as the pass types them."""
+
+    numeric: list[str]
+    categorical: list[str]
+    target: str
+    target_type: str   # "int64", "float64" or "string"
+
+
+def prepare(spec: JobSpec, out: Path, workers: int | None = None,
+            progress: Callable[[str, int], None] | None = None) -> tuple[PreparedManifest, PreparePlan]:
+    """Fit `spec`'s preprocessing on its raw table (`data.source`: `csv:`, `parquet:` or
+    `jsonl:` with a file, a glob or a URL) and write the shards under `out` (see the module's
+    docstring). `progress(pass_name, rows)` is called as blocks complete.
+
+    Raises:
+        UserError: no input matches; a column's type cannot be told, or its values do not fit it; a
+            blank where the column's policy is `error` (naming the file, row and column); a target
+            missing from the table.
+    """
+    import ray.data
+
+    data = spec.data
+    kind = data.source_kind
+    if kind not in RAW_FORMATS:
+        raise UserError(f"'{kind}:' is not a raw table elastrain prepare reads", where="data.source",
+                        fix=f"give {', '.join(k + ':FILE_OR_GLOB' for k in RAW_FORMATS)}")
+    files = list_shards(kind, data.source_arg)
+    columns = _columns(kind, files[0], spec)
+    seed = data.split_seed if data.split_seed is not None else spec.train.seed
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    began = time.perf_counter()
+    stats_args = {"kind": kind, "columns": columns, "seed": seed, "fraction": data.validation_fraction}
+    parts = [BlockStats.from_json(row["stats"]) for row in _each_block(
+        _read(kind, files, columns, workers).map_batches(_stats_of_block, fn_kwargs=stats_args, batch_format="pyarrow",
+                                                         batch_size=None, concurrency=workers),
+        "fit", progress, lambda row: BlockStats.from_json(row["stats"]).rows)]
+    stats = merge_all(parts)
+    _check_blanks(spec, stats, columns, kind, files)
+    plan = plan_of(stats, spec, columns.numeric, columns.categorical, seed)
+    fitted = time.perf_counter()
+    staging = out / f".staging-{uuid.uuid4().hex[:8]}"
+    written = list(_each_block(
+        _read(kind, files, columns, workers).map_batches(
+            _write_block, fn_kwargs={"kind": kind, "columns": columns, "plan_json": plan.to_json(),
+                                     "staging": str(staging)},
+            batch_format="pyarrow", batch_size=None, concurrency=workers),
+        "write", progress, lambda row: int(row["train_rows"]) + int(row["validation_rows"])))
+    mean, var = feature_moments(plan, stats)
+    manifest = PreparedManifest(
+        inputs=files, input_fingerprint=_fingerprint(files),
+        train=[], validation=[], train_rows=[], validation_rows=[], features=plan.feature_names,
+        target=data.target, task="classification" if plan.classes is not None else "regression",
+        classes=None if plan.classes is None else list(plan.classes),
+        class_counts=None if plan.classes is None else [stats.targets[label] for label in plan.classes],
+        feature_mean=mean, feature_var=var,
+        rows_in=stats.rows, dropped={"no target": stats.no_target} if stats.no_target else {},
+        fit_s=round(fitted - began, 3), write_s=round(time.perf_counter() - fitted, 3), workers=workers)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _publish(out, staging, written, manifest)
+    (out / PLAN_FILE).write_text(plan.to_json())
+    (out / MANIFEST_FILE).write_text(manifest.to_json())
+    return manifest, plan
+
+
+def _each_block(dataset, name: str, progress: Callable[[str, int], None] | None, rows_of: Callable[[dict], int]):
+    """The rows a per-block pass returns, in block order, reporting each block's raw rows.
+
+    Raises:
+        UserError: a block's worker raised one (its line, not Ray's traceback).
+    """
+    import ray.exceptions
+
+    try:
+        for row in dataset.iter_rows():
+            if progress:
+                progress(name, rows_of(row))
+            yield row
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause
+        while cause is not None and not isinstance(cause, UserError):
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
+def _columns(kind: str, first: str, spec: JobSpec) -> _Columns:
+    """The feature columns by type, from the first input's first rows and `data.columns`.
+
+    Raises:
+        UserError: no target column; a column named in data.columns that the table lacks; a column
+            whose type cannot be told from the first rows.
+    """
+    import pyarrow.types as pat
+
+    schema = _first_schema(kind, first)
+    names = schema.names
+    data = spec.data
+    if data.target not in names:
+        raise UserError(f"no target column '{data.target}' (columns: {', '.join(names[:20])})", where=first,
+                        fix="set data.target to the label column")
+    unknown = sorted(set(data.columns) - set(names))
+    if unknown:
+        raise UserError(f"data.columns names {', '.join(unknown)}, which the table lacks", where="data.columns",
+                        fix=f"the table's columns: {', '.join(names[:20])}")
+    numeric, categorical = [], []
+    for field in schema:
+        if field.name == data.target:
+            continue
+        declared = data.columns[field.name].type if field.name in data.columns else "auto"
+        if declared == "auto" and pat.is_null(field.type):
+            raise UserError(f"column '{field.name}' is blank in the first rows, so its type cannot be told",
+                            where=first, fix=f"declare it: data.columns.{field.name}.type: numeric or categorical")
+        number = pat.is_integer(field.type) or pat.is_floating(field.type) or pat.is_boolean(field.type) \
+            or pat.is_decimal(field.type)
+        (numeric if declared == "numeric" or (declared == "auto" and number) else categorical).append(field.name)
+    target = schema.field(data.target).type
+    target_type = "int64" if pat.is_integer(target) or pat.is_boolean(target) else (
+        "float64" if pat.is_floating(target) or pat.is_decimal(target) else "string")
+    return _Columns(numeric, categorical, data.target, target_type)
+
+
+def _first_schema(kind: str, path: str):
+    """The Arrow schema of the first rows of a raw file (what its reader infers)."""
+    import fsspec
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(path, "rb", compression="infer") as handle:
+            if kind == "parquet":
+                return pq.ParquetFile(handle).schema_arrow
+            if kind == "csv":
+                return pcsv.open_csv(handle, convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).schema
+            return pjson.read_json(handle).schema
+    except Exception as exc:   # a missing, truncated or foreign file
+        raise UserError(f"cannot read the table: {type(exc).__name__}: {exc}", where=path,
+                        fix=f"check that it is a whole {kind} file") from None
+
+
+def _read(kind: str, files: list[str], columns: _Columns, workers: int | None):
+    """The raw table as a Ray Data dataset, with each file's path per row."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import ray.data
+
+    if kind == "csv":
+        types = {name: pa.float64() for name in columns.numeric}
+        types |= {name: pa.string() for name in columns.categorical}
+        types[columns.target] = pa.type_for_alias(columns.target_type)
+        return ray.data.read_csv(files, include_paths=True, concurrency=workers,
+                                 convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+    if kind == "parquet":
+        return ray.data.read_parquet(files, include_paths=True, concurrency=workers)
+    return ray.data.read_json(files, include_paths=True, concurrency=workers)
+
+
+def _typed(table, kind: str, columns: _Columns):
+    """`table` with numeric columns float64, categorical ones strings (blank strings null), and
+    the target in the type the first rows gave it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if kind == "csv":
+        return table
+    arrays, names = [], []
+    for name in (*columns.numeric, *columns.categorical, columns.target, "path"):
+        column = table.column(name)
+        if name in columns.numeric:
+            column = pc.cast(column, pa.float64())
+        elif name in columns.categorical:
+            column = pc.cast(column, pa.string())
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+        elif name == columns.target:
+            column = pc.cast(column, pa.type_for_alias(columns.target_type))
+        arrays.append(column)
+        names.append(name)
+    return pa.table(arrays, names=names)
+
+
+def _stats_of_block(table, kind: str, columns: _Columns, seed: int, fraction: float) -> dict:
+    """One block's statistics, as one row of JSON."""
+    table = _typed(table, kind, columns)
+    stats = block_stats(table, columns.numeric, columns.categorical, columns.target, seed, fraction)
+    return {"stats": np.array([stats.to_json()], dtype=object)}
+
+
+def _write_block(table, kind: str, columns: _Columns, plan_json: str, staging: str) -> dict:
+    """Apply the plan to one block and write its training and validation rows (files named at
+    random under `staging`; `_publish` numbers them in block order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plan = PreparePlan.from_json(plan_json)
+    table = _typed(table, kind, columns)
+    table = table.filter(table.column(columns.target).is_valid())
+    validation = validation_rows(table, [*columns.numeric, *columns.categorical, columns.target], plan.seed,
+                                 plan.validation_fraction)
+    name = f"{uuid.uuid4().hex}.parquet"
+    counts = {}
+    for split, mask in (("train", ~validation), ("validation", validation)):
+        part = table.filter(mask)
+        features = plan.features(part)
+        shard = pa.table({**{feature_column(j): features[:, j] for j in range(features.shape[1])},
+                          LABEL: part.column(columns.target)})
+        folder = Path(staging) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(shard, folder / name)
+        counts[split] = part.num_rows
+    return {"file": np.array([name]), "train_rows": np.array([counts["train"]]),
+            "validation_rows": np.array([counts["validation"]])}
+
+
+def _publish(out: Path, staging: Path, written: list[dict], manifest: PreparedManifest) -> PreparedManifest:
+    """Number the staged shards in block order under `out`/train and `out`/validation (replacing
+    what an earlier run wrote there), and fill the manifest's shard lists."""
+    import dataclasses
+    import shutil
+
+    lists: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "validation": ([], [])}
+    for split, (names, rows) in lists.items():
+        target = out / split
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for index, entry in enumerate(written):
+            relative = f"{split}/part-{index:05d}.parquet"
+            (staging / split / str(entry["file"])).rename(out / relative)
+            names.append(relative)
+            rows.append(int(entry[f"{split}_rows"]))
+    shutil.rmtree(staging, ignore_errors=True)
+    return dataclasses.replace(manifest, train=lists["train"][0], train_rows=lists["train"][1],
+                               validation=lists["validation"][0], validation_rows=lists["validation"][1])
+
+
+def _check_blanks(spec: JobSpec, stats: BlockStats, columns: _Columns, kind: str, files: list[str]) -> None:
+    """Raise for the first blank of a column whose policy is `error`, naming its file and row.
+
+    Raises:
+        UserError: such a blank (exit 2).
+    """
+    for name in (*columns.numeric, *columns.categorical):
+        kind_ = "numeric" if name in columns.numeric else "categorical"
+        if missing_policy(spec.data.columns.get(name), kind_, name) == "error" and stats.all_blanks.get(name):
+            where, row = _first_blank(kind, files, columns, name)
+            raise UserError(f"column '{name}' is blank at {row} ({stats.all_blanks[name]:,} blank in all)",
+                            where=where, fix=f"fill the blanks, or set data.columns.{name}.missing "
+                                             f"({'mean' if kind_ == 'numeric' else 'most_frequent or level'})")
+
+
+def _first_blank(kind: str, files: list[str], columns: _Columns, name: str) -> tuple[str, str]:
+    """Where the first blank of column `name` lies: the file, and its line (CSV, counting the
+    header as line 1) or row (from 0)."""
+    import fsspec
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    for path in files:
+        with fsspec.open(path, "rb", compression="infer") as handle:
+            if kind == "csv":
+                table = pcsv.read_csv(handle, convert_options=pcsv.ConvertOptions(
+                    include_columns=[name], strings_can_be_null=True))
+            elif kind == "parquet":
+                table = pq.read_table(handle, columns=[name])
+            else:
+                table = pjson.read_json(handle).select([name])
+        table = _typed_column(table, name, columns)
+        blank = table.column(name).is_null().to_numpy(zero_copy_only=False)
+        if blank.any():
+            row = int(np.argmax(blank))
+            return path, f"line {row + 2}" if kind == "csv" else f"row {row}"
+    return files[0], "?"
+
+
+def _typed_column(table, name: str, columns: _Columns):
+    """A one-column table with blank strings as nulls (as the pass reads categorical columns)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = table.column(name)
+    if name in columns.categorical and not pa.types.is_null(column.type):
+        column = pc.cast(column, pa.string())
+        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    return pa.table([column], names=[name])
+
+
+def _fingerprint(files: list[str]) -> str:
+    """sha256 over each input's name and size."""
+    import fsspec
+
+    digest = hashlib.sha256()
+    for path in files:
+        fs, inner = fsspec.core.url_to_fs(path)
+        digest.update(f"{path}\0{fs.size(inner)}\n".encode())
+    return digest.hexdigest()

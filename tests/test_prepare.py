@@ -1,0 +1,140 @@
+"""`elastrain prepare`: statistics merged exactly across blocks, the same shards on 1 and 3 Ray Data
+workers, features equal to scikit-learn's, and blanks and unseen levels as documented."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from bench import mixed_table
+from elastrain.data.prepared import PLAN_FILE, PreparedManifest
+from elastrain.prep.fit import block_stats, merge_all, plan_of, validation_rows
+from elastrain.prep.plan import MISSING_LEVEL, UNKNOWN_LEVEL, PreparePlan
+from elastrain.spec import validate_spec
+
+NUMERIC, CATEGORICAL = mixed_table.NUMERIC, list(mixed_table.CATEGORICAL)
+COLUMNS = [*NUMERIC, *CATEGORICAL, "label"]
+
+
+def job(source: str, **columns) -> dict:
+    spec = mixed_table.spec(source)
+    spec["data"]["columns"] |= columns
+    return spec
+
+
+def test_statistics_merge_exactly_across_blocks():
+    table = mixed_table.table(5_000, seed=1)
+    spec = validate_spec(job("csv:unused.csv"), "test")
+    args = (NUMERIC, CATEGORICAL, "label", 0, 0.2)
+    whole = block_stats(table, *args)
+    for cuts in ([1_000, 1_001, 4_999], [17, 2_500], list(range(250, 5_000, 250))):
+        bounds = [0, *cuts, table.num_rows]
+        merged = merge_all([block_stats(table.slice(a, b - a), *args) for a, b in itertools.pairwise(bounds)])
+        assert (merged.rows, merged.validation, merged.no_target) == (whole.rows, whole.validation, whole.no_target)
+        assert merged.levels == whole.levels and merged.blanks == whole.blanks and merged.targets == whole.targets
+        for name in NUMERIC:
+            assert merged.moments[name].count == whole.moments[name].count
+            assert merged.moments[name].mean == pytest.approx(whole.moments[name].mean, rel=1e-13)
+            assert merged.moments[name].m2 == pytest.approx(whole.moments[name].m2, rel=1e-12)
+        plan = plan_of(merged, spec, NUMERIC, CATEGORICAL, 0)
+        assert plan.categorical[0].levels == (*sorted(mixed_table.CATEGORICAL["color"]), MISSING_LEVEL)
+
+
+def test_unseen_level_and_min_frequency_at_transform():
+    table = mixed_table.table(4_000, seed=2)
+    stats = block_stats(table, NUMERIC, CATEGORICAL, "label", 0, 0.2)
+    rare = validate_spec(job("csv:unused.csv", color={"min_frequency": 100, "unknown": "level"}), "test")
+    plan = plan_of(stats, rare, NUMERIC, CATEGORICAL, 0)
+    color = plan.categorical[0]
+    assert "violet" not in color.levels and color.unknown_slot   # 1 % of rows: below 100 training rows
+    assert f"color={UNKNOWN_LEVEL}" in plan.feature_names
+    raw = pa.table({**{name: [1.0, 2.0] for name in NUMERIC}, "x0": [1.0, None], "color": ["violet", "ochre"],
+                    "size": ["S", "XXL"], "city": ["city01", "city02"]})
+    features = plan.features(raw)
+    start = len(plan.numeric)
+    unknown = start + color.width - 1
+    assert features[:, unknown].tolist() == [1.0, 1.0]   # a rare level and an unseen one: the unknown slot
+    x0 = plan.numeric[0]
+    assert features[1, 0] == np.float32((x0.fill - x0.mean) / x0.std) == np.float32(0)   # a blank: the mean
+    size = plan.categorical[1]
+    size_start = start + color.width
+    assert features[1, size_start:size_start + size.width].sum() == 0   # an unseen size, unknown: ignore
+    assert PreparePlan.from_json(plan.to_json()) == plan
+
+
+def write_csv_parts(folder, table: pa.Table, parts: int) -> None:
+    import pyarrow.csv as pcsv
+
+    step = -(-table.num_rows // parts)
+    for index in range(parts):
+        pcsv.write_csv(table.slice(index * step, step), folder / f"part-{index}.csv")
+
+
+def read_split(folder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    manifest = PreparedManifest.read(str(folder))
+    table = pa.concat_tables([pq.read_table(folder / name) for name in getattr(manifest, split)])
+    return np.column_stack([table.column(f"f{j}").to_numpy() for j in range(table.num_columns - 1)]), \
+        table.column("label").to_numpy()
+
+
+@pytest.mark.usefixtures("ray_address")
+def test_prepared_shards_equal_sklearn_and_the_same_on_1_and_3_workers(tmp_path, cli):
+    table = mixed_table.table(30_000, seed=3)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_csv_parts(raw, table, 3)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job(f"csv:{raw}/part-*.csv")))
+    results = {}
+    for workers in (1, 3):
+        code, _, err = cli("prepare", spec, "--out", tmp_path / f"out{workers}", "--workers", workers)
+        assert code == 0, err
+        results[workers] = read_split(tmp_path / f"out{workers}", "train"), read_split(tmp_path / f"out{workers}",
+                                                                                       "validation")
+    for a, b in zip(results[1], results[3], strict=True):
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    (train_x, train_y), (val_x, _) = results[1]
+    validation = validation_rows(table, COLUMNS, 0, 0.2)
+    frame = table.to_pandas()
+    reference = mixed_table.sklearn_reference()
+    expected = reference.fit(frame[~validation]).transform(frame[~validation])
+    assert train_x.shape == expected.shape and len(val_x) == validation.sum()
+    assert np.abs(train_x - expected).max() < 1e-6
+    assert np.array_equal(train_y, frame["label"][~validation].to_numpy())
+    assert np.abs(val_x - reference.transform(frame[validation])).max() < 1e-6
+    plan = PreparePlan.from_json((tmp_path / "out1" / PLAN_FILE).read_text())
+    assert plan.classes == (0, 1)
+    metrics = {}
+    for workers in (1, 3):   # a job on each prepared folder: the same model
+        trained = tmp_path / f"train{workers}.yaml"
+        source = f"prepared:{tmp_path}/out{workers}"
+        trained.write_text(yaml.safe_dump({"name": "on-prepared", "data": {"source": source},
+                                           "model": {"kind": "mlp", "hidden": [16]},
+                                           "train": {"epochs": 2, "batch_size": 256, "seed": 0}}))
+        code, out, err = cli("run", trained, "--json")
+        assert code == 0, err
+        metrics[workers] = json.loads(out.strip().splitlines()[-1])["metrics"]
+    assert metrics[1] == metrics[3] and metrics[1]["val_accuracy"] > 0.7
+
+
+@pytest.mark.usefixtures("ray_address")
+def test_a_blank_where_the_policy_is_error_names_file_line_and_column(tmp_path, cli):
+    table = mixed_table.table(2_000, seed=4)   # x0 has blanks; its default policy is error
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_csv_parts(raw, table, 2)
+    first = int(np.argmax(np.isnan(table.column("x0").to_numpy(zero_copy_only=False))))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(job(f"csv:{raw}/part-*.csv", x0={"missing": "error"})))
+    code, _, err = cli("prepare", spec, "--out", tmp_path / "out")
+    assert code == 2
+    line = err.strip().replace("\n", " ")
+    assert "column 'x0' is blank at line" in line and f"line {first + 2} " in line and "part-0.csv" in line
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "train").exists()
