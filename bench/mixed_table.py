@@ -17,7 +17,7 @@ CATEGORICAL = {"color": ["red", "green", "blue", "violet"], "size": ["S", "M", "
                "city": [f"city{k:02d}" for k in range(40)]}
 LEVEL_WEIGHTS = {"color": [0.5, 0.3, 0.19, 0.01]}
 BLANK_NUMERIC = "x0"       # 5 % blank: its policy must be `mean`
-BYTES_PER_ROW = 130        # about, as CSV
+BYTES_PER_ROW = 95         # about, as CSV (measured: 146.2 MB for 1,538,460 rows)
 
 
 def table(rows: int, seed: int):
