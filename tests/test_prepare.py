@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from bench import mixed_table
+from elastrain import load_model
+from elastrain.data.plan import MISSING_LEVEL, UNKNOWN_LEVEL, PreparePlan
 from elastrain.data.prepared import PLAN_FILE, PreparedManifest
+from elastrain.errors import UserError
 from elastrain.prep.fit import block_stats, merge_all, plan_of, validation_rows
-from elastrain.prep.plan import MISSING_LEVEL, UNKNOWN_LEVEL, PreparePlan
 from elastrain.spec import validate_spec
 
 NUMERIC, CATEGORICAL = mixed_table.NUMERIC, list(mixed_table.CATEGORICAL)
@@ -119,8 +121,17 @@ def test_prepared_shards_equal_sklearn_and_the_same_on_1_and_3_workers(tmp_path,
                                            "train": {"epochs": 2, "batch_size": 256, "seed": 0}}))
         code, out, err = cli("run", trained, "--json")
         assert code == 0, err
-        metrics[workers] = json.loads(out.strip().splitlines()[-1])["metrics"]
+        result = json.loads(out.strip().splitlines()[-1])
+        metrics[workers], model_path = result["metrics"], result["model_path"]
     assert metrics[1] == metrics[3] and metrics[1]["val_accuracy"] > 0.7
+    saved = load_model(model_path)   # the plan travels with the model: raw rows in, blanks and all
+    raw = frame[validation].drop(columns="label")
+    assert raw.isna().any().any()
+    assert saved.predict(raw) == saved.predict_features(val_x)
+    unseen = raw.head(3).assign(color="ochre", x3=[None, "", 1.5])   # an unseen level is all zeros
+    with pytest.raises(UserError, match="column 'x3' is blank"):   # x3's policy is error
+        saved.predict(unseen)
+    assert len(saved.predict(unseen.assign(x3=1.5))) == 3
 
 
 @pytest.mark.usefixtures("ray_address")

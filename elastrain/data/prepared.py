@@ -91,6 +91,21 @@ class PreparedManifest:
                             fix="prepare the folder again with this version of elastrain") from None
 
 
+def read_plan(folder: str) -> dict:
+    """The fitted plan the prepared folder `folder` holds, as a dict (`PreparePlan.from_dict`).
+
+    Raises:
+        UserError: the folder holds no readable plan.
+    """
+    where = join(folder, PLAN_FILE)
+    try:
+        with fsspec.open(where, "r") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the fitted preprocessing: {exc}", where=where,
+                        fix="prepare the folder again (`elastrain prepare job.yaml --out FOLDER`)") from None
+
+
 def join(folder: str, name: str) -> str:
     """`name` under the folder or URL `folder`."""
     return f"{folder.rstrip('/')}/{name}"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from elastrain.data.plan import PreparePlan
 from elastrain.errors import UserError
 
 if TYPE_CHECKING:   # imported where tables are read: a worker handed arrays saves its model without pandas
@@ -43,6 +44,8 @@ class Preprocessor:
         center, scale: per model-input feature, or one value for global scaling.
         classes: the class labels, index = class id (classification), else None.
         csv: the data.csv options training read its CSV with, applied to CSV input too.
+        plan: the fitted plan of a folder `elastrain prepare` wrote (`elastrain.data.plan.PreparePlan`
+            as a dict), which then turns raw rows into model input in place of the fields above.
     """
 
     layout: str
@@ -53,10 +56,13 @@ class Preprocessor:
     scale: list[float] = field(default_factory=list)
     classes: list | None = None
     csv: dict[str, str | None] = field(default_factory=dict)
+    plan: dict | None = None
 
     @property
     def feature_names(self) -> list[str]:
         """Names of the model-input features (`column=category` for one-hot ones)."""
+        if self.plan is not None:
+            return PreparePlan.from_dict(self.plan).feature_names
         names: list[str] = []
         for column in self.columns:
             if column in self.categories:
@@ -73,6 +79,14 @@ class Preprocessor:
             UserError: a column is missing, holds a value that is not a number, or a category
                 the training data did not have.
         """
+        if self.plan is not None:
+            plan = PreparePlan.from_dict(self.plan)
+            try:
+                return plan.features(plan.raw_table(frame))
+            except ValueError as exc:
+                raise UserError(str(exc), where=where,
+                                fix=f"give the raw columns the model was prepared on: {', '.join(plan.columns)}; "
+                                    "blanks only where the column's policy fills them") from None
         if self.layout != "table":
             return self.transform_array(frame.to_numpy(), where)
         missing = [c for c in self.columns if c not in frame.columns]

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from elastrain.data.prepared import LABEL, shard_manifest
+from elastrain.data.plan import PreparePlan
+from elastrain.data.prepared import LABEL, read_plan, shard_manifest
 from elastrain.data.preprocess import Preprocessor
 from elastrain.data.rows import EVAL_CHUNK, Share
 from elastrain.data.shards import ShardInfo, list_shards, read_piece, shard_info
@@ -354,9 +355,10 @@ class ShardedSource:
         self.task = "classification" if manifest.classes is not None else "regression"
         self.n_classes = len(manifest.classes) if manifest.classes is not None else None
         self.input_shape = (manifest.width,)
-        self.preprocessor = Preprocessor("table" if manifest.features else "array", self.input_shape,
-                                         list(manifest.features), {}, manifest.center, manifest.scale,
-                                         manifest.classes)
+        plan = read_plan(data.source_arg) if prepared else None
+        columns = PreparePlan.from_dict(plan).columns if plan else list(manifest.features)
+        self.preprocessor = Preprocessor("table" if manifest.features else "array", self.input_shape, columns, {},
+                                         manifest.center, manifest.scale, manifest.classes, plan=plan)
         self.warnings: list[str] = []
         self._center = np.asarray(manifest.center, np.float32)
         self._scale = np.asarray(manifest.scale, np.float32)

@@ -1,5 +1,5 @@
 """Fitting the preprocessing of a raw table a block at a time: each block's partial statistics,
-merged exactly into one, and the plan they give (`elastrain.prep.plan.PreparePlan`).
+merged exactly into one, and the plan they give (`elastrain.data.plan.PreparePlan`).
 
 Counts and levels add exactly. Means and sums of squared deviations merge by Chan, Golub and
 LeVeque's pairwise update (1979) in float64, in the blocks' order, so the fit equals a
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from elastrain.data.plan import MISSING_LEVEL, CategoricalFit, NumericFit, PreparePlan, population_std
 from elastrain.errors import UserError
-from elastrain.prep.plan import MISSING_LEVEL, CategoricalFit, NumericFit, PreparePlan, population_std
 from elastrain.spec import ColumnSpec, JobSpec
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def merge_all(parts: list[BlockStats]) -> BlockStats:
 
 def plan_of(stats: BlockStats, spec: JobSpec, numeric: list[str], categorical: list[str], seed: int
             ) -> PreparePlan:
-    """The preprocessing the merged statistics give (see `elastrain.prep.plan`).
+    """The preprocessing the merged statistics give (see `elastrain.data.plan`).
 
     Raises:
         UserError: a policy that does not fit its column's type, or a classification target with

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elastrain.data.plan import PreparePlan
 from elastrain.data.prepared import LABEL, MANIFEST_FILE, PLAN_FILE, PreparedManifest, feature_column
 from elastrain.data.shards import list_shards
 from elastrain.errors import UserError
@@ -39,7 +40,6 @@ from elastrain.prep.fit import (
     plan_of,
     validation_rows,
 )
-from elastrain.prep.plan import PreparePlan
 from elastrain.spec import JobSpec
 
 RAW_FORMATS = ("csv", "parquet", "jsonl")

@@ -1,5 +1,6 @@
 """The fitted preprocessing of a raw table, as plain data: what `elastrain prepare` fits on the
-training rows, writes as JSON beside the shards (no pickles), and applies to every row.
+training rows, writes as JSON beside the shards (no pickles) and applies to every row, and what a
+model trained on the prepared folder applies to raw rows at predict and serve time.
 
 The features a row becomes, in order: each numeric column standardized, (x - mean) / std with the
 population deviation (a constant column's std is taken as 1), then each categorical column one-hot
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
 
 MISSING_LEVEL = "(missing)"
@@ -86,6 +88,33 @@ class PreparePlan:
             names += [f"{fit.name}={UNKNOWN_LEVEL}"] if fit.unknown_slot else []
         return names
 
+    def raw_table(self, frame: pd.DataFrame) -> pa.Table:
+        """Raw rows as the plan takes them: numeric columns float64, categorical ones strings,
+        blanks (NaN, None, empty text) null.
+
+        Raises:
+            ValueError: a column is missing, or a numeric one holds a value that is not a number
+                (naming the column).
+        """
+        import pandas as pd
+        import pyarrow as pa
+
+        missing = [name for name in self.columns if name not in frame.columns]
+        if missing:
+            raise ValueError(f"missing column(s) {', '.join(missing)}")
+        arrays = []
+        for fit in self.numeric:
+            values = pd.to_numeric(frame[fit.name].replace("", None), errors="coerce")
+            bad = values.isna() & frame[fit.name].notna() & (frame[fit.name] != "")
+            if bad.any():
+                raise ValueError(f"column '{fit.name}' holds {frame[fit.name][bad].iloc[0]!r}, not a number")
+            arrays.append(pa.array(values.to_numpy(np.float64), from_pandas=True))
+        for fit in self.categorical:
+            text = [None if value is None or value == "" or (isinstance(value, float) and np.isnan(value))
+                    else str(value) for value in frame[fit.name].tolist()]
+            arrays.append(pa.array(text, pa.string()))
+        return pa.table(arrays, names=self.columns)
+
     def features(self, table: pa.Table) -> np.ndarray:
         """Model input (n, F) float32 from a raw table with the plan's columns (numeric columns
         float64, categorical ones strings; nulls are blanks).
@@ -121,7 +150,11 @@ class PreparePlan:
     @classmethod
     def from_json(cls, text: str) -> PreparePlan:
         """A plan written by `to_json`."""
-        raw = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> PreparePlan:
+        """A plan from `dataclasses.asdict` of one (the parsed JSON of `to_json`)."""
         return cls(numeric=tuple(NumericFit(**fit) for fit in raw["numeric"]),
                    categorical=tuple(CategoricalFit(**{**fit, "levels": tuple(fit["levels"]),
                                                         "counts": tuple(fit["counts"])})
