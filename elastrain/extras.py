@@ -19,6 +19,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "torch_pruning": ("optimize",),
     "onnxruntime": ("serve", "optimize"),   # serving an optimized (ONNX) model, or making one
     "s3fs": ("s3",),
+    "tokenizers": ("text",),
+    "jieba": ("text",),
 }
 
 

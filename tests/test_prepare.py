@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,7 @@ from elastrain.spec import validate_spec
 
 NUMERIC, CATEGORICAL = mixed_table.NUMERIC, list(mixed_table.CATEGORICAL)
 COLUMNS = [*NUMERIC, *CATEGORICAL, "label"]
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def job(source: str, **columns) -> dict:
@@ -149,3 +151,46 @@ def test_a_blank_where_the_policy_is_error_names_file_line_and_column(tmp_path, 
     assert "column 'x0' is blank at line" in line and f"line {first + 2} " in line and "part-0.csv" in line
     assert "Traceback" not in err
     assert not (tmp_path / "out" / "train").exists()
+
+
+def sms_spam(folder) -> str:
+    """The SMS Spam Collection as a CSV with a header (text, label), for `elastrain prepare`."""
+    import pandas as pd
+
+    frame = pd.read_csv(REPOSITORY / "datasets" / "sms-spam" / "SMSSpamCollection", sep="\t", quoting=3,
+                        names=["label", "text"])
+    path = folder / "sms.csv"
+    frame[["text", "label"]].to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.usefixtures("ray_address")
+def test_a_text_column_becomes_token_ids_of_a_tokenizer_trained_on_it(tmp_path, cli):
+    spec = tmp_path / "job.yaml"
+    text = {"type": "text", "text": {"vocab_size": 2000, "max_length": 24}}
+    spec.write_text(yaml.safe_dump({"name": "sms", "data": {"source": f"csv:{sms_spam(tmp_path)}", "target": "label",
+                                                            "columns": {"text": text}},
+                                    "model": {"kind": "mlp", "hidden": [8]}}))
+    code, _, err = cli("prepare", spec, "--out", tmp_path / "out", "--workers", 2)
+    assert code == 0, err
+    plan = PreparePlan.from_json((tmp_path / "out" / PLAN_FILE).read_text())
+    (fit,) = plan.text
+    assert fit.segment == "none" and 500 < fit.vocabulary <= 2000   # English: no segmentation
+    train_x, train_y = read_split(tmp_path / "out", "train")
+    assert train_x.shape[1] == 24 and set(train_y) == {"ham", "spam"} and len(train_x) > 4000
+    assert train_x.min() == 0 and train_x.max() < fit.vocabulary and (train_x[:, 0] > 1).all()
+    ids = plan.features(pa.table({"text": ["FREE entry to win a prize", "ζζζ", None]}))
+    assert ids[1, 0] == 1 and (ids[1, 1:] == 0).all()   # an unseen word: [UNK], then padding
+    assert (ids[2] == 0).all() and (ids[0, :5] > 1).all()   # a blank text: all padding
+
+
+def test_chinese_text_is_segmented_by_jieba_or_by_character():
+    from elastrain.data.text import choose_segmentation, encode, segment, train_tokenizer
+
+    sentences = ["我们今天去北京看升旗", "这个地方的人真的很友好", "北京的天气今天很好"] * 20
+    assert choose_segmentation(sentences) == "jieba"
+    words = segment(sentences[:1], "jieba")[0].split()
+    assert "北京" in words and "今天" in words   # jieba's words, not characters
+    assert segment(sentences[:1], "char")[0].split()[:2] == ["我", "们"]
+    tokenizer = train_tokenizer(iter([segment(sentences, "jieba")]), "wordpiece", 100, True)
+    assert (encode(tokenizer, segment(["北京今天"], "jieba"), 4)[0, :2] > 1).all()

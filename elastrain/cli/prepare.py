@@ -60,7 +60,8 @@ def prepare(
 
             def advance(name: str, rows: int) -> None:
                 if name not in tasks:
-                    tasks[name] = bar.add_task("fitting the statistics" if name == "fit" else "writing shards")
+                    tasks[name] = bar.add_task({"fit": "fitting the statistics", "write": "writing shards"}.get(
+                        name, f"training the {name}"))
                 bar.advance(tasks[name], rows)
 
             manifest, plan = run_prepare(spec, out_dir, workers, advance)
@@ -79,6 +80,9 @@ def prepare(
         table.add_row(f"dropped: {reason}", f"{rows:,}")
     for fit in plan.categorical:
         table.add_row(f"levels of {fit.name}", f"{len(fit.levels)}")
+    for fit in plan.text:
+        table.add_row(f"vocabulary of {fit.name}", f"{fit.vocabulary:,} ({fit.segment} segmentation, "
+                                                   f"{fit.max_length} ids a text)")
     table.add_row("features", f"{len(manifest.features)}")
     table.add_row("task", manifest.task + (f" ({len(plan.classes)} classes)" if plan.classes else ""))
     table.add_row("time", f"{manifest.fit_s:.1f} s fitting, {manifest.write_s:.1f} s writing")

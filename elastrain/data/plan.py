@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from elastrain.data.text import encode, segment
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -56,11 +58,23 @@ class CategoricalFit:
 
 
 @dataclass(frozen=True)
+class TextFit:
+    """A text column: how it is segmented (`elastrain.data.text.segment`), its trained
+    tokenizer (HuggingFace `tokenizers` JSON) and the ids per text (`max_length`, padded with 0)."""
+
+    name: str
+    segment: str
+    tokenizer: str
+    max_length: int
+    vocabulary: int
+
+
+@dataclass(frozen=True)
 class PreparePlan:
     """Everything needed to turn a raw row into model input and its target into a class id.
 
     Attributes:
-        numeric, categorical: the feature columns' fits, in output order.
+        numeric, categorical, text: the feature columns' fits, in output order.
         target: the target column.
         classes: the class labels by id (classification), else None (regression).
         seed, validation_fraction: the split of rows into training and validation (by a hash of
@@ -73,11 +87,12 @@ class PreparePlan:
     classes: tuple | None
     seed: int
     validation_fraction: float
+    text: tuple[TextFit, ...] = ()
 
     @property
     def columns(self) -> list[str]:
         """The raw feature columns a row must have."""
-        return [fit.name for fit in (*self.numeric, *self.categorical)]
+        return [fit.name for fit in (*self.numeric, *self.categorical, *self.text)]
 
     @property
     def feature_names(self) -> list[str]:
@@ -86,6 +101,8 @@ class PreparePlan:
         for fit in self.categorical:
             names += [f"{fit.name}={level}" for level in fit.levels]
             names += [f"{fit.name}={UNKNOWN_LEVEL}"] if fit.unknown_slot else []
+        for fit in self.text:
+            names += [f"{fit.name}[{index}]" for index in range(fit.max_length)]
         return names
 
     def raw_table(self, frame: pd.DataFrame) -> pa.Table:
@@ -109,7 +126,7 @@ class PreparePlan:
             if bad.any():
                 raise ValueError(f"column '{fit.name}' holds {frame[fit.name][bad].iloc[0]!r}, not a number")
             arrays.append(pa.array(values.to_numpy(np.float64), from_pandas=True))
-        for fit in self.categorical:
+        for fit in (*self.categorical, *self.text):
             text = [None if value is None or value == "" or (isinstance(value, float) and np.isnan(value))
                     else str(value) for value in frame[fit.name].tolist()]
             arrays.append(pa.array(text, pa.string()))
@@ -141,6 +158,10 @@ class PreparePlan:
             hit = ~np.isnan(codes) if codes.dtype.kind == "f" else np.ones(len(codes), bool)
             out[np.flatnonzero(hit), start + codes[hit].astype(np.int64)] = 1.0
             start += fit.width
+        for fit in self.text:   # ids below 2**24 are exact in float32
+            texts = segment(table.column(fit.name).to_pylist(), fit.segment)
+            out[:, start:start + fit.max_length] = encode(fit.tokenizer, texts, fit.max_length)
+            start += fit.max_length
         return out
 
     def to_json(self) -> str:
@@ -160,7 +181,8 @@ class PreparePlan:
                                                         "counts": tuple(fit["counts"])})
                                      for fit in raw["categorical"]),
                    target=raw["target"], classes=None if raw["classes"] is None else tuple(raw["classes"]),
-                   seed=raw["seed"], validation_fraction=raw["validation_fraction"])
+                   seed=raw["seed"], validation_fraction=raw["validation_fraction"],
+                   text=tuple(TextFit(**fit) for fit in raw.get("text", ())))
 
 
 def population_std(m2: float, count: int) -> float:

@@ -128,6 +128,12 @@ def row_hashes(table: pa.Table, columns: list[str]) -> np.ndarray:
     return hashes
 
 
+def hashed_columns(numeric: list[str], categorical: list[str], text: tuple[str, ...] | list[str], target: str
+                   ) -> list[str]:
+    """The columns whose values draw a row's split, in hashing order."""
+    return [*numeric, *categorical, *text, target]
+
+
 def validation_rows(table: pa.Table, columns: list[str], seed: int, fraction: float) -> np.ndarray:
     """Which rows are in the validation split: their hash (seeded) below `fraction` of its range
     (splitmix64's finalizer, Steele et al. 2014); equal rows fall on the same side."""
@@ -142,12 +148,12 @@ def validation_rows(table: pa.Table, columns: list[str], seed: int, fraction: fl
 
 
 def block_stats(table: pa.Table, numeric: list[str], categorical: list[str], target: str, seed: int,
-                fraction: float) -> BlockStats:
+                fraction: float, text: tuple[str, ...] = ()) -> BlockStats:
     """The statistics one block of raw rows adds (see `BlockStats`); numeric columns float64,
-    categorical ones strings, blanks null."""
+    categorical ones strings, blanks null; text columns count only in the split's hash."""
     import pyarrow.compute as pc
 
-    validation = validation_rows(table, [*numeric, *categorical, target], seed, fraction)
+    validation = validation_rows(table, hashed_columns(numeric, categorical, text, target), seed, fraction)
     has_target = ~table.column(target).is_null().to_numpy(zero_copy_only=False)
     train = table.filter(~validation & has_target)
     labelled = table.filter(has_target)
@@ -264,7 +270,8 @@ def _classes(stats: BlockStats, spec: JobSpec) -> tuple | None:
 def feature_moments(plan: PreparePlan, stats: BlockStats) -> tuple[list[float], list[float]]:
     """Each model-input feature's mean and variance over the training rows, from the statistics:
     a standardized column has mean 0 and variance 1 (blanks take the mean before it is scaled); a
-    one-hot column's share p of the rows has mean p and variance p (1 - p)."""
+    one-hot column's share p of the rows has mean p and variance p (1 - p); a text column's token
+    ids are given 0 and 1 (ids are embedded, not scaled, and were not measured)."""
     rows = max(stats.rows - stats.validation - stats.no_target, 1)
     mean, var = [], []
     for _ in plan.numeric:
@@ -276,4 +283,7 @@ def feature_moments(plan: PreparePlan, stats: BlockStats) -> tuple[list[float], 
             shares.append(1 - sum(shares) - (0 if fit.fill in fit.levels else stats.blanks.get(fit.name, 0) / rows))
         mean += shares
         var += [share * (1 - share) for share in shares]
+    for fit in plan.text:   # token ids are embedded, not scaled: not measured
+        mean += [0.0] * fit.max_length
+        var += [1.0] * fit.max_length
     return mean, var

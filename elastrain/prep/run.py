@@ -22,25 +22,27 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from elastrain.data.plan import PreparePlan
+from elastrain.data.plan import PreparePlan, TextFit
 from elastrain.data.prepared import LABEL, MANIFEST_FILE, PLAN_FILE, PreparedManifest, feature_column
 from elastrain.data.shards import list_shards
+from elastrain.data.text import choose_segmentation, segment, train_tokenizer, vocabulary_size
 from elastrain.errors import UserError
 from elastrain.prep.fit import (
     BlockStats,
     block_stats,
     feature_moments,
+    hashed_columns,
     merge_all,
     missing_policy,
     plan_of,
     validation_rows,
 )
-from elastrain.spec import JobSpec
+from elastrain.spec import ColumnSpec, JobSpec
 
 RAW_FORMATS = ("csv", "parquet", "jsonl")
 
@@ -51,8 +53,14 @@ class _Columns:
 
     numeric: list[str]
     categorical: list[str]
+    text: tuple[str, ...]
     target: str
     target_type: str   # "int64", "float64" or "string"
+
+    @property
+    def hashed(self) -> list[str]:
+        """The columns whose values draw a row's split."""
+        return hashed_columns(self.numeric, self.categorical, self.text, self.target)
 
 
 def prepare(spec: JobSpec, out: Path, workers: int | None = None,
@@ -88,6 +96,9 @@ def prepare(spec: JobSpec, out: Path, workers: int | None = None,
     stats = merge_all(parts)
     _check_blanks(spec, stats, columns, kind, files)
     plan = plan_of(stats, spec, columns.numeric, columns.categorical, seed)
+    if columns.text:
+        plan = replace(plan, text=tuple(
+            _fit_text(spec, kind, files, columns, name, seed, workers, progress) for name in columns.text))
     fitted = time.perf_counter()
     staging = out / f".staging-{uuid.uuid4().hex[:8]}"
     written = list(_each_block(
@@ -113,8 +124,55 @@ def prepare(spec: JobSpec, out: Path, workers: int | None = None,
     return manifest, plan
 
 
-def _each_block(dataset, name: str, progress: Callable[[str, int], None] | None, rows_of: Callable[[dict], int]):
-    """The rows a per-block pass returns, in block order, reporting each block's raw rows.
+def _fit_text(spec: JobSpec, kind: str, files: list[str], columns: _Columns, name: str, seed: int,
+              workers: int | None, progress: Callable[[str, int], None] | None) -> TextFit:
+    """Text column `name`'s tokenizer, trained on its training rows, segmented on Ray Data's
+    workers and fed to the trainer here in block order."""
+    options = (spec.data.columns.get(name) or ColumnSpec(type="text")).text
+    mode = options.segment
+    if mode == "auto":
+        mode = choose_segmentation(_first_texts(kind, files[0], name))
+    segmented = _read(kind, files, columns, workers).map_batches(
+        _training_texts, fn_kwargs={"kind": kind, "columns": columns, "name": name, "mode": mode, "seed": seed,
+                                    "fraction": spec.data.validation_fraction},
+        batch_format="pyarrow", batch_size=None, concurrency=workers)
+    batches = (batch["text"].to_pylist() for batch in _each_block(
+        segmented.iter_batches(batch_format="pyarrow", batch_size=None), f"tokenizer of {name}", progress,
+        lambda batch: batch.num_rows, rows=False))
+    tokenizer = train_tokenizer(batches, options.tokenizer, options.vocab_size, options.lowercase)
+    return TextFit(name, mode, tokenizer, options.max_length, vocabulary_size(tokenizer))
+
+
+def _training_texts(table, kind: str, columns: _Columns, name: str, mode: str, seed: int, fraction: float):
+    """The block's training rows' texts of column `name`, segmented."""
+    import pyarrow as pa
+
+    table = _typed(table, kind, columns)
+    keep = ~validation_rows(table, columns.hashed, seed, fraction) & table.column(columns.target).is_valid().to_numpy(
+        zero_copy_only=False)
+    return pa.table({"text": segment(table.column(name).filter(keep).to_pylist(), mode)})
+
+
+def _first_texts(kind: str, path: str, name: str, rows: int = 200) -> list[str]:
+    """Up to `rows` texts of column `name` from the first rows of a raw file."""
+    import fsspec
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb", compression="infer") as handle:
+        if kind == "parquet":
+            table = pq.ParquetFile(handle).read_row_group(0, columns=[name])
+        elif kind == "csv":
+            table = pcsv.open_csv(handle, convert_options=pcsv.ConvertOptions(include_columns=[name])).read_next_batch()
+        else:
+            table = pjson.read_json(handle).select([name])
+    return [str(text) for text in table.column(name).to_pylist()[:rows] if text]
+
+
+def _each_block(dataset, name: str, progress: Callable[[str, int], None] | None, rows_of: Callable, rows: bool = True):
+    """What a per-block pass returns, in block order (its rows, or with `rows=False` the batches
+    of an iterator given), reporting each block's rows.
 
     Raises:
         UserError: a block's worker raised one (its line, not Ray's traceback).
@@ -122,10 +180,10 @@ def _each_block(dataset, name: str, progress: Callable[[str, int], None] | None,
     import ray.exceptions
 
     try:
-        for row in dataset.iter_rows():
+        for item in dataset.iter_rows() if rows else dataset:
             if progress:
-                progress(name, rows_of(row))
-            yield row
+                progress(name, rows_of(item))
+            yield item
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause
         while cause is not None and not isinstance(cause, UserError):
@@ -154,11 +212,14 @@ def _columns(kind: str, first: str, spec: JobSpec) -> _Columns:
     if unknown:
         raise UserError(f"data.columns names {', '.join(unknown)}, which the table lacks", where="data.columns",
                         fix=f"the table's columns: {', '.join(names[:20])}")
-    numeric, categorical = [], []
+    numeric, categorical, text = [], [], []
     for field in schema:
         if field.name == data.target:
             continue
         declared = data.columns[field.name].type if field.name in data.columns else "auto"
+        if declared == "text":
+            text.append(field.name)
+            continue
         if declared == "auto" and pat.is_null(field.type):
             raise UserError(f"column '{field.name}' is blank in the first rows, so its type cannot be told",
                             where=first, fix=f"declare it: data.columns.{field.name}.type: numeric or categorical")
@@ -168,7 +229,7 @@ def _columns(kind: str, first: str, spec: JobSpec) -> _Columns:
     target = schema.field(data.target).type
     target_type = "int64" if pat.is_integer(target) or pat.is_boolean(target) else (
         "float64" if pat.is_floating(target) or pat.is_decimal(target) else "string")
-    return _Columns(numeric, categorical, data.target, target_type)
+    return _Columns(numeric, categorical, tuple(text), data.target, target_type)
 
 
 def _first_schema(kind: str, path: str):
@@ -198,7 +259,7 @@ def _read(kind: str, files: list[str], columns: _Columns, workers: int | None):
 
     if kind == "csv":
         types = {name: pa.float64() for name in columns.numeric}
-        types |= {name: pa.string() for name in columns.categorical}
+        types |= {name: pa.string() for name in (*columns.categorical, *columns.text)}
         types[columns.target] = pa.type_for_alias(columns.target_type)
         return ray.data.read_csv(files, include_paths=True, concurrency=workers,
                                  convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True))
@@ -216,9 +277,11 @@ def _typed(table, kind: str, columns: _Columns):
     if kind == "csv":
         return table
     arrays, names = [], []
-    for name in (*columns.numeric, *columns.categorical, columns.target, "path"):
+    for name in (*columns.numeric, *columns.categorical, *columns.text, columns.target, "path"):
         column = table.column(name)
-        if name in columns.numeric:
+        if name in columns.text:
+            column = pc.cast(column, pa.string())
+        elif name in columns.numeric:
             column = pc.cast(column, pa.float64())
         elif name in columns.categorical:
             column = pc.cast(column, pa.string())
@@ -233,7 +296,7 @@ def _typed(table, kind: str, columns: _Columns):
 def _stats_of_block(table, kind: str, columns: _Columns, seed: int, fraction: float) -> dict:
     """One block's statistics, as one row of JSON."""
     table = _typed(table, kind, columns)
-    stats = block_stats(table, columns.numeric, columns.categorical, columns.target, seed, fraction)
+    stats = block_stats(table, columns.numeric, columns.categorical, columns.target, seed, fraction, columns.text)
     return {"stats": np.array([stats.to_json()], dtype=object)}
 
 
@@ -246,8 +309,7 @@ def _write_block(table, kind: str, columns: _Columns, plan_json: str, staging: s
     plan = PreparePlan.from_json(plan_json)
     table = _typed(table, kind, columns)
     table = table.filter(table.column(columns.target).is_valid())
-    validation = validation_rows(table, [*columns.numeric, *columns.categorical, columns.target], plan.seed,
-                                 plan.validation_fraction)
+    validation = validation_rows(table, columns.hashed, plan.seed, plan.validation_fraction)
     name = f"{uuid.uuid4().hex}.parquet"
     counts = {}
     for split, mask in (("train", ~validation), ("validation", validation)):
@@ -266,7 +328,6 @@ def _write_block(table, kind: str, columns: _Columns, plan_json: str, staging: s
 def _publish(out: Path, staging: Path, written: list[dict], manifest: PreparedManifest) -> PreparedManifest:
     """Number the staged shards in block order under `out`/train and `out`/validation (replacing
     what an earlier run wrote there), and fill the manifest's shard lists."""
-    import dataclasses
     import shutil
 
     lists: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "validation": ([], [])}
@@ -281,7 +342,7 @@ def _publish(out: Path, staging: Path, written: list[dict], manifest: PreparedMa
             names.append(relative)
             rows.append(int(entry[f"{split}_rows"]))
     shutil.rmtree(staging, ignore_errors=True)
-    return dataclasses.replace(manifest, train=lists["train"][0], train_rows=lists["train"][1],
+    return replace(manifest, train=lists["train"][0], train_rows=lists["train"][1],
                                validation=lists["validation"][0], validation_rows=lists["validation"][1])
 
 

@@ -84,6 +84,24 @@ def npy_targets(features_file: str) -> str:
     return features_file.removesuffix(".x.npy") + ".y.npy"
 
 
+class TextSpec(_Strict):
+    """How `elastrain prepare` turns a text column into token ids (see `elastrain.data.text`).
+
+    The text is normalized (Unicode NFKC, lower case unless `lowercase: false`), segmented into
+    words (`segment`: `jieba` for Chinese word segmentation, `char` for one token per Chinese
+    character, `none` for text whose words are separated by spaces, `auto` to choose by the
+    script of the first rows), and a subword tokenizer (`wordpiece`, `bpe` or `unigram`, from
+    HuggingFace `tokenizers`) with `vocab_size` entries is trained on the training rows; each text
+    becomes `max_length` ids, truncated or padded with 0.
+    """
+
+    tokenizer: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    vocab_size: int = Field(8000, ge=50)
+    max_length: int = Field(64, ge=1)
+    segment: Literal["auto", "jieba", "char", "none"] = "auto"
+    lowercase: bool = True
+
+
 class ColumnSpec(_Strict):
     """How `elastrain prepare` treats one column of a raw table (see `elastrain.prep`).
 
@@ -93,13 +111,16 @@ class ColumnSpec(_Strict):
     (categorical: blanks are a level of their own, last); left out, `error` for numeric columns
     and `level` for categorical ones. `min_frequency`: a categorical level seen in fewer training
     rows is treated as unknown. `unknown`: a level the training rows did not have (or too rare)
-    is all zeros (`ignore`) or a one-hot slot of its own, `(unknown)` (`level`).
+    is all zeros (`ignore`) or a one-hot slot of its own, `(unknown)` (`level`). A `text` column
+    (declared: free text is never inferred) becomes token ids as `text` says; a blank is an empty
+    text.
     """
 
-    type: Literal["auto", "numeric", "categorical"] = "auto"
+    type: Literal["auto", "numeric", "categorical", "text"] = "auto"
     missing: Literal["error", "mean", "most_frequent", "level"] | None = None
     min_frequency: int = Field(1, ge=1)
     unknown: Literal["ignore", "level"] = "ignore"
+    text: TextSpec = TextSpec()
 
 
 class ShardManifest(_Strict):
