@@ -194,3 +194,28 @@ def test_chinese_text_is_segmented_by_jieba_or_by_character():
     assert segment(sentences[:1], "char")[0].split()[:2] == ["我", "们"]
     tokenizer = train_tokenizer(iter([segment(sentences, "jieba")]), "wordpiece", 100, True)
     assert (encode(tokenizer, segment(["北京今天"], "jieba"), 4)[0, :2] > 1).all()
+
+
+@pytest.mark.usefixtures("ray_address")
+@pytest.mark.parametrize("encoder", ["bag", "transformer"])
+def test_text_models_learn_spam_from_a_prepared_folder_and_take_raw_text(tmp_path, cli, encoder):
+    spec = tmp_path / "prepare.yaml"
+    text = {"type": "text", "text": {"vocab_size": 3000, "max_length": 40}}
+    spec.write_text(yaml.safe_dump({"name": "sms", "data": {"source": f"csv:{sms_spam(tmp_path)}", "target": "label",
+                                                            "columns": {"text": text}}}))
+    assert cli("prepare", spec, "--out", tmp_path / "out")[0] == 0
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"name": f"sms-{encoder}", "data": {"source": f"prepared:{tmp_path}/out"},
+                                   "model": {"kind": "text", "encoder": encoder, "embedding_dim": 32, "layers": 1},
+                                   "train": {"epochs": 4, "batch_size": 64, "lr": 0.003, "seed": 0},
+                                   "resources": {"workers": {"min": 2, "max": 2}, "cpus_per_worker": 0.5}}))
+    code, out, err = cli("run", job, "--json")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["metrics"]["val_accuracy"] > 0.95   # ham alone is 0.87
+    saved = load_model(result["model_path"])
+    raw = ["WINNER!! You have won a FREE prize, call 09061701461 to claim now", "ok see you at lunch then", ""]
+    predicted = saved.predict([{"text": value} for value in raw])
+    assert set(predicted) <= {"ham", "spam"} and len(predicted) == 3
+    val_x, _ = read_split(tmp_path / "out", "validation")
+    assert len(saved.predict_features(val_x.astype(np.float32))) == len(val_x)

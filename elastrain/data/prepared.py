@@ -127,6 +127,8 @@ def shard_manifest(spec: JobSpec) -> ShardManifest:
     width = len(prepared.features)
     if spec.task_from_target:
         spec.model.task = prepared.task
+    if spec.model.kind == "text":
+        _text_layout(spec, read_plan(folder))
     return ShardManifest(
         shards=urls, pieces=[list(info.pieces) for info in infos],
         piece_bytes=[list(info.piece_bytes) for info in infos],
@@ -135,3 +137,17 @@ def shard_manifest(spec: JobSpec) -> ShardManifest:
         center=[0.0] * width, scale=[1.0] * width, feature_mean=prepared.feature_mean,
         feature_var=prepared.feature_var, classes=prepared.classes, class_counts=prepared.class_counts,
         validation_from=sum(len(info.pieces) for info in infos[:training]))
+
+
+def _text_layout(spec: JobSpec, plan: dict) -> None:
+    """Write into a text model's spec the vocabulary and the ids per row of the folder's text column.
+
+    Raises:
+        UserError: the folder holds no text column, or more than one.
+    """
+    texts = plan.get("text", [])
+    if len(texts) != 1:
+        raise UserError(f"model kind text takes one text column; the prepared folder has {len(texts)}",
+                        where=spec.data.source, fix="declare exactly one column type: text when preparing, or "
+                                                    "train another model kind")
+    spec.model.vocabulary, spec.model.text_ids = texts[0]["vocabulary"], texts[0]["max_length"]

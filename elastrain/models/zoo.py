@@ -11,7 +11,16 @@ from torch import nn
 from elastrain.errors import UserError
 from elastrain.models.dropout import SampleDropout
 from elastrain.models.kernels import RandomFourierFeatures
-from elastrain.spec import CnnModelSpec, LinearModelSpec, MlpModelSpec, ModelSpec, PythonModelSpec, SvmModelSpec
+from elastrain.models.text import TextModel
+from elastrain.spec import (
+    CnnModelSpec,
+    LinearModelSpec,
+    MlpModelSpec,
+    ModelSpec,
+    PythonModelSpec,
+    SvmModelSpec,
+    TextModelSpec,
+)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
@@ -48,6 +57,13 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_outputs: int,
         return _mlp(n_features, spec.hidden, n_outputs, spec.activation, spec.dropout)
     if isinstance(spec, CnnModelSpec):
         return _cnn(input_shape, spec, n_outputs)
+    if isinstance(spec, TextModelSpec):
+        if not spec.text_ids:
+            raise UserError("model kind text needs token ids: train it on a folder elastrain prepare wrote with "
+                            "one text column", where="data.source",
+                            fix="declare data.columns.NAME.type: text, run `elastrain prepare`, then set "
+                                "data.source: prepared:FOLDER")
+        return TextModel(spec, n_features, n_outputs)
     if isinstance(spec, PythonModelSpec):
         return _user_model(spec, input_shape, n_outputs)
     raise UserError(f"model '{spec.kind}' is trained by its plugin's learner, which builds its own model",

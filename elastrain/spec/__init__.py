@@ -18,6 +18,7 @@ from elastrain.spec.models import (
     ShardManifest,
     SvmModelSpec,
     SyntheticSpec,
+    TextModelSpec,
     TextSpec,
     TrainSpec,
     WorkersSpec,
@@ -27,6 +28,6 @@ from elastrain.spec.models import (
 __all__ = [
     "CheckpointSpec", "CnnModelSpec", "ColumnSpec", "CsvSpec", "DataSpec", "JobSpec", "LinearModelSpec", "MlpModelSpec",
     "ModelSpec", "PluginModelSpec", "PythonModelSpec", "ResourcesSpec", "ScheduleSpec", "ShardManifest", "SvmModelSpec",
-    "SyntheticSpec", "TextSpec", "TrainSpec", "WorkersSpec", "apply_overrides", "load_spec", "parse_model_spec",
-    "parse_spec", "validate_spec",
+    "SyntheticSpec", "TextModelSpec", "TextSpec", "TrainSpec", "WorkersSpec", "apply_overrides", "load_spec",
+    "parse_model_spec", "parse_spec", "validate_spec",
 ]

@@ -31,7 +31,7 @@ BUILTIN_TASKS = {"digits": "classification", "iris": "classification", "wine": "
 BUILTIN_DATASETS = tuple(BUILTIN_TASKS)
 SYNTHETIC_KINDS = ("classification", "regression")
 FLOAT32_MAX = 3.4028234663852886e38
-MODEL_KINDS = ("linear", "logistic", "softmax", "svm", "mlp", "cnn")
+MODEL_KINDS = ("linear", "logistic", "softmax", "svm", "mlp", "cnn", "text")
 REGRESSION_LOSSES = ("mse", "mae")
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce", "hinge", "squared_hinge")
 
@@ -296,6 +296,31 @@ class CnnModelSpec(_DenseLayers):
         return _positive_layer_sizes(value)
 
 
+class TextModelSpec(_ModelFields):
+    """A text model on the token ids of a folder `elastrain prepare` wrote (`data.source:
+    prepared:FOLDER`, one text column): the text's token embeddings (`embedding_dim`), pooled
+    by their mean over the non-padding tokens, either as they are (`encoder: bag`, fastText-like)
+    or after a transformer encoder of `layers` layers and `heads` heads with learned positions
+    (`encoder: transformer`); the other features (numbers, one-hot levels) join the pooled vector
+    before one linear layer. `vocabulary` and `text_ids` are the data's, written here when the
+    job starts (leave them out)."""
+
+    kind: Literal["text"] = "text"
+    encoder: Literal["bag", "transformer"] = "bag"
+    embedding_dim: int = Field(64, ge=1)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    vocabulary: int = Field(0, ge=0)
+    text_ids: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TextModelSpec:
+        if self.encoder == "transformer" and self.embedding_dim % self.heads:
+            raise FieldError(("model", "heads"), f"embedding_dim {self.embedding_dim} is not a multiple of heads "
+                                                 f"{self.heads}")
+        return self
+
+
 def _positive_layer_sizes(value: list[int]) -> list[int]:
     if any(size < 1 for size in value):
         raise ValueError("every layer size must be >= 1")
@@ -333,7 +358,7 @@ class PluginModelSpec(_ModelFields):
 # The member of the model spec union each tag stands for (see `model_tag`).
 MODEL_SPECS: dict[str, type[_ModelFields]] = {
     "linear": LinearModelSpec, "svm": SvmModelSpec, "mlp": MlpModelSpec, "cnn": CnnModelSpec,
-    "python": PythonModelSpec, "plugin": PluginModelSpec,
+    "text": TextModelSpec, "python": PythonModelSpec, "plugin": PluginModelSpec,
 }
 # The fields of the flat model spec that elastrain wrote before the union (every saved model's
 # model.json, every stored job's spec carries all of them); see `_check_model_fields`.
@@ -413,7 +438,8 @@ def _check_model_fields(raw: object) -> object:
 ModelSpec = Annotated[
     Annotated[LinearModelSpec, Tag("linear")] | Annotated[SvmModelSpec, Tag("svm")]
     | Annotated[MlpModelSpec, Tag("mlp")] | Annotated[CnnModelSpec, Tag("cnn")]
-    | Annotated[PythonModelSpec, Tag("python")] | Annotated[PluginModelSpec, Tag("plugin")],
+    | Annotated[TextModelSpec, Tag("text")] | Annotated[PythonModelSpec, Tag("python")]
+    | Annotated[PluginModelSpec, Tag("plugin")],
     Discriminator(_model_tag, custom_error_type="model_spec_type",
                   custom_error_message="Input should be a mapping of the model's fields (kind, task, ...)"),
     BeforeValidator(_check_model_fields),
