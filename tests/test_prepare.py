@@ -219,3 +219,20 @@ def test_text_models_learn_spam_from_a_prepared_folder_and_take_raw_text(tmp_pat
     assert set(predicted) <= {"ham", "spam"} and len(predicted) == 3
     val_x, _ = read_split(tmp_path / "out", "validation")
     assert len(saved.predict_features(val_x.astype(np.float32))) == len(val_x)
+
+
+@pytest.mark.usefixtures("ray_address")
+def test_a_validation_table_of_its_own_and_skipped_columns(tmp_path, cli):
+    table = mixed_table.table(3_000, seed=5)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_csv_parts(raw, table, 2)
+    spec = tmp_path / "job.yaml"
+    job_spec = job("csv:raw/part-0.csv", city={"type": "skip"})   # relative to the spec's folder
+    job_spec["data"]["validation_source"] = "csv:raw/part-1.csv"
+    spec.write_text(yaml.safe_dump(job_spec))
+    assert cli("prepare", spec, "--out", tmp_path / "out")[0] == 0
+    manifest = PreparedManifest.read(str(tmp_path / "out"))
+    assert (sum(manifest.train_rows), sum(manifest.validation_rows)) == (1_500, 1_500)   # every row, by file
+    assert not any(name.startswith("city") for name in manifest.features)
+    assert [Path(p).name for p in manifest.inputs] == ["part-0.csv", "part-1.csv"]

@@ -84,11 +84,13 @@ def prepare(spec: JobSpec, out: Path, workers: int | None = None,
     files = list_shards(kind, data.source_arg)
     columns = _columns(kind, files[0], spec)
     seed = data.split_seed if data.split_seed is not None else spec.train.seed
+    # With a validation table of its own, every row of the source trains (a hash below 0: none is drawn).
+    fraction = 0.0 if data.validation_source else data.validation_fraction
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     began = time.perf_counter()
-    stats_args = {"kind": kind, "columns": columns, "seed": seed, "fraction": data.validation_fraction}
+    stats_args = {"kind": kind, "columns": columns, "seed": seed, "fraction": fraction}
     parts = [BlockStats.from_json(row["stats"]) for row in _each_block(
         _read(kind, files, columns, workers).map_batches(_stats_of_block, fn_kwargs=stats_args, batch_format="pyarrow",
                                                          batch_size=None, concurrency=workers),
@@ -98,24 +100,33 @@ def prepare(spec: JobSpec, out: Path, workers: int | None = None,
     plan = plan_of(stats, spec, columns.numeric, columns.categorical, seed)
     if columns.text:
         plan = replace(plan, text=tuple(
-            _fit_text(spec, kind, files, columns, name, seed, workers, progress) for name in columns.text))
+            _fit_text(spec, kind, files, columns, name, seed, fraction, workers, progress) for name in columns.text))
     fitted = time.perf_counter()
     staging = out / f".staging-{uuid.uuid4().hex[:8]}"
-    written = list(_each_block(
-        _read(kind, files, columns, workers).map_batches(
-            _write_block, fn_kwargs={"kind": kind, "columns": columns, "plan_json": plan.to_json(),
-                                     "staging": str(staging)},
-            batch_format="pyarrow", batch_size=None, concurrency=workers),
-        "write", progress, lambda row: int(row["train_rows"]) + int(row["validation_rows"])))
+    inputs = [(kind, files, fraction)]
+    if data.validation_source:   # every row of it validates (a hash below 2**53: all are drawn)
+        validation_kind, _, pattern = data.validation_source.partition(":")
+        inputs.append((validation_kind, list_shards(validation_kind, pattern), 1.0))
+    written = []
+    for input_kind, input_files, input_fraction in inputs:
+        written += _each_block(
+            _read(input_kind, input_files, columns, workers).map_batches(
+                _write_block, fn_kwargs={"kind": input_kind, "columns": columns, "plan_json": plan.to_json(),
+                                         "staging": str(staging), "fraction": input_fraction},
+                batch_format="pyarrow", batch_size=None, concurrency=workers),
+            "write", progress, lambda row: int(row["train_rows"]) + int(row["validation_rows"]))
     mean, var = feature_moments(plan, stats)
+    dropped = sum(int(entry["dropped"]) for entry in written)
+    all_files = [name for _, names, _ in inputs for name in names]
     manifest = PreparedManifest(
-        inputs=files, input_fingerprint=_fingerprint(files),
+        inputs=all_files, input_fingerprint=_fingerprint(all_files),
         train=[], validation=[], train_rows=[], validation_rows=[], features=plan.feature_names,
         target=data.target, task="classification" if plan.classes is not None else "regression",
         classes=None if plan.classes is None else list(plan.classes),
         class_counts=None if plan.classes is None else [stats.targets[label] for label in plan.classes],
         feature_mean=mean, feature_var=var,
-        rows_in=stats.rows, dropped={"no target": stats.no_target} if stats.no_target else {},
+        rows_in=sum(int(e["train_rows"]) + int(e["validation_rows"]) for e in written) + dropped,
+        dropped={"no target": dropped} if dropped else {},
         fit_s=round(fitted - began, 3), write_s=round(time.perf_counter() - fitted, 3), workers=workers)
     out.mkdir(parents=True, exist_ok=True)
     manifest = _publish(out, staging, written, manifest)
@@ -124,7 +135,7 @@ def prepare(spec: JobSpec, out: Path, workers: int | None = None,
     return manifest, plan
 
 
-def _fit_text(spec: JobSpec, kind: str, files: list[str], columns: _Columns, name: str, seed: int,
+def _fit_text(spec: JobSpec, kind: str, files: list[str], columns: _Columns, name: str, seed: int, fraction: float,
               workers: int | None, progress: Callable[[str, int], None] | None) -> TextFit:
     """Text column `name`'s tokenizer, trained on its training rows, segmented on Ray Data's
     workers and fed to the trainer here in block order."""
@@ -134,7 +145,7 @@ def _fit_text(spec: JobSpec, kind: str, files: list[str], columns: _Columns, nam
         mode = choose_segmentation(_first_texts(kind, files[0], name))
     segmented = _read(kind, files, columns, workers).map_batches(
         _training_texts, fn_kwargs={"kind": kind, "columns": columns, "name": name, "mode": mode, "seed": seed,
-                                    "fraction": spec.data.validation_fraction},
+                                    "fraction": fraction},
         batch_format="pyarrow", batch_size=None, concurrency=workers)
     batches = (batch["text"].to_pylist() for batch in _each_block(
         segmented.iter_batches(batch_format="pyarrow", batch_size=None), f"tokenizer of {name}", progress,
@@ -217,6 +228,8 @@ def _columns(kind: str, first: str, spec: JobSpec) -> _Columns:
         if field.name == data.target:
             continue
         declared = data.columns[field.name].type if field.name in data.columns else "auto"
+        if declared == "skip":
+            continue
         if declared == "text":
             text.append(field.name)
             continue
@@ -300,29 +313,42 @@ def _stats_of_block(table, kind: str, columns: _Columns, seed: int, fraction: fl
     return {"stats": np.array([stats.to_json()], dtype=object)}
 
 
-def _write_block(table, kind: str, columns: _Columns, plan_json: str, staging: str) -> dict:
+def _write_block(table, kind: str, columns: _Columns, plan_json: str, staging: str, fraction: float) -> dict:
     """Apply the plan to one block and write its training and validation rows (files named at
-    random under `staging`; `_publish` numbers them in block order)."""
+    random under `staging`, none for a split without rows; `_publish` numbers them in block order).
+
+    Raises:
+        UserError: a blank where a column's policy is error, or a value that is not a number
+            (naming the file).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     plan = PreparePlan.from_json(plan_json)
+    where = table.column("path")[0].as_py() if table.num_rows and "path" in table.column_names else "input"
     table = _typed(table, kind, columns)
-    table = table.filter(table.column(columns.target).is_valid())
-    validation = validation_rows(table, columns.hashed, plan.seed, plan.validation_fraction)
+    labelled = table.filter(table.column(columns.target).is_valid())
+    validation = validation_rows(labelled, columns.hashed, plan.seed, fraction)
     name = f"{uuid.uuid4().hex}.parquet"
     counts = {}
     for split, mask in (("train", ~validation), ("validation", validation)):
-        part = table.filter(mask)
-        features = plan.features(part)
+        part = labelled.filter(mask)
+        counts[split] = part.num_rows
+        if not part.num_rows:
+            continue
+        try:
+            features = plan.features(part)
+        except ValueError as exc:
+            raise UserError(f"{exc} (in a block of this file)", where=where,
+                            fix="fill the blanks, or set the column's data.columns.NAME.missing") from None
         shard = pa.table({**{feature_column(j): features[:, j] for j in range(features.shape[1])},
                           LABEL: part.column(columns.target)})
         folder = Path(staging) / split
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(shard, folder / name)
-        counts[split] = part.num_rows
     return {"file": np.array([name]), "train_rows": np.array([counts["train"]]),
-            "validation_rows": np.array([counts["validation"]])}
+            "validation_rows": np.array([counts["validation"]]),
+            "dropped": np.array([table.num_rows - labelled.num_rows])}
 
 
 def _publish(out: Path, staging: Path, written: list[dict], manifest: PreparedManifest) -> PreparedManifest:
@@ -336,8 +362,10 @@ def _publish(out: Path, staging: Path, written: list[dict], manifest: PreparedMa
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for index, entry in enumerate(written):
-            relative = f"{split}/part-{index:05d}.parquet"
+        for entry in written:
+            if not int(entry[f"{split}_rows"]):
+                continue
+            relative = f"{split}/part-{len(names):05d}.parquet"
             (staging / split / str(entry["file"])).rename(out / relative)
             names.append(relative)
             rows.append(int(entry[f"{split}_rows"]))

@@ -50,6 +50,9 @@ def _paths_relative_to(spec: JobSpec, folder: Path) -> JobSpec:
     data = spec.data
     if data.on_local_disk and not os.path.isabs(data.source_arg):
         data.source = f"{data.source_kind}:{os.path.normpath(folder / data.source_arg)}"
+    kind, _, path = (data.validation_source or "").partition(":")
+    if path and "://" not in path and not os.path.isabs(path):
+        data.validation_source = f"{kind}:{os.path.normpath(folder / path)}"
     if spec.checkpoint.dir and "://" not in spec.checkpoint.dir and not os.path.isabs(spec.checkpoint.dir):
         spec.checkpoint.dir = os.path.normpath(folder / spec.checkpoint.dir)
     return spec

@@ -113,10 +113,10 @@ class ColumnSpec(_Strict):
     rows is treated as unknown. `unknown`: a level the training rows did not have (or too rare)
     is all zeros (`ignore`) or a one-hot slot of its own, `(unknown)` (`level`). A `text` column
     (declared: free text is never inferred) becomes token ids as `text` says; a blank is an empty
-    text.
+    text. A `skip` column is not a feature (an id, a column known only later).
     """
 
-    type: Literal["auto", "numeric", "categorical", "text"] = "auto"
+    type: Literal["auto", "numeric", "categorical", "text", "skip"] = "auto"
     missing: Literal["error", "mean", "most_frequent", "level"] | None = None
     min_frequency: int = Field(1, ge=1)
     unknown: Literal["ignore", "level"] = "ignore"
@@ -170,6 +170,8 @@ class DataSpec(_Strict):
     target: str = "target"
     categorical: list[str] | None = None
     columns: dict[str, ColumnSpec] = {}
+    validation_source: str | None = Field(None, description="elastrain prepare: a raw table (as source) whose rows "
+                                          "are the validation split; the source's rows then all train")
     npz_keys: tuple[str, str] = ("X", "y")
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int | None = None
