@@ -2,7 +2,7 @@
 Offensive Language Detection set) against TF-IDF over jieba's words + logistic regression.
 
 As the data set's authors split it: `elastrain prepare` on train.csv with dev.csv as its
-validation table (jieba word segmentation, a WordPiece trained on train.csv), the bag of embeddings
+validation table (jieba word segmentation, a BPE tokenizer trained on train.csv), the bag of embeddings
 and the transformer encoder trained on 2 elastic workers, each scored on test.csv's raw texts
 through the saved model (the plan applied to raw text). The baseline: `TfidfVectorizer` over
 jieba's words (unigrams and bigrams, sublinear tf) + `LogisticRegression` with `C` chosen on
@@ -23,7 +23,7 @@ import numpy as np
 from bench import common
 
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "cold-zh" / "COLDataset"
-TEXT = {"type": "text", "text": {"tokenizer": "wordpiece", "vocab_size": 20000, "max_length": 64,
+TEXT = {"type": "text", "text": {"tokenizer": "bpe", "vocab_size": 20000, "max_length": 64,
                                  "segment": "jieba"}}
 ENCODERS = {"bag": {"embedding_dim": 64}, "transformer": {"embedding_dim": 64, "layers": 2, "heads": 4}}
 

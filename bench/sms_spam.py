@@ -1,7 +1,7 @@
 """English text (issue 30): spam F1 of elastrain's text models on the SMS Spam Collection
 (`datasets/sms-spam/`) against a tuned scikit-learn baseline on the same split.
 
-For each split seed: `elastrain prepare` (WordPiece trained on the training rows; the split a
+For each split seed: `elastrain prepare` (BPE tokenizer trained on the training rows; the split a
 seeded hash of each row's values, 80/20) and two jobs on the prepared folder, 2 elastic workers
 each: the bag of embeddings and the transformer encoder. The baseline, on the raw texts of the
 same training and validation rows: `TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))` +
@@ -25,7 +25,7 @@ import numpy as np
 from bench import common
 
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "sms-spam" / "SMSSpamCollection"
-TEXT = {"type": "text", "text": {"tokenizer": "wordpiece", "vocab_size": 8000, "max_length": 48}}
+TEXT = {"type": "text", "text": {"tokenizer": "bpe", "vocab_size": 8000, "max_length": 48}}
 ENCODERS = {"bag": {"embedding_dim": 64}, "transformer": {"embedding_dim": 64, "layers": 2, "heads": 4}}
 
 

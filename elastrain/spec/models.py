@@ -90,12 +90,14 @@ class TextSpec(_Strict):
     The text is normalized (Unicode NFKC, lower case unless `lowercase: false`), segmented into
     words (`segment`: `jieba` for Chinese word segmentation, `char` for one token per Chinese
     character, `none` for text whose words are separated by spaces, `auto` to choose by the
-    script of the first rows), and a subword tokenizer (`wordpiece`, `bpe` or `unigram`, from
+    script of the first rows), and a subword tokenizer (`bpe`, `wordpiece` or `unigram`, from
     HuggingFace `tokenizers`) with `vocab_size` entries is trained on the training rows; each text
-    becomes `max_length` ids, truncated or padded with 0.
+    becomes `max_length` ids, truncated or padded with 0. Only `bpe` gives the same tokenizer on
+    every run (the library's WordPiece and Unigram trainers do not), so only with it do 1 and N
+    workers prepare the same shards.
     """
 
-    tokenizer: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    tokenizer: Literal["bpe", "wordpiece", "unigram"] = "bpe"
     vocab_size: int = Field(8000, ge=50)
     max_length: int = Field(64, ge=1)
     segment: Literal["auto", "jieba", "char", "none"] = "auto"
