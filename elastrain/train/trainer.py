@@ -282,7 +282,12 @@ class Trainer(LearnerBase):
 
     def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The random generators a step draws from: the CPU's, and the device's on a GPU."""
-        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        # Under the lock, as every other use of the generator: torch.get_rng_state holds the
+        # generator's mutex while it allocates, and a garbage collection there can hand the GIL to
+        # another thread that then waits on that mutex while holding the GIL (two replicas'
+        # threads deadlocked so in test_training_options, torch 2.13).
+        with _GLOBAL_RNG:
+            return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
 
     def _set_rng_state(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
         with _GLOBAL_RNG:
