@@ -40,8 +40,10 @@ def prepare(
     training and validation shards, in one distributed pass on Ray Data (an embedded Ray, or the
     cluster at RAY_ADDRESS).
 
-    Numeric columns are standardized, categorical ones one-hot encoded; data.columns declares a
-    column's type and what a blank becomes (error, mean, most_frequent or a level of its own).
+    Numeric columns are standardized, categorical ones one-hot encoded, text columns become token
+    ids (a tokenizer trained on the data; Chinese segmented with jieba); data.columns declares a
+    column's type and what a blank becomes (error, mean, most_frequent or a level of its own). A
+    job then trains on the folder with data.source: prepared:DIR.
     The same input gives the same shards whatever the number of workers. Exit code 2 when the
     spec or the data is wrong (a blank where a column's policy is error names its file and line).
     """
