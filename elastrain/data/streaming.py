@@ -42,10 +42,17 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 def validation_mask(ids: np.ndarray, seed: int, fraction: float) -> np.ndarray:
     """Which rows (by global row id, int64) are in the validation split: a hash of (id, seed)
-    below `fraction` of its range (splitmix64's finalizer, Steele et al. 2014), so the split is
-    fixed by the ids alone and holds `fraction` of the rows up to sampling noise."""
+    below `fraction` of its range (see `seeded_draw`), so the split is fixed by the ids alone and
+    holds `fraction` of the rows up to sampling noise."""
     with np.errstate(over="ignore"):
-        z = ids.astype(np.uint64) * _GOLDEN + np.uint64(seed) * np.uint64(0xD1B54A32D192ED03)
+        return seeded_draw(ids.astype(np.uint64) * _GOLDEN, seed, fraction)
+
+
+def seeded_draw(keys: np.ndarray, seed: int, fraction: float) -> np.ndarray:
+    """Whether each key (uint64 (n,)) is drawn: splitmix64's finalizer (Steele et al. 2014) of
+    the key and the seed, below `fraction` of its range; the same key and seed, the same answer."""
+    with np.errstate(over="ignore"):
+        z = keys + np.uint64(seed) * np.uint64(0xD1B54A32D192ED03)
         z ^= z >> np.uint64(30)
         z *= np.uint64(0xBF58476D1CE4E5B9)
         z ^= z >> np.uint64(27)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from elastrain.data.plan import MISSING_LEVEL, CategoricalFit, NumericFit, PreparePlan, population_std
+from elastrain.data.streaming import seeded_draw
 from elastrain.errors import UserError
 from elastrain.spec import ColumnSpec, JobSpec
 
@@ -135,16 +136,9 @@ def hashed_columns(numeric: list[str], categorical: list[str], text: tuple[str, 
 
 
 def validation_rows(table: pa.Table, columns: list[str], seed: int, fraction: float) -> np.ndarray:
-    """Which rows are in the validation split: their hash (seeded) below `fraction` of its range
-    (splitmix64's finalizer, Steele et al. 2014); equal rows fall on the same side."""
-    with np.errstate(over="ignore"):
-        z = row_hashes(table, columns) + np.uint64(seed) * np.uint64(0xD1B54A32D192ED03)
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(0xBF58476D1CE4E5B9)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return (z >> np.uint64(11)) < np.uint64(int(fraction * 2**53))
+    """Which rows are in the validation split: their hash, drawn with `seed` below `fraction`
+    (`elastrain.data.streaming.seeded_draw`); equal rows fall on the same side."""
+    return seeded_draw(row_hashes(table, columns), seed, fraction)
 
 
 def block_stats(table: pa.Table, numeric: list[str], categorical: list[str], target: str, seed: int,
