@@ -8,6 +8,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,6 +66,54 @@ def report(name: str, figures: dict, save: bool) -> None:
         (RESULTS / f"{name}.json").write_text(line + "\n")
     sys.stdout.flush()
     print(line)
+
+
+class PeakMemory(threading.Thread):
+    """The peak resident memory (MB, VmHWM) of each process started under process `root` whose
+    command line starts with `prefix` (default: elastrain's `ray::Worker` processes of the job's
+    own Ray, not another Ray instance's); with `prefix=None`, of `root` and every process below it."""
+
+    def __init__(self, root: int, prefix: bytes | None = b"ray::Worker") -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.prefix = prefix
+        self.peaks: dict[int, float] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            for pid in descendants(self.root) | ({self.root} if self.prefix is None else set()):
+                entry = Path("/proc") / str(pid)
+                try:
+                    if self.prefix is not None and not (entry / "cmdline").read_bytes().startswith(self.prefix):
+                        continue
+                    for line in (entry / "status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peaks[pid] = int(line.split()[1]) / 1024
+                except OSError:
+                    continue   # the process ended while we looked
+
+    def peak_mb(self) -> float:
+        """The largest peak of one process seen (MB, to 0.1)."""
+        return round(max(self.peaks.values(), default=0.0), 1)
+
+
+def descendants(root: int) -> set[int]:
+    """The processes below `root` in the process tree, now."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, frontier = set(), [root]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
 
 
 def start_ray() -> None:

@@ -31,7 +31,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -86,48 +85,6 @@ def spec(source: str, workers: int, max_steps: int | None, epochs: int | None = 
                           "memory_per_worker": memory_mib, "wait_timeout_s": 120}}
 
 
-class PeakMemory(threading.Thread):
-    """The peak resident memory (MB) of each `ray::Worker` process started under process `root`
-    (the job's own Ray: workers of another Ray instance on the machine are not counted)."""
-
-    def __init__(self, root: int) -> None:
-        super().__init__(daemon=True)
-        self.root = root
-        self.peaks: dict[int, float] = {}
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.wait(0.2):
-            for pid in descendants(self.root):
-                entry = Path("/proc") / str(pid)
-                try:
-                    if not (entry / "cmdline").read_bytes().startswith(b"ray::Worker"):
-                        continue
-                    for line in (entry / "status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            self.peaks[pid] = int(line.split()[1]) / 1024
-                except OSError:
-                    continue   # the process ended while we looked
-
-
-def descendants(root: int) -> set[int]:
-    """The processes below `root` in the process tree, now."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry.name))
-    found, frontier = set(), [root]
-    while frontier:
-        for child in children.get(frontier.pop(), []):
-            if child not in found:
-                found.add(child)
-                frontier.append(child)
-    return found
-
-
 def run(job: dict, home: Path) -> dict:
     """Run `job` with `elastrain run` in a fresh process and local Ray; its figures."""
     home.mkdir(parents=True, exist_ok=True)
@@ -137,7 +94,7 @@ def run(job: dict, home: Path) -> dict:
     began = time.time()
     job_process = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    memory = PeakMemory(job_process.pid)
+    memory = common.PeakMemory(job_process.pid)
     memory.start()
     stdout, stderr = job_process.communicate(timeout=3600)
     memory.stopping.set()
@@ -151,7 +108,7 @@ def run(job: dict, home: Path) -> dict:
     start = next(e["t"] for e in events if e["kind"] == "start")
     manifest = yaml.safe_load((folder / "spec.yaml").read_text())["data"].get("manifest") or {}
     return {"samples_per_s": result["samples_per_s"], "steps": result["steps"], "wall_s": round(time.time() - began, 1),
-            "peak_rss_mb": round(max(memory.peaks.values(), default=0.0), 1),
+            "peak_rss_mb": memory.peak_mb(),
             "read_bytes": status.get("read_bytes"), "time_to_first_step_s": round(losses[0]["t"] - start, 2),
             "stats_s": manifest.get("stats_s")}
 

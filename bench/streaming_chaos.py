@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from bench import common
-from bench.streaming import BATCH, data_set, descendants
+from bench.streaming import BATCH, data_set
 from bench.streaming import spec as streaming_spec
 
 VALIDATION_FRACTION = 0.2   # the spec's default: the share of rows held out by hash of the row id
@@ -117,7 +117,7 @@ def last_json_line(log: Path) -> dict:
 def worker_processes() -> list[int]:
     """The elastrain worker actors of this process's Ray (a concurrent Ray's are not counted)."""
     pids = []
-    for pid in descendants(os.getpid()):
+    for pid in common.descendants(os.getpid()):
         try:
             if (Path("/proc") / str(pid) / "cmdline").read_bytes().startswith(b"ray::Worker"):
                 pids.append(pid)

@@ -132,9 +132,10 @@ class PreparePlan:
             arrays.append(pa.array(text, pa.string()))
         return pa.table(arrays, names=self.columns)
 
-    def features(self, table: pa.Table) -> np.ndarray:
+    def features(self, table: pa.Table, order: str = "C") -> np.ndarray:
         """Model input (n, F) float32 from a raw table with the plan's columns (numeric columns
-        float64, categorical ones strings; nulls are blanks).
+        float64, categorical ones strings; nulls are blanks), in numpy memory `order` (`F`: each
+        feature's column contiguous, for writing columns without a copy).
 
         Raises:
             ValueError: a blank where the column's policy is `error` (naming the column and the
@@ -143,7 +144,7 @@ class PreparePlan:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        out = np.zeros((table.num_rows, len(self.feature_names)), np.float32)
+        out = np.zeros((table.num_rows, len(self.feature_names)), np.float32, order=order)
         for j, fit in enumerate(self.numeric):
             column = _filled(table.column(fit.name), fit.fill, fit.name)
             values = column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)

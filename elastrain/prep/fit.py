@@ -123,10 +123,25 @@ def row_hashes(table: pa.Table, columns: list[str]) -> np.ndarray:
     hashes = np.zeros(table.num_rows, np.uint64)
     with np.errstate(over="ignore"):
         for name in columns:
-            values = table.column(name).to_numpy(zero_copy_only=False)
-            hashes = hashes * _GOLDEN + hash_array(values if values.dtype.kind != "O" else values.astype(object),
-                                                   categorize=False)
+            hashes = hashes * _GOLDEN + _value_hashes(table.column(name), hash_array)
     return hashes
+
+
+def _value_hashes(column: pa.ChunkedArray, hash_array) -> np.ndarray:
+    """`hash_array` of each value of `column` (a null hashes as None). A string column with few
+    distinct values hashes each distinct value once (the same hashes, without a Python string per row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        if len(column) and pc.count_distinct(column.slice(0, 1000)).as_py() < 200:
+            encoded = pc.dictionary_encode(column).combine_chunks()
+            distinct = np.append(encoded.dictionary.to_numpy(zero_copy_only=False).astype(object), None)
+            return hash_array(distinct, categorize=False)[
+                encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()]
+        return hash_array(column.to_numpy(zero_copy_only=False).astype(object), categorize=False)
+    values = column.to_numpy(zero_copy_only=False)
+    return hash_array(values if values.dtype.kind != "O" else values.astype(object), categorize=False)
 
 
 def hashed_columns(numeric: list[str], categorical: list[str], text: tuple[str, ...] | list[str], target: str
