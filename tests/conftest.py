@@ -6,18 +6,22 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import create_engine, text
 
 from elastrain.api import create_app
 from elastrain.api.server import serving_in_thread
 from elastrain.api.service import JobService
 from elastrain.cli.main import main
+from elastrain.elastic.collective import free_port
 from elastrain.scheduler import FifoPacking
+from elastrain.serve.app import ServeConfig, create_serve_app
 from elastrain.store import Store, connect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,6 +158,27 @@ def server(tmp_path, elastrain_home, ray_address):
 
 
 @contextlib.contextmanager
+@pytest.fixture
+def serving():
+    """Start `elastrain serve`'s app on 127.0.0.1 for a ServeConfig; its base URL."""
+    servers = []
+
+    def start(config: ServeConfig) -> str:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_serve_app(config), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        wait_until(lambda: server.started, timeout=60)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def tmpfs(path: Path, options: str):
     """A real tmpfs mounted at `path` with mount `options` (e.g. "ro,size=1m") while in the block;
     skips the test where mounting is refused (it needs root; chmod does not stop root, a read-only

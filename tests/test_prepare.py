@@ -7,6 +7,7 @@ import itertools
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from elastrain.data.plan import MISSING_LEVEL, UNKNOWN_LEVEL, PreparePlan
 from elastrain.data.prepared import PLAN_FILE, PreparedManifest
 from elastrain.errors import UserError
 from elastrain.prep.fit import block_stats, merge_all, plan_of, validation_rows
+from elastrain.serve.app import ServeConfig
 from elastrain.spec import validate_spec
 
 NUMERIC, CATEGORICAL = mixed_table.NUMERIC, list(mixed_table.CATEGORICAL)
@@ -203,7 +205,7 @@ def test_chinese_text_is_segmented_by_jieba_or_by_character():
 
 @pytest.mark.usefixtures("ray_address")
 @pytest.mark.parametrize("encoder", ["bag", "transformer"])
-def test_text_models_learn_spam_from_a_prepared_folder_and_take_raw_text(tmp_path, cli, encoder):
+def test_text_models_learn_spam_from_a_prepared_folder_and_take_raw_text(tmp_path, cli, serving, encoder):
     spec = tmp_path / "prepare.yaml"
     text = {"type": "text", "text": {"vocab_size": 3000, "max_length": 40}}
     spec.write_text(yaml.safe_dump({"name": "sms", "data": {"source": f"csv:{sms_spam(tmp_path)}", "target": "label",
@@ -222,6 +224,11 @@ def test_text_models_learn_spam_from_a_prepared_folder_and_take_raw_text(tmp_pat
     raw = ["WINNER!! You have won a FREE prize, call 09061701461 to claim now", "ok see you at lunch then", ""]
     predicted = saved.predict([{"text": value} for value in raw])
     assert set(predicted) <= {"ham", "spam"} and len(predicted) == 3
+    url = serving(ServeConfig(model=result["model_path"], auth=False))   # raw text over HTTP too
+    answer = httpx.post(f"{url}/predict", json={"rows": [{"text": value} for value in raw]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == predicted
+    assert httpx.post(f"{url}/predict", json={"rows": [{"txt": "hi"}]}).status_code == 422   # no column 'text'
     val_x, _ = read_split(tmp_path / "out", "validation")
     assert len(saved.predict_features(val_x.astype(np.float32))) == len(val_x)
 

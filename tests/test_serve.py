@@ -5,16 +5,14 @@ dynamic batcher on its own."""
 import asyncio
 import json
 import shutil
-import threading
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from sklearn.datasets import load_digits
 
 from elastrain.elastic.collective import free_port
-from elastrain.serve.app import ServeConfig, create_serve_app
+from elastrain.serve.app import ServeConfig
 from elastrain.serve.batcher import DynamicBatcher
 from elastrain.store.model_ref import local_registry
 from elastrain.train import load_model
@@ -25,27 +23,6 @@ from tests.conftest import REPO, train_digits_model, wait_until
 def digits_model(tmp_path_factory):
     """A digits MLP trained for 3 epochs: its model directory."""
     return train_digits_model(tmp_path_factory, epochs=3)
-
-
-@pytest.fixture
-def serving():
-    """Start `elastrain serve`'s app on 127.0.0.1 for a ServeConfig; its base URL."""
-    servers = []
-
-    def start(config: ServeConfig) -> str:
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_serve_app(config), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        wait_until(lambda: server.started, timeout=60)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def infer_body(features, datatype="FP32", name="features"):
