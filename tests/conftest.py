@@ -155,9 +155,6 @@ def server(tmp_path, elastrain_home, ray_address):
     service.stop()
 
 
-
-
-@contextlib.contextmanager
 @pytest.fixture
 def serving():
     """Start `elastrain serve`'s app on 127.0.0.1 for a ServeConfig; its base URL."""
@@ -179,6 +176,7 @@ def serving():
         thread.join(timeout=10)
 
 
+@contextlib.contextmanager
 def tmpfs(path: Path, options: str):
     """A real tmpfs mounted at `path` with mount `options` (e.g. "ro,size=1m") while in the block;
     skips the test where mounting is refused (it needs root; chmod does not stop root, a read-only

@@ -248,3 +248,32 @@ def test_a_validation_table_of_its_own_and_skipped_columns(tmp_path, cli):
     assert (sum(manifest.train_rows), sum(manifest.validation_rows)) == (1_500, 1_500)   # every row, by file
     assert not any(name.startswith("city") for name in manifest.features)
     assert [Path(p).name for p in manifest.inputs] == ["part-0.csv", "part-1.csv"]
+
+
+@pytest.mark.usefixtures("ray_address")
+def test_a_job_on_a_raw_table_with_declarations_is_prepared_first_and_the_folder_reused(tmp_path, cli,
+                                                                                     elastrain_home):
+    table = mixed_table.table(4_000, seed=6)   # x0 has blanks: only prepare's `mean` policy takes them
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_csv_parts(raw, table, 2)
+    spec = job(f"csv:{raw}/part-*.csv") | {"train": {"epochs": 1, "batch_size": 256, "seed": 0},
+                                            "resources": {"workers": {"min": 2, "max": 2}, "cpus_per_worker": 0.5}}
+    path = tmp_path / "job.yaml"
+    results = []
+    for city in ({}, {}, {"type": "skip"}):   # the third job declares another preparation
+        spec["data"]["columns"] = {**spec["data"]["columns"], "city": city} if city else spec["data"]["columns"]
+        path.write_text(yaml.safe_dump(spec))
+        code, out, err = cli("run", path, "--json")
+        assert code == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    folders = sorted(manifest.parent for manifest in (elastrain_home / "prepared").glob("*/manifest.json"))
+    assert len(folders) == 2   # the second job reused the first's folder; the third prepared its own
+    sources = [yaml.safe_load((Path(r["run_dir"]) / "spec.yaml").read_text())["data"]["source"] for r in results]
+    assert sources[0] == sources[1] != sources[2] and {s.removeprefix("prepared:") for s in sources} == set(
+        map(str, folders))
+    assert results[0]["metrics"] == results[1]["metrics"]
+    widths = {len(PreparedManifest.read(str(folder)).features) for folder in folders}
+    assert widths == {8 + 5 + 5 + 41, 8 + 5 + 5}   # with and without city's 40 levels and its blank
+    saved = load_model(results[0]["model_path"])   # raw rows in, x0's blanks take the mean
+    assert len(saved.predict(table.slice(0, 50).drop_columns(["label"]).to_pandas())) == 50

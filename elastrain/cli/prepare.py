@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from elastrain import paths
@@ -29,7 +29,8 @@ def prepare(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the shards, preprocessing.json and "
                                           "manifest.json into (created if needed; earlier shards there are "
                                           "replaced).", show_default=False)],
-    workers: Annotated[int | None, typer.Option(help="Ray Data tasks reading and transforming at once.",
+    workers: Annotated[int | None, typer.Option(help="Ray Data tasks reading and transforming at once (a task "
+                                                "reads one file: give a large table as several files).",
                                                 show_default="Ray Data's choice")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="FIELD=VALUE", help="Override a spec field, e.g. --set data.validation_fraction=0.1.")
@@ -43,7 +44,9 @@ def prepare(
     Numeric columns are standardized, categorical ones one-hot encoded, text columns become token
     ids (a tokenizer trained on the data; Chinese segmented with jieba); data.columns declares a
     column's type and what a blank becomes (error, mean, most_frequent or a level of its own). A
-    job then trains on the folder with data.source: prepared:DIR.
+    job then trains on the folder with data.source: prepared:DIR; `elastrain run` and the server
+    prepare a job's raw table themselves when its data.columns or data.validation_source says how
+    (the folder kept under ELASTRAIN_HOME/prepared and reused while data and declarations stay).
     The same input gives the same shards whatever the number of workers. Exit code 2 when the
     spec or the data is wrong (a blank where a column's policy is error names its file and line).
     """
@@ -56,15 +59,15 @@ def prepare(
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     connected = connect_ray(os.environ.get("RAY_ADDRESS"))
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,.0f} rows"),
-                      TimeElapsedColumn(), console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(), TextColumn("ETA"),
+                      TimeRemainingColumn(), console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
             tasks: dict[str, int] = {}
 
-            def advance(name: str, rows: int) -> None:
-                if name not in tasks:
-                    tasks[name] = bar.add_task({"fit": "fitting the statistics", "write": "writing shards"}.get(
-                        name, f"training the {name}"))
-                bar.advance(tasks[name], rows)
+            def advance(what: str, rows: int, total: int | None) -> None:
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=total)
+                bar.advance(tasks[what], rows)
 
             manifest, plan = run_prepare(spec, out_dir, workers, advance)
     finally:

@@ -35,6 +35,7 @@ from elastrain.elastic.pool import WorkerPool
 from elastrain.elastic.reports import Progress, RunResult, RunStatus
 from elastrain.elastic.worker import Worker
 from elastrain.errors import JobInterrupted, UserError, first_line
+from elastrain.prep.auto import prepared_for
 from elastrain.runs import JobResult, JobState, JobStatus, Observation, RunFolder, absolute_paths, new_job_id
 from elastrain.spec import JobSpec
 from elastrain.train.artifact import WriteFailed
@@ -89,6 +90,7 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
     """
     started = (options.started_at if options and options.started_at else None) or time.time()
     spec = absolute_paths(spec)   # the run folder records where the data is, not where we are
+    spec = prepared_for(spec, home, progress.phase if progress else None)
     if progress:
         progress.phase("loading data")
     learner = build_learner(spec)   # checks data and spec before anything is written

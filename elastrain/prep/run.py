@@ -63,11 +63,15 @@ class _Columns:
         return hashed_columns(self.numeric, self.categorical, self.text, self.target)
 
 
+Progress = Callable[[str, int, "int | None"], None]
+
+
 def prepare(spec: JobSpec, out: Path, workers: int | None = None,
-            progress: Callable[[str, int], None] | None = None) -> tuple[PreparedManifest, PreparePlan]:
+            progress: Progress | None = None) -> tuple[PreparedManifest, PreparePlan]:
     """Fit `spec`'s preprocessing on its raw table (`data.source`: `csv:`, `parquet:` or
     `jsonl:` with a file, a glob or a URL) and write the shards under `out` (see the module's
-    docstring). `progress(pass_name, rows)` is called as blocks complete.
+    docstring). `progress(what, rows, total_rows)` is called as each pass's blocks complete (`what`
+    says the pass in words; `total_rows` is None where it is not known yet).
 
     Raises:
         UserError: no input matches; a column's type cannot be told, or its values do not fit it; a
@@ -91,15 +95,18 @@ def prepare(spec: JobSpec, out: Path, workers: int | None = None,
     context.enable_progress_bars = False
     began = time.perf_counter()
     stats_args = {"kind": kind, "columns": columns, "seed": seed, "fraction": fraction}
+    size = sum(_sizes(files))
     parts = [BlockStats.from_json(row["stats"]) for row in _each_block(
         _map_blocks(kind, files, columns, workers, _stats_of_block, stats_args),
-        "fit", progress, lambda row: BlockStats.from_json(row["stats"]).rows)]
+        f"fitting the statistics ({size / 1e9:.2f} GB in {len(files)} file{'s' * (len(files) > 1)})", progress,
+        lambda row: BlockStats.from_json(row["stats"]).rows)]
     stats = merge_all(parts)
     _check_blanks(spec, stats, columns, kind, files)
     plan = plan_of(stats, spec, columns.numeric, columns.categorical, seed)
     if columns.text:
         plan = replace(plan, text=tuple(
-            _fit_text(spec, kind, files, columns, name, seed, fraction, workers, progress) for name in columns.text))
+            _fit_text(spec, kind, files, columns, name, seed, fraction, workers, progress,
+                      stats.rows - stats.validation - stats.no_target) for name in columns.text))
     fitted = time.perf_counter()
     staging = out / f".staging-{uuid.uuid4().hex[:8]}"
     inputs = [(kind, files, fraction)]
@@ -114,7 +121,8 @@ def prepare(spec: JobSpec, out: Path, workers: int | None = None,
             _map_blocks(input_kind, input_files, columns, workers, _write_block,
                         {"kind": input_kind, "columns": columns, "plan_json": plan.to_json(), "staging": str(staging),
                          "fraction": input_fraction}, paths=index > 0),
-            "write", progress, lambda row: int(row["train_rows"]) + int(row["validation_rows"]))
+            "writing the shards", progress, lambda row: int(row["train_rows"]) + int(row["validation_rows"]),
+            total=None if data.validation_source else stats.rows - stats.no_target)
     mean, var = feature_moments(plan, stats)
     dropped = sum(int(entry["dropped"]) for entry in written)
     all_files = [name for _, names, _ in inputs for name in names]
@@ -136,9 +144,9 @@ def prepare(spec: JobSpec, out: Path, workers: int | None = None,
 
 
 def _fit_text(spec: JobSpec, kind: str, files: list[str], columns: _Columns, name: str, seed: int, fraction: float,
-              workers: int | None, progress: Callable[[str, int], None] | None) -> TextFit:
-    """Text column `name`'s tokenizer, trained on its training rows, segmented on Ray Data's
-    workers and fed to the trainer here in block order."""
+              workers: int | None, progress: Progress | None, training_rows: int) -> TextFit:
+    """Text column `name`'s tokenizer, trained on its `training_rows` training rows, segmented on
+    Ray Data's workers and fed to the trainer here in block order."""
     options = (spec.data.columns.get(name) or ColumnSpec(type="text")).text
     mode = options.segment
     if mode == "auto":
@@ -147,8 +155,8 @@ def _fit_text(spec: JobSpec, kind: str, files: list[str], columns: _Columns, nam
                             {"kind": kind, "columns": columns, "name": name, "mode": mode, "seed": seed,
                              "fraction": fraction})
     batches = (batch["text"].to_pylist() for batch in _each_block(
-        segmented.iter_batches(batch_format="pyarrow", batch_size=None), f"tokenizer of {name}", progress,
-        lambda batch: batch.num_rows, rows=False))
+        segmented.iter_batches(batch_format="pyarrow", batch_size=None), f"training the tokenizer of {name}",
+        progress, lambda batch: batch.num_rows, rows=False, total=training_rows))
     tokenizer = train_tokenizer(batches, options.tokenizer, options.vocab_size, options.lowercase)
     return TextFit(name, mode, tokenizer, options.max_length, vocabulary_size(tokenizer))
 
@@ -180,9 +188,10 @@ def _first_texts(kind: str, path: str, name: str, rows: int = 200) -> list[str]:
     return [str(text) for text in table.column(name).to_pylist()[:rows] if text]
 
 
-def _each_block(dataset, name: str, progress: Callable[[str, int], None] | None, rows_of: Callable, rows: bool = True):
+def _each_block(dataset, what: str, progress: Progress | None, rows_of: Callable, rows: bool = True,
+                total: int | None = None):
     """What a per-block pass returns, in block order (its rows, or with `rows=False` the batches
-    of an iterator given), reporting each block's rows.
+    of an iterator given), reporting each block's rows (of `total`, where known).
 
     Raises:
         UserError: a block's worker raised one (its line, not Ray's traceback).
@@ -192,7 +201,7 @@ def _each_block(dataset, name: str, progress: Callable[[str, int], None] | None,
     try:
         for item in dataset.iter_rows() if rows else dataset:
             if progress:
-                progress(name, rows_of(item))
+                progress(what, rows_of(item), total)
             yield item
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause
@@ -445,12 +454,20 @@ def _typed_column(table, name: str, columns: _Columns):
     return pa.table([column], names=[name])
 
 
-def _fingerprint(files: list[str]) -> str:
-    """sha256 over each input's name and size."""
+def _sizes(files: list[str]) -> list[int]:
+    """Each input's size in bytes."""
     import fsspec
 
-    digest = hashlib.sha256()
+    sizes = []
     for path in files:
         fs, inner = fsspec.core.url_to_fs(path)
-        digest.update(f"{path}\0{fs.size(inner)}\n".encode())
+        sizes.append(int(fs.size(inner)))
+    return sizes
+
+
+def _fingerprint(files: list[str]) -> str:
+    """sha256 over each input's name and size."""
+    digest = hashlib.sha256()
+    for path, size in zip(files, _sizes(files), strict=True):
+        digest.update(f"{path}\0{size}\n".encode())
     return digest.hexdigest()
