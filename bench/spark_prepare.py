@@ -28,6 +28,8 @@ from bench import common, mixed_table
 REPOSITORY = Path(__file__).resolve().parents[1]
 LIBRARY = REPOSITORY / ".spark-lib"
 REQUIREMENTS = REPOSITORY / "bench" / "requirements-spark.txt"
+# local mode runs everything in the driver's JVM: room for a cached table (the machine has 23 GB)
+DRIVER_MEMORY = "8g"
 
 
 def missing() -> str | None:
@@ -39,10 +41,11 @@ def missing() -> str | None:
 
 def run(pattern: str, out: Path, cores: int, cache: bool = False) -> dict:
     """The peer's figures (see the module's docstring) and its processes' peak RSS (MB, the JVM's
-    and the Python driver's), run in a fresh process; PySpark installed first when missing.
+    and the Python driver's), run in a fresh process; PySpark installed first when missing. A run
+    that failed gives `error` (its last lines; the whole stderr in OUT.log).
 
     Raises:
-        SystemExit: no Java, or the peer failed (its stderr's tail).
+        SystemExit: no Java.
     """
     if reason := missing():
         raise SystemExit(f"the PySpark peer cannot run: {reason}")
@@ -60,7 +63,10 @@ def run(pattern: str, out: Path, cores: int, cache: bool = False) -> dict:
     stdout, stderr = process.communicate(timeout=7200)
     memory.stopping.set()
     if process.returncode != 0:
-        raise SystemExit(f"bench.spark_prepare failed: {stderr[-3000:]}")
+        Path(f"{out}.log").write_text(stderr)
+        causes = [line for line in stderr.splitlines() if "Exception" in line or "Error" in line]
+        return {"error": " | ".join(causes[-3:])[-1000:] or stderr[-1000:], "cache": cache,
+                "peak_rss_mb": memory.peak_mb()}
     return json.loads(stdout.strip().splitlines()[-1]) | {"peak_rss_mb": memory.peak_mb()}
 
 
@@ -98,7 +104,7 @@ def main() -> None:
     from pyspark.sql import types as T
 
     spark = (SparkSession.builder.master(f"local[{args.cores}]").appName("bench-prepare")
-             .config("spark.driver.memory", "4g").config("spark.ui.enabled", "false")
+             .config("spark.driver.memory", DRIVER_MEMORY).config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", str(2 * args.cores)).getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     spark_types = {"double": T.DoubleType(), "string": T.StringType(), "int64": T.LongType()}
