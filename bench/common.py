@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -96,6 +97,19 @@ class PeakMemory(threading.Thread):
     def peak_mb(self) -> float:
         """The largest peak of one process seen (MB, to 0.1)."""
         return round(max(self.peaks.values(), default=0.0), 1)
+
+
+def run_measured(argv: list[str], env: dict, timeout: float, prefix: bytes | None = None,
+                 cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """`argv` run to its end (text output captured) while `PeakMemory` watches it and, as
+    `prefix` says, the processes below it: the completed process, and the largest peak RSS of
+    one of them (MB)."""
+    process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    memory = PeakMemory(process.pid, prefix)
+    memory.start()
+    stdout, stderr = process.communicate(timeout=timeout)
+    memory.stopping.set()
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr), memory.peak_mb()
 
 
 def descendants(root: int) -> set[int]:

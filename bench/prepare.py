@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -101,20 +100,15 @@ def ours(data: Path, gigabytes: float, cores: int) -> dict:
     spec_file.write_text(yaml.safe_dump(mixed_table.spec(f"csv:{raw}/part-*.csv", text="skip")))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"ELASTRAIN_HOME": str(folder / "home")}
     began = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "elastrain", "prepare", str(spec_file), "--out",
-                                str(folder / "out"), "--workers", str(cores), "--json"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    memory = common.PeakMemory(process.pid, prefix=None)
-    memory.start()
-    stdout, stderr = process.communicate(timeout=7200)
-    memory.stopping.set()
-    if process.returncode != 0:
-        raise SystemExit(f"elastrain prepare failed: {stderr[-3000:]}")
-    manifest = json.loads(stdout.strip().splitlines()[-1])
+    done, peak_mb = common.run_measured([sys.executable, "-m", "elastrain", "prepare", str(spec_file), "--out",
+                                         str(folder / "out"), "--workers", str(cores), "--json"], env, 7200)
+    if done.returncode != 0:
+        raise SystemExit(f"elastrain prepare failed: {done.stderr[-3000:]}")
+    manifest = json.loads(done.stdout.strip().splitlines()[-1])
     seconds = manifest["fit_s"] + manifest["write_s"]
     figures = {"rows": manifest["rows_in"], "seconds": round(seconds, 1),
                "wall_s": round(time.perf_counter() - began, 1), "rows_per_s": round(manifest["rows_in"] / seconds),
-               "peak_rss_mb": memory.peak_mb()}
+               "peak_rss_mb": peak_mb}
     print(f"elastrain prepare, {gigabytes:g} GB: {figures}", file=sys.stderr)
     return figures
 

@@ -55,19 +55,14 @@ def run(pattern: str, out: Path, cores: int, cache: bool = False) -> dict:
                         "-r", str(REQUIREMENTS)], check=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LIBRARY), str(REPOSITORY)]),
            "PYSPARK_PYTHON": sys.executable}
-    process = subprocess.Popen([sys.executable, "-m", "bench.spark_prepare", pattern, str(out), "--cores", str(cores),
-                                *(["--cache"] if cache else [])], env=env, cwd=REPOSITORY,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    memory = common.PeakMemory(process.pid, prefix=None)
-    memory.start()
-    stdout, stderr = process.communicate(timeout=7200)
-    memory.stopping.set()
-    if process.returncode != 0:
-        Path(f"{out}.log").write_text(stderr)
-        causes = [line for line in stderr.splitlines() if "Exception" in line or "Error" in line]
-        return {"error": " | ".join(causes[-3:])[-1000:] or stderr[-1000:], "cache": cache,
-                "peak_rss_mb": memory.peak_mb()}
-    return json.loads(stdout.strip().splitlines()[-1]) | {"peak_rss_mb": memory.peak_mb()}
+    done, peak_mb = common.run_measured([sys.executable, "-m", "bench.spark_prepare", pattern, str(out), "--cores",
+                                         str(cores), *(["--cache"] if cache else [])], env, 7200, cwd=REPOSITORY)
+    if done.returncode != 0:
+        Path(f"{out}.log").write_text(done.stderr)
+        causes = [line for line in done.stderr.splitlines() if "Exception" in line or "Error" in line]
+        return {"error": " | ".join(causes[-3:])[-1000:] or done.stderr[-1000:], "cache": cache,
+                "peak_rss_mb": peak_mb}
+    return json.loads(done.stdout.strip().splitlines()[-1]) | {"peak_rss_mb": peak_mb}
 
 
 def pipeline():

@@ -92,15 +92,11 @@ def run(job: dict, home: Path) -> dict:
     spec_file.write_text(yaml.safe_dump(job))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"ELASTRAIN_HOME": str(home)}
     began = time.time()
-    job_process = subprocess.Popen([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    memory = common.PeakMemory(job_process.pid)
-    memory.start()
-    stdout, stderr = job_process.communicate(timeout=3600)
-    memory.stopping.set()
-    if job_process.returncode != 0:
-        raise SystemExit(f"the job failed: {stderr[-2000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
+    done, peak_mb = common.run_measured([sys.executable, "-m", "elastrain", "run", str(spec_file), "--json"], env,
+                                        3600, prefix=b"ray::Worker")
+    if done.returncode != 0:
+        raise SystemExit(f"the job failed: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     folder = Path(result["run_dir"])
     status = json.loads((folder / "status.json").read_text())
     events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
@@ -108,7 +104,7 @@ def run(job: dict, home: Path) -> dict:
     start = next(e["t"] for e in events if e["kind"] == "start")
     manifest = yaml.safe_load((folder / "spec.yaml").read_text())["data"].get("manifest") or {}
     return {"samples_per_s": result["samples_per_s"], "steps": result["steps"], "wall_s": round(time.time() - began, 1),
-            "peak_rss_mb": memory.peak_mb(),
+            "peak_rss_mb": peak_mb,
             "read_bytes": status.get("read_bytes"), "time_to_first_step_s": round(losses[0]["t"] - start, 2),
             "stats_s": manifest.get("stats_s")}
 
