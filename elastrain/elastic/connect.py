@@ -82,6 +82,20 @@ def connect_ray(address: str | None) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def ray_session() -> Iterator[None]:
+    """This process connected to Ray while in the block (to RAY_ADDRESS, or an embedded instance
+    shut down at its end); as it was when it already was."""
+    connected = connect_ray(os.environ.get("RAY_ADDRESS"))
+    try:
+        yield
+    finally:
+        if connected:
+            import ray
+
+            ray.shutdown()
+
+
 def _route_error_messages(log: Path) -> None:
     """Send the error messages Ray's driver prints as they arrive (a worker process that died: 14
     lines about the out-of-memory killer, also when elastrain killed it on purpose) to `log`;

@@ -25,7 +25,7 @@ import torch
 from elastrain.data.rows import DataSource, handed_over
 from elastrain.elastic.chaos import ChaosAction
 from elastrain.elastic.checkpoints import CheckpointInfo, CheckpointStore
-from elastrain.elastic.connect import connect_ray
+from elastrain.elastic.connect import connect_ray, ray_session
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.controller import ElasticController, Outcome
 from elastrain.elastic.driver import runs_in_process
@@ -90,7 +90,7 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
     """
     started = (options.started_at if options and options.started_at else None) or time.time()
     spec = absolute_paths(spec)   # the run folder records where the data is, not where we are
-    spec = prepared_for(spec, home, progress.phase if progress else None)
+    spec = prepared_for(spec, home, ray_session, progress.phase if progress else None)
     if progress:
         progress.phase("loading data")
     learner = build_learner(spec)   # checks data and spec before anything is written

@@ -13,8 +13,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from elastrain import __version__
@@ -38,14 +38,20 @@ def needs_preparing(data: DataSpec) -> str | None:
     return None
 
 
-def prepared_for(spec: JobSpec, home: Path, phase: Callable[[str], None] | None = None) -> JobSpec:
+def prepared_for(spec: JobSpec, home: Path, ray_session: Callable[[], AbstractContextManager],
+                 phase: Callable[[str], None] | None = None) -> JobSpec:
     """`spec` itself, or, where `needs_preparing` says so, `spec` on the folder prepared for it
-    (`data.source: prepared:FOLDER`), preparing it first unless an earlier job did.
-    `phase(text)` is told when preparing starts.
+    (`data.source: prepared:FOLDER`), preparing it first unless an earlier job did, inside
+    `ray_session()` (this process connected to Ray while in it). `phase(text)` is told when
+    preparing starts.
 
     Raises:
         UserError: what `elastrain.prep.run.prepare` raises for the table (nothing is kept then).
     """
+    import shutil
+
+    from elastrain.prep.run import prepare
+
     reason = needs_preparing(spec.data)
     if reason is None:
         return spec
@@ -56,33 +62,17 @@ def prepared_for(spec: JobSpec, home: Path, phase: Callable[[str], None] | None 
         if not (folder / MANIFEST_FILE).exists():
             if phase:
                 phase(f"preparing the data ({reason}) into {folder}")
-            _prepare(spec, folder)
+            try:
+                with ray_session():
+                    prepare(spec, folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
     prepared = spec.model_copy(deep=True)
     prepared.data.source = f"prepared:{folder}"
     prepared.data.validation_source = None
     prepared.data.columns = {}
     return prepared
-
-
-def _prepare(spec: JobSpec, folder: Path) -> None:
-    """`elastrain prepare` of `spec` into `folder`, on the Ray this process is connected to (or an
-    embedded one, shut down after)."""
-    import shutil
-
-    from elastrain.elastic.connect import connect_ray
-    from elastrain.prep.run import prepare
-
-    connected = connect_ray(os.environ.get("RAY_ADDRESS"))
-    try:
-        prepare(spec, folder)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    finally:
-        if connected:
-            import ray
-
-            ray.shutdown()
 
 
 def _key(spec: JobSpec) -> str:
