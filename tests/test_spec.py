@@ -158,8 +158,8 @@ def test_a_typo_in_a_model_field_names_the_nearest_field_of_its_kind():
 def test_an_unknown_model_kind_is_one_line_with_the_kinds_there_are():
     line = error_line("model:\n  kind: transformer\n")
     assert line == ("job.yaml:2: model.kind: unknown model 'transformer'; choose one of linear, logistic, softmax, "
-                    "svm, mlp, cnn, text or python:module:function (or name the plugin that registers it under "
-                    "`plugins`)")
+                    "svm, mlp, cnn, text, gbdt, random_forest, decision_tree or python:module:function (or name the "
+                    "plugin that registers it under `plugins`)")
     assert "must look like python:package.module:function" in error_line("model: {kind: 'python:x'}")
     assert "model: Input should be a mapping of the model's fields" in error_line("model: mlp")
 
@@ -188,8 +188,8 @@ def test_a_kind_a_plugin_registers_is_a_plugin_model_spec():
         assert "model.hidden: hidden applies to models mlp, cnn, not test-median" in error_line(
             "model: {kind: test-median, hidden: [8]}")
         assert "unknown field 'model.depth'" in error_line("model: {kind: test-median, depth: 3}")
-        assert "choose one of linear, logistic, softmax, svm, mlp, cnn, text, test-median or" in error_line(
-            "model: {kind: test-mean}")
+        assert ("choose one of linear, logistic, softmax, svm, mlp, cnn, text, gbdt, random_forest, decision_tree, "
+                "test-median or") in error_line("model: {kind: test-mean}")
     finally:
         del LEARNERS["test-median"]
     assert "unknown model 'test-median'" in error_line("model: {kind: test-median}")

@@ -12,11 +12,7 @@ import torch
 import torch.distributed as dist
 
 from elastrain.errors import first_line
-
-
-class PeerLost(RuntimeError):
-    """A collective operation failed because a peer died, hung past the timeout or left: the
-    step in flight is discarded and the group must re-form (not an error of the training code)."""
+from elastrain.train.learner import PeerLost
 
 
 def free_port() -> int:
@@ -55,6 +51,7 @@ class GroupCollective:
         self.world_size = 1
         self.generation = -1
         self.backend = "gloo"
+        self.master = "127.0.0.1"   # the address of the current generation's rank 0
         self.rendezvous: dist.TCPStore | None = None   # the store of the group this member leads
 
     def listen(self, host: str, timeout_s: float) -> int:
@@ -83,6 +80,7 @@ class GroupCollective:
             store = dist.TCPStore(master, port, is_master=False, timeout=timeout)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
         self.rank, self.world_size, self.generation, self.backend = rank, world_size, generation, backend
+        self.master = master
 
     def leave(self) -> None:
         """Leave the current group, if any (a broken group is torn down as well)."""

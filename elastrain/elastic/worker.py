@@ -24,14 +24,14 @@ import torch
 
 from elastrain.data.rows import DataSource
 from elastrain.elastic.checkpoints import CheckpointStore
-from elastrain.elastic.collective import GroupCollective, PeerLost, bind_to_address
+from elastrain.elastic.collective import GroupCollective, bind_to_address
 from elastrain.elastic.gate import EpochGate
 from elastrain.elastic.preemption import Notice, NoticeWatcher
 from elastrain.elastic.reports import EpochRecord, Progress, RunResult, RunStatus, StepIntervals
 from elastrain.errors import TrainingDiverged, UserError
 from elastrain.spec import JobSpec
 from elastrain.train.breakdown import StepBreakdown
-from elastrain.train.learner import Learner, StepReport, build_learner
+from elastrain.train.learner import Learner, PeerLost, StepReport, build_learner
 from elastrain.train.loop import fit
 
 # Steps of a formation whose times are not measured: the first steps after the group (re)forms

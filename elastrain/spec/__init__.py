@@ -21,6 +21,7 @@ from elastrain.spec.models import (
     TextModelSpec,
     TextSpec,
     TrainSpec,
+    TreeModelSpec,
     WorkersSpec,
     parse_model_spec,
 )
@@ -28,6 +29,7 @@ from elastrain.spec.models import (
 __all__ = [
     "CheckpointSpec", "CnnModelSpec", "ColumnSpec", "CsvSpec", "DataSpec", "JobSpec", "LinearModelSpec", "MlpModelSpec",
     "ModelSpec", "PluginModelSpec", "PythonModelSpec", "ResourcesSpec", "ScheduleSpec", "ShardManifest", "SvmModelSpec",
-    "SyntheticSpec", "TextModelSpec", "TextSpec", "TrainSpec", "WorkersSpec", "apply_overrides", "load_spec",
+    "SyntheticSpec", "TextModelSpec", "TextSpec", "TrainSpec", "TreeModelSpec", "WorkersSpec",
+    "apply_overrides", "load_spec",
     "parse_model_spec", "parse_spec", "validate_spec",
 ]

@@ -8,8 +8,11 @@ CLASSIFICATION_METRICS = tuple(f"val_{name}" for name in (
     "accuracy", "precision_macro", "precision_weighted", "recall_macro", "recall_weighted",
     "f1_macro", "f1_weighted"))
 REGRESSION_METRICS = ("val_mse", "val_mae", "val_r2")
-VALIDATION_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
-LOWER_IS_BETTER = frozenset({"val_mse", "val_mae"})
+# What tree models measure besides (`elastrain.train.trees`): from every validation prediction, not additive sums.
+TREE_CLASSIFICATION_METRICS = ("val_auc", "val_log_loss")
+TREE_REGRESSION_METRICS = ("val_rmse",)
+VALIDATION_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS + TREE_CLASSIFICATION_METRICS + TREE_REGRESSION_METRICS
+LOWER_IS_BETTER = frozenset({"val_mse", "val_mae", "val_log_loss", "val_rmse"})
 # What `early_stopping.metric: auto` watches when `keep_best` names none.
 DEFAULT_METRIC = {"classification": "val_accuracy", "regression": "val_mse"}
 

@@ -31,7 +31,9 @@ BUILTIN_TASKS = {"digits": "classification", "iris": "classification", "wine": "
 BUILTIN_DATASETS = tuple(BUILTIN_TASKS)
 SYNTHETIC_KINDS = ("classification", "regression")
 FLOAT32_MAX = 3.4028234663852886e38
-MODEL_KINDS = ("linear", "logistic", "softmax", "svm", "mlp", "cnn", "text")
+MODEL_KINDS = ("linear", "logistic", "softmax", "svm", "mlp", "cnn", "text", "gbdt", "random_forest", "decision_tree")
+# Kinds learned by XGBoost (`elastrain.train.trees`) rather than by gradient steps of a network.
+TREE_KINDS = ("gbdt", "random_forest", "decision_tree")
 REGRESSION_LOSSES = ("mse", "mae")
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce", "hinge", "squared_hinge")
 
@@ -325,6 +327,60 @@ class TextModelSpec(_ModelFields):
         return self
 
 
+class TreeModelSpec(_ModelFields):
+    """Trees learned by XGBoost's `hist` method (see `elastrain.train.trees`): gradient boosting
+    (`gbdt`, `rounds` rounds of one tree each), a random forest (`random_forest`: one round of
+    `trees_per_round` trees, each on a `colsample_bynode` share of the features at every split), or
+    a single tree (`decision_tree`). Classification (binary: log loss; multi-class: softmax) or
+    regression (squared error), as the data's task.
+
+    Left out, `rounds`, `learning_rate`, `trees_per_round` and `colsample_bynode` take the kind's
+    defaults: gbdt 100 rounds at 0.3; random_forest 1 round of 100 trees at 1.0, 0.8 of the
+    features per split; decision_tree 1 round of 1 tree at 1.0.
+
+    A job gives the same trees on any number of workers and across resizes (the quantile cuts are
+    computed once, from `cut_sample` training rows every worker draws alike) unless `subsample` < 1
+    (each worker samples its own rows) or, with `rounds` > 1, `colsample_bytree` / `colsample_bynode`
+    < 1 (XGBoost restarts its column sampler when a re-formed group reloads the booster).
+    """
+
+    kind: Literal["gbdt", "random_forest", "decision_tree"] = "gbdt"
+    rounds: int | None = Field(None, ge=1, le=100_000, description="boosting rounds (one step each)")
+    learning_rate: float | None = Field(None, gt=0, le=1, description="XGBoost's eta: each round's shrinkage")
+    max_depth: int = Field(6, ge=1, le=30)
+    min_child_weight: float = Field(1.0, ge=0, description="the least hessian sum a leaf may hold")
+    subsample: float = Field(1.0, gt=0, le=1, description="rows each tree samples (< 1 breaks the same trees on "
+                                                          "another number of workers)")
+    colsample_bytree: float = Field(1.0, gt=0, le=1)
+    colsample_bynode: float | None = Field(None, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0, description="L2 regularization of leaf weights (XGBoost's lambda)")
+    reg_alpha: float = Field(0.0, ge=0, description="L1 regularization of leaf weights (XGBoost's alpha)")
+    trees_per_round: int | None = Field(None, ge=1, le=10_000, description="XGBoost's num_parallel_tree")
+    max_bin: int = Field(256, ge=2, le=65_536, description="histogram bins per feature")
+    cut_sample: int = Field(1_000_000, ge=1, description="training rows the quantile cuts are computed from "
+                                                         "(all of them when there are fewer)")
+
+    @property
+    def boosting_rounds(self) -> int:
+        """`rounds`, or the kind's default."""
+        return self.rounds or (100 if self.kind == "gbdt" else 1)
+
+    @property
+    def eta(self) -> float:
+        """`learning_rate`, or the kind's default."""
+        return self.learning_rate or (0.3 if self.kind == "gbdt" else 1.0)
+
+    @property
+    def parallel_trees(self) -> int:
+        """`trees_per_round`, or the kind's default."""
+        return self.trees_per_round or (100 if self.kind == "random_forest" else 1)
+
+    @property
+    def node_colsample(self) -> float:
+        """`colsample_bynode`, or the kind's default."""
+        return self.colsample_bynode or (0.8 if self.kind == "random_forest" else 1.0)
+
+
 def _positive_layer_sizes(value: list[int]) -> list[int]:
     if any(size < 1 for size in value):
         raise ValueError("every layer size must be >= 1")
@@ -362,7 +418,7 @@ class PluginModelSpec(_ModelFields):
 # The member of the model spec union each tag stands for (see `model_tag`).
 MODEL_SPECS: dict[str, type[_ModelFields]] = {
     "linear": LinearModelSpec, "svm": SvmModelSpec, "mlp": MlpModelSpec, "cnn": CnnModelSpec,
-    "text": TextModelSpec, "python": PythonModelSpec, "plugin": PluginModelSpec,
+    "text": TextModelSpec, "tree": TreeModelSpec, "python": PythonModelSpec, "plugin": PluginModelSpec,
 }
 # The fields of the flat model spec that elastrain wrote before the union (every saved model's
 # model.json, every stored job's spec carries all of them); see `_check_model_fields`.
@@ -381,6 +437,8 @@ def model_tag(kind: object) -> str | None:
         return "plugin"
     if kind in ("linear", "logistic", "softmax"):
         return "linear"
+    if kind in TREE_KINDS:
+        return "tree"
     if kind in MODEL_KINDS:
         return kind
     return "python" if kind.startswith("python:") else None
@@ -442,7 +500,8 @@ def _check_model_fields(raw: object) -> object:
 ModelSpec = Annotated[
     Annotated[LinearModelSpec, Tag("linear")] | Annotated[SvmModelSpec, Tag("svm")]
     | Annotated[MlpModelSpec, Tag("mlp")] | Annotated[CnnModelSpec, Tag("cnn")]
-    | Annotated[TextModelSpec, Tag("text")] | Annotated[PythonModelSpec, Tag("python")]
+    | Annotated[TextModelSpec, Tag("text")] | Annotated[TreeModelSpec, Tag("tree")]
+    | Annotated[PythonModelSpec, Tag("python")]
     | Annotated[PluginModelSpec, Tag("plugin")],
     Discriminator(_model_tag, custom_error_type="model_spec_type",
                   custom_error_message="Input should be a mapping of the model's fields (kind, task, ...)"),

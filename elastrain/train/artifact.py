@@ -5,7 +5,7 @@ spec it was trained by, and its `format`), `preprocess.json` (the fitted preproc
 encoding) and the weights in the format's file: `model.pt` (format `torch`: a state dict, loaded
 with `weights_only=True`; `torchao-int8`: the same after torchao's int8 quantization) or
 `model.onnx` (format `onnx`: the graph with its weights, run by ONNX Runtime; `elastrain optimize`
-writes these)."""
+writes these) or `model.ubj` (format `xgboost`: a tree model's booster in XGBoost's UBJSON)."""
 
 from __future__ import annotations
 
@@ -135,7 +135,8 @@ def failed_write(what: str, path: str, needed: int, cause: OSError, free: int | 
 
 
 META, PREPROCESS = "model.json", "preprocess.json"
-WEIGHTS = {"torch": "model.pt", "torchao-int8": "model.pt", "onnx": "model.onnx"}   # format -> its file
+WEIGHTS = {"torch": "model.pt", "torchao-int8": "model.pt", "onnx": "model.onnx",
+           "xgboost": "model.ubj"}   # format -> its file
 
 
 def save_model(directory: Path, model: nn.Module, model_spec: ModelSpec, input_shape: tuple[int, ...],
@@ -149,10 +150,26 @@ def save_model(directory: Path, model: nn.Module, model_spec: ModelSpec, input_s
     """
     weights = io.BytesIO()
     torch.save(model.state_dict(), weights)
-    meta = {"format": "torch", "model": model_spec.model_dump(mode="json"), "input_shape": list(input_shape),
+    return _save(directory, "torch", weights.getvalue(), model_spec, input_shape, n_outputs, task, loss,
+                 preprocessor, job)
+
+
+def save_booster(directory: Path, booster: bytes, model_spec: ModelSpec, input_shape: tuple[int, ...],
+                 n_outputs: int, task: str, loss: str, preprocessor: Preprocessor, job: dict | None = None) -> Path:
+    """Write a model directory of format `xgboost` (`booster`: XGBoost's UBJSON) and return its path.
+
+    Raises:
+        WriteFailed: as :func:`save_model`.
+    """
+    return _save(directory, "xgboost", booster, model_spec, input_shape, n_outputs, task, loss, preprocessor, job)
+
+
+def _save(directory: Path, format_: str, weights: bytes, model_spec: ModelSpec, input_shape: tuple[int, ...],
+          n_outputs: int, task: str, loss: str, preprocessor: Preprocessor, job: dict | None) -> Path:
+    meta = {"format": format_, "model": model_spec.model_dump(mode="json"), "input_shape": list(input_shape),
             "n_outputs": n_outputs, "task": task, "loss": loss, "job": job}
     # model.json last: a directory is a model directory once it has one (`load_model`).
-    _write_files(directory, {WEIGHTS["torch"]: weights.getvalue(),
+    _write_files(directory, {WEIGHTS[format_]: weights,
                              PREPROCESS: json.dumps(preprocessor.to_dict()).encode(),
                              META: json.dumps(meta, indent=2).encode()})
     return directory
@@ -346,6 +363,8 @@ def _network(directory: Path, meta: dict, folder: str) -> Any:
         raise damaged(folder, f"{weights.name} is empty")
     if meta["format"] == "onnx":
         return _onnx_module(weights, folder)
+    if meta["format"] == "xgboost":
+        return _booster_module(weights, folder)
     try:
         spec = parse_model_spec(meta["model"])
     except ValidationError as exc:
@@ -430,3 +449,19 @@ def _onnx_module(weights: Path, folder: str) -> Any:
         raise damaged(folder, f"{weights.name} is not a graph elastrain exported (inputs {inputs}, outputs "
                               f"{outputs}; expected input {INPUT!r} and output {OUTPUT!r})")
     return module
+
+
+def _booster_module(weights: Path, folder: str) -> Any:
+    """The XGBoost booster `weights` holds, as a module that scores features.
+
+    Raises:
+        UserError: it is not a booster XGBoost reads.
+    """
+    from xgboost.core import XGBoostError
+
+    from elastrain.models.booster import BoosterModule
+
+    try:
+        return BoosterModule(weights)
+    except XGBoostError:
+        raise damaged(folder, f"{weights.name} is truncated or not an XGBoost model") from None

@@ -21,10 +21,16 @@ from elastrain.data.rows import DataSource, Share, open_source
 from elastrain.errors import UserError
 from elastrain.plugins import LEARNERS, import_plugins
 from elastrain.spec import JobSpec
+from elastrain.spec.models import TREE_KINDS
 from elastrain.train.breakdown import StepBreakdown
 from elastrain.train.selection import BestEpoch
 
 DEFAULT_BATCH_SIZE = 32
+
+
+class PeerLost(RuntimeError):
+    """A collective operation failed because a peer died, hung past the timeout or left: the
+    step in flight is discarded and the group must re-form (not an error of the training code)."""
 
 
 class Collective(Protocol):
@@ -34,7 +40,11 @@ class Collective(Protocol):
     world_size: int
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> None:
-        """Replace `tensor` in place by its sum over all workers."""
+        """Replace `tensor` in place by its sum over all workers.
+
+        Raises:
+            PeerLost: a peer was lost.
+        """
 
 
 class LocalCollective:
@@ -232,11 +242,15 @@ class LearnerBase:
 
 
 def learner_class(kind: str) -> type:
-    """The learner class of a model kind: a plugin's, else the torch trainer (the built-in kinds
-    and `python:` models)."""
+    """The learner class of a model kind: a plugin's, XGBoost's for trees, else the torch trainer
+    (the other built-in kinds and `python:` models)."""
     plugin = LEARNERS.get(kind)
     if plugin is not None:
         return plugin
+    if kind in TREE_KINDS:
+        from elastrain.train.trees import TreeLearner
+
+        return TreeLearner
     from elastrain.train.trainer import Trainer
 
     return Trainer

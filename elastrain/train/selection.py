@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from elastrain.errors import UserError
-from elastrain.spec.metrics import CLASSIFICATION_METRICS, LOWER_IS_BETTER, REGRESSION_METRICS
+from elastrain.spec import TrainSpec
+from elastrain.spec.metrics import DEFAULT_METRIC, LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,33 @@ class BestEpoch:
     stale: int = 0
 
 
-def check_metric_task(metric: str, task: str, where: str) -> None:
-    """Check that `metric` is measured for a model of this `task`.
+def check_metric_task(metric: str, names: tuple[str, ...], task: str, where: str) -> None:
+    """Check that `metric` is one of `names`, the metrics the learner measures for a model of this `task`.
 
     Raises:
-        UserError: a regression metric for a classifier, or the other way round.
+        UserError: a regression metric for a classifier, the other way round, or a metric only
+            another kind of model measures.
     """
-    names = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     if metric not in names:
         raise UserError(f"{metric} is not measured for a {task} model", where=where,
                         fix=f"use one of {', '.join(names)}")
+
+
+def watched_metrics(train: TrainSpec, task: str, measured: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """The metric train.keep_best selects the model by, and the one early stopping watches (None
+    where none is), given the metrics the learner `measured` for a model of this `task`.
+
+    Raises:
+        UserError: a metric the learner does not measure for this task.
+    """
+    stopping = train.early_stopping
+    stop = None
+    if stopping is not None:
+        stop = (train.keep_best or DEFAULT_METRIC[task]) if stopping.metric == "auto" else stopping.metric
+    for metric, where in ((train.keep_best, "train.keep_best"), (stop, "train.early_stopping.metric")):
+        if metric:
+            check_metric_task(metric, measured, task, where)
+    return train.keep_best, stop
 
 
 def improved(metric: str, value: float, best: float, min_delta: float = 0.0) -> bool:

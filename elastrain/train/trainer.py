@@ -26,7 +26,7 @@ from elastrain.errors import TrainingDiverged, UserError, first_line
 from elastrain.models import build_model
 from elastrain.models.dropout import sample_masks
 from elastrain.spec import JobSpec
-from elastrain.spec.metrics import DEFAULT_METRIC
+from elastrain.spec.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from elastrain.spec.models import FieldError, check_loss_options
 from elastrain.train import metrics as metric_fns
 from elastrain.train.artifact import save_model
@@ -34,7 +34,7 @@ from elastrain.train.learner import Collective, LearnerBase, StepReport
 from elastrain.train.losses import class_weight_vector, loss_sum, output_size, predictions
 from elastrain.train.noise import GradientNoiseEstimate, local_batch_harmonic
 from elastrain.train.optim import build_optimizer, lr_factor
-from elastrain.train.selection import BestEpoch, check_metric_task, judge
+from elastrain.train.selection import BestEpoch, judge, watched_metrics
 
 # The process's random generator is shared by the jobs of a process (the server's, or threads of
 # the SDK): whoever seeds and draws from it, or saves and restores it, holds this lock, so that one
@@ -81,7 +81,8 @@ class Trainer(LearnerBase):
         self.optimizer = build_optimizer(spec.train, self.params)
         self.noise = GradientNoiseEstimate()
         self.class_weights, self.label_smoothing = self._loss_options()
-        self.best_metric, self.stop_metric = self._watched_metrics()
+        measured = CLASSIFICATION_METRICS if dataset.task == "classification" else REGRESSION_METRICS
+        self.best_metric, self.stop_metric = watched_metrics(spec.train, dataset.task, measured)
         self.best_state: dict | None = None       # the best evaluation's {"model": parameters on the CPU, "metrics"}
 
     def _loss_options(self) -> tuple[torch.Tensor | None, float]:
@@ -99,22 +100,6 @@ class Trainer(LearnerBase):
         if self.data.task == "classification":
             weights = class_weight_vector(train.class_weights, self.data.class_counts(), self._class_labels())
         return (None if weights is None else torch.from_numpy(weights).to(self.device)), train.label_smoothing
-
-    def _watched_metrics(self) -> tuple[str | None, str | None]:
-        """The metric train.keep_best selects the model by, and the one early stopping watches.
-
-        Raises:
-            UserError: a metric this task does not measure.
-        """
-        train = self.spec.train
-        stopping = train.early_stopping
-        stop = None
-        if stopping is not None:
-            stop = (train.keep_best or DEFAULT_METRIC[self.data.task]) if stopping.metric == "auto" else stopping.metric
-        for metric, where in ((train.keep_best, "train.keep_best"), (stop, "train.early_stopping.metric")):
-            if metric:
-                check_metric_task(metric, self.data.task, where)
-        return train.keep_best, stop
 
     def _gradient_buffer(self) -> torch.Tensor:
         """The one buffer the group adds up each step: every parameter's gradient, which autograd

@@ -1,0 +1,340 @@
+"""The learner of tree models (`model.kind: gbdt | random_forest | decision_tree`) on XGBoost.
+
+One step is one boosting round. The training rows are partitioned over the current members of
+the group (each holds its contiguous share of the job's seeded order, as XGBoost's histogram
+input), and XGBoost sums the histograms over them with its communicator, one per generation of
+the group (`elastrain.train.booster_comm`). Every member holds the same booster, which is the
+whole state: a new member receives it, a resized group re-partitions the rows and goes on from it.
+
+The quantile cuts (each feature's histogram bins) are computed once per job, in every process
+alike, from the same `model.cut_sample` rows, and every partition is binned by them; so the trees
+do not depend on how many members hold the rows, nor on when the group was resized (see
+`TreeModelSpec` for the parameters that would break this).
+
+Each round ends with an evaluation on the validation rows: every member scores its share, the
+scores are gathered over the group, and the metrics (those of every classifier or regressor,
+and AUC, log loss, RMSE) come from all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elastrain.data.rows import DataSource
+from elastrain.errors import UserError
+from elastrain.spec import JobSpec, TreeModelSpec
+from elastrain.spec.metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    TREE_CLASSIFICATION_METRICS,
+    TREE_REGRESSION_METRICS,
+)
+from elastrain.train import metrics as metric_fns
+from elastrain.train.booster_comm import BoosterComm, peer_lost
+from elastrain.train.learner import Collective, LearnerBase, PeerLost, StepReport
+from elastrain.train.selection import BestEpoch, judge, watched_metrics
+
+# The losses a tree model trains (XGBoost's objective for each), as `model.json` names them.
+TREE_LOSSES = ("auto", "bce", "cross_entropy", "mse")
+
+
+def tree_objective(task: str, n_classes: int | None) -> tuple[str, str, str, int]:
+    """(XGBoost objective, its training metric, the loss as elastrain names it, scores per sample)
+    for a task: binary log loss, softmax over `n_classes`, or squared error."""
+    if task == "regression":
+        return "reg:squarederror", "rmse", "mse", 1
+    if n_classes == 2:
+        return "binary:logistic", "logloss", "bce", 1
+    return "multi:softprob", "mlogloss", "cross_entropy", int(n_classes or 0)
+
+
+def booster_params(model: TreeModelSpec, objective: str, metric: str, n_classes: int | None, seed: int,
+                   threads: int) -> dict:
+    """XGBoost's parameters of a tree model spec (`hist`, on the CPU)."""
+    params = {
+        "objective": objective, "eval_metric": metric, "tree_method": "hist", "device": "cpu",
+        "eta": model.eta, "max_depth": model.max_depth, "min_child_weight": model.min_child_weight,
+        "subsample": model.subsample, "colsample_bytree": model.colsample_bytree,
+        "colsample_bynode": model.node_colsample, "lambda": model.reg_lambda, "alpha": model.reg_alpha,
+        "num_parallel_tree": model.parallel_trees, "max_bin": model.max_bin, "nthread": threads,
+        "seed": seed % 2**31, "seed_per_iteration": True, "verbosity": 1,
+    }
+    if objective == "multi:softprob":
+        params["num_class"] = n_classes
+    return params
+
+
+class TreeLearner(LearnerBase):
+    """One replica of a tree job: the booster, this member's partition of the rows, progress.
+
+    Args:
+        spec: the job (its model a `TreeModelSpec`).
+        data: its rows.
+        collective: the group's collective (it carries the round's signal and the evaluation;
+            XGBoost's own communicator sums the histograms).
+        device: unused: trees train on the CPU.
+
+    Raises:
+        UserError: a setting trees cannot take, or a metric they do not measure.
+    """
+
+    def __init__(self, spec: JobSpec, data: DataSource, collective: Collective | None = None,
+                 device: str = "cpu") -> None:
+        import xgboost
+
+        super().__init__(spec, data, collective)
+        self.model: TreeModelSpec = spec.model
+        self.total_steps = min(spec.train.max_steps or math.inf, self.model.boosting_rounds)
+        self.objective, self.train_metric, self.loss_name, self.n_outputs = tree_objective(data.task, data.n_classes)
+        self.threads = max(1, int(spec.resources.cpus_per_worker))
+        self.params = booster_params(self.model, self.objective, self.train_metric, data.n_classes,
+                                     spec.train.seed, self.threads)
+        classification = data.task == "classification"
+        measured = (CLASSIFICATION_METRICS + TREE_CLASSIFICATION_METRICS if classification
+                    else REGRESSION_METRICS + TREE_REGRESSION_METRICS)
+        self.best_metric, self.stop_metric = watched_metrics(spec.train, data.task, measured)
+        self.best_metrics: dict | None = None     # the evaluation of the best round (train.keep_best)
+        self.comm = BoosterComm(spec.resources.hang_timeout_s)
+        self.model_bytes = b""          # the booster after `step` rounds, as UBJSON, while no Booster is built
+        self.booster: xgboost.Booster | None = None
+        self.membership: tuple | None = None   # (generation, rank, world size) the partitions below are of
+        self.dtrain: xgboost.QuantileDMatrix | None = None
+        self.dval: xgboost.DMatrix | None = None
+        self.val_slot = (0, 0)          # where this member's validation rows lie among the group's
+        self.val_targets = np.zeros(0)  # the group's validation targets, gathered
+        self.io_seen = (0, 0.0)
+        self.cuts = self._cut_reference()
+
+    def _batch_size(self) -> int:
+        # A round learns from every training row.
+        return self.data.n_train
+
+    def check(self) -> None:
+        """Refuse what trees cannot take before any worker starts.
+
+        Raises:
+            UserError: a loss other than the task's, class weights, label smoothing or gradient clipping.
+        """
+        train = self.spec.train
+        if train.loss not in TREE_LOSSES:
+            raise UserError(f"tree models learn log loss (classification) or squared error (regression), not "
+                            f"loss {train.loss}", where="train.loss", fix="remove train.loss")
+        for field, value in (("class_weights", train.class_weights), ("label_smoothing", train.label_smoothing or None),
+                             ("clip_grad_norm", train.clip_grad_norm)):
+            if value is not None:
+                raise UserError(f"train.{field} applies to networks, not tree models", where=f"train.{field}",
+                                fix=f"remove train.{field}")
+
+    def _cut_reference(self):
+        """The quantile cuts of the job: a QuantileDMatrix of the first `model.cut_sample` rows of
+        the job's seeded order (the same rows in every process), built before any communicator
+        forms so that it is this process's alone."""
+        import xgboost
+
+        sample = self.data.share(self.spec.train.seed, 0, 0, min(self.model.cut_sample, self.n_train), 0, 1)
+        return xgboost.QuantileDMatrix(sample.x, label=sample.y, max_bin=self.model.max_bin, nthread=self.threads)
+
+    def _partition(self) -> None:
+        """This member's training and validation rows for the group's current membership (built
+        again after every resize or recovery)."""
+        import xgboost
+
+        membership = (getattr(self.collective, "generation", 0), self.collective.rank, self.collective.world_size)
+        if membership == self.membership:
+            return
+        rank, world = self.collective.rank, self.collective.world_size
+        share = self.data.share(self.spec.train.seed, 0, 0, self.n_train, rank, world)
+        self.dtrain = xgboost.QuantileDMatrix(share.x, label=share.y, ref=self.cuts, max_bin=self.model.max_bin,
+                                              nthread=self.threads)
+        chunks = list(self.data.val_chunks(rank, world))
+        features = np.concatenate([x for x, _ in chunks]) if chunks else np.zeros((0, self.cuts.num_col()), np.float32)
+        targets = np.concatenate([y for _, y in chunks]) if chunks else np.zeros(0)
+        self.dval = xgboost.DMatrix(features, nthread=self.threads)
+        counts = torch.zeros(world, dtype=torch.float64)
+        counts[rank] = len(targets)
+        self.collective.all_reduce_sum(counts)
+        start = int(counts[:rank].sum())
+        self.val_slot = (start, start + len(targets))
+        gathered = torch.zeros(int(counts.sum()), dtype=torch.float64)
+        gathered[start:start + len(targets)] = torch.from_numpy(targets.astype(np.float64))
+        self.collective.all_reduce_sum(gathered)
+        self.val_targets = gathered.numpy()
+        self.booster = None   # its prediction caches were of the old partitions
+        self.membership = membership
+
+    def _ensure_booster(self):
+        """The booster after `step` rounds, over this membership's partitions."""
+        import xgboost
+
+        self._partition()
+        if self.booster is None:
+            model = bytearray(self.model_bytes) if self.model_bytes else None
+            self.booster = xgboost.Booster(self.params, cache=[self.dtrain, self.dval], model_file=model)
+        return self.booster
+
+    def train_step(self, signal: float = 0.0) -> StepReport:
+        """Grow the next round's trees, the group summing the histograms of its partitions.
+
+        Raises:
+            PeerLost: a peer was lost; the booster is as it was before the round.
+        """
+        import xgboost
+
+        read, waited = self.data.bytes_read, self.data.wait_s
+        scalars = torch.tensor([signal, read - self.io_seen[0], waited - self.io_seen[1]], dtype=torch.float64)
+        self.collective.all_reduce_sum(scalars)
+        self.comm.ensure(self.collective)
+        booster = self._ensure_booster()
+        began = time.perf_counter()
+        try:
+            booster.update(self.dtrain, self.step)
+            evaluation = booster.eval_set([(self.dtrain, "train")], self.step)
+        except xgboost.core.XGBoostError as exc:
+            self._rewind()
+            if self.collective.world_size > 1 and peer_lost(exc):
+                self.comm.close()
+                raise PeerLost(f"XGBoost's communicator broke in round {self.step + 1}: "
+                               f"{_last_reason(str(exc))}") from exc
+            raise
+        ended = time.perf_counter()
+        self.breakdown.add(ended - began, 0.0, ended)
+        self.model_bytes = b""
+        self.io_seen = (read, waited)
+        value = float(evaluation.rsplit(":", 1)[1])
+        loss = value * value if self.train_metric == "rmse" else value
+        signal_sum, bytes_read, data_wait_s = scalars.tolist()
+        return self.advance(self.n_train, loss, self.model.eta, signal_sum, bytes_read, data_wait_s)
+
+    def _rewind(self) -> None:
+        """Drop whatever a failed round left in the booster: it holds `step` rounds again."""
+        if self.booster is not None:
+            self.model_bytes = bytes(self.booster[:self.step].save_raw("ubj")) if self.step else b""
+            self.booster = None
+
+    def _raw(self) -> bytes:
+        """The booster after `step` rounds, as UBJSON."""
+        if self.booster is None:
+            return self.model_bytes
+        return bytes(self.booster.save_raw("ubj"))
+
+    def evaluate(self) -> dict:
+        """Metrics of the current booster on the validation rows: each member scores its share,
+        the scores are gathered over the group, every member computes the metrics from all of them."""
+        self.breakdown.interrupt()
+        booster = self._ensure_booster()
+        mine = booster.predict(self.dval, output_margin=True).reshape(-1, self.n_outputs)
+        start, end = self.val_slot
+        scores = torch.zeros((len(self.val_targets), self.n_outputs), dtype=torch.float64)
+        scores[start:end] = torch.from_numpy(mine.astype(np.float64))
+        self.collective.all_reduce_sum(scores)
+        return validation_metrics(scores.numpy(), self.val_targets, self.data.task, self.data.n_classes)
+
+    def record_evaluation(self, metrics: dict) -> None:
+        """Take in the validation metrics of the current booster: remember the best round on
+        train.keep_best, stop when early stopping's metric has not improved for its patience."""
+        self.eval_pending = False
+        if self.best_metric:
+            self.best = judge(self.best, self.best_metric, metrics[self.best_metric[4:]], self.epoch, self.step)
+            if self.best.stale == 0:
+                self.best_metrics = metrics
+        stopping = self.spec.train.early_stopping
+        if self.stop_metric and stopping is not None:
+            self.watch = judge(self.watch, self.stop_metric, metrics[self.stop_metric[4:]], self.epoch, self.step,
+                               stopping.min_delta)
+            self.stopped_early = self.watch.stale >= stopping.patience
+
+    def finish(self, metrics: dict) -> dict:
+        """The job's final metrics: with train.keep_best, the best round's, the booster cut back to it."""
+        self.comm.close()
+        if self.best is None or self.best_metrics is None or self.best.step >= self.step:
+            return metrics
+        self.model_bytes = bytes(self._ensure_booster()[:self.best.step].save_raw("ubj"))
+        self.booster = None
+        return self.best_metrics
+
+    def state_dict(self) -> dict:
+        """The booster (UBJSON bytes as a uint8 tensor), the progress and the model selection."""
+        raw = self._raw()
+        return {
+            "booster": torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, torch.uint8),
+            **self.progress_state(),
+            "io_seen": list(self.io_seen),
+            "selection": {"best": None if self.best is None else asdict(self.best), "best_metrics": self.best_metrics,
+                          "watch": None if self.watch is None else asdict(self.watch),
+                          "stopped_early": self.stopped_early},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict` of a learner of the same job."""
+        self.model_bytes = state["booster"].numpy().tobytes()
+        self.booster = None
+        self.load_progress(state)
+        selection = state.get("selection") or {}
+        self.best = BestEpoch(**selection["best"]) if selection.get("best") else None
+        self.best_metrics = selection.get("best_metrics")
+        self.watch = BestEpoch(**selection["watch"]) if selection.get("watch") else None
+        self.stopped_early = bool(selection.get("stopped_early", False))
+
+    def feature_importance(self) -> dict[str, float]:
+        """Each feature's total gain over the booster's splits (features never split on are left out)."""
+        booster = self.booster if self.booster is not None else _booster_of(self._raw(), self.params)
+        return {name: float(gain) for name, gain in booster.get_score(importance_type="total_gain").items()}
+
+    def save(self, directory: Path, job: dict) -> Path:
+        """Write the booster in XGBoost's UBJSON format, its preprocessing and the job spec `job`
+        to `directory` (see `elastrain.train.artifact.save_booster`).
+
+        Raises:
+            WriteFailed: the disk is full or read-only.
+        """
+        from elastrain.train.artifact import save_booster
+
+        return save_booster(directory, self._raw(), self.model, self.data.input_shape, self.n_outputs, self.data.task,
+                            self.loss_name, self.data.preprocessor, job)
+
+
+def _booster_of(raw: bytes, params: dict):
+    import xgboost
+
+    return xgboost.Booster(params, model_file=bytearray(raw) if raw else None)
+
+
+def _last_reason(message: str) -> str:
+    """The innermost reason of an XGBoost error message (its last bullet before the stack trace)."""
+    lines = [line.strip(" -") for line in message.split("Stack trace")[0].splitlines() if line.strip(" -")]
+    return lines[-1] if lines else message[:200]
+
+
+def validation_metrics(scores: np.ndarray, targets: np.ndarray, task: str, n_classes: int | None) -> dict:
+    """The validation metrics of a tree model's margins `scores` (N, outputs) against `targets` (N,):
+    those of every model of the task (`elastrain.train.metrics`), and AUC and log loss (one-vs-rest
+    macro AUC for more than two classes; NaN where the validation rows hold a single class) or RMSE."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    if task == "regression":
+        metrics = metric_fns.regression_metrics(metric_fns.regression_sums(scores[:, 0], targets))
+        metrics["rmse"] = math.sqrt(metrics["mse"])
+        return metrics
+    labels = targets.astype(np.int64)
+    if scores.shape[1] == 1:
+        positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+        probabilities = np.stack([1.0 - positive, positive], axis=1)
+    else:
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    predicted = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
+    metrics = metric_fns.classification_metrics(metric_fns.confusion(predicted, labels, n_classes))
+    classes = list(range(n_classes))
+    metrics["log_loss"] = float(log_loss(labels, probabilities, labels=classes))
+    try:
+        metrics["auc"] = float(roc_auc_score(labels, probabilities[:, 1]) if n_classes == 2 else
+                               roc_auc_score(labels, probabilities, multi_class="ovr", labels=classes))
+    except ValueError:   # a single class among the validation rows: AUC is undefined
+        metrics["auc"] = float("nan")
+    return metrics
