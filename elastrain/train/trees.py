@@ -165,7 +165,8 @@ class TreeLearner(LearnerBase):
         gathered[start:start + len(targets)] = torch.from_numpy(targets.astype(np.float64))
         self.collective.all_reduce_sum(gathered)
         self.val_targets = gathered.numpy()
-        self.booster = None   # its prediction caches were of the old partitions
+        self.model_bytes = self._raw()   # a new Booster: its prediction caches were of the old partitions
+        self.booster = None
         self.membership = membership
 
     def _ensure_booster(self):
@@ -213,8 +214,10 @@ class TreeLearner(LearnerBase):
 
     def _rewind(self) -> None:
         """Drop whatever a failed round left in the booster: it holds `step` rounds again."""
-        if self.booster is not None:
-            self.model_bytes = bytes(self.booster[:self.step].save_raw("ubj")) if self.step else b""
+        booster = self.booster
+        if booster is not None:
+            kept = booster[:self.step] if booster.num_boosted_rounds() > self.step else booster
+            self.model_bytes = bytes(kept.save_raw("ubj")) if self.step else b""
             self.booster = None
 
     def _raw(self) -> bytes:
@@ -261,8 +264,9 @@ class TreeLearner(LearnerBase):
     def state_dict(self) -> dict:
         """The booster (UBJSON bytes as a uint8 tensor), the progress and the model selection."""
         raw = self._raw()
+        booster = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
         return {
-            "booster": torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, torch.uint8),
+            "booster": booster,
             **self.progress_state(),
             "io_seen": list(self.io_seen),
             "selection": {"best": None if self.best is None else asdict(self.best), "best_metrics": self.best_metrics,
