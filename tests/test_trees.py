@@ -180,3 +180,43 @@ resources: {workers: {min: 1, max: %d}, cpus_per_worker: 1, wait_timeout_s: 120}
     assert not any(e["kind"] == "restored" for e in events)   # in place: no checkpoint was read
     alone = run_job(spec_of(text), elastrain_home)
     assert np.abs(predictions_of(alone, spec_of(text)) - predictions_of(result, spec_of(text))).max() <= 1e-5
+
+
+def test_a_saved_booster_predicts_and_serves_raw_rows(tmp_path, cli, serving):
+    """Kind: the model as users take it. A tree model trained on a CSV with string labels is saved as
+    XGBoost's UBJSON (nothing pickled); `elastrain predict` and `serve` (a batch of raw rows over
+    HTTP) give the same labels and probabilities as `load_model`."""
+    from sklearn.datasets import load_breast_cancer
+
+    from elastrain.serve.app import ServeConfig
+
+    frame = load_breast_cancer(as_frame=True).frame.iloc[:, [*range(6), -1]]
+    frame.columns = [name.replace(" ", "_") for name in frame.columns]
+    frame["target"] = np.where(frame["target"] == 1, "benign", "malignant")
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    (tmp_path / "job.yaml").write_text("name: cells\ndata: {source: 'csv:cells.csv', scaling: none}\n"
+                                       "model: {kind: gbdt, rounds: 20, max_depth: 3}\n")
+    code, out, err = cli("run", tmp_path / "job.yaml", "--json")
+    assert code == 0, err
+    model_path = json.loads(out.strip().splitlines()[-1])["model_path"]
+    assert sorted(p.name for p in Path(model_path).iterdir()) == ["model.json", "model.ubj", "preprocess.json"]
+    assert json.loads((Path(model_path) / "model.json").read_text())["format"] == "xgboost"
+    saved = load_model(model_path)
+    rows = frame.drop(columns="target").head(50)
+    expected = saved.predict(rows)
+    assert set(expected) == {"benign", "malignant"}
+    assert np.mean(np.array(expected) == frame["target"].head(50).to_numpy()) > 0.85
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    code, out, err = cli("predict", model_path, "--input", tmp_path / "rows.csv", "--proba", "--json")
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed["predictions"] == expected
+    assert np.allclose(printed["probabilities"], saved.predict_proba(rows), atol=1e-6)
+    url = serving(ServeConfig(model=model_path, auth=False))
+    import httpx
+
+    answer = httpx.post(f"{url}/predict", json={"rows": rows.to_dict(orient="records")})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == expected
+    code, _, err = cli("optimize", model_path)
+    assert code == 2 and "a tree model (format xgboost) is already served as it is" in err, err

@@ -76,6 +76,10 @@ def optimize_model(source: str | Path, options: OptimizeOptions = OptimizeOption
     tell = progress or (lambda _: None)
     saved = load_model(directory)
     meta = read_meta(directory)
+    if meta["format"] == "xgboost":
+        raise UserError("optimize quantizes, prunes and exports networks; a tree model (format xgboost) is already "
+                        "served as it is, by XGBoost's own predictor", where=str(directory),
+                        fix="serve or predict with it directly (elastrain serve / elastrain predict)")
     if meta["format"] != "torch":
         raise UserError(f"this model is already optimized (format {meta['format']})", where=str(directory),
                         fix="optimize the float32 model it was made from")

@@ -12,7 +12,8 @@ import numpy as np
 from elastrain.errors import UserError
 from elastrain.train.artifact import SavedModel, load_model, read_meta
 
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torch": "pytorch_torch", "torchao-int8": "pytorch_torch"}
+PLATFORMS = {"onnx": "onnxruntime_onnx", "torch": "pytorch_torch", "torchao-int8": "pytorch_torch",
+             "xgboost": "xgboost_ubj"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class ServedModel:
         name / version: as clients address it (a model directory: its job's name, version "1").
         path: where it was loaded from.
         n_features: the width of its input (N, n_features) after preprocessing.
-        platform: the V2 protocol's platform string (onnxruntime_onnx, pytorch_torch).
+        platform: the V2 protocol's platform string (onnxruntime_onnx, pytorch_torch, xgboost_ubj).
         follows: whether the reference may name another version later (an alias, or NAME alone).
     """
 
