@@ -53,6 +53,11 @@ class BoosterComm:
         self.close()
         if collective.world_size > 1:
             self._join(collective)
+        else:
+            from xgboost import collective as xgb_collective
+
+            if xgb_collective.is_distributed():   # XGBoost would still sum over a ring of another membership
+                raise PeerLost("XGBoost's communicator of an earlier generation did not close")
         self.formed = membership
 
     def _join(self, collective: Collective) -> None:

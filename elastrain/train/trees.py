@@ -198,7 +198,7 @@ class TreeLearner(LearnerBase):
             evaluation = booster.eval_set([(self.dtrain, "train")], self.step)
         except xgboost.core.XGBoostError as exc:
             self._rewind()
-            if self.collective.world_size > 1 and peer_lost(exc):
+            if peer_lost(exc):   # whatever the group's size: a ring of another membership broke
                 self.comm.close()
                 raise PeerLost(f"XGBoost's communicator broke in round {self.step + 1}: "
                                f"{_last_reason(str(exc))}") from exc
