@@ -127,14 +127,14 @@ def test_the_same_trees_on_one_worker_and_on_a_group_resized_3_1_3_2(elastrain_h
     saved model predicts what the same job on one worker predicts, to 1e-5."""
     # Rounds of a few milliseconds: a grow lands some rounds after it is asked for (the standbys are
     # attached while the group trains on), so the last resize is asked for far later.
-    text = BINARY.replace("breast_cancer", source).replace("rounds: 25", "rounds: 300").replace("0.2}", "0.05}")
+    text = BINARY.replace("breast_cancer", source).replace("rounds: 25", "rounds: 800").replace("0.2}", "0.02}")
     alone = run_job(spec_of(text), elastrain_home)
     resized = run_job(spec_of(text, workers=3), elastrain_home,
-                      options=RunOptions(chaos=parse_chaos("scale=1@step=3,scale=3@step=10,scale=2@step=150")))
+                      options=RunOptions(chaos=parse_chaos("scale=1@step=3,scale=3@step=10,scale=2@step=400")))
     assert alone.status == resized.status == "succeeded", (alone.message, resized.message)
     events = RunFolder(Path(resized.run_dir)).read_events()
     assert [e["workers"] for e in events if e["kind"] == "resized"] == [1, 3, 2]
-    assert resized.steps == alone.steps == 300
+    assert resized.steps == alone.steps == 800
     spec = spec_of(text)
     assert np.abs(predictions_of(alone, spec) - predictions_of(resized, spec)).max() <= 1e-5
     assert resized.metrics[f"val_{task_metric}"] == pytest.approx(alone.metrics[f"val_{task_metric}"], abs=1e-4)

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
 from elastrain.train.learner import Collective, PeerLost
+
+T = TypeVar("T")
 
 # What XGBoost's messages say when the communicator, not the training, failed (a peer died or
 # went silent): its collective source files and operations.
@@ -39,10 +44,15 @@ class BoosterComm:
         self.timeout_s = timeout_s
         self.formed: tuple[int, int, int] | None = None   # (generation, rank, world size) joined
         self.tracker = None
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="xgboost-comm")
+
+    def run(self, work: Callable[[], T]) -> T:
+        """`work()`, run on the thread XGBoost's communicator lives on; what it returns or raises."""
+        return self.thread.submit(work).result()
 
     def ensure(self, collective: Collective) -> None:
         """Join XGBoost's communicator of the generation `collective` belongs to, forming it if this
-        member has not yet (a group of one needs none).
+        member has not yet (a group of one needs none). Call it from `run`.
 
         Raises:
             PeerLost: a peer was lost while the communicator formed.
@@ -80,7 +90,8 @@ class BoosterComm:
             raise PeerLost(f"XGBoost's communicator did not form: {str(exc).splitlines()[0]}") from exc
 
     def close(self) -> None:
-        """Leave the communicator this member joined, if any (a broken one is torn down as well)."""
+        """Leave the communicator this member joined, if any (a broken one is torn down as well).
+        Call it from `run`."""
         from xgboost import collective as xgb_collective
 
         if xgb_collective.is_distributed():

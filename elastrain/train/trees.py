@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ from elastrain.train.booster_comm import BoosterComm, peer_lost
 from elastrain.train.learner import Collective, LearnerBase, PeerLost, StepReport
 from elastrain.train.selection import BestEpoch, judge, watched_metrics
 
+T = TypeVar("T")
 # The losses a tree model trains (XGBoost's objective for each), as `model.json` names them.
 TREE_LOSSES = ("auto", "bce", "cross_entropy", "mse")
 
@@ -148,6 +151,7 @@ class TreeLearner(LearnerBase):
         membership = (getattr(self.collective, "generation", 0), self.collective.rank, self.collective.world_size)
         if membership == self.membership:
             return
+        self.comm.ensure(self.collective)   # building a matrix sums over the ring (the quantile sketch's sizes)
         rank, world = self.collective.rank, self.collective.world_size
         share = self.data.share(self.spec.train.seed, 0, 0, self.n_train, rank, world)
         self.dtrain = xgboost.QuantileDMatrix(share.x, label=share.y, ref=self.cuts, max_bin=self.model.max_bin,
@@ -185,32 +189,53 @@ class TreeLearner(LearnerBase):
         Raises:
             PeerLost: a peer was lost; the booster is as it was before the round.
         """
-        import xgboost
-
         read, waited = self.data.bytes_read, self.data.wait_s
         scalars = torch.tensor([signal, read - self.io_seen[0], waited - self.io_seen[1]], dtype=torch.float64)
         self.collective.all_reduce_sum(scalars)
-        self.comm.ensure(self.collective)
-        booster = self._ensure_booster()
         began = time.perf_counter()
-        try:
-            booster.update(self.dtrain, self.step)
-            evaluation = booster.eval_set([(self.dtrain, "train")], self.step)
-        except xgboost.core.XGBoostError as exc:
-            self._rewind()
-            if peer_lost(exc):   # whatever the group's size: a ring of another membership broke
-                self.comm.close()
-                raise PeerLost(f"XGBoost's communicator broke in round {self.step + 1}: "
-                               f"{_last_reason(str(exc))}") from exc
-            raise
+        value = self._on_ring(self._round)
         ended = time.perf_counter()
         self.breakdown.add(ended - began, 0.0, ended)
-        self.model_bytes = b""
         self.io_seen = (read, waited)
-        value = float(evaluation.rsplit(":", 1)[1])
         loss = value * value if self.train_metric == "rmse" else value
         signal_sum, bytes_read, data_wait_s = scalars.tolist()
         return self.advance(self.n_train, loss, self.model.eta, signal_sum, bytes_read, data_wait_s)
+
+    def _round(self) -> float:
+        """One round on this member's partition (on XGBoost's communicator thread); the training
+        metric after it.
+
+        Raises:
+            PeerLost: as `train_step`.
+        """
+        self.comm.ensure(self.collective)
+        booster = self._ensure_booster()
+        booster.update(self.dtrain, self.step)
+        evaluation = booster.eval_set([(self.dtrain, "train")], self.step)
+        self.model_bytes = b""
+        return float(evaluation.rsplit(":", 1)[1])
+
+    def _on_ring(self, work: Callable[[], T]) -> T:
+        """`work()` on XGBoost's communicator thread; a broken ring is PeerLost, the booster rewound.
+
+        Raises:
+            PeerLost: a peer was lost; the booster holds `step` rounds.
+        """
+        import xgboost
+
+        def guarded() -> T:
+            try:
+                return work()
+            except xgboost.core.XGBoostError as exc:
+                self._rewind()
+                if not peer_lost(exc):
+                    raise
+                self.comm.close()
+                self.membership = None   # the partitions are built again on the next ring
+                raise PeerLost(f"XGBoost's communicator broke in round {self.step + 1}: "
+                               f"{_last_reason(str(exc))}") from exc
+
+        return self.comm.run(guarded)
 
     def _rewind(self) -> None:
         """Drop whatever a failed round left in the booster: it holds `step` rounds again."""
@@ -230,7 +255,7 @@ class TreeLearner(LearnerBase):
         """Metrics of the current booster on the validation rows: each member scores its share,
         the scores are gathered over the group, every member computes the metrics from all of them."""
         self.breakdown.interrupt()
-        booster = self._ensure_booster()
+        booster = self._on_ring(self._ensure_booster)
         mine = booster.predict(self.dval, output_margin=True).reshape(-1, self.n_outputs)
         start, end = self.val_slot
         scores = torch.zeros((len(self.val_targets), self.n_outputs), dtype=torch.float64)
@@ -254,10 +279,10 @@ class TreeLearner(LearnerBase):
 
     def finish(self, metrics: dict) -> dict:
         """The job's final metrics: with train.keep_best, the best round's, the booster cut back to it."""
-        self.comm.close()
+        self.comm.run(self.comm.close)
         if self.best is None or self.best_metrics is None or self.best.step >= self.step:
             return metrics
-        self.model_bytes = bytes(self._ensure_booster()[:self.best.step].save_raw("ubj"))
+        self.model_bytes = bytes(self._on_ring(self._ensure_booster)[:self.best.step].save_raw("ubj"))
         self.booster = None
         return self.best_metrics
 
