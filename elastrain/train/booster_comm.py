@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -83,8 +84,12 @@ class BoosterComm:
             port[0] = int(self.tracker.worker_args()["dmlc_tracker_port"])
         collective.all_reduce_sum(port)
         try:
+            # One connection attempt: a member leaving a ring whose tracker is gone (its holder died
+            # or left) would otherwise retry for 12 s before giving up; the group's own retries
+            # (resources.retries_per_step) cover a ring that fails to form.
             xgb_collective.init(dmlc_tracker_uri=host, dmlc_tracker_port=int(port[0]),
-                                dmlc_task_id=f"{collective.rank:06d}", dmlc_timeout=int(self.timeout_s))
+                                dmlc_task_id=f"{collective.rank:06d}", dmlc_timeout=int(self.timeout_s),
+                                dmlc_retry=1)
         except Exception as exc:
             self.close()
             raise PeerLost(f"XGBoost's communicator did not form: {str(exc).splitlines()[0]}") from exc
@@ -95,7 +100,10 @@ class BoosterComm:
         from xgboost import collective as xgb_collective
 
         if xgb_collective.is_distributed():
-            with contextlib.suppress(Exception):   # a broken ring has nothing left to say goodbye to
+            # A ring whose tracker or peers are gone has nothing left to say goodbye to (XGBoost
+            # warns of it, and fails: both expected here).
+            with contextlib.suppress(Exception), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 xgb_collective.finalize()
         if self.tracker is not None:
             with contextlib.suppress(Exception):
