@@ -1,7 +1,7 @@
 """The peer for bench/trees.py's recovery case: Ray Train 2.60's `XGBoostTrainer` (Train V2) on the
-same rows and parameters, 2 workers x 1 thread, checkpointing every CHECKPOINT_EVERY rounds with
-`RayTrainReportCallback` and resuming from the latest checkpoint after a failure
-(`FailureConfig(max_failures=3)`), as Ray's docs show.
+same rows (each worker reads its half of the Parquet file) and parameters, 2 workers x 1 thread,
+checkpointing every CHECKPOINT_EVERY rounds with `RayTrainReportCallback` and resuming from the
+latest checkpoint after a failure (`FailureConfig(max_failures=3)`), as Ray's docs show.
 
 Each worker appends every completed round's number and wall time (and its pid) to a file this
 process reads while `fit()` runs in a thread. Once round KILL_AFTER has completed, one worker is
@@ -25,18 +25,25 @@ CHECKPOINT_EVERY = 10
 
 def train_loop(config: dict) -> None:
     """One Ray Train worker: its shard as a QuantileDMatrix, rounds from the latest checkpoint on."""
+    import numpy as np
+    import pyarrow.parquet as pq
     import ray.train
     import xgboost
     from ray.train.xgboost import RayTrainReportCallback
 
-    frame = ray.train.get_dataset_shard("train").materialize().to_pandas()
+    context = ray.train.get_context()
+    # This worker's contiguous half of the rows, read here: Ray Data's read tasks would wait for CPUs
+    # the two workers already hold on a 2-core machine.
+    table = pq.read_table(config["parquet"])
+    share = np.array_split(np.arange(table.num_rows), context.get_world_size())[context.get_world_rank()]
+    frame = table.slice(int(share[0]), len(share)).to_pandas()
     matrix = xgboost.QuantileDMatrix(frame.drop(columns="label").to_numpy("float32"), label=frame["label"],
                                      max_bin=config["params"]["max_bin"], nthread=1)
     checkpoint = ray.train.get_checkpoint()
     start = RayTrainReportCallback.get_model(checkpoint) if checkpoint else None
     done = start.num_boosted_rounds() if start else 0
     log = Path(config["log"])
-    rank = ray.train.get_context().get_world_rank()
+    rank = context.get_world_rank()
 
     class Rounds(xgboost.callback.TrainingCallback):
         def after_iteration(self, model, epoch, evals_log) -> bool:
@@ -55,7 +62,6 @@ def train_loop(config: dict) -> None:
 def recovery(parquet: Path, params: dict, rounds: int, kill_after: int) -> dict:
     """Train with XGBoostTrainer on `parquet`'s rows (2 workers), SIGKILL one worker inside round
     `kill_after` + 1: {"peer_recovery_s", "peer_lost_rounds", ...} (None where it never recovered)."""
-    import ray.data
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
@@ -63,8 +69,8 @@ def recovery(parquet: Path, params: dict, rounds: int, kill_after: int) -> dict:
     log = folder / "rounds.jsonl"
     log.touch()
     trainer = XGBoostTrainer(
-        train_loop, train_loop_config={"params": {**params, "nthread": 1}, "rounds": rounds, "log": str(log)},
-        datasets={"train": ray.data.read_parquet(str(parquet))},
+        train_loop, train_loop_config={"params": {**params, "nthread": 1}, "rounds": rounds, "log": str(log),
+                                       "parquet": str(parquet)},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(storage_path=str(folder / "storage"), failure_config=FailureConfig(max_failures=3)))
     outcome: dict = {}
