@@ -11,7 +11,7 @@ and `python:` models; a plugin registers a learner for a kind of its own
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -23,7 +23,7 @@ from elastrain.plugins import LEARNERS, import_plugins
 from elastrain.spec import JobSpec
 from elastrain.spec.models import TREE_KINDS
 from elastrain.train.breakdown import StepBreakdown
-from elastrain.train.selection import BestEpoch
+from elastrain.train.selection import BestEpoch, judge
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -218,8 +218,24 @@ class LearnerBase:
         return StepReport(self.step, epoch, loss, samples, lr, epoch_done, signal, bytes_read, data_wait_s)
 
     def record_evaluation(self, metrics: dict) -> None:
-        """The epoch's evaluation is done; nothing is selected."""
+        """Take in the validation metrics of the current state (an epoch's end, or the final ones):
+        on train.keep_best, keep what returning to it needs when it is the best so far
+        (`keep_best_state`); stop when early stopping's metric has not improved for its patience.
+        A learner that watches no metric (`best_metric` and `stop_metric` None) selects nothing."""
         self.eval_pending = False
+        if self.best_metric:
+            self.best = judge(self.best, self.best_metric, metrics[self.best_metric[4:]], self.epoch, self.step)
+            if self.best.stale == 0:
+                self.keep_best_state(metrics)
+        stopping = self.spec.train.early_stopping
+        if self.stop_metric and stopping is not None:
+            self.watch = judge(self.watch, self.stop_metric, metrics[self.stop_metric[4:]], self.epoch, self.step,
+                               stopping.min_delta)
+            self.stopped_early = self.watch.stale >= stopping.patience
+
+    def keep_best_state(self, metrics: dict) -> None:
+        """Keep what `finish` needs to return to the state whose evaluation is `metrics`, the best so
+        far on train.keep_best (nothing here)."""
 
     def finish(self, metrics: dict) -> dict:
         """The last evaluation's metrics."""
@@ -232,6 +248,17 @@ class LearnerBase:
     def progress_state(self) -> dict:
         """The progress part of a state dict (step, epoch, position, eval_pending)."""
         return {"step": self.step, "epoch": self.epoch, "position": self.position, "eval_pending": self.eval_pending}
+
+    def selection_state(self) -> dict:
+        """The model selection part of a state dict (best, watch, stopped_early)."""
+        return {"best": None if self.best is None else asdict(self.best),
+                "watch": None if self.watch is None else asdict(self.watch), "stopped_early": self.stopped_early}
+
+    def load_selection(self, selection: dict) -> None:
+        """Continue from the model selection part of a state dict (absent parts: nothing selected yet)."""
+        self.best = BestEpoch(**selection["best"]) if selection.get("best") else None
+        self.watch = BestEpoch(**selection["watch"]) if selection.get("watch") else None
+        self.stopped_early = bool(selection.get("stopped_early", False))
 
     def load_progress(self, state: dict) -> None:
         """Continue from the progress part of a state dict."""

@@ -15,7 +15,6 @@ import math
 import random
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from elastrain.train.learner import Collective, LearnerBase, StepReport
 from elastrain.train.losses import class_weight_vector, loss_sum, output_size, predictions
 from elastrain.train.noise import GradientNoiseEstimate, local_batch_harmonic
 from elastrain.train.optim import build_optimizer, lr_factor
-from elastrain.train.selection import BestEpoch, judge, watched_metrics
+from elastrain.train.selection import watched_metrics
 
 # The process's random generator is shared by the jobs of a process (the server's, or threads of
 # the SDK): whoever seeds and draws from it, or saves and restores it, holds this lock, so that one
@@ -172,21 +171,10 @@ class Trainer(LearnerBase):
             raise UserError(f"the model cannot take samples of shape {shape}: {first_line(exc)}", where="model",
                             fix=_MODEL_FIXES.get(self.spec.model.kind, "check the model against the data")) from None
 
-    def record_evaluation(self, metrics: dict) -> None:
-        """Take in the validation metrics of the current model (the end of an epoch's, or the
-        final ones): keep its parameters if it is the best so far on train.keep_best, and stop
-        when early stopping's metric has not improved for its patience."""
-        self.eval_pending = False
-        if self.best_metric:
-            self.best = judge(self.best, self.best_metric, metrics[self.best_metric[4:]], self.epoch, self.step)
-            if self.best.stale == 0:
-                model = {name: value.detach().to("cpu", copy=True) for name, value in self.model.state_dict().items()}
-                self.best_state = {"model": model, "metrics": metrics}
-        stopping = self.spec.train.early_stopping
-        if self.stop_metric and stopping is not None:
-            self.watch = judge(self.watch, self.stop_metric, metrics[self.stop_metric[4:]], self.epoch, self.step,
-                               stopping.min_delta)
-            self.stopped_early = self.watch.stale >= stopping.patience
+    def keep_best_state(self, metrics: dict) -> None:
+        """Keep a copy of the parameters, the best so far on train.keep_best, with their `metrics`."""
+        model = {name: value.detach().to("cpu", copy=True) for name, value in self.model.state_dict().items()}
+        self.best_state = {"model": model, "metrics": metrics}
 
     def finish(self, metrics: dict) -> dict:
         """The job's final validation metrics, given the last evaluation's: with train.keep_best,
@@ -327,9 +315,7 @@ class Trainer(LearnerBase):
             "torch_rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "grad_noise": self.noise.state_dict(),
-            "selection": {"best": None if self.best is None else asdict(self.best), "best_state": self.best_state,
-                          "watch": None if self.watch is None else asdict(self.watch),
-                          "stopped_early": self.stopped_early},
+            "selection": {**self.selection_state(), "best_state": self.best_state},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -341,10 +327,8 @@ class Trainer(LearnerBase):
         self._set_rng_state((state["torch_rng"], state.get("cuda_rng") if self.device.type == "cuda" else None))
         self.noise.load_state_dict(state.get("grad_noise"))   # absent from checkpoints of older versions
         selection = state.get("selection") or {}
-        self.best = BestEpoch(**selection["best"]) if selection.get("best") else None
+        self.load_selection(selection)
         self.best_state = selection.get("best_state")
-        self.watch = BestEpoch(**selection["watch"]) if selection.get("watch") else None
-        self.stopped_early = bool(selection.get("stopped_early", False))
 
     def save(self, directory: Path, job: dict) -> Path:
         """Write the model, its preprocessing and the job spec `job` to `directory` (see

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,7 +39,7 @@ from elastrain.spec.metrics import (
 from elastrain.train import metrics as metric_fns
 from elastrain.train.booster_comm import BoosterComm, peer_lost
 from elastrain.train.learner import Collective, LearnerBase, PeerLost, StepReport
-from elastrain.train.selection import BestEpoch, judge, watched_metrics
+from elastrain.train.selection import watched_metrics
 
 T = TypeVar("T")
 # The losses a tree model trains (XGBoost's objective for each), as `model.json` names them.
@@ -263,19 +262,9 @@ class TreeLearner(LearnerBase):
         self.collective.all_reduce_sum(scores)
         return validation_metrics(scores.numpy(), self.val_targets, self.data.task, self.data.n_classes)
 
-    def record_evaluation(self, metrics: dict) -> None:
-        """Take in the validation metrics of the current booster: remember the best round on
-        train.keep_best, stop when early stopping's metric has not improved for its patience."""
-        self.eval_pending = False
-        if self.best_metric:
-            self.best = judge(self.best, self.best_metric, metrics[self.best_metric[4:]], self.epoch, self.step)
-            if self.best.stale == 0:
-                self.best_metrics = metrics
-        stopping = self.spec.train.early_stopping
-        if self.stop_metric and stopping is not None:
-            self.watch = judge(self.watch, self.stop_metric, metrics[self.stop_metric[4:]], self.epoch, self.step,
-                               stopping.min_delta)
-            self.stopped_early = self.watch.stale >= stopping.patience
+    def keep_best_state(self, metrics: dict) -> None:
+        """Remember the best round's evaluation (its trees are the booster's first `best.step` rounds)."""
+        self.best_metrics = metrics
 
     def finish(self, metrics: dict) -> dict:
         """The job's final metrics: with train.keep_best, the best round's, the booster cut back to it."""
@@ -294,9 +283,7 @@ class TreeLearner(LearnerBase):
             "booster": booster,
             **self.progress_state(),
             "io_seen": list(self.io_seen),
-            "selection": {"best": None if self.best is None else asdict(self.best), "best_metrics": self.best_metrics,
-                          "watch": None if self.watch is None else asdict(self.watch),
-                          "stopped_early": self.stopped_early},
+            "selection": {**self.selection_state(), "best_metrics": self.best_metrics},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -305,10 +292,8 @@ class TreeLearner(LearnerBase):
         self.booster = None
         self.load_progress(state)
         selection = state.get("selection") or {}
-        self.best = BestEpoch(**selection["best"]) if selection.get("best") else None
+        self.load_selection(selection)
         self.best_metrics = selection.get("best_metrics")
-        self.watch = BestEpoch(**selection["watch"]) if selection.get("watch") else None
-        self.stopped_early = bool(selection.get("stopped_early", False))
 
     def feature_importance(self) -> dict[str, float]:
         """Each feature's total gain over the booster's splits (features never split on are left out)."""
