@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost
+from sklearn.datasets import load_breast_cancer
 
 from elastrain import load_model
 from elastrain.data.rows import open_source
@@ -73,6 +74,10 @@ def test_one_worker_grows_the_trees_of_xgboost_train_on_the_same_cuts():
         theirs = float(reference.eval(val).rsplit(":", 1)[1])
         assert outcome.metrics[ours_name] == pytest.approx(theirs, abs=1e-5), metric
     assert 0.9 < outcome.metrics["accuracy"] <= 1.0
+    gains = outcome.metrics["feature_gain"]   # scikit-learn's names, largest total gain first
+    assert gains[0][0] in load_breast_cancer().feature_names and gains[0][1] >= gains[-1][1] > 0
+    total = reference.get_score(importance_type="total_gain")
+    assert gains[0][1] == pytest.approx(max(total.values()), rel=1e-6)
 
 
 def test_early_stopping_and_keep_best_cut_the_booster_back_to_the_best_round():
@@ -186,8 +191,6 @@ def test_a_saved_booster_predicts_and_serves_raw_rows(tmp_path, cli, serving):
     """Kind: the model as users take it. A tree model trained on a CSV with string labels is saved as
     XGBoost's UBJSON (nothing pickled); `elastrain predict` and `serve` (a batch of raw rows over
     HTTP) give the same labels and probabilities as `load_model`."""
-    from sklearn.datasets import load_breast_cancer
-
     from elastrain.serve.app import ServeConfig
 
     frame = load_breast_cancer(as_frame=True).frame.iloc[:, [*range(6), -1]]

@@ -504,6 +504,10 @@ def _draw_curves(result) -> None:
                   f"{escape(exc.strerror or type(exc).__name__)}", soft_wrap=True)
 
 
+# Rows of a tree model's feature importance table after its run.
+FEATURES_SHOWN = 10
+
+
 def _print_result(result) -> None:
     out.print(f"[bold]{result.job_id}[/bold] {result.status}", soft_wrap=True)
     table = Table(show_header=False)
@@ -514,6 +518,15 @@ def _print_result(result) -> None:
     table.add_row("epochs / steps", f"{result.epochs} / {result.steps}")
     table.add_row("wall time", f"{result.wall_s:.1f} s")
     out.print(table)
+    gains = result.details.get("feature_gain")
+    if gains:   # a tree model's: the features its splits gained most on
+        from elastrain.cli.tables import print_table
+
+        total = sum(gain for _, gain in gains) or 1.0
+        shown = gains[:FEATURES_SHOWN]
+        print_table(out, ["feature", "total gain", "share"],
+                    [[str(name), f"{gain:.4g}", f"{gain / total:.1%}"] for name, gain in shown],
+                    title=f"feature importance (gain), top {len(shown)} of {len(gains)}")
     from elastrain.cli.status import print_events
     from elastrain.runs import RunFolder
 

@@ -267,13 +267,14 @@ class TreeLearner(LearnerBase):
         self.best_metrics = metrics
 
     def finish(self, metrics: dict) -> dict:
-        """The job's final metrics: with train.keep_best, the best round's, the booster cut back to it."""
+        """The job's final metrics: with train.keep_best, the best round's, the booster cut back to
+        it; with `feature_gain`, each feature's total gain, largest first ([name, gain] pairs)."""
         self.comm.run(self.comm.close)
-        if self.best is None or self.best_metrics is None or self.best.step >= self.step:
-            return metrics
-        self.model_bytes = bytes(self._on_ring(self._ensure_booster)[:self.best.step].save_raw("ubj"))
-        self.booster = None
-        return self.best_metrics
+        if self.best is not None and self.best_metrics is not None and self.best.step < self.step:
+            self.model_bytes = bytes(self._on_ring(self._ensure_booster)[:self.best.step].save_raw("ubj"))
+            self.booster = None
+            metrics = self.best_metrics
+        return {**metrics, "feature_gain": self.feature_gain()}
 
     def state_dict(self) -> dict:
         """The booster (UBJSON bytes as a uint8 tensor), the progress and the model selection."""
@@ -295,10 +296,16 @@ class TreeLearner(LearnerBase):
         self.load_selection(selection)
         self.best_metrics = selection.get("best_metrics")
 
-    def feature_importance(self) -> dict[str, float]:
-        """Each feature's total gain over the booster's splits (features never split on are left out)."""
+    def feature_gain(self) -> list[list]:
+        """Each feature's total gain over the booster's splits, largest first, as [name, gain] pairs
+        (the preprocessing's feature names where it has them; features never split on are left out)."""
         booster = self.booster if self.booster is not None else _booster_of(self._raw(), self.params)
-        return {name: float(gain) for name, gain in booster.get_score(importance_type="total_gain").items()}
+        preprocessor = self.data.preprocessor
+        names = preprocessor.feature_names if preprocessor is not None else []
+        gains = booster.get_score(importance_type="total_gain")   # keyed f0, f1, ... (features by position)
+        named = [[names[int(key[1:])] if int(key[1:]) < len(names) else key, float(gain)]
+                 for key, gain in gains.items()]
+        return sorted(named, key=lambda pair: -pair[1])
 
     def save(self, directory: Path, job: dict) -> Path:
         """Write the booster in XGBoost's UBJSON format, its preprocessing and the job spec `job`
