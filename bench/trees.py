@@ -9,7 +9,10 @@ Measured, in one run:
   AUC / accuracy of both;
 - speed: the HIGGS-like set on 2 workers x 1 thread against `xgboost.train` with 2 threads in one
   process, the same rows, cuts and rounds: rounds/s of each (from the first completed round to the
-  last on both sides: building the data matrices is left out), and 3 workers reported;
+  last on both sides: building the data matrices is left out), and 3 workers reported. Every
+  round of ours ends with an evaluation of the validation rows (curves, keep_best, early
+  stopping); the peer is measured without (`speed_ratio_to_xgboost`) and with XGBoost's own
+  per-round evaluation of AUC and log loss (`..._evaluating`);
 - recovery: one of 2 workers SIGKILLed while a round runs (after round 3): seconds from the last round completed
   before the kill to the first completed by the re-formed group (an upper bound of kill -> next
   round), and rounds lost (completed rounds the group had to redo).
@@ -66,9 +69,11 @@ def job(source: str, rounds: int, workers: int, **model) -> dict:
             "resources": {"workers": {"min": 1, "max": workers}, "cpus_per_worker": 0.5, "wait_timeout_s": 300}}
 
 
-def reference(spec, threads: int) -> tuple:
+def reference(spec, threads: int, evaluate: bool = False) -> tuple:
     """Single-process `xgboost.train` on the job's training rows in the job's order, with its cuts
-    and parameters: (booster, seconds per round after the first, the job's learner, its data)."""
+    and parameters: (booster, seconds per round after the first, the job's learner, its data).
+    With `evaluate`, each round is followed by XGBoost's own evaluation of the validation rows
+    (AUC and log loss, as `xgboost.train(evals=...)` does for early stopping and curves)."""
     import xgboost
 
     from elastrain.train.learner import build_learner
@@ -78,11 +83,19 @@ def reference(spec, threads: int) -> tuple:
     order = np.random.default_rng([spec.train.seed, 0]).permutation(data.n_train)
     x, y = data.train_rows(order)
     matrix = xgboost.QuantileDMatrix(x, label=y, ref=learner.cuts, max_bin=spec.model.max_bin, nthread=threads)
-    booster = xgboost.Booster({**learner.params, "nthread": threads}, [matrix])
+    params = {**learner.params, "nthread": threads}
+    evals = []
+    if evaluate:
+        _, val_x, val_y = every_row(data)
+        evals = [(xgboost.DMatrix(val_x, label=val_y, nthread=threads), "validation")]
+        params["eval_metric"] = ["auc", "logloss"]
+    booster = xgboost.Booster(params, [matrix, *(m for m, _ in evals)])
     booster.update(matrix, 0)
     began = time.perf_counter()
     for round_ in range(1, learner.total_steps):
         booster.update(matrix, round_)
+        if evals:
+            booster.eval_set(evals, round_)
     per_round = (time.perf_counter() - began) / max(1, learner.total_steps - 1)
     return booster, per_round, learner, data
 
@@ -203,6 +216,8 @@ def main() -> None:
 
     _, per_round, learner, data = reference(validate_spec(job(higgs, args.rounds, 1)), threads=2)
     peer_rounds_s = round(1 / per_round, 3)
+    _, per_round_evaluating, _, _ = reference(validate_spec(job(higgs, args.rounds, 1)), threads=2, evaluate=True)
+    evaluating_rounds_s = round(1 / per_round_evaluating, 3)
     two, three = (speed(higgs, args.rounds, workers, data.n_train) for workers in (2, 3))
     recovered = recovery(higgs, args.rounds)
     peer = raytrain_xgb_peer.recovery(higgs_file(args.data, args.higgs_gb), learner.params, args.rounds,
@@ -211,7 +226,9 @@ def main() -> None:
         "max_abs_pred_diff": max(p["max_abs_pred_diff"] for p in parities),
         "metrics_equal_to_4_decimals": all(p["equal_to_4_decimals"] for p in parities),
         "speed_ratio_to_xgboost": round(two / peer_rounds_s, 3),
-        "rounds_per_s": {"ours_2x1": two, "ours_3x1": three, "xgboost_2_threads": peer_rounds_s},
+        "speed_ratio_to_xgboost_evaluating": round(two / evaluating_rounds_s, 3),
+        "rounds_per_s": {"ours_2x1": two, "ours_3x1": three, "xgboost_2_threads": peer_rounds_s,
+                         "xgboost_2_threads_evaluating": evaluating_rounds_s},
         **{k: recovered[k] for k in ("recovery_s", "lost_rounds")},
         "peer_recovery_s": peer["peer_recovery_s"], "peer_lost_rounds": peer["peer_lost_rounds"],
         "rss_ratio_8g_to_1g": None,

@@ -80,6 +80,30 @@ def test_one_worker_grows_the_trees_of_xgboost_train_on_the_same_cuts():
     assert gains[0][1] == pytest.approx(max(total.values()), rel=1e-6)
 
 
+def test_auc_and_log_loss_are_scikit_learns():
+    """Kind: a metric against its reference. The per-round AUC (ties included, one-vs-rest for
+    several classes) and log loss equal scikit-learn's."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from elastrain.train.trees import validation_metrics
+
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 3):
+        targets = rng.integers(0, n_classes, 5000)
+        scores = np.round(rng.normal(size=(5000, 1 if n_classes == 2 else 3)) + targets[:, None] * 0.5, 1)  # ties
+        metrics = validation_metrics(scores, targets.astype(np.float64), "classification", n_classes)
+        if n_classes == 2:
+            p = 1 / (1 + np.exp(-scores[:, 0]))
+            probabilities = np.stack([1 - p, p], axis=1)
+            auc = roc_auc_score(targets, p)
+        else:
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))   # the learner's softmax, ties alike
+            probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+            auc = roc_auc_score(targets, probabilities, multi_class="ovr")
+        assert metrics["auc"] == pytest.approx(auc, abs=1e-12)
+        assert metrics["log_loss"] == pytest.approx(log_loss(targets, probabilities), abs=1e-12)
+
+
 def test_early_stopping_and_keep_best_cut_the_booster_back_to_the_best_round():
     """Kind: model selection per round. With keep_best the saved booster has exactly the best
     round's trees, and early stopping stops `patience` rounds after it."""
