@@ -16,6 +16,7 @@ TARGETS = [
     ("user_model.yaml", "val_accuracy", 0.90),
     ("linear_diabetes.yaml", "val_r2", 0.32),   # least squares itself gets 0.3297 on this split
     ("svm_rbf_breast_cancer.yaml", "val_accuracy", 0.95),   # SVC(kernel="rbf"): 0.965
+    ("gbdt_breast_cancer.yaml", "val_auc", 0.98),   # 0.9822 (best of 51 rounds, early-stopped), 1 or 2 workers
 ]
 
 
