@@ -207,8 +207,7 @@ class TreeLearner(LearnerBase):
         Raises:
             PeerLost: as `train_step`.
         """
-        self.comm.ensure(self.collective)
-        booster = self._ensure_booster()
+        booster = self._ensure_booster()   # on this generation's ring (see `_partition`)
         booster.update(self.dtrain, self.step)
         evaluation = booster.eval_set([(self.dtrain, "train")], self.step)
         self.model_bytes = b""
