@@ -117,6 +117,26 @@ def test_early_stopping_and_keep_best_cut_the_booster_back_to_the_best_round():
     assert outcome.metrics["log_loss"] == pytest.approx(best.value)
 
 
+def test_eval_every_evaluates_every_kth_round_and_the_last_and_patience_counts_evaluations():
+    """Kind: model selection at a coarser grain. With model.eval_every 4 the validation rows are
+    evaluated after rounds 4, 8, ... and after the last; keep_best and early stopping judge only
+    those evaluations, so the best round is one of them and the job stops `patience` evaluations
+    after it."""
+    evaluated = []
+    spec = parse_spec((BINARY % 1).replace("rounds: 25", "rounds: 400, eval_every: 4").replace(
+        "train: {seed: 4}", "train: {seed: 4, keep_best: val_log_loss, early_stopping: {patience: 3}}"))
+    learner = build_learner(spec)
+    outcome = fit(learner, on_epoch=lambda epoch, metrics: evaluated.append(learner.step))
+    assert learner.stopped_early and outcome.status == "done"
+    assert evaluated == list(range(4, learner.step + 1, 4))
+    assert learner.best.step % 4 == 0 and learner.step == learner.best.step + 3 * 4
+    assert xgboost.Booster(model_file=bytearray(learner._raw())).num_boosted_rounds() == learner.best.step
+    short = build_learner(spec_of(BINARY, eval_every=10))   # 25 rounds: after 10, 20 and the last
+    evaluated.clear()
+    fit(short, on_epoch=lambda epoch, metrics: evaluated.append(short.step))
+    assert evaluated == [10, 20, 25]
+
+
 @pytest.mark.parametrize("kind, rounds, trees", [("random_forest", 1, 100), ("decision_tree", 1, 1)])
 def test_a_forest_is_one_round_of_many_trees_and_a_tree_one_round_of_one(kind, rounds, trees):
     spec = spec_of(BINARY, kind=kind, rounds=None, learning_rate=None)

@@ -11,9 +11,9 @@ alike, from the same `model.cut_sample` rows, and every partition is binned by t
 do not depend on how many members hold the rows, nor on when the group was resized (see
 `TreeModelSpec` for the parameters that would break this).
 
-Each round ends with an evaluation on the validation rows: every member scores its share, the
-scores are gathered over the group, and the metrics (those of every classifier or regressor,
-and AUC, log loss, RMSE) come from all of them.
+Every `model.eval_every` rounds (and after the last), an evaluation on the validation rows: every
+member scores its share, the scores are gathered over the group, and the metrics (those of every
+classifier or regressor, and AUC, log loss, RMSE) come from all of them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -198,7 +199,11 @@ class TreeLearner(LearnerBase):
         self.io_seen = (read, waited)
         loss = value * value if self.train_metric == "rmse" else value
         signal_sum, bytes_read, data_wait_s = scalars.tolist()
-        return self.advance(self.n_train, loss, self.model.eta, signal_sum, bytes_read, data_wait_s)
+        report = self.advance(self.n_train, loss, self.model.eta, signal_sum, bytes_read, data_wait_s)
+        if self.step % self.model.eval_every and self.step < self.total_steps:   # no evaluation this round
+            self.eval_pending = False
+            return replace(report, epoch_done=False)
+        return report
 
     def _round(self) -> float:
         """One round on this member's partition (on XGBoost's communicator thread); the training
