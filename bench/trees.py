@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import common, raytrain_xgb_peer
+from bench import common, raytrain_xgb_peer, streaming
 from bench.higgs_like import BYTES_PER_ROW, rows
 
 RESIZES = "scale=1@step=3,scale=3@step={grow},scale=2@step={shrink}"
@@ -208,6 +208,18 @@ def recovery(source: str, rounds: int) -> dict:
     recovered = next(e for e in events if e["kind"] == "recovered")
     return {"recovery_s": round(recovered["duration_s"], 3), "lost_rounds": max(0, killed_after - lost["step"]),
             "killed_after_round": killed_after, "resumed_at_round": lost["step"]}
+
+
+def memory(folder: Path, gigabytes: float, rounds: int) -> dict:
+    """The peak resident memory of each of 2 workers (x 1 thread) training on the data issue's
+    sharded HIGGS-like set of `gigabytes` (`bench.streaming`), from XGBoost's external memory;
+    each run `elastrain run` in a process and local Ray of its own."""
+    shards = streaming.data_set(folder, gigabytes)
+    spec = job(f"parquet:{shards}/*.parquet", rounds, 2) | {"resources": {
+        "workers": {"min": 2, "max": 2}, "cpus_per_worker": 1, "wait_timeout_s": 600}}
+    spec["data"].pop("split_seed")   # sharded data is split by a hash of the row id
+    figures = streaming.run(spec, Path(tempfile.mkdtemp(prefix=f"bench-trees-memory-{gigabytes:g}g-")))
+    return {k: figures[k] for k in ("peak_rss_mb", "samples_per_s", "wall_s", "stats_s")}
 
 
 def main() -> None:

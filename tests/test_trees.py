@@ -189,6 +189,44 @@ def test_the_same_trees_on_one_worker_and_on_a_group_resized_3_1_3_2(elastrain_h
     assert resized.metrics[f"val_{task_metric}"] == pytest.approx(alone.metrics[f"val_{task_metric}"], abs=1e-4)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_address")
+def test_sharded_data_trains_from_external_memory_with_the_same_trees_on_one_and_two_workers(elastrain_home,
+                                                                                             tmp_path):
+    """Kind: data bigger than memory. A tree job on Parquet shards streams each member's pieces
+    into XGBoost's external memory (binned pages on local disk, not the rows in memory), and
+    grows the same trees on 1 worker in this process as on a group of 2 resized to 1 and back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=40_000, n_features=12, n_informative=6, random_state=0)
+    for part in range(4):
+        rows = slice(part * 10_000, (part + 1) * 10_000)
+        table = pa.table({**{f"f{j}": x[rows, j].astype(np.float32) for j in range(12)}, "label": y[rows]})
+        pq.write_table(table, tmp_path / f"part-{part}.parquet", row_group_size=2_500)
+    text = f"""
+name: trees-sharded
+data: {{source: 'parquet:{tmp_path}/part-*.parquet', target: label, scaling: none}}
+model: {{kind: gbdt, rounds: 60, max_depth: 4, cut_sample: 5000}}
+resources: {{workers: {{min: 1, max: %d}}, cpus_per_worker: 1, wait_timeout_s: 120}}
+"""
+    learner, outcome = train_here(spec_of(text))
+    assert outcome.status == "done" and learner.step == 60 and outcome.metrics["auc"] > 0.9
+    assert isinstance(learner.matrices.train, xgboost.ExtMemQuantileDMatrix)
+    assert learner.matrices.train.num_row() == learner.n_train
+    assert any(Path(learner.pages.name).glob("train-0-of-1*.page"))   # XGBoost's pages, on disk
+    grouped = run_job(spec_of(text, workers=2), elastrain_home,
+                      options=RunOptions(chaos=parse_chaos("scale=1@step=10,scale=2@step=30")))
+    assert grouped.status == "succeeded", grouped.message
+    events = RunFolder(Path(grouped.run_dir)).read_events()
+    assert [e["workers"] for e in events if e["kind"] == "resized"][:1] == [1]
+    every = xgboost.DMatrix(x.astype(np.float32))
+    ours = xgboost.Booster(model_file=bytearray(learner._raw()))
+    theirs = xgboost.Booster(model_file=str(Path(grouped.model_path) / "model.ubj"))
+    assert np.abs(ours.predict(every) - theirs.predict(every)).max() <= 1e-5
+
+
 def job_pids(trace_dir: Path) -> set[int]:
     return {int(p.stem.split("-")[1]) for p in trace_dir.glob("worker-*.jsonl")}
 

@@ -464,6 +464,24 @@ class ShardedSource:
         # Standardized here rather than when read: only the rows trained on, in one pass.
         return Share(ids, self._standardize(x), y, len(place.piece))
 
+    def train_chunks(self, seed: int, rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Member `rank` of `world_size`'s share of all the training rows, a piece at a time as
+        (model-ready features (n, F), targets (n,)): the pieces it reads over epoch 0 of `seed`
+        (as `share` of the whole epoch would), each piece's rows in their stored order. The
+        members' shares are disjoint and cover the training split; at most `READ_THREADS` pieces
+        are read ahead, so memory holds a few pieces however large the share."""
+        plan = epoch_plan(self.train_counts, seed, 0, self.window)
+        mine = [int(piece) for window in range(plan.n_windows) for piece in pieces_of(plan, window, rank, world_size)]
+        ahead: dict[int, Future] = {}
+        for index, piece in enumerate(mine):
+            for next_piece in mine[index:index + READ_THREADS]:
+                if next_piece not in ahead:
+                    ahead[next_piece] = self._readers.submit(self._decode, next_piece)
+            began = time.perf_counter()
+            decoded = ahead.pop(piece).result()
+            self.wait_s += time.perf_counter() - began
+            yield self._standardize(decoded.x[decoded.train_rows]), decoded.y[decoded.train_rows]
+
     def _epochs(self, batch_size: int) -> float:
         """The epochs the job starts, by train.epochs and train.max_steps (early stopping may end it sooner)."""
         train = self.spec.train

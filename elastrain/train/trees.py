@@ -19,6 +19,7 @@ classifier or regressor, and AUC, log loss, RMSE) come from all of them.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,6 +38,7 @@ from elastrain.spec.metrics import (
     TREE_CLASSIFICATION_METRICS,
     TREE_REGRESSION_METRICS,
 )
+from elastrain.train import booster_data
 from elastrain.train import metrics as metric_fns
 from elastrain.train.booster_comm import BoosterComm, peer_lost
 from elastrain.train.learner import Collective, LearnerBase, PeerLost, StepReport
@@ -107,8 +109,8 @@ class TreeLearner(LearnerBase):
         self.model_bytes = b""          # the booster after `step` rounds, as UBJSON, while no Booster is built
         self.booster: xgboost.Booster | None = None
         self.membership: tuple | None = None   # (generation, rank, world size) the partitions below are of
-        self.dtrain: xgboost.QuantileDMatrix | None = None
-        self.dval: xgboost.DMatrix | None = None
+        self.matrices: booster_data.Partition | None = None
+        self.pages: tempfile.TemporaryDirectory | None = None   # external memory's pages (sharded data)
         self.val_slot = (0, 0)          # where this member's validation rows lie among the group's
         self.val_targets = np.zeros(0)  # the group's validation targets, gathered
         self.io_seen = (0, 0.0)
@@ -135,42 +137,44 @@ class TreeLearner(LearnerBase):
                                 fix=f"remove train.{field}")
 
     def _cut_reference(self):
-        """The quantile cuts of the job: a QuantileDMatrix of the first `model.cut_sample` rows of
-        the job's seeded order (the same rows in every process), built before any communicator
-        forms so that it is this process's alone."""
+        """The quantile cuts of the job: a QuantileDMatrix of `model.cut_sample` training rows, the
+        same in every process (`booster_data.cut_rows`), built before any communicator forms so
+        that it is this process's alone."""
         import xgboost
 
-        sample = self.data.share(self.spec.train.seed, 0, 0, min(self.model.cut_sample, self.n_train), 0, 1)
-        return xgboost.QuantileDMatrix(sample.x, label=sample.y, max_bin=self.model.max_bin, nthread=self.threads)
+        x, y = booster_data.cut_rows(self.data, self.spec.data.streamed, self.spec.train.seed,
+                                     min(self.model.cut_sample, self.n_train))
+        return xgboost.QuantileDMatrix(x, label=y, max_bin=self.model.max_bin, nthread=self.threads)
 
     def _partition(self) -> None:
         """This member's training and validation rows for the group's current membership (built
-        again after every resize or recovery)."""
-        import xgboost
-
+        again after every resize or recovery): in memory, or paged to local disk for sharded data."""
         membership = (getattr(self.collective, "generation", 0), self.collective.rank, self.collective.world_size)
         if membership == self.membership:
             return
         self.comm.ensure(self.collective)   # building a matrix sums over the ring (the quantile sketch's sizes)
         rank, world = self.collective.rank, self.collective.world_size
-        share = self.data.share(self.spec.train.seed, 0, 0, self.n_train, rank, world)
-        self.dtrain = xgboost.QuantileDMatrix(share.x, label=share.y, ref=self.cuts, max_bin=self.model.max_bin,
-                                              nthread=self.threads)
-        chunks = list(self.data.val_chunks(rank, world))
-        features = np.concatenate([x for x, _ in chunks]) if chunks else np.zeros((0, self.cuts.num_col()), np.float32)
-        targets = np.concatenate([y for _, y in chunks]) if chunks else np.zeros(0)
-        self.dval = xgboost.DMatrix(features, nthread=self.threads)
+        self.model_bytes = self._raw()   # a new Booster: its prediction caches were of the old partitions
+        self.booster = None
+        self.matrices = None   # the old partition's pages are freed before the new one's are written
+        if self.spec.data.streamed:
+            if self.pages is None:
+                self.pages = tempfile.TemporaryDirectory(prefix="elastrain-xgboost-pages-")
+            self.matrices = booster_data.paged(self.data, self.spec.train.seed, rank, world, self.cuts,
+                                               self.model.max_bin, self.threads, self.pages.name)
+        else:
+            self.matrices = booster_data.in_memory(self.data, self.spec.train.seed, rank, world, self.cuts,
+                                                   self.model.max_bin, self.threads)
+        targets = self.matrices.val_targets
         counts = torch.zeros(world, dtype=torch.float64)
         counts[rank] = len(targets)
         self.collective.all_reduce_sum(counts)
         start = int(counts[:rank].sum())
         self.val_slot = (start, start + len(targets))
         gathered = torch.zeros(int(counts.sum()), dtype=torch.float64)
-        gathered[start:start + len(targets)] = torch.from_numpy(targets.astype(np.float64))
+        gathered[start:start + len(targets)] = torch.from_numpy(targets)
         self.collective.all_reduce_sum(gathered)
         self.val_targets = gathered.numpy()
-        self.model_bytes = self._raw()   # a new Booster: its prediction caches were of the old partitions
-        self.booster = None
         self.membership = membership
 
     def _ensure_booster(self):
@@ -180,7 +184,8 @@ class TreeLearner(LearnerBase):
         self._partition()
         if self.booster is None:
             model = bytearray(self.model_bytes) if self.model_bytes else None
-            self.booster = xgboost.Booster(self.params, cache=[self.dtrain, self.dval], model_file=model)
+            matrices = self.matrices
+            self.booster = xgboost.Booster(self.params, cache=[matrices.train, matrices.val], model_file=model)
         return self.booster
 
     def train_step(self, signal: float = 0.0) -> StepReport:
@@ -213,8 +218,8 @@ class TreeLearner(LearnerBase):
             PeerLost: as `train_step`.
         """
         booster = self._ensure_booster()   # on this generation's ring (see `_partition`)
-        booster.update(self.dtrain, self.step)
-        evaluation = booster.eval_set([(self.dtrain, "train")], self.step)
+        booster.update(self.matrices.train, self.step)
+        evaluation = booster.eval_set([(self.matrices.train, "train")], self.step)
         self.model_bytes = b""
         return float(evaluation.rsplit(":", 1)[1])
 
@@ -259,7 +264,7 @@ class TreeLearner(LearnerBase):
         the scores are gathered over the group, every member computes the metrics from all of them."""
         self.breakdown.interrupt()
         booster = self._on_ring(self._ensure_booster)
-        mine = booster.predict(self.dval, output_margin=True).reshape(-1, self.n_outputs)
+        mine = booster.predict(self.matrices.val, output_margin=True).reshape(-1, self.n_outputs)
         start, end = self.val_slot
         scores = torch.zeros((len(self.val_targets), self.n_outputs), dtype=torch.float64)
         scores[start:end] = torch.from_numpy(mine.astype(np.float64))
