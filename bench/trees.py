@@ -22,9 +22,11 @@ Measured, in one run:
   parameters, 2 workers, a checkpoint every 10 rounds, one worker SIGKILLed inside round 14
   (`bench.raytrain_xgb_peer`).
 
-Not yet measured (reported as null): peak memory on the 8 GB set (external memory).
+- memory: the peak resident memory of each of 2 workers training 10 rounds on the data issue's
+  sharded 1 GB and 8 GB HIGGS-like sets (`bench.streaming`), from XGBoost's external memory
+  (`rss_ratio_8g_to_1g`: the largest worker's peak on 8 GB over that on 1 GB).
 
-    python -m bench.trees [--higgs-gb 1] [--recovery-gb 0.05] [--rounds 30] [--data DIR] [--save]
+    python -m bench.trees [--higgs-gb 1] [--recovery-gb 0.05] [--rounds 30] [--memory-gb 8] [--data DIR] [--save]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from bench import common, raytrain_xgb_peer, streaming
 from bench.higgs_like import BYTES_PER_ROW, rows
 
 RESIZES = "scale=1@step=3,scale=3@step={grow},scale=2@step={shrink}"
+MEMORY_ROUNDS = 10
 
 
 def higgs_file(folder: Path, gigabytes: float) -> Path:
@@ -232,6 +235,10 @@ def main() -> None:
                              "rounds well under a second on 2 cores, so that the figure is the recovery's, not "
                              "a round's; the --higgs-gb set is also measured, reported apart)")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "elastrain-bench-trees")
+    parser.add_argument("--memory-gb", type=float, default=8.0,
+                        help="the large sharded set of the memory case, against the 1 GB one (default 8)")
+    parser.add_argument("--shards", type=Path, default=Path(tempfile.gettempdir()) / "elastrain-bench-streaming",
+                        help="where the data issue's sharded sets are (written once, then reused: bench.streaming)")
     parser.add_argument("--save", action="store_true", help="also write the report to bench/results/")
     args = parser.parse_args()
     common.start_ray()
@@ -254,6 +261,7 @@ def main() -> None:
     peer = raytrain_xgb_peer.recovery(small, learner.params, args.rounds,
                                       kill_after=raytrain_xgb_peer.CHECKPOINT_EVERY + 3)
     recovered_large = recovery(higgs, args.rounds)
+    memory_runs = {size: memory(args.shards, size, MEMORY_ROUNDS) for size in (1.0, args.memory_gb)}
     common.report("trees", {
         "max_abs_pred_diff": max(p["max_abs_pred_diff"] for p in parities),
         "metrics_equal_to_4_decimals": all(p["equal_to_4_decimals"] for p in parities),
@@ -263,7 +271,8 @@ def main() -> None:
                          "ours_2x1_evaluating": two_evaluating, "xgboost_2_threads_evaluating": evaluating_rounds_s},
         **{k: recovered[k] for k in ("recovery_s", "lost_rounds")},
         "peer_recovery_s": peer["peer_recovery_s"], "peer_lost_rounds": peer["peer_lost_rounds"],
-        "rss_ratio_8g_to_1g": None,
+        "rss_ratio_8g_to_1g": round(memory_runs[args.memory_gb]["peak_rss_mb"] / memory_runs[1.0]["peak_rss_mb"], 3),
+        "memory": {f"{size:g}g": figures for size, figures in memory_runs.items()},
         "higgs_gb": args.higgs_gb, "recovery_gb": args.recovery_gb, "parity": parities, "recovery": recovered,
         "peer": peer, "recovery_on_higgs_gb": recovered_large,
     }, args.save)

@@ -352,22 +352,22 @@ def validation_metrics(scores: np.ndarray, targets: np.ndarray, task: str, n_cla
         metrics["rmse"] = math.sqrt(metrics["mse"])
         return metrics
     labels = targets.astype(np.int64)
-    if scores.shape[1] == 1:
+    if scores.shape[1] == 1:   # one column of probabilities, not two: the validation rows may be many
         positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
-        probabilities = np.stack([1.0 - positive, positive], axis=1)
+        true_class = np.where(labels == 1, positive, 1.0 - positive)
+        predicted = (scores[:, 0] > 0).astype(np.int64)
+        auc = binary_auc(positive, labels == 1)
     else:
         shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-    predicted = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
+        true_class = probabilities[np.arange(len(labels)), labels]
+        predicted = scores.argmax(axis=1)
+        auc = float(np.mean([binary_auc(probabilities[:, k], labels == k) for k in range(n_classes)]))
     metrics = metric_fns.classification_metrics(metric_fns.confusion(predicted, labels, n_classes))
     # scikit-learn's log_loss: the true class's probability clipped to [eps, 1 - eps]
-    eps = np.finfo(probabilities.dtype).eps
-    metrics["log_loss"] = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1 - eps)).mean())
-    if n_classes == 2:
-        metrics["auc"] = binary_auc(probabilities[:, 1], labels == 1)
-    else:
-        per_class = [binary_auc(probabilities[:, k], labels == k) for k in range(n_classes)]
-        metrics["auc"] = float(np.mean(per_class))
+    eps = np.finfo(true_class.dtype).eps
+    metrics["log_loss"] = float(-np.log(np.clip(true_class, eps, 1 - eps)).mean())
+    metrics["auc"] = auc
     return metrics
 
 
