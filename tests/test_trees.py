@@ -305,3 +305,24 @@ def test_a_saved_booster_predicts_and_serves_raw_rows(tmp_path, cli, serving):
     assert answer.json()["predictions"] == expected
     code, _, err = cli("optimize", model_path)
     assert code == 2 and "a tree model (format xgboost) is already served as it is" in err, err
+
+
+@pytest.mark.usefixtures("ray_address")
+def test_a_study_of_tree_models_prunes_a_trial_per_round(elastrain_home):
+    """Kind: tuning through the same path as every job. A study of two gbdt trials: the one whose
+    learning rate barely moves is pruned by ASHA after a few rounds (its group stops at a round
+    boundary), the other completes, and the best model is a saved booster."""
+    from elastrain.tune.study import Study
+
+    job = {"name": "tune-trees", "data": {"source": "builtin:breast_cancer", "scaling": "none", "split_seed": 0},
+           "model": {"kind": "gbdt", "rounds": 200, "max_depth": 3},
+           "resources": {"workers": {"min": 1, "max": 1}, "cpus_per_worker": 1},
+           "tune": {"space": {"model.learning_rate": {"type": "categorical", "choices": [0.3, 1.0e-6]}},
+                    "metric": "val_log_loss", "sampler": "grid", "pruner": "asha", "min_epochs": 1,
+                    "reduction_factor": 2, "n_trials": 2, "max_concurrent": 1, "seed": 1}}
+    # One trial at a time, the grid seeded to draw the good rate first: the other meets its rungs.
+    result = Study(job, name="trees").optimize()
+    by_rate = {record.params["model.learning_rate"]: record for record in result.table}
+    assert by_rate[1.0e-6].state == "pruned" and by_rate[0.3].state == "complete"
+    assert result.best_job == by_rate[0.3].job_id
+    assert (Path(RunFolder.of(elastrain_home, result.best_job).read_result()["model_path"]) / "model.ubj").exists()
