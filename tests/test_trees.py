@@ -85,7 +85,7 @@ def test_auc_and_log_loss_are_scikit_learns():
     several classes) and log loss equal scikit-learn's."""
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from elastrain.train.trees import validation_metrics
+    from elastrain.train.tree_metrics import validation_metrics
 
     rng = np.random.default_rng(0)
     for n_classes in (2, 3):
