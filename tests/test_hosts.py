@@ -57,6 +57,24 @@ def events_of(folder: RunFolder) -> list[dict]:
     return folder.read_events() if folder.events_file.exists() else []
 
 
+def metadata_endpoint(host: netns_cluster.Host, notice: Path) -> subprocess.Popen:
+    """A fake AWS metadata endpoint in `host`'s namespace, serving `notice` once it is written."""
+    metadata = host.popen([sys.executable, "-m", "tests.fake_metadata", "8099", str(notice)], cwd=REPO,
+                          stdout=subprocess.PIPE, text=True)
+    assert metadata.stdout.readline().strip() == "ready"
+    return metadata
+
+
+def preempt(cluster: netns_cluster.Cluster, folder: RunFolder, doomed: netns_cluster.Host, notice: Path) -> None:
+    """AWS's two-minute notice for `doomed`; once the job reports it preempted, the cloud takes the
+    host (sooner than it said) and its Ray node is gone."""
+    goes_at = datetime.now(UTC) + timedelta(seconds=120)
+    notice.write_text(json.dumps({"action": "terminate", "time": goes_at.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    wait_until(lambda: "preempted" in [e["kind"] for e in events_of(folder)], timeout=60)
+    doomed.kill()
+    cluster.wait_nodes({h.address for h in cluster.hosts if h is not doomed})
+
+
 def test_a_host_lost_for_good_costs_the_step_in_flight_and_the_job_completes_on_the_survivors(cluster, tmp_path):
     home, trace = tmp_path / "home", tmp_path / "trace"
     trace.mkdir()
@@ -168,20 +186,14 @@ def test_a_preemption_notice_lets_the_hosts_worker_leave_at_a_step_boundary_losi
     trace.mkdir()
     cluster.wait_nodes({h.address for h in cluster.hosts})   # the host lost in the test before is back
     doomed = cluster.hosts[2]
-    metadata = doomed.popen([sys.executable, "-m", "tests.fake_metadata", "8099", str(notice)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
-    assert metadata.stdout.readline().strip() == "ready"
+    metadata = metadata_endpoint(doomed, notice)
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(JOB.format(epochs=5000, max_workers=2, every=100_000, hidden=[256, 256], dropout=0.0).replace(
         "wait_timeout_s: 60", "wait_timeout_s: 60, preemption_notices: {source: aws, poll_s: 0.2, "
         "url: 'http://127.0.0.1:8099/latest/meta-data/spot/instance-action'}"))
     driver, folder = start_job(cluster, spec_file, home, trace)
     try:
-        goes_at = datetime.now(UTC) + timedelta(seconds=120)
-        notice.write_text(json.dumps({"action": "terminate", "time": goes_at.strftime("%Y-%m-%dT%H:%M:%SZ")}))
-        wait_until(lambda: "preempted" in [e["kind"] for e in events_of(folder)], timeout=60)
-        doomed.kill()   # the cloud takes the host (sooner than it said)
-        cluster.wait_nodes({h.address for h in cluster.hosts if h is not doomed})
+        preempt(cluster, folder, doomed, notice)
         step = folder.read_status().step
         wait_until(lambda: folder.read_status().step > step + 50, timeout=60)   # the job went on past it
         folder.request_cancel()
@@ -234,18 +246,12 @@ def test_a_preemption_notice_costs_a_tree_job_no_round(cluster, tmp_path):
     home, notice = tmp_path / "home", tmp_path / "notice.json"
     cluster.wait_nodes({h.address for h in cluster.hosts})
     doomed = cluster.hosts[2]
-    metadata = doomed.popen([sys.executable, "-m", "tests.fake_metadata", "8099", str(notice)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
-    assert metadata.stdout.readline().strip() == "ready"
+    metadata = metadata_endpoint(doomed, notice)
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(TREES)
     driver, folder = start_job(cluster, spec_file, home, Path("-"))
     try:
-        goes_at = datetime.now(UTC) + timedelta(seconds=120)
-        notice.write_text(json.dumps({"action": "terminate", "time": goes_at.strftime("%Y-%m-%dT%H:%M:%SZ")}))
-        wait_until(lambda: "preempted" in [e["kind"] for e in events_of(folder)], timeout=60)
-        doomed.kill()   # the cloud takes the host
-        cluster.wait_nodes({h.address for h in cluster.hosts if h is not doomed})
+        preempt(cluster, folder, doomed, notice)
         out, err = driver.communicate(timeout=300)
     finally:
         driver.kill()
