@@ -2,6 +2,8 @@
 over one client is centralized training, FedProx holds clients near the global model, and a
 simulated federation over a Dirichlet split learns, the same on every run."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,26 @@ def test_a_simulated_federation_over_a_dirichlet_split_learns_and_is_seeded(job)
     _, again = simulate(spec, federated, data, parts)
     assert [r.clients for r in again] == [r.clients for r in records]
     assert [r.metrics["accuracy"] for r in again] == accuracy
+
+
+def test_the_cli_simulates_a_federation_and_refuses_what_it_cannot_run(cli, tmp_path):
+    """Kind: the command as users run it. `elastrain federated simulate --json` reports every
+    round's validation accuracy; a spec without `federated:`, a split that cannot be drawn, and
+    `elastrain run` of a federated job are each exit 2 with one line that says what to do."""
+    spec_file = tmp_path / "fed.yaml"
+    spec_file.write_text(JOB + "federated: {rounds: 4, clients_per_round: 3, local_epochs: 1}\n")
+    code, out, err = cli("federated", "simulate", spec_file, "--clients", "6", "--partition", "iid", "--json")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["rounds"] == 4 and summary["clients"] == 6 and len(summary["val_accuracy"]) == 4
+    assert summary["final"]["val_accuracy"] == pytest.approx(summary["val_accuracy"][-1], abs=1e-6)
+    assert summary["val_accuracy"][-1] > 0.5
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(JOB)
+    for args, message in (((plain,), "has no federated: section"),
+                          ((spec_file, "--partition", "dirichlet:0"), "dirichlet:ALPHA with ALPHA > 0"),
+                          ((spec_file, "--clients", "5000"), "cannot give 5000 clients")):
+        code, _, err = cli("federated", "simulate", *args)
+        assert code == 2 and message in err and "Traceback" not in err, err
+    code, _, err = cli("run", spec_file)
+    assert code == 2 and "elastrain federated simulate" in err and "Traceback" not in err, err

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from elastrain.plugins import LEARNERS, SOURCES, import_plugins
+from elastrain.spec.federated import FederatedSpec
 from elastrain.spec.metrics import metric_name
 from elastrain.spec.tune import TuneSpec
 
@@ -742,6 +743,8 @@ class JobSpec(_Strict):
     checkpoint: CheckpointSpec = CheckpointSpec()
     tune: TuneSpec | None = Field(None, description="a hyperparameter study over this job (`elastrain tune`); "
                                                     "`elastrain run` trains the job as it is and ignores it")
+    federated: FederatedSpec | None = Field(None, description="train in rounds over clients that keep their data "
+                                                              "(`elastrain federated simulate`)")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,93 @@
+"""`elastrain federated`: federated training (rounds over clients that keep their data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from elastrain.errors import UserError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+federated_app = typer.Typer(help="Federated training: rounds over clients that keep their data.",
+                            no_args_is_help=True)
+
+
+@federated_app.command()
+def simulate(
+    spec_file: Annotated[Path, typer.Argument(help="The job spec (YAML) with its `federated:` section.",
+                                              show_default=False)],
+    clients: Annotated[int, typer.Option("--clients", min=1, help="Simulated clients the training rows are "
+                                         "split over.")] = 10,
+    partition: Annotated[str, typer.Option("--partition", metavar="SPLIT",
+                                           help="How the rows are split: dirichlet:ALPHA (each client's label mix "
+                                                "drawn from Dirichlet(ALPHA); small ALPHA, few classes each) or "
+                                                "iid.")] = "dirichlet:0.5",
+    min_rows: Annotated[int, typer.Option("--min-rows", min=1, help="Training rows every client holds at "
+                                          "least.")] = 10,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="FIELD=VALUE", help="Override a spec field, e.g. --set federated.rounds=30.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+) -> None:
+    """Simulate a federation on this machine: the job's training rows split over `--clients`
+    clients, and `federated.rounds` rounds in which `federated.clients_per_round` of them, drawn by
+    the job's seed, train the global model on their own rows (the job's model, optimizer and
+    trainer; `local_epochs` in batches of `local_batch_size`) and the server aggregates their
+    updates by `federated.strategy` and evaluates the global model on the validation split.
+
+    Clients train one at a time in this process, so memory does not grow with their number. The
+    same spec, clients and split give the same rounds. Exit code 2 when the spec has no
+    `federated:` section or the split cannot be drawn.
+    """
+    from elastrain.data.dataset import prepare_dataset
+    from elastrain.federated.partition import parse_partition
+    from elastrain.federated.partition import partition as split_rows
+    from elastrain.federated.simulate import simulate as run_rounds
+    from elastrain.spec import load_spec
+
+    spec = load_spec(spec_file, overrides or [])
+    federated = spec.federated
+    if federated is None:
+        raise UserError(f"{spec_file} has no federated: section", where=str(spec_file),
+                        fix="add one, e.g. federated: {rounds: 30, clients_per_round: 10, local_epochs: 1}")
+    kind, alpha = parse_partition(partition)
+    if spec.data.streamed:
+        raise UserError("a simulated federation splits rows held in memory, not shards streamed from storage",
+                        where="data.source", fix="name one file, or a data set of elastrain's own")
+    data = prepare_dataset(spec)
+    if kind == "dirichlet" and data.task != "classification":
+        raise UserError("a Dirichlet split draws each client's mix of classes; this job's target is a quantity",
+                        where="--partition", fix="use --partition iid")
+    parts = split_rows(data.y_train, clients, kind, alpha, spec.train.seed, min_rows)
+    metric = "accuracy" if data.task == "classification" else "mse"
+    bar = Progress(TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+                   TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task("rounds", total=federated.rounds, last="")
+    with bar:
+        _, records = run_rounds(spec, federated, data, parts, on_round=lambda record: bar.update(
+            task, completed=record.round, last=f"val {metric} {record.metrics[metric]:.4f}"))
+    table = Table(box=box.SIMPLE_HEAD, title=f"{spec.name}: {federated.strategy}, {clients} clients ({partition})")
+    for column in ("round", "clients", f"val {metric}", "s"):
+        table.add_column(column, justify="right")
+    for record in records:
+        table.add_row(str(record.round), str(len(record.clients)), f"{record.metrics[metric]:.4f}",
+                      f"{record.seconds:.2f}")
+    err.print(table)
+    final = records[-1].metrics
+    summary = {"rounds": len(records), "clients": clients, "partition": partition, "strategy": federated.strategy,
+               f"val_{metric}": [round(r.metrics[metric], 6) for r in records],
+               "final": {f"val_{k}": v for k, v in final.items() if isinstance(v, int | float)},
+               "wall_s": round(sum(r.seconds for r in records), 3)}
+    if as_json:
+        out.print(json.dumps(summary), soft_wrap=True)
+    else:
+        out.print(f"after {len(records)} rounds: val {metric} {final[metric]:.4f} "
+                  f"({summary['wall_s']:.1f} s of rounds)")
