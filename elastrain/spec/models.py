@@ -360,9 +360,9 @@ class TreeModelSpec(_ModelFields):
     max_bin: int = Field(256, ge=2, le=65_536, description="histogram bins per feature")
     cut_sample: int = Field(1_000_000, ge=1, description="training rows the quantile cuts are computed from "
                                                          "(all of them when there are fewer)")
-    eval_every: int = Field(1, ge=1, description="rounds between evaluations of the validation rows and of the "
-                                                 "training metric (the last round is always evaluated); "
-                                                 "early stopping's patience counts evaluations")
+    eval_every: int = Field(1, ge=1, description="rounds between evaluations of the validation rows (the last "
+                                                 "round is always evaluated); early stopping's patience counts "
+                                                 "evaluations")
 
     @property
     def boosting_rounds(self) -> int:

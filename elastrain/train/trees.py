@@ -12,8 +12,8 @@ do not depend on how many members hold the rows, nor on when the group was resiz
 `TreeModelSpec` for the parameters that would break this).
 
 Every `model.eval_every` rounds (and after the last), an evaluation on the validation rows: every
-member scores its share, the scores are gathered over the group, and the metrics (those of every
-classifier or regressor, and AUC, log loss, RMSE) come from all of them.
+member scores its share and the group adds their statistics; for AUC the margins are gathered
+(`elastrain.train.tree_metrics`).
 """
 
 from __future__ import annotations
