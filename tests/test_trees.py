@@ -321,7 +321,9 @@ def test_a_study_of_tree_models_prunes_a_trial_per_round(elastrain_home):
                     "metric": "val_log_loss", "sampler": "grid", "pruner": "asha", "min_epochs": 1,
                     "reduction_factor": 2, "n_trials": 2, "max_concurrent": 1, "seed": 1}}
     # One trial at a time, the grid seeded to draw the good rate first: the other meets its rungs.
-    result = Study(job, name="trees").optimize()
+    study = Study(job, name="trees")
+    assert study._max_epochs() == 200   # Hyperband's budget: a round is an epoch
+    result = study.optimize()
     by_rate = {record.params["model.learning_rate"]: record for record in result.table}
     assert by_rate[1.0e-6].state == "pruned" and by_rate[0.3].state == "complete"
     assert result.best_job == by_rate[0.3].job_id

@@ -793,6 +793,14 @@ class JobSpec(_Strict):
         return self.data.task or "classification"
 
     @property
+    def epochs_at_most(self) -> int:
+        """The epochs the job trains at most, as pruners count them: a tree model's rounds (a round is
+        an epoch), else train.epochs, else 1 (a job bounded by steps alone)."""
+        if isinstance(self.model, TreeModelSpec):
+            return self.model.boosting_rounds
+        return self.train.epochs or 1
+
+    @property
     def task_from_target(self) -> bool:
         """Whether neither model, loss nor data source decides the task, so the target's values must."""
         return (self.model.task == "auto" and self.train.loss == "auto" and self.model.kind not in LOSSES_BY_MODEL

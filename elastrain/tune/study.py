@@ -450,8 +450,7 @@ class Study:
         return finished
 
     def _max_epochs(self) -> int:
-        train = self.spec.train
-        return train.epochs or 1
+        return self.spec.epochs_at_most
 
     # -- the end -------------------------------------------------------------------------------
 
