@@ -8,9 +8,11 @@ killing that session's processes: never `ray stop`, which would stop every Ray o
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -70,7 +72,9 @@ def ray_head(tmp_path_factory):
     subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     assert (home / ".ray" / "auth_token").is_file()
     port, client_port, dashboard_port, agent_port = distinct_free_ports(4)
-    temp_dir = tmp_path_factory.mktemp("ray")
+    # Ray's sockets live in its temp folder and a socket's path may not exceed 107 bytes: pytest's
+    # numbered folders (pytest-of-root/pytest-NN/popen-gwN/...) grow past it after some runs.
+    temp_dir = Path(tempfile.mkdtemp(prefix="erc-", dir="/tmp"))
     # A session of its own: the head's daemons stay in it, and are stopped by it.
     start = subprocess.Popen(
         [BIN / "ray", "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
@@ -85,6 +89,7 @@ def ray_head(tmp_path_factory):
         yield home, port
     finally:
         stop_session(start.pid)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def start_server(home: Path, ray_port: int, elastrain_home: Path, log: Path) -> tuple[subprocess.Popen, str]:
