@@ -65,10 +65,10 @@ def test_a_simulated_federation_over_a_dirichlet_split_learns_and_is_seeded(job)
     parts = partition(data.y_train, 20, "dirichlet", 0.5, seed=0, min_rows=10)
     _, records = simulate(spec, federated, data, parts)
     accuracy = [r.metrics["accuracy"] for r in records]
-    assert len(records) == 15 and all(len(r.clients) == 5 for r in records)
+    assert len(records) == 15 and all(len(r.asked) == len(r.reported) == 5 and r.aggregated for r in records)
     assert accuracy[-1] > 0.85 and accuracy[-1] > accuracy[0]
     _, again = simulate(spec, federated, data, parts)
-    assert [r.clients for r in again] == [r.clients for r in records]
+    assert [r.asked for r in again] == [r.asked for r in records]
     assert [r.metrics["accuracy"] for r in again] == accuracy
 
 
@@ -78,7 +78,8 @@ def test_the_cli_simulates_a_federation_and_refuses_what_it_cannot_run(cli, tmp_
     `elastrain run` of a federated job are each exit 2 with one line that says what to do."""
     spec_file = tmp_path / "fed.yaml"
     spec_file.write_text(JOB + "federated: {rounds: 4, clients_per_round: 3, local_epochs: 1}\n")
-    code, out, err = cli("federated", "simulate", spec_file, "--clients", "6", "--partition", "iid", "--json")
+    code, out, err = cli("federated", "simulate", spec_file, "--clients", "6", "--partition", "iid", "--workers", "0",
+                         "--json")
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["rounds"] == 4 and summary["clients"] == 6 and len(summary["val_accuracy"]) == 4
@@ -88,7 +89,8 @@ def test_the_cli_simulates_a_federation_and_refuses_what_it_cannot_run(cli, tmp_
     plain.write_text(JOB)
     for args, message in (((plain,), "has no federated: section"),
                           ((spec_file, "--partition", "dirichlet:0"), "dirichlet:ALPHA with ALPHA > 0"),
-                          ((spec_file, "--clients", "5000"), "cannot give 5000 clients")):
+                          ((spec_file, "--clients", "5000"), "cannot give 5000 clients"),
+                          ((spec_file, "--workers", "0", "--drop", "0.3"), "give --workers 1 or more")):
         code, _, err = cli("federated", "simulate", *args)
         assert code == 2 and message in err and "Traceback" not in err, err
     code, _, err = cli("run", spec_file)

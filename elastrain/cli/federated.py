@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +36,12 @@ def simulate(
                                                 "iid.")] = "dirichlet:0.5",
     min_rows: Annotated[int, typer.Option("--min-rows", min=1, help="Training rows every client holds at "
                                           "least.")] = 10,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, help="Processes on the local Ray that train "
+                                                "the clients in turns (default: this machine's cores); 0 trains "
+                                                "them one after another in this process.", show_default=False)] = None,
+    drop: Annotated[float, typer.Option("--drop", min=0.0, max=1.0, help="Inject dropouts: this share of each "
+                                        "round's clients has its process SIGKILLed halfway through its local "
+                                        "training (needs --workers of 1 or more).")] = 0.0,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="FIELD=VALUE", help="Override a spec field, e.g. --set federated.rounds=30.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
@@ -43,9 +52,12 @@ def simulate(
     trainer; `local_epochs` in batches of `local_batch_size`) and the server aggregates their
     updates by `federated.strategy` and evaluates the global model on the validation split.
 
-    Clients train one at a time in this process, so memory does not grow with their number. The
-    same spec, clients and split give the same rounds. Exit code 2 when the spec has no
-    `federated:` section or the split cannot be drawn.
+    The clients train in turns on a pool of `--workers` processes, so memory does not grow with
+    their number; a client whose process dies is dropped from its round, one still training at
+    `federated.round_deadline_s` is cut, and the round goes on with those that reported (at least
+    `federated.min_clients`, or the global model stays as it was). The same spec, clients and
+    split give the same rounds. Exit code 2 when the spec has no `federated:` section or the split
+    cannot be drawn.
     """
     from elastrain.data.dataset import prepare_dataset
     from elastrain.federated.partition import parse_partition
@@ -67,27 +79,54 @@ def simulate(
         raise UserError("a Dirichlet split draws each client's mix of classes; this job's target is a quantity",
                         where="--partition", fix="use --partition iid")
     parts = split_rows(data.y_train, clients, kind, alpha, spec.train.seed, min_rows)
+    workers = min(os.cpu_count() or 1, federated.clients_in_round(clients)) if workers is None else workers
+    if drop and not workers:
+        raise UserError("--drop kills clients' processes; with --workers 0 they train in this process",
+                        where="--drop", fix="give --workers 1 or more")
     metric = "accuracy" if data.task == "classification" else "mse"
     bar = Progress(TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                    TimeElapsedColumn(), console=err, transient=True)
     task = bar.add_task("rounds", total=federated.rounds, last="")
-    with bar:
-        _, records = run_rounds(spec, federated, data, parts, on_round=lambda record: bar.update(
+    with bar, _client_pool(spec, data, parts, workers, drop) as pool:
+        _, records = run_rounds(spec, federated, data, parts, clients=pool, on_round=lambda record: bar.update(
             task, completed=record.round, last=f"val {metric} {record.metrics[metric]:.4f}"))
     table = Table(box=box.SIMPLE_HEAD, title=f"{spec.name}: {federated.strategy}, {clients} clients ({partition})")
-    for column in ("round", "clients", f"val {metric}", "s"):
+    for column in ("round", "asked", "reported", "dropped", "late", f"val {metric}", "s"):
         table.add_column(column, justify="right")
     for record in records:
-        table.add_row(str(record.round), str(len(record.clients)), f"{record.metrics[metric]:.4f}",
+        table.add_row(str(record.round), *(str(len(c)) for c in (record.asked, record.reported, record.dropped,
+                                                                  record.late)),
+                      f"{record.metrics[metric]:.4f}" + ("" if record.aggregated else " (kept)"),
                       f"{record.seconds:.2f}")
     err.print(table)
     final = records[-1].metrics
     summary = {"rounds": len(records), "clients": clients, "partition": partition, "strategy": federated.strategy,
-               f"val_{metric}": [round(r.metrics[metric], 6) for r in records],
+               "workers": workers, f"val_{metric}": [round(r.metrics[metric], 6) for r in records],
+               "reported": [len(r.reported) for r in records], "dropped": [len(r.dropped) for r in records],
+               "late": [len(r.late) for r in records], "aggregated": [r.aggregated for r in records],
+               "round_s": [round(r.seconds, 4) for r in records],
                "final": {f"val_{k}": v for k, v in final.items() if isinstance(v, int | float)},
                "wall_s": round(sum(r.seconds for r in records), 3)}
     if as_json:
-        out.print(json.dumps(summary), soft_wrap=True)
+        out.print(json.dumps(summary), soft_wrap=True, markup=False)
     else:
         out.print(f"after {len(records)} rounds: val {metric} {final[metric]:.4f} "
                   f"({summary['wall_s']:.1f} s of rounds)")
+
+
+@contextlib.contextmanager
+def _client_pool(spec, data, parts, workers: int, drop: float) -> Iterator:
+    """A pool of `workers` client processes on Ray (connected meanwhile), or None to train the
+    clients in this process when `workers` is 0."""
+    if not workers:
+        yield None
+        return
+    from elastrain.elastic.connect import ray_session
+    from elastrain.federated.pool import ClientPool
+
+    with ray_session():
+        pool = ClientPool(spec, spec.federated, data, parts, workers, drop)
+        try:
+            yield pool
+        finally:
+            pool.close()

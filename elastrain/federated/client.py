@@ -4,6 +4,7 @@ job's own model, optimizer and trainer, and report only the difference it made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -45,9 +46,10 @@ def load_weights(trainer: Trainer, weights: np.ndarray) -> None:
 
 
 def local_update(spec: JobSpec, federated: FederatedSpec, data: Dataset, weights: np.ndarray,
-                 seed: int) -> ClientUpdate:
+                 seed: int, on_step: Callable[[int, int], None] | None = None) -> ClientUpdate:
     """One client's round: the global `weights` trained on `data` (its rows alone; see `client_rows`)
-    for `federated.local_epochs`, and the difference it made.
+    for `federated.local_epochs`, and the difference it made. `on_step(step, steps)` is called
+    after each local step (1-based) of the round's `steps`.
 
     FedProx's proximal term (Li et al. 2020) is the gradient `mu * (w - w_global)` added to each
     step's mean gradient, the gradient of `mu / 2 * ||w - w_global||^2` added to the loss.
@@ -67,4 +69,6 @@ def local_update(spec: JobSpec, federated: FederatedSpec, data: Dataset, weights
         trainer.optimizer.register_step_pre_hook(proximal)
     while not trainer.done:
         trainer.train_step()
+        if on_step:
+            on_step(trainer.step, int(trainer.total_steps))
     return ClientUpdate(global_weights(trainer) - weights, data.n_train)

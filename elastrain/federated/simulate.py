@@ -1,34 +1,61 @@
-"""A federation simulated in one process: the job's rows split over clients, rounds run in turn.
+"""A simulated federation: the job's rows split over clients, rounds run by the server's loop.
 
-The reference the distributed runner and the benchmark's peer are held to: every round asks
-`clients_in_round` clients drawn by the job's seed, each trains the global model on its rows
-(`client.local_update`), the server aggregates their sums (`strategy.aggregate`) and evaluates
-the global model on the job's validation split.
+Every round asks `clients_in_round` clients drawn by the job's seed; each trains the global model
+on its rows (`client.local_update`); the server aggregates the sums of those that reported
+(`strategy.aggregate`) and evaluates the global model on the job's validation split. Who trains
+the clients is the caller's choice (`TrainClients`): one after another in this process
+(`in_process`), or in turns over a pool of processes (`federated.pool.ClientPool`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from elastrain.data.dataset import Dataset
 from elastrain.federated.client import client_rows, global_weights, load_weights, local_update
-from elastrain.federated.strategy import ServerState, aggregate, round_sum
+from elastrain.federated.strategy import ClientUpdate, ServerState, aggregate, round_sum
 from elastrain.spec import JobSpec
 from elastrain.spec.federated import FederatedSpec
 from elastrain.train.trainer import Trainer
 
 
 @dataclass(frozen=True)
+class ClientsRound:
+    """What the clients asked in a round gave back.
+
+    Attributes:
+        updates: the updates of the clients that reported, in `reported` order.
+        reported: the clients that reported before the deadline, ascending.
+        dropped: the clients whose process died mid-round.
+        late: the clients cut at the round's deadline.
+    """
+
+    updates: tuple[ClientUpdate, ...]
+    reported: tuple[int, ...]
+    dropped: tuple[int, ...] = ()
+    late: tuple[int, ...] = ()
+
+
+# (round index from 0, the clients asked, the global weights (P,)) -> what they gave back
+TrainClients = Callable[[int, np.ndarray, np.ndarray], ClientsRound]
+
+
+@dataclass(frozen=True)
 class RoundRecord:
-    """One round of a federation: which clients trained, the global model's validation metrics
-    after it, and its wall time (s)."""
+    """One round of a federation: the clients asked and what became of them, whether the global
+    model moved (at least `min_clients` reported), its validation metrics after the round, and the
+    round's wall time (s)."""
 
     round: int
-    clients: tuple[int, ...]
+    asked: tuple[int, ...]
+    reported: tuple[int, ...]
+    dropped: tuple[int, ...]
+    late: tuple[int, ...]
+    aggregated: bool
     metrics: dict
     seconds: float
 
@@ -44,24 +71,38 @@ def chosen_clients(seed: int, round_: int, clients: int, asked: int) -> np.ndarr
     return np.sort(np.random.default_rng([seed, round_, 2**20]).choice(clients, asked, replace=False))
 
 
-def simulate(spec: JobSpec, federated: FederatedSpec, data: Dataset, parts: list[np.ndarray],
-             on_round: Callable[[RoundRecord], None] | None = None) -> tuple[ServerState, list[RoundRecord]]:
+def in_process(spec: JobSpec, federated: FederatedSpec, data: Dataset, parts: Sequence[np.ndarray]) -> TrainClients:
+    """Clients trained one after another in this process; every client asked reports."""
+    def train(round_: int, asked: np.ndarray, weights: np.ndarray) -> ClientsRound:
+        updates = tuple(local_update(spec, federated, client_rows(data, parts[c]), weights,
+                                     round_seed(spec.train.seed, round_, int(c))) for c in asked)
+        return ClientsRound(updates, tuple(int(c) for c in asked))
+
+    return train
+
+
+def simulate(spec: JobSpec, federated: FederatedSpec, data: Dataset, parts: Sequence[np.ndarray],
+             on_round: Callable[[RoundRecord], None] | None = None,
+             clients: TrainClients | None = None) -> tuple[ServerState, list[RoundRecord]]:
     """Run `federated.rounds` rounds over clients holding the training rows `parts` (one index
-    array per client, see `federated.partition`) of `data`; the final global model and each round.
+    array per client, see `federated.partition`) of `data`, trained by `clients` (default
+    `in_process`); the final global model and each round. A round where fewer than
+    `federated.min_clients` reported leaves the global model as it was.
     """
+    train = clients or in_process(spec, federated, data, parts)
     server = Trainer(spec, data)
     state = ServerState(global_weights(server))
     records = []
-    seed = spec.train.seed
     for round_ in range(federated.rounds):
         began = time.perf_counter()
-        asked = chosen_clients(seed, round_, len(parts), federated.clients_in_round(len(parts)))
-        updates = [local_update(spec, federated, client_rows(data, parts[c]), state.weights,
-                                round_seed(seed, round_, int(c))) for c in asked]
-        state = aggregate(federated, state, round_sum(updates))
-        load_weights(server, state.weights)
-        record = RoundRecord(round_ + 1, tuple(int(c) for c in asked), server.evaluate(),
-                             time.perf_counter() - began)
+        asked = chosen_clients(spec.train.seed, round_, len(parts), federated.clients_in_round(len(parts)))
+        result = train(round_, asked, state.weights)
+        aggregated = len(result.reported) >= federated.min_clients
+        if aggregated:
+            state = aggregate(federated, state, round_sum(result.updates))
+            load_weights(server, state.weights)
+        record = RoundRecord(round_ + 1, tuple(int(c) for c in asked), result.reported, result.dropped,
+                             result.late, aggregated, server.evaluate(), time.perf_counter() - began)
         records.append(record)
         if on_round:
             on_round(record)
