@@ -204,3 +204,32 @@ def raytrain_step(model, optimizer, x, y, order, step: int, rank: int, world: in
     loss.backward()
     optimizer.step()
     return loss
+
+
+class TotalMemory(threading.Thread):
+    """The peak of the memory that process `root` and every process below it hold together (MB):
+    the sum of their proportional set sizes (PSS: a page shared by n processes counts 1/n to
+    each, so shared memory such as Ray's object store counts once), sampled every `every_s`."""
+
+    def __init__(self, root: int, every_s: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.root, self.every_s = root, every_s
+        self.peak = 0.0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every_s):
+            total = 0
+            for pid in descendants(self.root) | {self.root}:
+                try:
+                    for line in (Path("/proc") / str(pid) / "smaps_rollup").read_text().splitlines():
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1])
+                            break
+                except OSError:
+                    continue   # the process ended while we looked
+            self.peak = max(self.peak, total / 1024)
+
+    def peak_mb(self) -> float:
+        """The largest total seen (MB, to 0.1)."""
+        return round(self.peak, 1)
