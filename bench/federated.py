@@ -20,12 +20,14 @@ Measured, in one run:
   proportional set sizes), each side, and ours with 200 clients over ours with 50
   (`memory_ratio_200_to_50`);
 - dropouts: 30 % of each round's clients SIGKILLed halfway through local training: the rounds that
-  completed (aggregated, no client late at the deadline) and the accuracy after the last round.
+  completed (aggregated, no client late at the deadline) and the accuracy after the last round;
+- client-level differential privacy (`--dp-clip`, `--dp-noise`): the epsilon spent over the rounds
+  at delta 1e-5 (`dp_epsilon`) and the accuracy reached.
 
-Not measured yet: secure aggregation's cost (`secagg_bytes_ratio`) and client-level differential
-privacy (`dp_epsilon`) are null until elastrain has them.
+Not measured yet: secure aggregation's cost (`secagg_bytes_ratio` is null until elastrain has it).
 
-    python -m bench.federated [--rounds 30] [--clients 50] [--large-clients 200] [--flower-python PATH] [--save]
+    python -m bench.federated [--rounds 30] [--clients 50] [--large-clients 200] [--dp-clip 1] [--dp-noise 1]
+                              [--flower-python PATH] [--save]
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--large-clients", type=int, default=200, help="clients of the memory comparison")
+    parser.add_argument("--dp-clip", type=float, default=1.0, help="client-level privacy: the updates' L2 clip")
+    parser.add_argument("--dp-noise", type=float, default=1.0, help="client-level privacy: the noise multiplier")
     parser.add_argument("--flower-python", help="the Python of an environment with bench/requirements-flower.txt "
                                                 "(default: one built under /tmp on first use)")
     parser.add_argument("--save", action="store_true", help="also write the report to bench/results/")
@@ -169,6 +173,8 @@ def main() -> None:
         fedprox = ours(spec_file, options.clients, "--set", "federated.strategy=fedprox")
         dropping = ours(spec_file, options.clients, "--drop", "0.3")
         large = ours(spec_file, options.large_clients)
+        private = ours(spec_file, options.clients, "--set", f"federated.privacy.clip={options.dp_clip}", "--set",
+                       f"federated.privacy.noise_multiplier={options.dp_noise}")
     gaps = [abs(a - b) * 100 for a, b in zip(fedavg["val_accuracy"], peer["accuracy"], strict=True)]
     completed = sum(1 for done, late in zip(dropping["aggregated"], dropping["late"], strict=True) if done and not late)
     common.report("federated", {
@@ -188,7 +194,9 @@ def main() -> None:
                     f"ours_{options.large_clients}_clients": large["peak_mb"]},
         "memory_ratio_200_to_50": round(large["peak_mb"] / fedavg["peak_mb"], 3),
         "dropout_rounds_completed": completed, "dropped": dropping["dropped"],
-        "secagg_bytes_ratio": None, "dp_epsilon": None,
+        "secagg_bytes_ratio": None,
+        "dp_epsilon": round(private["epsilon"], 3), "dp_delta": private["delta"], "dp_clip": options.dp_clip,
+        "dp_noise_multiplier": options.dp_noise, "dp_accuracy": private["val_accuracy"][-1],
     }, options.save)
 
 

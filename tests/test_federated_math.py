@@ -8,8 +8,9 @@ from sklearn.datasets import load_digits
 
 from elastrain.errors import UserError
 from elastrain.federated.partition import parse_partition, partition
+from elastrain.federated.privacy import clipped, epsilon, noised
 from elastrain.federated.strategy import ClientUpdate, ServerState, aggregate, round_sum
-from elastrain.spec.federated import FederatedSpec
+from elastrain.spec.federated import FederatedSpec, PrivacySpec
 
 RNG = np.random.default_rng(0)
 
@@ -100,3 +101,41 @@ def test_a_partition_that_cannot_be_drawn_says_so():
         partition(np.zeros(50, np.int64), 100, "iid", None, seed=0)
     with pytest.raises(UserError, match="raise alpha"):
         partition(load_digits().target, 100, "dirichlet", 0.01, seed=0, min_rows=15)
+
+
+def test_client_level_privacy_clips_each_update_and_noises_the_sum_at_its_scale():
+    """DP-FedAvg (McMahan et al. 2018): an update longer than `clip` is scaled to norm `clip`, a
+    shorter one is kept, and each weighs 1 client; the server's noise on the sum has standard
+    deviation noise_multiplier * clip (measured over 200,000 coordinates) and mean 0."""
+    privacy = PrivacySpec(clip=0.5, noise_multiplier=1.3)
+    long, short = ClientUpdate(np.full(100, 1.0), 40), ClientUpdate(np.full(100, 0.01), 7)
+    assert np.linalg.norm(clipped(long, privacy).delta) == pytest.approx(0.5, rel=1e-12)
+    assert np.array_equal(clipped(short, privacy).delta, short.delta)
+    assert clipped(long, privacy).examples == clipped(short, privacy).examples == 1
+    summed = round_sum([ClientUpdate(np.zeros(200_000), 1)] * 3)
+    noise = noised(summed, privacy, np.random.default_rng(1)).weighted_delta
+    assert noise.std() == pytest.approx(1.3 * 0.5, rel=0.01) and abs(noise.mean()) < 0.01
+    assert summed.weighted_delta.max() == 0   # the sum itself is left as it was
+    fresh = [noised(summed, privacy).weighted_delta[:5] for _ in range(2)]
+    assert not np.array_equal(*fresh)   # drawn from the system's entropy, never again the same
+
+
+def test_the_privacy_spent_is_renyi_accounting_of_the_rounds():
+    """With every client asked (sampling rate 1), T rounds of the Gaussian mechanism with noise
+    multiplier s have RDP T * a / (2 s^2) at order a (Mironov 2017, Prop. 7 and 1), turned into
+    (epsilon, delta) by Balle et al. 2020, Theorem 21, minimized over the accountant's orders. A
+    sampled round costs less, epsilon grows with the rounds and falls with the noise; a sampling
+    rate outside (0, 1] is refused."""
+    privacy = PrivacySpec(clip=1.0, noise_multiplier=2.0, delta=1e-5)
+    orders = np.array([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
+    rdp = 10 * orders / (2 * 2.0**2)
+    expected = np.min(rdp - (np.log(1e-5) + np.log(orders)) / (orders - 1) + np.log((orders - 1) / orders))
+    assert epsilon(privacy, 1.0, 10) == pytest.approx(expected, rel=1e-9)
+    assert epsilon(privacy, 0.2, 10) < epsilon(privacy, 1.0, 10)
+    assert epsilon(privacy, 0.2, 10) < epsilon(privacy, 0.2, 30)
+    assert epsilon(PrivacySpec(clip=1.0, noise_multiplier=4.0), 0.2, 30) < epsilon(privacy, 0.2, 30)
+    assert epsilon(privacy, 0.2, 0) == 0.0
+    with pytest.raises(ValueError, match="outside"):
+        epsilon(privacy, 1.5, 3)
+    with pytest.raises(ValidationError):
+        PrivacySpec(clip=1.0, noise_multiplier=0)

@@ -10,9 +10,10 @@ import pytest
 from elastrain.data.dataset import prepare_dataset
 from elastrain.federated.client import client_rows, global_weights, local_update
 from elastrain.federated.partition import partition
+from elastrain.federated.privacy import epsilon
 from elastrain.federated.simulate import simulate
 from elastrain.spec import parse_spec
-from elastrain.spec.federated import FederatedSpec
+from elastrain.spec.federated import FederatedSpec, PrivacySpec
 from elastrain.train.trainer import Trainer
 
 JOB = """
@@ -70,6 +71,20 @@ def test_a_simulated_federation_over_a_dirichlet_split_learns_and_is_seeded(job)
     _, again = simulate(spec, federated, data, parts)
     assert [r.asked for r in again] == [r.asked for r in records]
     assert [r.metrics["accuracy"] for r in again] == accuracy
+
+
+def test_a_federation_under_client_level_privacy_reports_the_privacy_it_spends(job):
+    """Kind: end to end. With `privacy:` each round's record carries the epsilon spent so far, the
+    accountant's for the rounds aggregated at a sampling rate of 5 of 20 clients; with clipping and
+    little noise the global model still learns."""
+    spec, data = job
+    privacy = PrivacySpec(clip=2.0, noise_multiplier=0.02, delta=1e-4)
+    federated = FederatedSpec(rounds=8, clients_per_round=5, min_clients=2, local_epochs=2, local_batch_size=16,
+                              privacy=privacy)
+    parts = partition(data.y_train, 20, "iid", None, seed=0)
+    _, records = simulate(spec, federated, data, parts)
+    assert [r.epsilon for r in records] == [pytest.approx(epsilon(privacy, 0.25, r.round)) for r in records]
+    assert records[-1].metrics["accuracy"] > 0.7
 
 
 def test_the_cli_simulates_a_federation_and_refuses_what_it_cannot_run(cli, tmp_path):

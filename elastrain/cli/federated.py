@@ -91,13 +91,14 @@ def simulate(
         _, records = run_rounds(spec, federated, data, parts, clients=pool, on_round=lambda record: bar.update(
             task, completed=record.round, last=f"val {metric} {record.metrics[metric]:.4f}"))
     table = Table(box=box.SIMPLE_HEAD, title=f"{spec.name}: {federated.strategy}, {clients} clients ({partition})")
-    for column in ("round", "asked", "reported", "dropped", "late", f"val {metric}", "s"):
+    private = federated.privacy is not None
+    for column in ("round", "asked", "reported", "dropped", "late", f"val {metric}", "s", *(("ε",) * private)):
         table.add_column(column, justify="right")
     for record in records:
         table.add_row(str(record.round), *(str(len(c)) for c in (record.asked, record.reported, record.dropped,
                                                                   record.late)),
                       f"{record.metrics[metric]:.4f}" + ("" if record.aggregated else " (kept)"),
-                      f"{record.seconds:.2f}")
+                      f"{record.seconds:.2f}", *([f"{record.epsilon:.3g}"] if private else []))
     err.print(table)
     final = records[-1].metrics
     summary = {"rounds": len(records), "clients": clients, "partition": partition, "strategy": federated.strategy,
@@ -106,12 +107,14 @@ def simulate(
                "late": [len(r.late) for r in records], "aggregated": [r.aggregated for r in records],
                "round_s": [round(r.seconds, 4) for r in records],
                "final": {f"val_{k}": v for k, v in final.items() if isinstance(v, int | float)},
-               "wall_s": round(sum(r.seconds for r in records), 3)}
+               "wall_s": round(sum(r.seconds for r in records), 3),
+               "epsilon": records[-1].epsilon, "delta": federated.privacy.delta if private else None}
+    spent = f", client-level privacy ({records[-1].epsilon:.3g}, {federated.privacy.delta:g})" if private else ""
     if as_json:
         out.print(json.dumps(summary), soft_wrap=True, markup=False)
     else:
         out.print(f"after {len(records)} rounds: val {metric} {final[metric]:.4f} "
-                  f"({summary['wall_s']:.1f} s of rounds)")
+                  f"({summary['wall_s']:.1f} s of rounds){spent}")
 
 
 @contextlib.contextmanager

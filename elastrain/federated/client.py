@@ -12,6 +12,7 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from elastrain.data.dataset import Dataset
+from elastrain.federated.privacy import clipped
 from elastrain.federated.strategy import ClientUpdate
 from elastrain.spec import JobSpec
 from elastrain.spec.federated import FederatedSpec
@@ -51,6 +52,8 @@ def local_update(spec: JobSpec, federated: FederatedSpec, data: Dataset, weights
     for `federated.local_epochs`, and the difference it made. `on_step(step, steps)` is called
     after each local step (1-based) of the round's `steps`.
 
+    Under `federated.privacy` the update is clipped and weighs 1 (`privacy.clipped`).
+
     FedProx's proximal term (Li et al. 2020) is the gradient `mu * (w - w_global)` added to each
     step's mean gradient, the gradient of `mu / 2 * ||w - w_global||^2` added to the loss.
 
@@ -71,4 +74,5 @@ def local_update(spec: JobSpec, federated: FederatedSpec, data: Dataset, weights
         trainer.train_step()
         if on_step:
             on_step(trainer.step, int(trainer.total_steps))
-    return ClientUpdate(global_weights(trainer) - weights, data.n_train)
+    update = ClientUpdate(global_weights(trainer) - weights, data.n_train)
+    return clipped(update, federated.privacy) if federated.privacy else update

@@ -17,6 +17,7 @@ import numpy as np
 
 from elastrain.data.dataset import Dataset
 from elastrain.federated.client import client_rows, global_weights, load_weights, local_update
+from elastrain.federated.privacy import epsilon, noised
 from elastrain.federated.strategy import ClientUpdate, ServerState, aggregate, round_sum
 from elastrain.spec import JobSpec
 from elastrain.spec.federated import FederatedSpec
@@ -48,7 +49,8 @@ TrainClients = Callable[[int, np.ndarray, np.ndarray], ClientsRound]
 class RoundRecord:
     """One round of a federation: the clients asked and what became of them, whether the global
     model moved (at least `min_clients` reported), its validation metrics after the round, and the
-    round's wall time (s)."""
+    round's wall time (s); under client-level privacy, the epsilon spent so far (at the spec's
+    delta), else None."""
 
     round: int
     asked: tuple[int, ...]
@@ -58,6 +60,7 @@ class RoundRecord:
     aggregated: bool
     metrics: dict
     seconds: float
+    epsilon: float | None = None
 
 
 def round_seed(seed: int, round_: int, client: int) -> int:
@@ -87,22 +90,26 @@ def simulate(spec: JobSpec, federated: FederatedSpec, data: Dataset, parts: Sequ
     """Run `federated.rounds` rounds over clients holding the training rows `parts` (one index
     array per client, see `federated.partition`) of `data`, trained by `clients` (default
     `in_process`); the final global model and each round. A round where fewer than
-    `federated.min_clients` reported leaves the global model as it was.
+    `federated.min_clients` reported leaves the global model as it was. Under
+    `federated.privacy` the server adds noise to each round's sum (`privacy.noised`).
     """
     train = clients or in_process(spec, federated, data, parts)
     server = Trainer(spec, data)
     state = ServerState(global_weights(server))
     records = []
+    privacy, per_round = federated.privacy, federated.clients_in_round(len(parts))
     for round_ in range(federated.rounds):
         began = time.perf_counter()
-        asked = chosen_clients(spec.train.seed, round_, len(parts), federated.clients_in_round(len(parts)))
+        asked = chosen_clients(spec.train.seed, round_, len(parts), per_round)
         result = train(round_, asked, state.weights)
         aggregated = len(result.reported) >= federated.min_clients
         if aggregated:
-            state = aggregate(federated, state, round_sum(result.updates))
+            summed = round_sum(result.updates)
+            state = aggregate(federated, state, noised(summed, privacy) if privacy else summed)
             load_weights(server, state.weights)
+        spent = epsilon(privacy, per_round / len(parts), state.rounds) if privacy else None
         record = RoundRecord(round_ + 1, tuple(int(c) for c in asked), result.reported, result.dropped,
-                             result.late, aggregated, server.evaluate(), time.perf_counter() - began)
+                             result.late, aggregated, server.evaluate(), time.perf_counter() - began, spent)
         records.append(record)
         if on_round:
             on_round(record)

@@ -25,7 +25,7 @@ class PrivacySpec(_Strict):
     `noise_multiplier * clip` to their sum."""
 
     clip: float = Field(gt=0, description="the L2 norm each client's update is clipped to")
-    noise_multiplier: float = Field(ge=0, description="the noise's standard deviation over `clip`")
+    noise_multiplier: float = Field(gt=0, description="the noise's standard deviation over `clip`")
     delta: float = Field(1e-5, gt=0, lt=1, description="the delta of the (epsilon, delta) privacy reported")
 
 
