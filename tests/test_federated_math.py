@@ -124,18 +124,18 @@ def test_the_privacy_spent_is_renyi_accounting_of_the_rounds():
     """With every client asked (sampling rate 1), T rounds of the Gaussian mechanism with noise
     multiplier s have RDP T * a / (2 s^2) at order a (Mironov 2017, Prop. 7 and 1), turned into
     (epsilon, delta) by Balle et al. 2020, Theorem 21, minimized over the accountant's orders. A
-    sampled round costs less, epsilon grows with the rounds and falls with the noise; a sampling
-    rate outside (0, 1] is refused."""
+    sampled round costs less, epsilon grows with the rounds (of any rate) and falls with the noise;
+    a sampling rate outside (0, 1] is refused."""
     privacy = PrivacySpec(clip=1.0, noise_multiplier=2.0, delta=1e-5)
     orders = np.array([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
     rdp = 10 * orders / (2 * 2.0**2)
     expected = np.min(rdp - (np.log(1e-5) + np.log(orders)) / (orders - 1) + np.log((orders - 1) / orders))
-    assert epsilon(privacy, 1.0, 10) == pytest.approx(expected, rel=1e-9)
-    assert epsilon(privacy, 0.2, 10) < epsilon(privacy, 1.0, 10)
-    assert epsilon(privacy, 0.2, 10) < epsilon(privacy, 0.2, 30)
-    assert epsilon(PrivacySpec(clip=1.0, noise_multiplier=4.0), 0.2, 30) < epsilon(privacy, 0.2, 30)
-    assert epsilon(privacy, 0.2, 0) == 0.0
+    assert epsilon(privacy, [1.0] * 10) == pytest.approx(expected, rel=1e-9)
+    assert epsilon(privacy, [0.2] * 10) < epsilon(privacy, [1.0] * 10)
+    assert epsilon(privacy, [0.2] * 10) < epsilon(privacy, [0.2] * 10 + [0.5]) < epsilon(privacy, [0.2] * 30)
+    assert epsilon(PrivacySpec(clip=1.0, noise_multiplier=4.0), [0.2] * 30) < epsilon(privacy, [0.2] * 30)
+    assert epsilon(privacy, []) == 0.0
     with pytest.raises(ValueError, match="outside"):
-        epsilon(privacy, 1.5, 3)
+        epsilon(privacy, [0.5, 1.5])
     with pytest.raises(ValidationError):
         PrivacySpec(clip=1.0, noise_multiplier=0)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import secrets
 import warnings
+from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,21 +46,22 @@ def noised(summed: RoundSum, privacy: PrivacySpec, rng: np.random.Generator | No
     return RoundSum(summed.weighted_delta + noise, summed.examples, summed.clients)
 
 
-def epsilon(privacy: PrivacySpec, sample_rate: float, rounds: int) -> float:
-    """The epsilon of the (epsilon, `privacy.delta`) client-level privacy spent by `rounds` rounds
-    that each ask a `sample_rate` share of the clients (Opacus' RDP accountant).
+def epsilon(privacy: PrivacySpec, sample_rates: Sequence[float]) -> float:
+    """The epsilon of the (epsilon, `privacy.delta`) client-level privacy spent by rounds that
+    asked the shares `sample_rates` of the clients, one per round released (Opacus' RDP
+    accountant).
 
     Raises:
         ValueError: a sample rate outside (0, 1].
     """
-    if not 0 < sample_rate <= 1:
-        raise ValueError(f"a sample rate of {sample_rate} is outside (0, 1]")
-    if rounds == 0:
+    if any(not 0 < rate <= 1 for rate in sample_rates):
+        raise ValueError(f"a sample rate outside (0, 1] in {list(sample_rates)}")
+    if not sample_rates:
         return 0.0
     from opacus.accountants import RDPAccountant
 
     accountant = RDPAccountant()
-    accountant.history = [(privacy.noise_multiplier, sample_rate, rounds)]
+    accountant.history = [(privacy.noise_multiplier, rate, count) for rate, count in Counter(sample_rates).items()]
     with warnings.catch_warnings():
         # Opacus warns when the best order is at the end of its range: with so little noise that
         # epsilon is huge, where a tighter bound would change nothing a user decides

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,16 +33,22 @@ class ClientsRound:
         reported: the clients that reported before the deadline, ascending.
         dropped: the clients whose process died mid-round.
         late: the clients cut at the round's deadline.
+        asked: the clients the round asked.
+        connected: the clients it could have asked (its sampling rate is asked / connected).
     """
 
     updates: tuple[ClientUpdate, ...]
     reported: tuple[int, ...]
     dropped: tuple[int, ...] = ()
     late: tuple[int, ...] = ()
+    asked: tuple[int, ...] = ()
+    connected: int = 0
 
 
 # (round index from 0, the clients asked, the global weights (P,)) -> what they gave back
 TrainClients = Callable[[int, np.ndarray, np.ndarray], ClientsRound]
+# (round index from 0, the global weights (P,)) -> what the clients the round asked gave back
+RunRound = Callable[[int, np.ndarray], ClientsRound]
 
 
 @dataclass(frozen=True)
@@ -89,27 +95,44 @@ def simulate(spec: JobSpec, federated: FederatedSpec, data: Dataset, parts: Sequ
              clients: TrainClients | None = None) -> tuple[ServerState, list[RoundRecord]]:
     """Run `federated.rounds` rounds over clients holding the training rows `parts` (one index
     array per client, see `federated.partition`) of `data`, trained by `clients` (default
-    `in_process`); the final global model and each round. A round where fewer than
-    `federated.min_clients` reported leaves the global model as it was. Under
-    `federated.privacy` the server adds noise to each round's sum (`privacy.noised`).
+    `in_process`); the final global model and each round (see `run_rounds`).
     """
     train = clients or in_process(spec, federated, data, parts)
+    per_round = federated.clients_in_round(len(parts))
+
+    def run_round(round_: int, weights: np.ndarray) -> ClientsRound:
+        asked = chosen_clients(spec.train.seed, round_, len(parts), per_round)
+        result = train(round_, asked, weights)
+        return replace(result, asked=tuple(int(c) for c in asked), connected=len(parts))
+
     server = Trainer(spec, data)
+    return run_rounds(federated, server, run_round, on_round)
+
+
+def run_rounds(federated: FederatedSpec, server: Trainer, run_round: RunRound,
+               on_round: Callable[[RoundRecord], None] | None = None) -> tuple[ServerState, list[RoundRecord]]:
+    """The server's loop: `federated.rounds` rounds, each run by `run_round` from the global model
+    of `server` (whose weights it then holds), aggregated by the strategy and evaluated on the
+    server's validation rows; the final global model and each round. A round where fewer than
+    `federated.min_clients` reported leaves the global model as it was. Under
+    `federated.privacy` the server adds noise to each round's sum (`privacy.noised`) and the
+    records carry the privacy spent.
+    """
     state = ServerState(global_weights(server))
-    records = []
-    privacy, per_round = federated.privacy, federated.clients_in_round(len(parts))
+    records, rates = [], []
+    privacy = federated.privacy
     for round_ in range(federated.rounds):
         began = time.perf_counter()
-        asked = chosen_clients(spec.train.seed, round_, len(parts), per_round)
-        result = train(round_, asked, state.weights)
+        result = run_round(round_, state.weights)
         aggregated = len(result.reported) >= federated.min_clients
         if aggregated:
             summed = round_sum(result.updates)
             state = aggregate(federated, state, noised(summed, privacy) if privacy else summed)
             load_weights(server, state.weights)
-        spent = epsilon(privacy, per_round / len(parts), state.rounds) if privacy else None
-        record = RoundRecord(round_ + 1, tuple(int(c) for c in asked), result.reported, result.dropped,
-                             result.late, aggregated, server.evaluate(), time.perf_counter() - began, spent)
+            rates.append(len(result.asked) / result.connected)
+        record = RoundRecord(round_ + 1, result.asked, result.reported, result.dropped, result.late, aggregated,
+                             server.evaluate(), time.perf_counter() - began,
+                             epsilon(privacy, rates) if privacy else None)
         records.append(record)
         if on_round:
             on_round(record)
