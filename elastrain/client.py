@@ -44,6 +44,15 @@ class Remote:
         Raises:
             UserError: the server cannot be reached, rejects the token, or refuses the request.
         """
+        return self.send(method, path, **kwargs).json()
+
+    def send(self, method: str, path: str, accept: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
+        """The answer of one request: a success, or an error whose status is in `accept`.
+
+        Raises:
+            UserError: the server cannot be reached, rejects the token, or refuses the request
+                with a status not in `accept`.
+        """
         try:
             response = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -53,9 +62,9 @@ class Remote:
             raise UserError(f"cannot reach the elastrain server ({type(exc).__name__})", where=self.server,
                             fix="start it with `elastrain server`, or pass --server / set ELASTRAIN_SERVER",
                             exit_code=1) from None
-        if response.status_code < 400:
-            return response.json()
-        detail = _detail(response)
+        if response.status_code < 400 or response.status_code in accept:
+            return response
+        detail = detail_of(response)
         if response.status_code == 401:
             raise UserError("the server rejected the token", where=self.server,
                             fix="pass a valid --token or set ELASTRAIN_TOKEN", exit_code=1)
@@ -106,7 +115,8 @@ def _untrusted(server: str, error: ssl.SSLCertVerificationError) -> UserError:
                      "(the ca.crt of `elastrain admin certs`)", exit_code=1)
 
 
-def _detail(response: httpx.Response) -> str:
+def detail_of(response: httpx.Response) -> str:
+    """The one line an error answer's body says."""
     try:
         detail = response.json().get("detail")
     except ValueError:

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from elastrain import bundle as bundles
+from elastrain.api.federated import MAX_UPDATE_BYTES, federated_router
 from elastrain.api.studies import TrialView, load_studies
 from elastrain.errors import UserError
 from elastrain.optimize.report import REPORT_FILE
@@ -266,15 +267,17 @@ def _document_errors(document: dict[str, Any]) -> dict[str, Any]:
 
 class BodyGuard(BaseHTTPMiddleware):
     """Refuses, before any route parses it, a request body over `limit` bytes (413; a bundle upload
-    may have up to `bundles.MAX_BUNDLE_BYTES`) and a JSON body nested deeper than `MAX_DEPTH` (422:
-    json.loads would recurse once per level)."""
+    may have up to `bundles.MAX_BUNDLE_BYTES`, a federated client's update `MAX_UPDATE_BYTES`) and
+    a JSON body nested deeper than `MAX_DEPTH` (422: json.loads would recurse once per level)."""
 
     def __init__(self, app, limit: int) -> None:
         super().__init__(app)
         self.limit = limit
 
     async def dispatch(self, request: Request, call_next):
-        limit = bundles.MAX_BUNDLE_BYTES if request.url.path == f"{API}/bundles" else self.limit
+        path = request.url.path
+        limit = bundles.MAX_BUNDLE_BYTES if path == f"{API}/bundles" else \
+            MAX_UPDATE_BYTES if path.startswith(f"{API}/jobs/") and path.endswith("/update") else self.limit
         too_large = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -595,6 +598,7 @@ def create_app(store: Store, max_body: int = MAX_BODY_BYTES, home: Path | None =
             raise HTTPException(404, f"no live token '{prefix}'")
 
     app.include_router(router)
+    app.include_router(federated_router(API, visible_job, User, _errors))
     app.include_router(dashboard_router(store))
     return app
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from elastrain.cli.options import CaCertOption, ServerOption, TokenOption, remote_of
 from elastrain.errors import UserError
 
 out = Console(highlight=False)
@@ -133,3 +134,34 @@ def _client_pool(spec, data, parts, workers: int, drop: float) -> Iterator:
             yield pool
         finally:
             pool.close()
+
+
+def client(
+    job_id: Annotated[str, typer.Argument(help="The federated job's id (`elastrain jobs` lists it).",
+                                          show_default=False)],
+    data: Annotated[Path, typer.Option("--data", help="This client's rows: a table with exactly the job's columns "
+                                       "(features and target), in the job's format.", show_default=False)],
+    server: ServerOption = None, token: TokenOption = None, ca_cert: CaCertOption = None,
+    wait_s: Annotated[float, typer.Option("--wait", min=0, help="Seconds to keep trying to join a job that is "
+                                          "queued or starting.")] = 600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+) -> None:
+    """Take part in a federated job on an elastrain server: join it, train each round this client
+    is asked to on the rows of --data (with the job's model, optimizer and preprocessing), and
+    send only the update; until the job ends.
+
+    The rows never leave this machine. Use HTTPS (the server's --tls-cert) so that the updates
+    travel encrypted. Exit code 1 when the job cannot be joined, 2 when --data does not fit it.
+    """
+    from elastrain.federated.remote import FederatedClient
+
+    def said(round_: int, rows: int, seconds: float) -> None:
+        err.print(f"round {round_}: trained on {rows} rows in {seconds:.2f} s, update sent")
+
+    runner = FederatedClient(remote_of(server, token, ca_cert), job_id, data, wait_s, on_round=said)
+    reported = runner.run()
+    summary = {"job_id": job_id, "client_id": runner.client_id, "rounds_reported": reported}
+    if as_json:
+        out.print(json.dumps(summary), soft_wrap=True, markup=False)
+    else:
+        out.print(f"job {job_id} ended; this client reported {reported} round(s)")

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from elastrain import paths
+from elastrain.cli.federated import client as federated_client
 from elastrain.cli.federated import federated_app
 from elastrain.cli.models import models_app
 from elastrain.cli.optimize import optimize
@@ -290,6 +291,7 @@ def cancel(job_id: JobArgument, server: ServerOption = None, token: TokenOption 
 
 app.add_typer(models_app, name="models")
 app.add_typer(federated_app, name="federated")
+app.command(name="client")(federated_client)
 
 
 def _say(as_json: bool, value: dict, line: str) -> None:

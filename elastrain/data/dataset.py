@@ -213,6 +213,26 @@ def _many(distinct: int, rows: int) -> bool:
     return distinct > MANY_VALUES and distinct > MANY_VALUES_SHARE * rows
 
 
+def encode_target(target: np.ndarray, task: str, classes: list | None, where: str, name: str,
+                  line_offset: int | None) -> np.ndarray:
+    """Targets read elsewhere (a federated client's rows) encoded as a data set with class labels
+    `classes` encoded its own: class ids into `classes` (classification), or float32 values.
+
+    Raises:
+        UserError: a target is missing or not a number where one is needed, or a class label
+            `classes` lacks.
+    """
+    values, labels = _encode_target(target, task, where, name, line_offset, [])
+    if task != "classification":
+        return values
+    index = {str(label): i for i, label in enumerate(classes or [])}
+    unknown = [str(label) for label in labels if str(label) not in index]
+    if unknown:
+        raise UserError(f"target '{name}' holds class(es) the job does not have: {', '.join(unknown[:5])}",
+                        where=where, fix=f"keep to the job's classes: {', '.join(index)}")
+    return np.array([index[str(label)] for label in labels], np.int64)[values]
+
+
 def _encode_target(target: np.ndarray, task: str, where: str, name: str, line_offset: int | None,
                    warnings: list[str]) -> tuple[np.ndarray, list | None]:
     """Targets as class ids with the class labels (classification), or as float32 values.

@@ -153,6 +153,12 @@ class JobDriver:
         self.outcome: DriverOutcome | None = None
         self.ended = threading.Event()
         self.ray_address = ray.get_runtime_context().gcs_address
+        self.coordinator = None   # a federated job's RoundCoordinator, which its clients' requests reach
+        spec = launch.spec or RunFolder.find(Path(launch.home), launch.job_id).read_spec()
+        if spec.federated is not None:
+            from elastrain.federated.coordinator import RoundCoordinator
+
+            self.coordinator = RoundCoordinator(spec.federated, spec.train.seed)
         threading.Thread(target=self._drive, name=f"driver-{launch.job_id}", daemon=True).start()
 
     def _drive(self) -> None:
@@ -163,7 +169,9 @@ class JobDriver:
                              workers=launch.workers, control=self.control, ray_address=self.ray_address,
                              sink=launch.sink, started_at=launch.started_at)
         try:
-            if launch.spec is None:
+            if self.coordinator is not None:
+                result = self._serve_rounds()
+            elif launch.spec is None:
                 result = resume_job(launch.job_id, home, self.progress_log, options)
             else:
                 result = run_job(launch.spec, home, self.progress_log, options)
@@ -176,6 +184,29 @@ class JobDriver:
             log.exception("job %s crashed", launch.job_id)
             self.outcome = DriverOutcome(JobState.FAILED, message=f"internal error: {first_line(exc)}")
         self.ended.set()
+
+    def _serve_rounds(self) -> JobResult:
+        """A federated job's rounds, from round 1 (a driver that resumes one starts it again)."""
+        from elastrain.federated.serve import serve_rounds
+
+        folder = RunFolder.of(Path(self.launch.home), self.launch.job_id)
+        spec = self.launch.spec or folder.read_spec()
+        return serve_rounds(absolute_paths(spec), folder, self.coordinator, self.control)
+
+    def federated(self, call: str, *args: Any) -> Any:
+        """A federated client's request (`api.federated`): `call` is a public method of the job's
+        `RoundCoordinator`.
+
+        Raises:
+            Refused: the job is not federated, or the request does not fit its round.
+        """
+        from elastrain.federated.coordinator import CLIENT_CALLS, Refused
+
+        if self.coordinator is None:
+            raise Refused("this job is not federated: it takes no clients")
+        if call not in CLIENT_CALLS:
+            raise Refused(f"no federated call '{call}'")
+        return getattr(self.coordinator, call)(*args)
 
     def wait(self, timeout: float | None = None) -> DriverOutcome | None:
         """The outcome once the job's run has ended, or None after `timeout` seconds."""
@@ -196,8 +227,10 @@ class JobDriver:
         self.control.scale(workers)
 
     def cancel(self) -> None:
-        """Ask the job to stop after its current step and end as cancelled."""
+        """Ask the job to stop after its current step (a federated job: now) and end as cancelled."""
         self.control.cancel()
+        if self.coordinator is not None:
+            self.coordinator.close()
 
     def interrupt(self) -> None:
         """Ask the job to stop after its current step without ending (it stays resumable)."""

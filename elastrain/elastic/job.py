@@ -89,9 +89,9 @@ def run_job(spec: JobSpec, home: Path, progress: ProgressSink | None = None,
             workers could be started.
     """
     if spec.federated is not None:
-        raise UserError("a federated job trains in rounds over clients, which `elastrain federated simulate` "
-                        "runs on this machine; workers and servers do not run it yet", where="federated",
-                        fix="run `elastrain federated simulate SPEC --clients N`, or remove federated:")
+        raise UserError("a federated job trains in rounds over clients that connect to a server", where="federated",
+                        fix="submit it to a server (`elastrain submit`) and start its clients (`elastrain client`), "
+                            "or try it here with `elastrain federated simulate SPEC --clients N`")
     started = (options.started_at if options and options.started_at else None) or time.time()
     spec = absolute_paths(spec)   # the run folder records where the data is, not where we are
     spec = prepared_for(spec, home, ray_session, progress.phase if progress else None)
