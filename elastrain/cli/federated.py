@@ -93,20 +93,23 @@ def simulate(
             task, completed=record.round, last=f"val {metric} {record.metrics[metric]:.4f}"))
     table = Table(box=box.SIMPLE_HEAD, title=f"{spec.name}: {federated.strategy}, {clients} clients ({partition})")
     private = federated.privacy is not None
-    for column in ("round", "asked", "reported", "dropped", "late", f"val {metric}", "s", *(("ε",) * private)):
+    for column in ("round", "asked", "reported", "dropped", "late", f"val {metric}", "s", "update KB",
+                   *(("ε",) * private)):
         table.add_column(column, justify="right")
     for record in records:
         table.add_row(str(record.round), *(str(len(c)) for c in (record.asked, record.reported, record.dropped,
                                                                   record.late)),
                       f"{record.metrics[metric]:.4f}" + ("" if record.aggregated else " (kept)"),
-                      f"{record.seconds:.2f}", *([f"{record.epsilon:.3g}"] if private else []))
+                      f"{record.seconds:.2f}", f"{record.update_bytes / 1e3:,.0f}",
+                      *([f"{record.epsilon:.3g}"] if private else []))
     err.print(table)
     final = records[-1].metrics
     summary = {"rounds": len(records), "clients": clients, "partition": partition, "strategy": federated.strategy,
                "workers": workers, f"val_{metric}": [round(r.metrics[metric], 6) for r in records],
                "reported": [len(r.reported) for r in records], "dropped": [len(r.dropped) for r in records],
                "late": [len(r.late) for r in records], "aggregated": [r.aggregated for r in records],
-               "round_s": [round(r.seconds, 4) for r in records],
+               "round_s": [round(r.seconds, 4) for r in records], "update_bytes": [r.update_bytes for r in records],
+               "secure_aggregation": federated.secure_aggregation,
                "final": {f"val_{k}": v for k, v in final.items() if isinstance(v, int | float)},
                "wall_s": round(sum(r.seconds for r in records), 3),
                "epsilon": records[-1].epsilon, "delta": federated.privacy.delta if private else None}

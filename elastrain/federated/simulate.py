@@ -18,7 +18,8 @@ import numpy as np
 from elastrain.data.dataset import Dataset
 from elastrain.federated.client import client_rows, global_weights, load_weights, local_update
 from elastrain.federated.privacy import epsilon, noised
-from elastrain.federated.strategy import ClientUpdate, ServerState, aggregate, round_sum
+from elastrain.federated.secagg import plain_bytes, secure_round_sum, threshold
+from elastrain.federated.strategy import ClientUpdate, RoundSum, ServerState, aggregate, round_sum
 from elastrain.spec import JobSpec
 from elastrain.spec.federated import FederatedSpec
 from elastrain.train.trainer import Trainer
@@ -56,7 +57,8 @@ class RoundRecord:
     """One round of a federation: the clients asked and what became of them, whether the global
     model moved (at least `min_clients` reported), its validation metrics after the round, and the
     round's wall time (s); under client-level privacy, the epsilon spent so far (at the spec's
-    delta), else None."""
+    delta), else None; the bytes the clients and the server exchanged for the updates (the global
+    weights sent out left aside: the same either way), through secure aggregation when it is on."""
 
     round: int
     asked: tuple[int, ...]
@@ -67,6 +69,7 @@ class RoundRecord:
     metrics: dict
     seconds: float
     epsilon: float | None = None
+    update_bytes: int = 0
 
 
 def round_seed(seed: int, round_: int, client: int) -> int:
@@ -114,7 +117,9 @@ def run_rounds(federated: FederatedSpec, server: Trainer, run_round: RunRound,
     """The server's loop: `federated.rounds` rounds, each run by `run_round` from the global model
     of `server` (whose weights it then holds), aggregated by the strategy and evaluated on the
     server's validation rows; the final global model and each round. A round where fewer than
-    `federated.min_clients` reported leaves the global model as it was. Under
+    `federated.min_clients` reported leaves the global model as it was. With
+    `federated.secure_aggregation` the server learns each round's sum through the protocol of
+    `federated.secagg`, its clients played in this process. Under
     `federated.privacy` the server adds noise to each round's sum (`privacy.noised`) and the
     records carry the privacy spent.
     """
@@ -124,16 +129,25 @@ def run_rounds(federated: FederatedSpec, server: Trainer, run_round: RunRound,
     for round_ in range(federated.rounds):
         began = time.perf_counter()
         result = run_round(round_, state.weights)
-        aggregated = len(result.reported) >= federated.min_clients
-        if aggregated:
-            summed = round_sum(result.updates)
+        summed, sent = _summed(federated, result)
+        if summed is not None:
             state = aggregate(federated, state, noised(summed, privacy) if privacy else summed)
             load_weights(server, state.weights)
             rates.append(len(result.asked) / result.connected)
-        record = RoundRecord(round_ + 1, result.asked, result.reported, result.dropped, result.late, aggregated,
-                             server.evaluate(), time.perf_counter() - began,
-                             epsilon(privacy, rates) if privacy else None)
+        record = RoundRecord(round_ + 1, result.asked, result.reported, result.dropped, result.late,
+                             summed is not None, server.evaluate(), time.perf_counter() - began,
+                             epsilon(privacy, rates) if privacy else None, sent)
         records.append(record)
         if on_round:
             on_round(record)
     return state, records
+
+
+def _summed(federated: FederatedSpec, result: ClientsRound) -> tuple[RoundSum | None, int]:
+    """The sum of a round's updates as the server learns it (None when too few reported: fewer than
+    `min_clients`, or than secure aggregation's threshold), and the bytes that cost."""
+    if not federated.secure_aggregation:
+        enough = len(result.reported) >= federated.min_clients
+        return (round_sum(result.updates) if enough else None), plain_bytes(result.updates)
+    least = threshold(len(result.asked), federated.min_clients)
+    return secure_round_sum(result.updates, result.asked, result.reported, least)
