@@ -19,12 +19,14 @@ Measured, in one run:
 - memory: the peak of the memory the whole simulation holds (the sum of its processes'
   proportional set sizes), each side, and ours with 200 clients over ours with 50
   (`memory_ratio_200_to_50`);
-- dropouts: 30 % of each round's clients SIGKILLed halfway through local training: the rounds that
-  completed (aggregated, no client late at the deadline) and the accuracy after the last round;
+- secure aggregation (`federated.secagg`): the bytes a round's updates cost with it over without
+  (`secagg_bytes_ratio`), its round time over the plain one's, and the accuracy it reaches;
+- dropouts, with secure aggregation on: 30 % of each round's clients SIGKILLed halfway through
+  local training (after they shared their keys): the rounds that completed (aggregated, no client
+  late at the 60 s deadline; `dropout_rounds_completed`), the longest round, and the accuracy
+  after the last round;
 - client-level differential privacy (`--dp-clip`, `--dp-noise`): the epsilon spent over the rounds
   at delta 1e-5 (`dp_epsilon`) and the accuracy reached.
-
-Not measured yet: secure aggregation's cost (`secagg_bytes_ratio` is null until elastrain has it).
 
     python -m bench.federated [--rounds 30] [--clients 50] [--large-clients 200] [--dp-clip 1] [--dp-noise 1]
                               [--flower-python PATH] [--save]
@@ -171,7 +173,8 @@ def main() -> None:
         print(f"ours: {fedavg['val_accuracy'][-1]:.4f}, {fedavg['command_s']} s, {fedavg['peak_mb']} MB",
               file=sys.stderr)
         fedprox = ours(spec_file, options.clients, "--set", "federated.strategy=fedprox")
-        dropping = ours(spec_file, options.clients, "--drop", "0.3")
+        secure = ours(spec_file, options.clients, "--set", "federated.secure_aggregation=true")
+        dropping = ours(spec_file, options.clients, "--drop", "0.3", "--set", "federated.secure_aggregation=true")
         large = ours(spec_file, options.large_clients)
         private = ours(spec_file, options.clients, "--set", f"federated.privacy.clip={options.dp_clip}", "--set",
                        f"federated.privacy.noise_multiplier={options.dp_noise}")
@@ -182,10 +185,11 @@ def main() -> None:
         "partition": f"dirichlet:{ALPHA}", "processes": WORKERS,
         "max_round_accuracy_gap_pt": round(max(gaps), 2),
         "accuracy": {"ours_fedavg": fedavg["val_accuracy"], "flower_fedavg": [round(a, 6) for a in peer["accuracy"]],
-                     "ours_fedprox": fedprox["val_accuracy"], "ours_dropping_30pct": dropping["val_accuracy"]},
+                     "ours_fedprox": fedprox["val_accuracy"], "ours_secure": secure["val_accuracy"],
+                     "ours_dropping_30pct_secure": dropping["val_accuracy"]},
         "final_accuracy": {"ours_fedavg": fedavg["val_accuracy"][-1], "flower_fedavg": round(peer["accuracy"][-1], 6),
-                           "ours_fedprox": fedprox["val_accuracy"][-1],
-                           "ours_dropping_30pct": dropping["val_accuracy"][-1]},
+                           "ours_fedprox": fedprox["val_accuracy"][-1], "ours_secure": secure["val_accuracy"][-1],
+                           "ours_dropping_30pct_secure": dropping["val_accuracy"][-1]},
         "round_time_ratio_to_flower": round(steady_round_s(fedavg["round_s"]) / steady_round_s(peer["round_s"]), 3),
         "round_s": {"ours": round(steady_round_s(fedavg["round_s"]), 4),
                     "flower": round(steady_round_s(peer["round_s"]), 4)},
@@ -194,7 +198,12 @@ def main() -> None:
                     f"ours_{options.large_clients}_clients": large["peak_mb"]},
         "memory_ratio_200_to_50": round(large["peak_mb"] / fedavg["peak_mb"], 3),
         "dropout_rounds_completed": completed, "dropped": dropping["dropped"],
-        "secagg_bytes_ratio": None,
+        "secagg_bytes_ratio": round(statistics.mean(secure["update_bytes"]) / statistics.mean(fedavg["update_bytes"]),
+                                    4),
+        "update_bytes_per_round": {"plain": statistics.mean(fedavg["update_bytes"]),
+                                   "secure": statistics.mean(secure["update_bytes"])},
+        "secagg_round_time_ratio": round(steady_round_s(secure["round_s"]) / steady_round_s(fedavg["round_s"]), 3),
+        "round_deadline_s": 60, "dropout_round_s_max": max(dropping["round_s"]),
         "dp_epsilon": round(private["epsilon"], 3), "dp_delta": private["delta"], "dp_clip": options.dp_clip,
         "dp_noise_multiplier": options.dp_noise, "dp_accuracy": private["val_accuracy"][-1],
     }, options.save)
