@@ -94,9 +94,9 @@ def ended(federation, job_id) -> dict:
 def test_clients_train_the_rounds_and_send_nothing_but_their_updates(federation):
     """Kind: end to end, and the data-stays-home property. Two `elastrain client` processes and
     one client in this process (every request it makes recorded) take part in a 3-round job over
-    HTTPS: the job succeeds with a model, each round aggregated 3 clients' updates, and the
-    recorded client sent bodies only with its updates, each exactly the model's float64 values,
-    none holding a row of its table."""
+    HTTPS: the job succeeds with a model, each round aggregated 3 clients' updates (in its history
+    and in the store's metric series), and the recorded client sent bodies only with its updates,
+    each exactly the model's float64 values, none holding a row of its table."""
     job_id = submit(federation, least=3)   # every round waits for all three
     others = [client_process(federation, job_id, data) for data in federation["clients"][1:]]
     sent: list[httpx.Request] = []
@@ -113,6 +113,9 @@ def test_clients_train_the_rounds_and_send_nothing_but_their_updates(federation)
     history = [json.loads(line) for line in (federation["folder"] / "home" / "runs" / job_id / "history.jsonl")
                .read_text().splitlines()]
     assert [(h["clients_asked"], h["clients_reported"], h["aggregated"]) for h in history] == [(3, 3, True)] * 3
+    series = remote(federation).call("GET", f"/jobs/{job_id}/metrics")   # what the dashboard plots
+    assert [p["value"] for p in series["federated_clients_reported"]] == [3.0] * 3
+    assert [p["epoch"] for p in series["val_accuracy"]] == [1, 2, 3]
     bodies = [bytes(request.content) for request in sent if request.content]
     parameters = 30 * 16 + 16 + 16 * 2 + 2
     assert len(bodies) == 3 and all(len(body) == 8 * parameters for body in bodies)

@@ -191,7 +191,7 @@ class JobDriver:
 
         folder = RunFolder.of(Path(self.launch.home), self.launch.job_id)
         spec = self.launch.spec or folder.read_spec()
-        return serve_rounds(absolute_paths(spec), folder, self.coordinator, self.control)
+        return serve_rounds(absolute_paths(spec), folder, self.coordinator, self.control, self.launch.sink)
 
     def federated(self, call: str, *args: Any) -> Any:
         """A federated client's request (`api.federated`): `call` is a public method of the job's

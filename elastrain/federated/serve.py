@@ -14,6 +14,7 @@ from dataclasses import asdict
 
 from elastrain.data.dataset import Dataset, prepare_dataset
 from elastrain.elastic.control import JobControl
+from elastrain.elastic.events import RecordSink
 from elastrain.elastic.job import scalar_metrics
 from elastrain.errors import UserError
 from elastrain.federated.coordinator import Closed, RoundCoordinator
@@ -30,9 +31,11 @@ def client_setup(spec: JobSpec, data: Dataset) -> dict:
             "n_classes": data.n_classes}
 
 
-def serve_rounds(spec: JobSpec, folder: RunFolder, coordinator: RoundCoordinator, control: JobControl) -> JobResult:
+def serve_rounds(spec: JobSpec, folder: RunFolder, coordinator: RoundCoordinator, control: JobControl,
+                 sink: RecordSink | None = None) -> JobResult:
     """Run the federated job `spec` to its end: its rounds over the clients `coordinator` hears
-    from, its record in `folder` (created here unless it exists), its model saved there.
+    from, its record in `folder` (created here unless it exists) and `sink` (the store's metric
+    series: each validation metric and `federated_*` counts per round), its model saved there.
 
     Raises:
         UserError: the server's data cannot be read, or too few clients came within the wait timeout.
@@ -57,10 +60,17 @@ def serve_rounds(spec: JobSpec, folder: RunFolder, coordinator: RoundCoordinator
         return coordinator(round_, weights)
 
     def record(entry: RoundRecord) -> None:
-        folder.append_history({"epoch": entry.round, "step": entry.round, **scalar_metrics(entry.metrics),
-                               "clients_asked": len(entry.asked), "clients_reported": len(entry.reported),
-                               "clients_dropped": len(entry.dropped), "clients_late": len(entry.late),
-                               "aggregated": entry.aggregated, "epsilon": entry.epsilon})
+        counts = {"clients_asked": len(entry.asked), "clients_reported": len(entry.reported),
+                  "clients_dropped": len(entry.dropped), "clients_late": len(entry.late),
+                  "update_bytes": entry.update_bytes}
+        now = time.time()
+        folder.append_history({"epoch": entry.round, "step": entry.round, "t": now, **scalar_metrics(entry.metrics),
+                               **counts, "aggregated": entry.aggregated, "epsilon": entry.epsilon})
+        if sink is not None:
+            series = {**scalar_metrics(entry.metrics), **{f"federated_{k}": v for k, v in counts.items()},
+                      **({"federated_epsilon": entry.epsilon} if entry.epsilon is not None else {})}
+            sink.metrics([{"name": name, "step": entry.round, "epoch": entry.round, "value": float(value), "t": now}
+                          for name, value in series.items()])
         folder.log(f"round {entry.round}: {len(entry.reported)} of {len(entry.asked)} clients reported "
                    f"({len(entry.dropped)} dropped, {len(entry.late)} late), "
                    + ("aggregated" if entry.aggregated else "too few: the global model is kept"))
