@@ -18,9 +18,16 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from elastrain.client import Remote
+from elastrain.data.dataset import prepare_dataset
 from elastrain.elastic.collective import free_port
-from elastrain.federated.remote import FederatedClient
+from elastrain.federated.client import global_weights, local_update
+from elastrain.federated.remote import FederatedClient, local_rows
+from elastrain.federated.secagg import decode
+from elastrain.federated.simulate import round_seed
 from elastrain.security.certs import issue_cert
+from elastrain.spec import JobSpec
+from elastrain.train.artifact import load_model
+from elastrain.train.trainer import Trainer
 from tests.conftest import REPO, start_server, wait_until
 
 pytestmark = [pytest.mark.usefixtures("ray_address"), pytest.mark.slow]
@@ -31,7 +38,25 @@ data: {{source: 'csv:{server_rows}', target: target}}
 model: {{kind: mlp, hidden: [16]}}
 train: {{optimizer: sgd, lr: 0.05, batch_size: 16, epochs: 1, seed: 1}}
 federated: {{rounds: {rounds}, clients_per_round: 3, min_clients: {least}, local_epochs: 2, local_batch_size: 16,
-            round_deadline_s: {deadline}, wait_timeout_s: {wait}}}
+            round_deadline_s: {deadline}, wait_timeout_s: {wait}, secure_aggregation: {secure}}}
+"""
+# A client process that SIGKILLs itself in round 2 after it has shared its keys, before it sends
+# its masked input: the drop secure aggregation must survive.
+VICTIM = """
+import os, signal, sys
+from pathlib import Path
+from elastrain.client import Remote
+from elastrain.federated.remote import FederatedClient
+
+class Victim(FederatedClient):
+    def _secure_round(self, task, train):
+        def die():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super()._secure_round(task, die if task["round"] == 2 else train)
+
+url, token, ca, job, data = sys.argv[1:]
+Victim(Remote(url, Path(token).read_text().strip(), ca), job, Path(data),
+       on_round=lambda r, n, s: print(f"round {r}", file=sys.stderr, flush=True)).run()
 """
 
 
@@ -70,10 +95,10 @@ def remote(federation, user="ada") -> Remote:
     return Remote(federation["url"], federation["tokens"][user].read_text().strip(), federation["ca"])
 
 
-def submit(federation, rounds=3, deadline=120, wait=120, least=2) -> str:
-    spec = federation["folder"] / f"job-{rounds}-{deadline}-{wait}-{least}.yaml"
+def submit(federation, rounds=3, deadline=120, wait=120, least=2, secure=False) -> str:
+    spec = federation["folder"] / f"job-{rounds}-{deadline}-{wait}-{least}-{secure}.yaml"
     spec.write_text(JOB.format(server_rows=federation["server_rows"], rounds=rounds, deadline=deadline, wait=wait,
-                               least=least))
+                               least=least, secure=str(secure).lower()))
     return remote(federation).call("POST", "/jobs", content=spec.read_text(),
                                    headers={"Content-Type": "application/yaml"})["job_id"]
 
@@ -151,6 +176,67 @@ def test_a_client_killed_mid_job_is_cut_and_the_rounds_go_on(federation):
     after = history[last]   # the round after the victim's last
     assert after["clients_asked"] == 3 and after["clients_reported"] == 2
     assert after["clients_dropped"] + after["clients_late"] == 1
+
+
+def test_under_secure_aggregation_the_server_gets_the_sum_and_never_an_update(federation):
+    """Kind: the protocol over real HTTPS. Three clients run a secure round through the server:
+    the model it ends with is the initial one plus the examples-weighted mean of the three
+    updates, recomputed here from each client's rows and seed (to 1e-5), while the recorded
+    client's only upload of its update is masked: not its float64 values, and nothing like them
+    once decoded."""
+    job_id = submit(federation, rounds=1, least=3, secure=True)
+    others = [client_process(federation, job_id, data) for data in federation["clients"][1:]]
+    sent: list[httpx.Request] = []
+    recorder = remote(federation)
+    recorder.client.event_hooks["request"].append(lambda request: sent.append(request))
+    mine = FederatedClient(recorder, job_id, federation["clients"][0])
+    assert mine.run() == 1
+    ids = {mine.client_id: federation["clients"][0]}
+    for process, data in zip(others, federation["clients"][1:], strict=True):
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        ids[json.loads(out.strip().splitlines()[-1])["client_id"]] = data
+    job = ended(federation, job_id)
+    assert job["status"] == "succeeded", job
+    spec = JobSpec.model_validate(mine.setup["spec"])
+    start = global_weights(Trainer(spec, prepare_dataset(spec)))
+    updates = {c: local_update(spec, spec.federated, local_rows(spec, mine.setup, path), start,
+                               round_seed(spec.train.seed, 0, c)) for c, path in ids.items()}
+    expected = start + sum(u.examples * u.delta for u in updates.values()) / sum(u.examples for u in updates.values())
+    saved = load_model(job["result"]["model_path"] if job.get("result") else
+                       federation["folder"] / "home" / "runs" / job_id / "model")
+    final = np.concatenate([p.detach().double().numpy().ravel() for p in saved.model.parameters()])
+    assert np.abs(final - expected).max() < 1e-5
+    uploads = [bytes(r.content) for r in sent if r.method == "PUT"]
+    mine_update = updates[mine.client_id]
+    assert len(uploads) == 1 and len(uploads[0]) == 8 * (mine_update.delta.size + 1)
+    assert uploads[0][:8 * mine_update.delta.size] != mine_update.delta.astype("<f8").tobytes()
+    seen = decode(np.frombuffer(uploads[0], "<u8").copy())
+    assert np.abs(seen[:-1] - mine_update.examples * mine_update.delta).max() > 1.0
+
+
+def test_a_client_killed_after_sharing_its_keys_is_unmasked_away(federation):
+    """Kind: failure under secure aggregation. Of 3 clients (2 must report), one SIGKILLs its
+    process in round 2 after sharing its keys, before sending its masked input: the survivors'
+    shares remove its masks, round 2 aggregates the other two, and the job succeeds."""
+    job_id = submit(federation, rounds=3, deadline=15, secure=True, least=2)
+    victim = subprocess.Popen([sys.executable, "-c", VICTIM, federation["url"], str(federation["tokens"]["ada"]),
+                               str(federation["ca"]), job_id, str(federation["clients"][0])], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    others = [client_process(federation, job_id, data) for data in federation["clients"][1:]]
+    victim.wait(timeout=300)
+    assert victim.returncode == -signal.SIGKILL
+    for process in others:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    job = ended(federation, job_id)
+    assert job["status"] == "succeeded", job
+    history = [json.loads(line) for line in (federation["folder"] / "home" / "runs" / job_id / "history.jsonl")
+               .read_text().splitlines()]
+    killed_in = history[1]
+    assert killed_in["clients_reported"] == 2 and killed_in["aggregated"]
+    assert killed_in["clients_dropped"] + killed_in["clients_late"] == 1
+    assert all(h["aggregated"] for h in history)
 
 
 def test_a_job_no_client_joins_fails_after_its_wait_and_strangers_and_wrong_rows_are_refused(federation):

@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from elastrain.federated.coordinator import HEARTBEAT_S, POLL_S
-from elastrain.federated.strategy import ClientUpdate
 from elastrain.store import JobInfo
 
 FLOAT64 = np.dtype("<f8")
@@ -42,6 +41,7 @@ class TaskOut(BaseModel):
     round: int
     seed: int = Field(description="the seed of its local training this round")
     parameters: int = Field(description="values in the global weights (float64)")
+    threshold: int = Field(0, description="under secure aggregation, the shares needed to unmask (else 0)")
 
 
 class Accepted(BaseModel):
@@ -99,7 +99,7 @@ def federated_router(prefix: str, visible_job: Callable[..., JobInfo], user_type
         given = await call(job_id, user, "task", client_id, wait_s)
         if given is None:
             return Response(status_code=204)
-        return TaskOut(round=given.round, seed=given.seed, parameters=given.parameters)
+        return TaskOut(round=given.round, seed=given.seed, parameters=given.parameters, threshold=given.threshold)
 
     @router.get("/jobs/{job_id}/federated/rounds/{number}/weights", responses={200: {"content": _OCTETS},
                                                                                **errors(409)},
@@ -115,16 +115,30 @@ def federated_router(prefix: str, visible_job: Callable[..., JobInfo], user_type
     async def update(job_id: str, number: Round, request: Request, user: user_type, client_id: Client,
                      examples: Annotated[int, Query(ge=1, le=2**62, description="rows it trained on")]) -> Accepted:
         """This client's update of round `number`: its trained weights minus the round's (float64,
-        little-endian), and the rows it trained on."""
-        body = await request.body()
-        if len(body) % FLOAT64.itemsize:
-            raise HTTPException(422, {"message": f"an update of {len(body)} bytes is not float64 values",
-                                      "field": None})
-        delta = np.frombuffer(body, FLOAT64)
-        if not np.isfinite(delta).all():
-            raise HTTPException(422, {"message": "the update holds values that are not finite", "field": None})
-        await call(job_id, user, "report", client_id, number, ClientUpdate(delta, examples))
+        little-endian), and the rows it trained on; under secure aggregation its masked input
+        (uint64, little-endian, `federated.secagg`)."""
+        await call(job_id, user, "report", client_id, number, await request.body(), examples)
         return Accepted(round=number)
+
+    @router.post("/jobs/{job_id}/federated/rounds/{number}/secagg/{step}", status_code=202, response_model=Accepted,
+                 responses=errors(409))
+    async def secagg_post(job_id: str, number: Round, step: Annotated[str, PathParam(pattern="^(keys|shares|reveal)$")],
+                          message: dict[str, Any], user: user_type, client_id: Client) -> Accepted:
+        """This client's message of a secure round's protocol (`federated.secagg`): `keys` its public
+        keys, `shares` its encrypted shares for its peers, `reveal` its shares for unmasking."""
+        await call(job_id, user, "secagg_post", client_id, number, step, message)
+        return Accepted(round=number)
+
+    @router.get("/jobs/{job_id}/federated/rounds/{number}/secagg/{step}", responses={
+        204: {"description": "The step before has not closed yet: ask again"}, **errors(409)})
+    async def secagg_get(job_id: str, number: Round, step: Annotated[str, PathParam(pattern="^(roster|inbox|unmask)$")],
+                         user: user_type, client_id: Client,
+                         wait_s: Annotated[float, Query(ge=0, le=POLL_S)] = POLL_S) -> Any:
+        """What this client needs for its next step of a secure round: `roster` (every client's
+        keys), `inbox` (the shares sent to it, and who sent theirs), `unmask` (who dropped, who
+        survived), waiting up to `wait_s` for it."""
+        given = await call(job_id, user, "secagg_get", client_id, number, step, wait_s)
+        return Response(status_code=204) if given is None else given
 
     @router.post("/jobs/{job_id}/federated/heartbeat", status_code=204, response_class=Response,
                  responses=errors(409))

@@ -5,7 +5,9 @@ The rows are read and preprocessed here with the job's own reader and the server
 preprocessing (the same scaling and categories as the server's validation rows); they must have
 exactly the job's columns. Each round it fetches the global weights, trains them with the job's
 model, optimizer and trainer (`client.local_update`), sends a heartbeat meanwhile, and PUTs the
-difference. What it sends: its join, polls, heartbeats and updates; never a row.
+difference; under secure aggregation it runs the protocol of `federated.secagg` with the round's
+other clients through the server and sends its update masked. What it sends: its join, polls,
+heartbeats, the protocol's keys and shares, and its updates; never a row.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +27,19 @@ from elastrain.data.preprocess import Preprocessor
 from elastrain.data.sources import read_source
 from elastrain.errors import UserError
 from elastrain.federated.client import local_update
+from elastrain.federated.secagg import (
+    SecAggClient,
+    advertised_from,
+    advertised_json,
+    secured_input,
+    shared_from,
+    shared_json,
+    unmasking_json,
+)
+from elastrain.federated.strategy import ClientUpdate
 from elastrain.spec import JobSpec
 
-FLOAT64 = np.dtype("<f8")
+FLOAT64, UINT64 = np.dtype("<f8"), np.dtype("<u8")
 # Between two tries to join a job that is not running yet (or still reading its data).
 JOIN_RETRY_S = 2.0
 
@@ -73,6 +86,7 @@ class FederatedClient:
         self.base = f"/jobs/{job_id}/federated"
         self.client_id: int | None = None
         self.heartbeat_s = 2.0
+        self.setup: dict | None = None   # what the job told this client when it joined
 
     def run(self) -> int:
         """Take part in the job until it ends; the rounds this client reported.
@@ -98,17 +112,68 @@ class FederatedClient:
                                        params={"client_id": self.client_id}, timeout=120)
             if weights.status_code == 409:
                 continue   # the round ended before this client got its weights
-            with self._heartbeats():
-                update = local_update(spec, spec.federated, data, np.frombuffer(weights.content, FLOAT64).copy(),
-                                      task["seed"])
-            sent = self.remote.send("PUT", f"{self.base}/rounds/{task['round']}/update", accept=(409,),
-                                    params={"client_id": self.client_id, "examples": update.examples},
-                                    content=np.asarray(update.delta, FLOAT64).tobytes(),
-                                    headers={"Content-Type": "application/octet-stream"}, timeout=120)
-            if sent.status_code == 202:
+            global_weights = np.frombuffer(weights.content, FLOAT64).copy()
+            if task["threshold"]:
+                done = self._secure_round(task, partial(local_update, spec, spec.federated, data, global_weights,
+                                                        task["seed"]))
+            else:
+                with self._heartbeats():
+                    update = local_update(spec, spec.federated, data, global_weights, task["seed"])
+                done = self._put(task["round"], np.asarray(update.delta, FLOAT64).tobytes(), update.examples)
+            if done:
                 reported += 1
                 if self.on_round:
                     self.on_round(task["round"], data.n_train, time.perf_counter() - began)
+
+    def _put(self, round_: int, body: bytes, examples: int) -> bool:
+        """PUT this client's report of round `round_`; whether the round took it."""
+        sent = self.remote.send("PUT", f"{self.base}/rounds/{round_}/update", accept=(409,),
+                                params={"client_id": self.client_id, "examples": examples}, content=body,
+                                headers={"Content-Type": "application/octet-stream"}, timeout=120)
+        return sent.status_code == 202
+
+    def _secure_round(self, task: dict, train: Callable[[], ClientUpdate]) -> bool:
+        """A round under secure aggregation (`federated.secagg`): keys, shares, the masked input of
+        the update `train()` makes, the shares for unmasking; whether the round took this client's
+        input. The server never sees the update itself."""
+        agent = SecAggClient(self.client_id)
+        steps = f"{self.base}/rounds/{task['round']}/secagg"
+        if not self._post(f"{steps}/keys", advertised_json(agent.advertise())):
+            return False
+        roster = self._step(f"{steps}/roster")
+        if roster is None:
+            return False
+        shares = agent.share_keys([advertised_from(entry) for entry in roster["roster"]], task["threshold"])
+        if not self._post(f"{steps}/shares", {"messages": [shared_json(m) for m in shares]}):
+            return False
+        inbox = self._step(f"{steps}/inbox")
+        if inbox is None:
+            return False
+        agent.receive([shared_from(m) for m in inbox["messages"]])
+        with self._heartbeats():
+            update = train()
+        masked = agent.masked_input(secured_input(update), inbox["peers"])
+        if not self._put(task["round"], masked.values.astype(UINT64).tobytes(), update.examples):
+            return False
+        verdict = self._step(f"{steps}/unmask")
+        if verdict is None:
+            return False
+        return self._post(f"{steps}/reveal", unmasking_json(agent.unmask(verdict["dropped"], verdict["survivors"])))
+
+    def _post(self, path: str, message: dict) -> bool:
+        """POST a step's message; whether the round took it."""
+        return self.remote.send("POST", path, accept=(409,), params={"client_id": self.client_id},
+                                json=message).status_code == 202
+
+    def _step(self, path: str) -> dict | None:
+        """What a step of the protocol gives this client, polling until the step before closes;
+        None when the round has no place for it any more."""
+        while True:
+            answer = self.remote.send("GET", path, accept=(409,), params={"client_id": self.client_id}, timeout=60)
+            if answer.status_code == 409:
+                return None
+            if answer.status_code == 200:
+                return answer.json()
 
     def _join(self) -> dict:
         """Join the job, trying again while it is queued or starting; the job's setup."""
@@ -118,7 +183,8 @@ class FederatedClient:
             if answer.status_code == 201:
                 joined = answer.json()
                 self.client_id, self.heartbeat_s = joined["client_id"], joined["heartbeat_s"]
-                return joined["setup"]
+                self.setup = joined["setup"]
+                return self.setup
             reason = detail_of(answer)
             if "ended" in reason or "not federated" in reason or time.monotonic() > deadline:
                 raise UserError(f"cannot join job {self.job_id}: {reason}", where=self.remote.server,

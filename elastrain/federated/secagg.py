@@ -25,6 +25,8 @@ A 32-byte secret is shared as two 16-byte halves.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import struct
 from collections.abc import Sequence
@@ -225,9 +227,11 @@ class SecAggClient:
 
 
 def unmasked_sum(roster: Sequence[Advertised], masked: Sequence[MaskedInput], unmaskings: Sequence[Unmasking],
-                 threshold: int) -> np.ndarray:
+                 threshold: int, peers: Sequence[int] | None = None) -> np.ndarray:
     """The server's step 4: the sum (float64 (P,)) of the survivors' inputs from their masked
-    inputs and the shares the survivors sent.
+    inputs and the shares the survivors sent. `roster` is every client that advertised keys (its
+    order gives the share indices), `peers` those that sent their shares (default: all of them),
+    whose pairwise masks the inputs carry.
 
     Raises:
         ValueError: fewer than `threshold` survivors' shares (the sum cannot be unmasked), or no input.
@@ -237,10 +241,9 @@ def unmasked_sum(roster: Sequence[Advertised], masked: Sequence[MaskedInput], un
     if len(unmaskings) < threshold:
         raise ValueError(f"{len(unmaskings)} clients sent shares; unmasking needs {threshold}")
     keys = {a.client: a for a in roster}
-    order = sorted(keys)
-    index = {client: place + 1 for place, client in enumerate(order)}
+    index = {client: place + 1 for place, client in enumerate(sorted(keys))}
     survivors = sorted(m.client for m in masked)
-    dropped = [c for c in order if c not in survivors]
+    dropped = [c for c in sorted(keys if peers is None else peers) if c not in survivors]
     size = masked[0].values.size
     total = np.zeros(size, np.uint64)
     for entry in masked:
@@ -280,17 +283,97 @@ def secure_round_sum(updates: Sequence[ClientUpdate], asked: Sequence[int], repo
     (each message once up and, where the server forwards it, once down)."""
     clients = {c: SecAggClient(c) for c in asked}
     roster = [client.advertise() for client in clients.values()]
-    sent = sum(a.nbytes for a in roster) * (1 + len(roster))
     shares = [m for client in clients.values() for m in client.share_keys(roster, least)]
-    sent += 2 * sum(m.nbytes for m in shares)
     for peer, client in clients.items():
         client.receive([m for m in shares if m.to == peer])
     if len(reported) < least:
-        return None, sent
-    masked = [clients[c].masked_input(np.append(u.examples * u.delta, u.examples), asked)
-              for c, u in zip(reported, updates, strict=True)]
+        return None, protocol_bytes(roster, shares, [], [], [])
+    masked = [clients[c].masked_input(secured_input(u), asked) for c, u in zip(reported, updates, strict=True)]
     dropped = [c for c in asked if c not in reported]
     unmaskings = [clients[c].unmask(dropped, reported) for c in reported]
-    sent += sum(m.nbytes for m in masked) + 4 * len(dropped) * len(reported) + sum(u.nbytes for u in unmaskings)
     total = unmasked_sum(roster, masked, unmaskings, least)
-    return RoundSum(total[:-1], round(float(total[-1])), len(reported)), sent
+    return summed_input(total, len(reported)), protocol_bytes(roster, shares, masked, dropped, unmaskings)
+
+
+def secured_input(update: ClientUpdate) -> np.ndarray:
+    """What a client puts through the protocol for its update: `examples * delta`, then `examples`
+    (float64 (P + 1,))."""
+    return np.append(update.examples * update.delta, update.examples)
+
+
+def summed_input(total: np.ndarray, clients: int) -> RoundSum:
+    """The round's sum from the unmasked sum (P + 1,) of `clients` clients' `secured_input`s."""
+    return RoundSum(total[:-1], round(float(total[-1])), clients)
+
+
+def protocol_bytes(roster: Sequence[Advertised], shares: Sequence[SharedKeys], masked: Sequence[MaskedInput],
+                   dropped: Sequence[int], unmaskings: Sequence[Unmasking]) -> int:
+    """The bytes a round's protocol moves: the keys up and the list of them down to each client,
+    the shares up and forwarded down, the masked inputs, the list of dropped clients down to each
+    survivor, and the survivors' shares for unmasking."""
+    return (sum(a.nbytes for a in roster) * (1 + len(roster)) + 2 * sum(m.nbytes for m in shares)
+            + sum(m.nbytes for m in masked) + 4 * len(dropped) * len(masked) + sum(u.nbytes for u in unmaskings))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def advertised_json(entry: Advertised) -> dict:
+    """`entry` as JSON (keys in base64)."""
+    return {"client": entry.client, "c_public": _b64(entry.c_public), "s_public": _b64(entry.s_public)}
+
+
+def advertised_from(data: dict, client: int | None = None) -> Advertised:
+    """An `Advertised` from its JSON (`client` given: the sender, whatever the body says).
+
+    Raises:
+        ValueError: a key that is not 32 bytes of base64.
+    """
+    c_public, s_public = _unb64(data.get("c_public")), _unb64(data.get("s_public"))
+    if len(c_public) != _KEY_BYTES or len(s_public) != _KEY_BYTES:
+        raise ValueError("a public key is not 32 bytes")
+    return Advertised(int(data["client"]) if client is None else client, c_public, s_public)
+
+
+def shared_json(entry: SharedKeys) -> dict:
+    """`entry` as JSON."""
+    return {"sender": entry.sender, "to": entry.to, "ciphertext": _b64(entry.ciphertext)}
+
+
+def shared_from(data: dict, sender: int | None = None) -> SharedKeys:
+    """A `SharedKeys` from its JSON (`sender` given: the sender, whatever the body says).
+
+    Raises:
+        ValueError: malformed.
+    """
+    return SharedKeys(int(data["sender"]) if sender is None else sender, int(data["to"]),
+                      _unb64(data.get("ciphertext")))
+
+
+def unmasking_json(entry: Unmasking) -> dict:
+    """`entry` as JSON."""
+    return {"sender": entry.sender, "s_shares": {str(k): _b64(v) for k, v in entry.s_shares.items()},
+            "b_shares": {str(k): _b64(v) for k, v in entry.b_shares.items()}}
+
+
+def unmasking_from(data: dict, sender: int) -> Unmasking:
+    """An `Unmasking` of `sender` from its JSON.
+
+    Raises:
+        ValueError: malformed, or a share that is not 32 bytes.
+    """
+    s_shares = {int(k): _unb64(v) for k, v in dict(data.get("s_shares") or {}).items()}
+    b_shares = {int(k): _unb64(v) for k, v in dict(data.get("b_shares") or {}).items()}
+    if any(len(share) != _KEY_BYTES for share in (*s_shares.values(), *b_shares.values())):
+        raise ValueError("a share is not 32 bytes")
+    return Unmasking(sender, s_shares, b_shares)
+
+
+def _unb64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("expected base64 text")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("not base64") from None

@@ -16,7 +16,6 @@ from elastrain.data.dataset import Dataset, prepare_dataset
 from elastrain.elastic.control import JobControl
 from elastrain.elastic.events import RecordSink
 from elastrain.elastic.job import scalar_metrics
-from elastrain.errors import UserError
 from elastrain.federated.coordinator import Closed, RoundCoordinator
 from elastrain.federated.simulate import ClientsRound, RoundRecord, run_rounds
 from elastrain.runs import JobResult, JobState, RunFolder
@@ -42,10 +41,6 @@ def serve_rounds(spec: JobSpec, folder: RunFolder, coordinator: RoundCoordinator
     """
     started = time.time()
     federated = spec.federated
-    if federated.secure_aggregation:
-        raise UserError("secure aggregation runs in `elastrain federated simulate` only so far; a server's clients "
-                        "do not take part in its protocol yet", where="federated.secure_aggregation",
-                        fix="set it false to run on a server, or simulate the job")
     data = prepare_dataset(spec)
     if folder.path.exists():   # a driver that resumes the job: its rounds start again
         folder.log("the job's driver was replaced: its rounds start again from round 1")

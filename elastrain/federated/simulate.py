@@ -36,6 +36,8 @@ class ClientsRound:
         late: the clients cut at the round's deadline.
         asked: the clients the round asked.
         connected: the clients it could have asked (its sampling rate is asked / connected).
+        secured: a round whose clients ran secure aggregation themselves: its sum (None when it
+            could not be unmasked) and the bytes the protocol moved; `updates` is then empty.
     """
 
     updates: tuple[ClientUpdate, ...]
@@ -44,6 +46,7 @@ class ClientsRound:
     late: tuple[int, ...] = ()
     asked: tuple[int, ...] = ()
     connected: int = 0
+    secured: tuple[RoundSum | None, int] | None = None
 
 
 # (round index from 0, the clients asked, the global weights (P,)) -> what they gave back
@@ -146,6 +149,9 @@ def run_rounds(federated: FederatedSpec, server: Trainer, run_round: RunRound,
 def _summed(federated: FederatedSpec, result: ClientsRound) -> tuple[RoundSum | None, int]:
     """The sum of a round's updates as the server learns it (None when too few reported: fewer than
     `min_clients`, or than secure aggregation's threshold), and the bytes that cost."""
+    if result.secured is not None:
+        summed, sent = result.secured
+        return (summed if len(result.reported) >= federated.min_clients else None), sent
     if not federated.secure_aggregation:
         enough = len(result.reported) >= federated.min_clients
         return (round_sum(result.updates) if enough else None), plain_bytes(result.updates)
