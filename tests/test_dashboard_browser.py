@@ -117,3 +117,38 @@ def test_a_finished_jobs_page_is_drawn_from_the_store_alone(browser, tmp_path):
         assert wait_for_body_data(page, "worker-steps", bool, WAIT_S) == "2,1"
         assert page.text_content("#job-status").strip() == "succeeded" and page.is_disabled("#cancel-button")
         page.wait_for_selector("#events :text('scale_in')")
+
+
+def test_a_federated_jobs_page_shows_its_rounds(browser, tmp_path):
+    """Kind: the dashboard's view of a federated job (issue 32). From the store's federated_*
+    series alone: a rounds chart of the clients asked / reported / dropped / late per round, and
+    the bytes and privacy spent of the last round; a job that is not federated has no such card."""
+    from elastrain.api import create_app
+    from elastrain.api.server import serving_in_thread
+    from elastrain.spec import validate_spec
+    from elastrain.store import Store, connect
+
+    store = Store(connect(f"sqlite:///{tmp_path / 'rounds.db'}"))
+    ada, token = store.create_user("ada")
+    spec = {**JOB, "name": "fed", "federated": {"rounds": 3, "clients_per_round": 3}}
+    spec.pop("resources"), spec.pop("checkpoint")
+    store.submit(ada, "fed-job", validate_spec(spec, "test").model_dump(mode="json"))
+    store.submit(ada, "plain-job", validate_spec(JOB, "test").model_dump(mode="json"))
+    store.update_job("fed-job", status="succeeded")
+    counts = {"asked": (3, 3, 3), "reported": (3, 3, 2), "dropped": (0, 0, 1), "late": (0, 0, 0),
+              "update_bytes": (8_000, 8_000, 5_300), "epsilon": (1.5, 2.25, 2.75)}
+    store.add_metrics("fed-job", [
+        {"name": f"federated_{'clients_' if name in ('asked', 'reported', 'dropped', 'late') else ''}{name}",
+         "step": r + 1, "epoch": r + 1, "value": float(values[r]), "t": 100.0 + r} for name, values in counts.items()
+        for r in range(3)] + [{"name": "val_accuracy", "step": r + 1, "epoch": r + 1, "value": 0.5 + r / 10,
+                               "t": 100.0 + r} for r in range(3)])
+    with serving_in_thread(create_app(store, home=tmp_path / "gone")) as url:
+        page = log_in(browser, url, token, "/jobs/fed-job")
+        page.wait_for_selector("body[data-ready='job']")
+        assert wait_for_body_data(page, "rounds-reported", bool, WAIT_S) == "3,3,2"
+        assert page.is_visible("#rounds-card") and page.is_visible("#rounds-chart canvas")
+        note = page.text_content("#rounds-note")
+        assert "3 round(s)" in note and "5.3 KB" in note and "ε 2.75" in note, note
+        plain = log_in(browser, url, token, "/jobs/plain-job")
+        plain.wait_for_selector("body[data-ready='job']")
+        assert plain.is_hidden("#rounds-card")

@@ -40,6 +40,9 @@ NAMESPACE = "elastrain"   # the Ray namespace every driver actor is named in
 POLL_S = 0.1
 # Concurrent calls one driver serves (its `wait` blocks one of them for the job's whole life).
 DRIVER_CONCURRENCY = 8
+# A federated job's driver also serves its clients' requests, each of which may wait (a long poll)
+# for up to `federated.coordinator.POLL_S`: one thread per client waiting, for this many clients.
+FEDERATED_CONCURRENCY = 256
 
 
 def actor_name(job_id: str) -> str:
@@ -265,7 +268,8 @@ def launch_driver(launch: DriverLaunch, detached: bool) -> Any:
         name=actor_name(launch.job_id), namespace=NAMESPACE, lifetime="detached" if detached else None,
         num_cpus=resources.cpus_per_worker if own else 0, num_gpus=resources.gpus_per_worker if own else 0,
         memory=(resources.memory_bytes or None) if own else None,
-        max_concurrency=DRIVER_CONCURRENCY, max_restarts=0, scheduling_strategy=here)
+        max_concurrency=FEDERATED_CONCURRENCY if spec.federated else DRIVER_CONCURRENCY, max_restarts=0,
+        scheduling_strategy=here)
     return actor.remote(launch)
 
 

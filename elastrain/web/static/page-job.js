@@ -1,8 +1,9 @@
-// page-job.js: one job (/jobs/ID): facts, scale and cancel, loss / workers / throughput charts, events and log.
+// page-job.js: one job (/jobs/ID): facts, scale and cancel, loss / workers / throughput charts, a federated
+// job's rounds, events and log.
 'use strict';
 (() => {
   const { CLOCK_INCRS, COLORS, DASH, ENDED, align, api, axis, badge, card, clearError, cssToken, dots, el,
-    emptyRow, fmtClock, fmtDate, fmtDuration, fmtInt, fmtNum, fmtTimeOfDay, fmtUsd, fmtWorkerTime, line, link,
+    emptyRow, fmtBytes, fmtClock, fmtDate, fmtDuration, fmtInt, fmtNum, fmtTimeOfDay, fmtUsd, fmtWorkerTime, line, link,
     liveChart, optional, poller, progressBar, reportError, setReady, showError, stepLine, table, toEpoch,
     workerBounds } = window.Dash;
 
@@ -77,7 +78,12 @@
     const scaleButton = el('button', { id: 'scale-button', type: 'button', class: 'btn primary' }, 'Scale');
     const cancelButton = el('button', { id: 'cancel-button', type: 'button', class: 'btn danger' }, 'Cancel job');
     const chartBox = (domId) => el('div', { id: domId, class: 'chart' });
-    const boxes = { loss: chartBox('loss-chart'), workers: chartBox('workers-chart'), throughput: chartBox('throughput-chart') };
+    const boxes = { loss: chartBox('loss-chart'), workers: chartBox('workers-chart'), throughput: chartBox('throughput-chart'),
+      rounds: chartBox('rounds-chart') };
+    const roundsNote = el('p', { id: 'rounds-note', class: 'muted' });
+    const roundsCard = card('Federated rounds: clients asked, reported, dropped, late', boxes.rounds, roundsNote);
+    roundsCard.id = 'rounds-card';
+    roundsCard.hidden = true;   // shown once a federated job has a round
     const eventsBody = el('tbody');
     const eventsWrap = el('div', { class: 'table-wrap scroll' },
       table('events', ['Time', 'Kind', '#Step', '#Workers', '#Duration', 'Detail'], eventsBody));
@@ -95,9 +101,11 @@
         el('div', { class: 'actions' }, el('label', { for: 'scale-input' }, 'Workers'), scaleInput, scaleButton, cancelButton)),
       el('div', { class: 'grid charts' },
         card('Loss', boxes.loss), card('Workers', boxes.workers), card('Throughput (samples/s)', boxes.throughput)),
+      roundsCard,
       el('div', { class: 'grid two' }, card('Events', eventsWrap), card('Log', log)));
 
-    const charts = { loss: liveChart(boxes.loss), workers: liveChart(boxes.workers), throughput: liveChart(boxes.throughput) };
+    const charts = { loss: liveChart(boxes.loss), workers: liveChart(boxes.workers), throughput: liveChart(boxes.throughput),
+      rounds: liveChart(boxes.rounds) };
     const xScale = { time: false, range: () => [0, Math.max(1, S.xMax)] };
     const xAxis = axis({ incrs: CLOCK_INCRS, space: 70, values: (u, splits) => splits.map(fmtClock) });
     const cursor = { sync: { key: 'job:' + id }, drag: { x: false, y: false } };
@@ -248,6 +256,36 @@
         [spreadTimes(pts, S.t0, trainingFrom()), pts.map((p) => p.value)]);
     }
 
+    // A federated job's rounds (its federated_* series, by round): clients asked / reported /
+    // dropped / late, the validation accuracy (or R²) on the right, and the bytes and privacy spent.
+    const ROUND_SERIES = ['asked', 'reported', 'dropped', 'late'];
+    function roundsChart() {
+      const reported = S.metrics.federated_clients_reported;
+      if (!reported || !reported.length) return;
+      roundsCard.hidden = false;
+      const rounds = reported.map((p) => p.epoch);
+      const byRound = (name) => {
+        const seen = new Map((S.metrics[name] || []).map((p) => [p.epoch, p.value]));
+        return rounds.map((r) => (seen.has(r) ? seen.get(r) : null));
+      };
+      const names = ROUND_SERIES.filter((n) => S.metrics[`federated_clients_${n}`]);
+      const score = ['val_accuracy', 'val_r2'].find((n) => S.metrics[n]);
+      const series = [{ label: 'round' }, ...names.map((n, i) => line(n, i, { scale: 'clients' })),
+        ...(score ? [line(score, names.length, { scale: 'y2', dash: [5, 3] })] : [])];
+      const axes = [axis({ label: 'round', incrs: [1, 2, 5, 10, 20, 50, 100] }),
+        axis({ scale: 'clients', label: 'clients', size: 50, incrs: [1, 2, 5, 10, 20, 50, 100] }),
+        ...(score ? [axis({ scale: 'y2', side: 1, grid: { show: false }, size: 60 })] : [])];
+      const data = [rounds, ...names.map((n) => byRound(`federated_clients_${n}`)), ...(score ? [byRound(score)] : [])];
+      charts.rounds.set({ series, axes, scales: { x: { time: false } },
+        cursor: { drag: { x: false, y: false } } }, data, names.join('|') + (score || ''));
+      const last = (name) => { const pts = S.metrics[name]; return pts && pts.length ? pts[pts.length - 1].value : null; };
+      const bytes = last('federated_update_bytes'), epsilon = last('federated_epsilon');
+      roundsNote.textContent = [`${rounds.length} round(s)`,
+        bytes != null ? `updates: ${fmtBytes(bytes)} in the last round` : '',
+        epsilon != null ? `privacy spent: ε ${epsilon.toFixed(2)}` : ''].filter(Boolean).join(' · ');
+      document.body.dataset.roundsReported = byRound('federated_clients_reported').join(',');
+    }
+
     function renderCharts() {
       S.t0 = timeOrigin();
       const lastMetric = Math.max(0, ...Object.values(S.metrics).map((p) => (p.length ? p[p.length - 1].t : 0)));
@@ -261,6 +299,7 @@
       workersChart(S.job.status === 'queued' ? null : end);
       lossChart();
       throughputChart();
+      roundsChart();
     }
 
     function addEvents(events) {
