@@ -241,13 +241,18 @@ def test_a_client_killed_after_sharing_its_keys_is_unmasked_away(federation):
 
 def test_a_job_no_client_joins_fails_after_its_wait_and_strangers_and_wrong_rows_are_refused(federation):
     """Kind: refusals, each one line. A job that no client joins fails after its 3 s wait timeout
-    with a message saying how many clients came; bob's token finds no job of ada's (exit 1); a
+    with a message saying how many clients came, and a client that comes later is told it ended;
+    bob's token finds no job of ada's (exit 1); a
     table with a column the job does not have, and one without a feature the job has, are exit 2
     naming them."""
     job_id = submit(federation, rounds=2, wait=3)
     job = ended(federation, job_id)
     assert job["status"] == "failed" and "waited 3 s for 2 clients; 0 connected" in job["message"], job
     assert "\n" not in job["message"]
+    late = client_process(federation, job_id, federation["clients"][0])
+    _, err = late.communicate(timeout=120)
+    assert late.returncode == 1 and f"cannot join job {job_id}: job {job_id} has ended (failed)" in err, err
+    assert len(err.strip().splitlines()) == 1
     running = submit(federation, rounds=2, wait=120)
     stranger = client_process(federation, running, federation["clients"][0], user="bob")
     _, err = stranger.communicate(timeout=120)

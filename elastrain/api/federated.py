@@ -57,19 +57,26 @@ def _driver_call(job: JobInfo, call: str, *args: Any) -> Any:
     from elastrain.elastic import find_driver
     from elastrain.federated.coordinator import Refused
 
+    if job.status in ("succeeded", "failed", "cancelled"):
+        raise HTTPException(409, f"job {job.job_id} has ended ({job.status}): no more rounds")
     if job.status != "running":
-        raise HTTPException(409, f"job {job.job_id} is {job.status}: clients take part while it runs")
+        raise HTTPException(409, f"job {job.job_id} is {job.status}: clients take part once it runs")
     driver = find_driver(job.job_id) if ray.is_initialized() else None
     if driver is None:
         raise HTTPException(409, f"job {job.job_id} has no running driver on this server; try again")
     try:
         return ray.get(driver.federated.remote(call, *args))
     except Refused as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise HTTPException(409, _said(exc)) from None
     except ValueError as exc:
-        raise HTTPException(422, {"message": str(exc), "field": None}) from None
+        raise HTTPException(422, {"message": _said(exc), "field": None}) from None
     except ray.exceptions.RayActorError:
         raise HTTPException(409, f"job {job.job_id}'s driver has ended; try again") from None
+
+
+def _said(exc: Exception) -> str:
+    """The line an error raised in the driver says (Ray's wrapper would add the driver's traceback)."""
+    return str(getattr(exc, "cause", None) or exc)
 
 
 def federated_router(prefix: str, visible_job: Callable[..., JobInfo], user_type: Any,

@@ -186,7 +186,7 @@ class FederatedClient:
                 self.setup = joined["setup"]
                 return self.setup
             reason = detail_of(answer)
-            if "ended" in reason or "not federated" in reason or time.monotonic() > deadline:
+            if "has ended" in reason or "not federated" in reason or time.monotonic() > deadline:
                 raise UserError(f"cannot join job {self.job_id}: {reason}", where=self.remote.server,
                                 fix="give the id of a federated job that runs (`elastrain jobs`)", exit_code=1)
             time.sleep(JOIN_RETRY_S)
