@@ -110,6 +110,28 @@ def client_process(federation, job_id, data, user="ada") -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def three_clients(federation, job_id) -> tuple[list[subprocess.Popen], FederatedClient, list[httpx.Request]]:
+    """Two `elastrain client` processes on the second and third tables, and a client of the first
+    to run in this process, whose every request is recorded (the list)."""
+    others = [client_process(federation, job_id, data) for data in federation["clients"][1:]]
+    sent: list[httpx.Request] = []
+    recorder = remote(federation)
+    recorder.client.event_hooks["request"].append(sent.append)
+    return others, FederatedClient(recorder, job_id, federation["clients"][0]), sent
+
+
+def succeeded(federation, job_id, processes) -> list[dict]:
+    """The rounds (history records) of a job that succeeded once its client `processes` ended, each
+    with exit code 0."""
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    job = ended(federation, job_id)
+    assert job["status"] == "succeeded", job
+    return [json.loads(line) for line in (federation["folder"] / "home" / "runs" / job_id / "history.jsonl")
+            .read_text().splitlines()]
+
+
 def ended(federation, job_id) -> dict:
     wait_until(lambda: remote(federation).call("GET", f"/jobs/{job_id}")["status"] in
                ("succeeded", "failed", "cancelled"), timeout=300, poll=0.5)
@@ -123,11 +145,7 @@ def test_clients_train_the_rounds_and_send_nothing_but_their_updates(federation)
     and in the store's metric series), and the recorded client sent bodies only with its updates,
     each exactly the model's float64 values, none holding a row of its table."""
     job_id = submit(federation, least=3)   # every round waits for all three
-    others = [client_process(federation, job_id, data) for data in federation["clients"][1:]]
-    sent: list[httpx.Request] = []
-    recorder = remote(federation)
-    recorder.client.event_hooks["request"].append(lambda request: sent.append(request))
-    mine = FederatedClient(recorder, job_id, federation["clients"][0])
+    others, mine, sent = three_clients(federation, job_id)
     assert mine.run() == 3
     for process in others:
         out, err = process.communicate(timeout=120)
@@ -165,13 +183,7 @@ def test_a_client_killed_mid_job_is_cut_and_the_rounds_go_on(federation):
     last = int(line.split()[1].rstrip(":"))
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
-    for process in processes[1:]:
-        _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err
-    job = ended(federation, job_id)
-    assert job["status"] == "succeeded", job
-    history = [json.loads(line) for line in (federation["folder"] / "home" / "runs" / job_id / "history.jsonl")
-               .read_text().splitlines()]
+    history = succeeded(federation, job_id, processes[1:])
     assert last < 4 and all(h["aggregated"] and h["clients_reported"] >= 2 for h in history)
     after = history[last]   # the round after the victim's last
     assert after["clients_asked"] == 3 and after["clients_reported"] == 2
@@ -185,11 +197,7 @@ def test_under_secure_aggregation_the_server_gets_the_sum_and_never_an_update(fe
     client's only upload of its update is masked: not its float64 values, and nothing like them
     once decoded."""
     job_id = submit(federation, rounds=1, least=3, secure=True)
-    others = [client_process(federation, job_id, data) for data in federation["clients"][1:]]
-    sent: list[httpx.Request] = []
-    recorder = remote(federation)
-    recorder.client.event_hooks["request"].append(lambda request: sent.append(request))
-    mine = FederatedClient(recorder, job_id, federation["clients"][0])
+    others, mine, sent = three_clients(federation, job_id)
     assert mine.run() == 1
     ids = {mine.client_id: federation["clients"][0]}
     for process, data in zip(others, federation["clients"][1:], strict=True):
@@ -226,13 +234,7 @@ def test_a_client_killed_after_sharing_its_keys_is_unmasked_away(federation):
     others = [client_process(federation, job_id, data) for data in federation["clients"][1:]]
     victim.wait(timeout=300)
     assert victim.returncode == -signal.SIGKILL
-    for process in others:
-        _, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err
-    job = ended(federation, job_id)
-    assert job["status"] == "succeeded", job
-    history = [json.loads(line) for line in (federation["folder"] / "home" / "runs" / job_id / "history.jsonl")
-               .read_text().splitlines()]
+    history = succeeded(federation, job_id, others)
     killed_in = history[1]
     assert killed_in["clients_reported"] == 2 and killed_in["aggregated"]
     assert killed_in["clients_dropped"] + killed_in["clients_late"] == 1
