@@ -161,7 +161,8 @@ def client(
     def said(round_: int, rows: int, seconds: float) -> None:
         err.print(f"round {round_}: trained on {rows} rows in {seconds:.2f} s, update sent")
 
-    runner = FederatedClient(remote_of(server, token, ca_cert), job_id, data, wait_s, on_round=said)
+    runner = FederatedClient(remote_of(server, token, ca_cert), job_id, data, wait_s, on_round=said,
+                             on_wait=lambda reason: err.print(f"waiting to join: {reason}"))
     reported = runner.run()
     summary = {"job_id": job_id, "client_id": runner.client_id, "rounds_reported": reported}
     if as_json:

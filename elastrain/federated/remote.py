@@ -78,11 +78,14 @@ class FederatedClient:
     Args:
         wait_s: how long to keep trying to join a job that is queued or still starting.
         on_round: called with (round, rows, seconds) after each round this client reported.
+        on_wait: called once with the server's reason when the job cannot be joined yet.
     """
 
     def __init__(self, remote: Remote, job_id: str, data: Path, wait_s: float = 600.0,
-                 on_round: Callable[[int, int, float], None] | None = None) -> None:
+                 on_round: Callable[[int, int, float], None] | None = None,
+                 on_wait: Callable[[str], None] | None = None) -> None:
         self.remote, self.job_id, self.data_path, self.wait_s, self.on_round = remote, job_id, data, wait_s, on_round
+        self.on_wait = on_wait
         self.base = f"/jobs/{job_id}/federated"
         self.client_id: int | None = None
         self.heartbeat_s = 2.0
@@ -177,7 +180,7 @@ class FederatedClient:
 
     def _join(self) -> dict:
         """Join the job, trying again while it is queued or starting; the job's setup."""
-        deadline = time.monotonic() + self.wait_s
+        deadline, told = time.monotonic() + self.wait_s, False
         while True:
             answer = self.remote.send("POST", f"{self.base}/clients", accept=(409,))
             if answer.status_code == 201:
@@ -189,6 +192,9 @@ class FederatedClient:
             if "has ended" in reason or "not federated" in reason or time.monotonic() > deadline:
                 raise UserError(f"cannot join job {self.job_id}: {reason}", where=self.remote.server,
                                 fix="give the id of a federated job that runs (`elastrain jobs`)", exit_code=1)
+            if self.on_wait and not told:
+                self.on_wait(reason)
+                told = True
             time.sleep(JOIN_RETRY_S)
 
     @contextlib.contextmanager
