@@ -156,12 +156,8 @@ class JobDriver:
         self.outcome: DriverOutcome | None = None
         self.ended = threading.Event()
         self.ray_address = ray.get_runtime_context().gcs_address
-        self.coordinator = None   # a federated job's RoundCoordinator, which its clients' requests reach
-        spec = launch.spec or RunFolder.find(Path(launch.home), launch.job_id).read_spec()
-        if spec.federated is not None:
-            from elastrain.federated.coordinator import RoundCoordinator
-
-            self.coordinator = RoundCoordinator(spec.federated, spec.train.seed)
+        # a federated job's RoundCoordinator, which its clients' requests reach
+        self.coordinator = _coordinator(launch)
         threading.Thread(target=self._drive, name=f"driver-{launch.job_id}", daemon=True).start()
 
     def _drive(self) -> None:
@@ -238,6 +234,20 @@ class JobDriver:
     def interrupt(self) -> None:
         """Ask the job to stop after its current step without ending (it stays resumable)."""
         self.control.interrupt()
+
+
+def _coordinator(launch: DriverLaunch) -> Any:
+    """The rounds of `launch`'s job if it is federated, else None (also when its run folder cannot
+    be read: the driver's run then says why, as for any job)."""
+    try:
+        spec = launch.spec or RunFolder.find(Path(launch.home), launch.job_id).read_spec()
+    except UserError:
+        return None
+    if spec.federated is None:
+        return None
+    from elastrain.federated.coordinator import RoundCoordinator
+
+    return RoundCoordinator(spec.federated, spec.train.seed)
 
 
 def launch_driver(launch: DriverLaunch, detached: bool) -> Any:
