@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from elastrain.federated.coordinator import HEARTBEAT_S, POLL_S
+from elastrain.runs import JobState
 from elastrain.store import JobInfo
 
 FLOAT64 = np.dtype("<f8")
@@ -57,9 +58,9 @@ def _driver_call(job: JobInfo, call: str, *args: Any) -> Any:
     from elastrain.elastic import find_driver
     from elastrain.federated.coordinator import Refused
 
-    if job.status in ("succeeded", "failed", "cancelled"):
+    if job.status in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
         raise HTTPException(409, f"job {job.job_id} has ended ({job.status}): no more rounds")
-    if job.status != "running":
+    if job.status is not JobState.RUNNING:
         raise HTTPException(409, f"job {job.job_id} is {job.status}: clients take part once it runs")
     driver = find_driver(job.job_id) if ray.is_initialized() else None
     if driver is None:

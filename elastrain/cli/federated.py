@@ -37,12 +37,14 @@ def simulate(
                                                 "iid.")] = "dirichlet:0.5",
     min_rows: Annotated[int, typer.Option("--min-rows", min=1, help="Training rows every client holds at "
                                           "least.")] = 10,
-    workers: Annotated[int | None, typer.Option("--workers", min=0, help="Processes on the local Ray that train "
-                                                "the clients in turns (default: this machine's cores); 0 trains "
-                                                "them one after another in this process.", show_default=False)] = None,
-    drop: Annotated[float, typer.Option("--drop", min=0.0, max=1.0, help="Inject dropouts: this share of each "
-                                        "round's clients has its process SIGKILLed halfway through its local "
-                                        "training (needs --workers of 1 or more).")] = 0.0,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=0, metavar="N", show_default=False,
+        help="Processes on the local Ray that train the clients in turns (default: this machine's cores); 0 trains "
+             "them one after another in this process.")] = None,
+    drop: Annotated[float, typer.Option(
+        "--drop", min=0.0, max=1.0, metavar="SHARE",
+        help="Inject dropouts: this share of each round's clients has its process SIGKILLed halfway through its local "
+             "training (needs --workers of 1 or more).")] = 0.0,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="FIELD=VALUE", help="Override a spec field, e.g. --set federated.rounds=30.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
