@@ -17,11 +17,10 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from elastrain.federated.coordinator import HEARTBEAT_S, POLL_S
+from elastrain.federated.coordinator import FLOAT64, HEARTBEAT_S, POLL_S
 from elastrain.runs import JobState
 from elastrain.store import JobInfo
 
-FLOAT64 = np.dtype("<f8")
 # An update of a model of up to 64M parameters (float64).
 MAX_UPDATE_BYTES = 512 * 2**20
 _OCTETS = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -114,8 +113,7 @@ def federated_router(prefix: str, visible_job: Callable[..., JobInfo], user_type
                 response_class=Response)
     async def weights(job_id: str, number: Round, user: user_type, client_id: Client) -> Response:
         """The global weights round `number` trains (float64, little-endian)."""
-        await call(job_id, user, "heartbeat", client_id)
-        values = await call(job_id, user, "round_weights", number)
+        values = await call(job_id, user, "round_weights", client_id, number)
         return Response(np.asarray(values, FLOAT64).tobytes(), media_type="application/octet-stream")
 
     @router.put("/jobs/{job_id}/federated/rounds/{number}/update", status_code=202, response_model=Accepted,

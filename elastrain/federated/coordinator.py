@@ -58,6 +58,7 @@ UNMASK_S = 30.0
 SETUP_SHARE = 0.2
 # The methods a client's request may reach (through the job's driver).
 CLIENT_CALLS = ("join", "heartbeat", "task", "round_weights", "report", "secagg_post", "secagg_get")
+# The wire format of weights and updates (float64) and of masked inputs (uint64), little-endian.
 FLOAT64, UINT64 = np.dtype("<f8"), np.dtype("<u8")
 
 
@@ -161,9 +162,14 @@ class RoundCoordinator:
 
         return self._poll(client, wait_s, given)
 
-    def round_weights(self, round_: int) -> np.ndarray:
-        """The global weights (P,) float64 that round `round_` trains. Raises Refused: another round."""
+    def round_weights(self, client: int, round_: int) -> np.ndarray:
+        """The global weights (P,) float64 that round `round_` trains, for `client` (heard from).
+
+        Raises:
+            Refused: no such client, or another round.
+        """
         with self.changed:
+            self._hear(client)
             if round_ != self.round or self.weights is None:
                 raise Refused(f"round {round_} is not the round being trained ({self.round})")
             return self.weights

@@ -27,6 +27,7 @@ from elastrain.data.preprocess import Preprocessor
 from elastrain.data.sources import read_source
 from elastrain.errors import UserError
 from elastrain.federated.client import local_update
+from elastrain.federated.coordinator import FLOAT64, UINT64
 from elastrain.federated.secagg import (
     SecAggClient,
     advertised_from,
@@ -39,7 +40,6 @@ from elastrain.federated.secagg import (
 from elastrain.federated.strategy import ClientUpdate
 from elastrain.spec import JobSpec
 
-FLOAT64, UINT64 = np.dtype("<f8"), np.dtype("<u8")
 # Between two tries to join a job that is not running yet (or still reading its data).
 JOIN_RETRY_S = 2.0
 
